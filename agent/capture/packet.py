@@ -1,0 +1,127 @@
+"""The packet record every capture source produces and the transport layer consumes.
+
+The kernel program and the pcap reader both end in this one shape, so all
+decoding after capture is shared.  It mirrors `struct pb_record` in
+bpf/record.h; `payload` holds the bytes that follow the record header.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+# Values of Packet.flags, identical to PB_F_* in bpf/record.h.
+F_TRUNCATED = 0x0001
+F_FRAGMENT = 0x0002
+F_MORE_FRAGS = 0x0004
+F_LAST_CHUNK = 0x0008
+F_L3_DEVICE = 0x0010
+F_VLAN = 0x0020
+
+DIR_INGRESS = 0
+DIR_EGRESS = 1
+
+# TCP flag bits as they sit in the TCP header's 13th byte.
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+
+
+class LinkInfo(NamedTuple):
+    """What the link layer said about a frame; only file replay fills it (for flows)."""
+
+    src_mac: bytes
+    dst_mac: bytes
+    vlans: tuple[int, ...]
+    outer_ips: tuple[bytes, bytes] | None  # the outer pair of an IP-in-IP packet
+
+
+class Packet:
+    """One captured packet (or one chunk of a split super-packet)."""
+
+    __slots__ = (
+        "ack",
+        "direction",
+        "dport",
+        "dst",
+        "family",
+        "flags",
+        "flow_hash",
+        "frag_id",
+        "frag_off",
+        "ifindex",
+        "l4proto",
+        "link",
+        "missing",
+        "payload",
+        "seq",
+        "sport",
+        "src",
+        "tcp_flags",
+        "ts_ns",
+        "vlan",
+        "window",
+        "wire_len",
+    )
+
+    def __init__(
+        self,
+        ts_ns: int,
+        family: int,
+        l4proto: int,
+        src: bytes,
+        dst: bytes,
+        sport: int,
+        dport: int,
+        payload: bytes,
+        *,
+        seq: int = 0,
+        ack: int = 0,
+        tcp_flags: int = 0,
+        window: int = 0,
+        wire_len: int = 0,
+        flags: int = F_LAST_CHUNK,
+        missing: int = 0,
+        frag_id: int = 0,
+        frag_off: int = 0,
+        ifindex: int = 0,
+        direction: int = DIR_INGRESS,
+        flow_hash: int = 0,
+        vlan: int = 0,
+        link: LinkInfo | None = None,
+    ) -> None:
+        self.ts_ns = ts_ns
+        self.family = family
+        self.l4proto = l4proto
+        self.src = src
+        self.dst = dst
+        self.sport = sport
+        self.dport = dport
+        self.payload = payload
+        self.seq = seq
+        self.ack = ack
+        self.tcp_flags = tcp_flags
+        self.window = window
+        self.wire_len = wire_len
+        self.flags = flags
+        self.missing = missing
+        self.frag_id = frag_id
+        self.frag_off = frag_off
+        self.ifindex = ifindex
+        self.direction = direction
+        self.flow_hash = flow_hash
+        self.vlan = vlan
+        self.link = link
+
+    def __repr__(self) -> str:
+        return (
+            f"Packet(ts_ns={self.ts_ns}, proto={self.l4proto}, {self.src.hex()}:{self.sport} -> "
+            f"{self.dst.hex()}:{self.dport}, seq={self.seq}, flags=0x{self.tcp_flags:02x}, "
+            f"len={len(self.payload)}, missing={self.missing}, pbflags=0x{self.flags:x})"
+        )

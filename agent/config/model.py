@@ -1,0 +1,191 @@
+"""Typed config sections shared by the whole agent (protocol and output sections live with them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from agent.config.typed import opt
+
+CAPTURE_TYPES = ("ebpf", "pcap", "af_packet", "autodetect")
+
+
+def _positive(value: int) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _snaplen(value: int) -> str | None:
+    return None if 0 < value <= 2**31 - 1 else "must be between 1 and 2147483647"
+
+
+def _capture_type(value: str) -> str | None:
+    if value not in CAPTURE_TYPES:
+        return f"must be one of {', '.join(CAPTURE_TYPES)}"
+    return None
+
+
+@dataclass(frozen=True)
+class InterfacesConfig:
+    """`packetbeat.interfaces`: where to capture.  Capture is always eBPF/TC here."""
+
+    device: tuple[str, ...] = opt(("any",), doc="a name, a list of names, a devices index, or any")
+    type: str = opt("ebpf", check=_capture_type)
+    snaplen: int = opt(65535, check=_snaplen)
+    buffer_size_mb: int = opt(24, check=_positive, doc="ring buffer per worker, rounded to a power of 2")
+    with_vlans: bool = opt(False)
+    bpf_filter: str = opt("")
+    internal_networks: tuple[str, ...] = opt(())
+    auto_promisc_mode: bool = opt(False)
+    metrics_interval: float = opt(5.0, kind="duration")
+    poll_default_route: float = opt(0.0, kind="duration")
+    fanout_group: int | None = opt(None)
+    file: str = opt("")
+    # pktbeat's own: decoding processes the kernel spreads flows over (0: one per CPU).
+    workers: int = opt(0, check=_non_negative)
+    # pktbeat's own: interfaces never attached, even with device: any (glob patterns).
+    ignore_devices: tuple[str, ...] = opt(())
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "npcap": "Windows only; ignored",
+    }
+
+
+@dataclass(frozen=True)
+class FlowsConfig:
+    """`packetbeat.flows`: present means enabled unless `enabled: false`."""
+
+    enabled: bool = opt(True)
+    timeout: float = opt(30.0, kind="duration", check=lambda v: None if v >= 1 else "must be at least 1s")
+    period: float = opt(10.0, kind="duration",
+                        check=lambda v: None if v == -1 or v >= 1 else "must be -1s or at least 1s")
+    enable_delta_flow_reports: bool = opt(False)
+    allow_mismatched_eth: bool = opt(False)
+    keep_null: bool = opt(False)
+    index: str = opt("")
+    fields: dict[str, Any] = opt({})
+    fields_under_root: bool = opt(False)
+    tags: tuple[str, ...] = opt(())
+    processors: list[Any] = opt([])
+    # pktbeat's own: entries of the kernel's flow LRU map.
+    max_flows: int = opt(65536, check=_positive)
+
+
+@dataclass(frozen=True)
+class FlushConfig:
+    min_events: int = opt(1600, check=_non_negative)
+    timeout: float = opt(10.0, kind="duration")
+
+
+@dataclass(frozen=True)
+class MemQueueConfig:
+    events: int = opt(3200, check=_positive)
+    flush: FlushConfig = field(default_factory=FlushConfig)
+
+
+@dataclass(frozen=True)
+class DiskQueueConfig:
+    path: str = opt("")
+    max_size: int = opt(10 * 1024**3, kind="size", check=_positive)
+    segment_size: int | None = opt(None, kind="size")
+    read_ahead: int = opt(512, check=_positive)
+    write_ahead: int = opt(2048, check=_positive)
+    retry_interval: float = opt(1.0, kind="duration")
+    max_retry_interval: float = opt(30.0, kind="duration")
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    mem: MemQueueConfig = field(default_factory=MemQueueConfig)
+    disk: DiskQueueConfig | None = opt(None)
+
+
+@dataclass(frozen=True)
+class LogFilesConfig:
+    path: str = opt("")
+    name: str = opt("pktbeat")
+    rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", check=_positive)
+    keepfiles: int = opt(7, check=_positive)
+    permissions: str = opt("0600")
+    interval: float = opt(0.0, kind="duration")
+    rotateonstartup: bool = opt(True)
+
+
+@dataclass(frozen=True)
+class LogMetricsConfig:
+    enabled: bool = opt(True)
+    period: float = opt(30.0, kind="duration")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = opt("info", check=lambda v: None if v in ("debug", "info", "warning", "warn", "error", "critical")
+                     else "must be debug, info, warning or error")
+    selectors: tuple[str, ...] = opt(())
+    to_stderr: bool = opt(False)
+    to_files: bool = opt(True)
+    to_syslog: bool = opt(False)
+    json: bool = opt(False)
+    files: LogFilesConfig = field(default_factory=LogFilesConfig)
+    metrics: LogMetricsConfig = field(default_factory=LogMetricsConfig)
+
+
+@dataclass(frozen=True)
+class PathConfig:
+    home: str = opt("")
+    config: str = opt("")
+    data: str = opt("")
+    logs: str = opt("")
+
+    def resolved(self, config_file: str | None) -> PathConfig:
+        home = self.home or os.getcwd()
+        cfg = self.config or (os.path.dirname(os.path.abspath(config_file)) if config_file else home)
+        data = self.data or os.path.join(home, "data")
+        logs = self.logs or os.path.join(home, "logs")
+        return PathConfig(home, cfg, data, logs)
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    enabled: bool = opt(True)
+    name: str = opt("")
+    pattern: str = opt("")
+    overwrite: bool = opt(False)
+    settings: dict[str, Any] = opt({})
+    fields: str = opt("")
+    append_fields: list[Any] = opt([])
+    json: dict[str, Any] = opt({})
+
+
+@dataclass(frozen=True)
+class IlmConfig:
+    enabled: bool = opt(True)
+    policy_name: str = opt("")
+    policy_file: str = opt("")
+    check_exists: bool = opt(True)
+    overwrite: bool = opt(False)
+
+
+@dataclass(frozen=True)
+class SetupConfig:
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    ilm: IlmConfig = field(default_factory=IlmConfig)
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "dashboards": "Kibana dashboards are not loaded by pktbeat",
+        "kibana": "Kibana dashboards are not loaded by pktbeat",
+        "dsl": "data stream lifecycle (serverless) is not supported; ILM is used",
+    }
+
+
+@dataclass(frozen=True)
+class HttpEndpointConfig:
+    """The monitoring endpoint (`http.*`), serving /stats as JSON."""
+
+    enabled: bool = opt(False)
+    host: str = opt("localhost")
+    port: int = opt(5066)

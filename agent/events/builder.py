@@ -1,0 +1,255 @@
+"""The one place a Transaction becomes a published event, with Packetbeat's common fields.
+
+Protocols fill `Transaction.fields` with their own fields; everything every
+event shares (event.*, source/destination/client/server, network.*,
+related.*, agent.*, tags, fields) is added here, then processors run, then
+the event is encoded once as JSON for whatever output is configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.events.community_id import community_id
+from agent.events.direction import DirectionClassifier
+from agent.events.timefmt import format_ns
+from agent.processors import Processor, run_chain
+from agent.protocols.base import Transaction
+from agent.publisher.types import EncodedEvent
+from agent.transport.types import ip_text
+from agent.version import ECS_VERSION, VERSION
+
+_PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
+_DEFAULT_EVENT_TYPE = ("connection", "protocol")
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    name: str
+    id: str
+    ephemeral_id: str
+    hostname: str = field(default_factory=socket.gethostname)
+
+    @classmethod
+    def create(cls, name: str = "", agent_id: str | None = None) -> AgentIdentity:
+        host = socket.gethostname()
+        return cls(name or host, agent_id or str(uuid.uuid4()), str(uuid.uuid4()), host)
+
+    def fields(self) -> dict[str, Any]:
+        return {"type": "packetbeat", "name": self.name, "version": VERSION, "id": self.id,
+                "ephemeral_id": self.ephemeral_id}
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """Per-protocol (or flows) additions: Packetbeat's common block."""
+
+    tags: tuple[str, ...] = ()
+    fields: dict[str, Any] = field(default_factory=dict)
+    fields_under_root: bool = False
+    keep_null: bool = False
+    index: str = ""
+    processors: tuple[Processor, ...] = ()
+
+
+class EventBuilder:
+    def __init__(
+        self,
+        identity: AgentIdentity,
+        direction: DirectionClassifier,
+        *,
+        tags: tuple[str, ...] = (),
+        fields: dict[str, Any] | None = None,
+        fields_under_root: bool = False,
+        processors: tuple[Processor, ...] = (),
+        timestamp_digits: int = 3,
+        ignore_outgoing: bool = False,
+        protocol_settings: dict[str, EventSettings] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.direction = direction
+        self.tags = tags
+        self.fields = fields or {}
+        self.fields_under_root = fields_under_root
+        self.processors = list(processors)
+        self.digits = timestamp_digits
+        self.ignore_outgoing = ignore_outgoing
+        self.settings = protocol_settings or {}
+        self._agent = identity.fields()
+        self._default_settings = EventSettings()
+        self.dropped_outgoing = 0
+        self.dropped_by_processors = 0
+
+    # -- transactions -----------------------------------------------------------
+
+    def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
+        """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
+        conn = txn.conn
+        client_ip = ip_text(conn.client.ip)
+        server_ip = ip_text(conn.server.ip)
+        fmt = format_ns
+        digits = self.digits
+        event_section: dict[str, Any] = {
+            "kind": "event",
+            "category": ["network"],
+            "type": list(txn.event_type or _DEFAULT_EVENT_TYPE),
+            "dataset": txn.type,
+        }
+        if txn.has_request:
+            event_section["start"] = fmt(txn.ts_ns, digits)
+        if txn.end_ns is not None:
+            event_section["end"] = fmt(txn.end_ns, digits)
+            if txn.has_request and txn.end_ns >= txn.ts_ns:
+                event_section["duration"] = txn.end_ns - txn.ts_ns
+        source: dict[str, Any] = {"ip": client_ip}
+        destination: dict[str, Any] = {"ip": server_ip}
+        if conn.client.port:
+            source["port"] = conn.client.port
+        if conn.server.port:
+            destination["port"] = conn.server.port
+        total = 0
+        if txn.client_bytes:
+            source["bytes"] = txn.client_bytes
+            total += txn.client_bytes
+        if txn.server_bytes:
+            destination["bytes"] = txn.server_bytes
+            total += txn.server_bytes
+        if txn.domain:
+            destination["domain"] = txn.domain
+        transport = conn.transport
+        network: dict[str, Any] = {
+            "type": "ipv4" if conn.family == 4 else "ipv6",
+            "transport": transport,
+            "protocol": txn.protocol_override or txn.type,
+        }
+        if total:
+            network["bytes"] = total
+        proto_number = _PROTO_NUMBER.get(transport, 0)
+        if proto_number in (1, 58):
+            icmp_type, icmp_code = txn.icmp if txn.icmp is not None else (0, 0)
+            network["community_id"] = community_id(conn.client.ip, conn.server.ip, proto_number,
+                                                   icmp_type=icmp_type, icmp_code=icmp_code)
+        elif proto_number:
+            network["community_id"] = community_id(conn.client.ip, conn.server.ip, proto_number,
+                                                   conn.client.port, conn.server.port)
+        direction = self.direction(conn.client.ip, conn.server.ip)
+        network["direction"] = direction
+        if self.ignore_outgoing and direction == "egress":
+            self.dropped_outgoing += 1
+            return None
+        event: dict[str, Any] = {
+            "@timestamp": fmt(txn.ts_ns, digits),
+            "type": txn.type,
+            "status": txn.status,
+            "event": event_section,
+            "source": source,
+            "destination": destination,
+            "client": dict(source),
+            "server": dict(destination),
+            "network": network,
+        }
+        related_ips = [client_ip] if client_ip == server_ip else [client_ip, server_ip]
+        proto_fields = txn.fields
+        extra_related = proto_fields.pop("related", None) if proto_fields else None
+        if proto_fields:
+            for key, value in proto_fields.items():
+                current = event.get(key)
+                if isinstance(current, dict) and isinstance(value, dict):
+                    _merge(current, value)
+                else:
+                    event[key] = value
+        related: dict[str, Any] = {"ip": related_ips}
+        if extra_related:
+            for key, values in extra_related.items():
+                bucket = related.setdefault(key, [])
+                for value in values:
+                    if value and value not in bucket:
+                        bucket.append(value)
+        event["related"] = {k: v for k, v in related.items() if v}
+        if txn.notes:
+            event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
+        return self.finish(event, self.settings.get(txn.type, self._default_settings))
+
+    # -- shared by transactions and flows ------------------------------------
+
+    def finish(self, event: dict[str, Any], settings: EventSettings) -> dict[str, Any] | None:
+        """Add agent/ecs/host/tags/fields, strip nulls, run processors (protocol's, then global)."""
+        event["agent"] = dict(self._agent)
+        event["ecs"] = {"version": ECS_VERSION}
+        event.setdefault("host", {"name": self.identity.name})
+        tags = list(self.tags)
+        for tag in settings.tags:
+            if tag not in tags:
+                tags.append(tag)
+        if tags:
+            event["tags"] = tags
+        _add_fields(event, self.fields, self.fields_under_root)
+        if settings.fields:
+            _add_fields(event, settings.fields, settings.fields_under_root)
+        if not settings.keep_null:
+            _strip_nulls(event)
+        if settings.processors:
+            result = run_chain(list(settings.processors), event)
+            if result is None:
+                self.dropped_by_processors += 1
+                return None
+            event = result
+        if self.processors:
+            result = run_chain(self.processors, event)
+            if result is None:
+                self.dropped_by_processors += 1
+                return None
+            event = result
+        return event
+
+    def encode(self, event: dict[str, Any], index: str | None = None) -> EncodedEvent:
+        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode()
+        digest = hashlib.blake2b(data, digest_size=15).digest()
+        return EncodedEvent(data, base64.urlsafe_b64encode(digest).decode(), index or None,
+                            str(event.get("type", "")))
+
+    def index_for(self, event_type: str) -> str | None:
+        settings = self.settings.get(event_type)
+        return settings.index if settings and settings.index else None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        current = base.get(key)
+        if isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value)
+        else:
+            base[key] = value
+
+
+def _add_fields(event: dict[str, Any], fields: dict[str, Any], under_root: bool) -> None:
+    if not fields:
+        return
+    if under_root:
+        for key, value in fields.items():
+            event[key] = value
+    else:
+        target = event.setdefault("fields", {})
+        _merge(target, dict(fields))
+
+
+def _strip_nulls(value: dict[str, Any]) -> None:
+    for key in [k for k, v in value.items() if v is None]:
+        del value[key]
+    for item in value.values():
+        if isinstance(item, dict) and item:
+            _strip_nulls(item)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,33 @@
+"""Community ID flow hashing, version 1 (https://github.com/corelight/community-id-spec)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+
+# ICMP types whose "other side" type stands in for the destination port.
+_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,
+                139: 140, 140: 139, 144: 145, 145: 144}
+
+_PORTS = struct.Struct("!HH")
+
+
+def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int = 0, seed: int = 0,
+                 icmp_type: int | None = None, icmp_code: int = 0) -> str:
+    """`1:<base64 sha1>` for a flow; for ICMP pass the message's type and code instead of ports."""
+    one_way = False
+    if proto in (1, 58):
+        t = icmp_type or 0
+        pairs = _ICMP4_PAIRS if proto == 1 else _ICMP6_PAIRS
+        if t in pairs:
+            sport, dport = t, pairs[t]
+        else:
+            sport, dport, one_way = t, icmp_code, True
+    if not one_way and (src, sport) > (dst, dport):
+        src, dst, sport, dport = dst, src, dport, sport
+    data = struct.pack("!H", seed) + src + dst + bytes((proto, 0))
+    if proto in (1, 6, 17, 58, 132):
+        data += _PORTS.pack(sport, dport)
+    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()

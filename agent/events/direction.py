@@ -1,0 +1,176 @@
+"""network.direction: host-based first, then perimeter-based from internal_networks.
+
+The named ranges are libbeat's (`private`, `loopback`, `unicast`, ...), so a
+packetbeat.yml that uses them keeps its meaning.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
+_LOOPBACK = ("127.0.0.0/8", "::1/128")
+_LINK_LOCAL_UNICAST = ("169.254.0.0/16", "fe80::/10")
+_LINK_LOCAL_MULTICAST = ("224.0.0.0/24", "ff02::/16")
+_INTERFACE_LOCAL_MULTICAST = ("ff01::/16",)
+_UNSPECIFIED = ("0.0.0.0/32", "::/128")
+
+
+def _nets(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+_PRIVATE_NETS = _nets(_PRIVATE)
+_LL_UNICAST_NETS = _nets(_LINK_LOCAL_UNICAST)
+_LL_MULTICAST_NETS = _nets(_LINK_LOCAL_MULTICAST)
+_IF_MULTICAST_NETS = _nets(_INTERFACE_LOCAL_MULTICAST)
+
+
+def _in(ip: IPAddress, nets: tuple[IPNetwork, ...]) -> bool:
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+class _Named:
+    """A named range is a predicate on an address."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __contains__(self, ip: IPAddress) -> bool:
+        name = self.name
+        if name == "private":
+            return _in(ip, _PRIVATE_NETS)
+        if name == "loopback":
+            return ip.is_loopback
+        if name == "multicast":
+            return ip.is_multicast
+        if name == "link_local_unicast":
+            return _in(ip, _LL_UNICAST_NETS)
+        if name == "link_local_multicast":
+            return _in(ip, _LL_MULTICAST_NETS)
+        if name == "interface_local_multicast":
+            return _in(ip, _IF_MULTICAST_NETS)
+        if name == "unspecified":
+            return ip.is_unspecified
+        if name == "unicast":
+            return not ip.is_multicast and not ip.is_unspecified and not _is_broadcast(ip)
+        if name == "global_unicast":
+            return _global_unicast(ip)
+        if name == "public":
+            return _global_unicast(ip) and not _in(ip, _PRIVATE_NETS) and not ip.is_loopback
+        return False
+
+
+NAMED_NETWORKS = ("private", "loopback", "unicast", "global_unicast", "multicast", "link_local_unicast",
+                  "link_local_multicast", "interface_local_multicast", "unspecified", "public")
+
+
+def _is_broadcast(ip: IPAddress) -> bool:
+    return ip.version == 4 and str(ip) == "255.255.255.255"
+
+
+def _global_unicast(ip: IPAddress) -> bool:
+    return not (ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local
+                or _is_broadcast(ip))
+
+
+def parse_networks(entries: Iterable[str]) -> list[IPNetwork | _Named]:
+    """CIDRs, plain addresses and named ranges; raises ValueError naming the bad entry."""
+    out: list[IPNetwork | _Named] = []
+    for entry in entries:
+        text = str(entry).strip()
+        if text in NAMED_NETWORKS:
+            out.append(_Named(text))
+            continue
+        try:
+            out.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"'{text}' is neither a CIDR nor one of {', '.join(NAMED_NETWORKS)}") from None
+    return out
+
+
+def contains(networks: Iterable[IPNetwork | _Named], ip: IPAddress) -> bool:
+    for net in networks:
+        if isinstance(net, _Named):
+            if ip in net:
+                return True
+        elif ip.version == net.version and ip in net:
+            return True
+    return False
+
+
+def local_addresses() -> frozenset[bytes]:
+    """This host's own addresses (as packed bytes), from netlink via pyroute2 when available."""
+    found: set[bytes] = set()
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for msg in ipr.get_addr():
+                addr = msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL")
+                if addr:
+                    found.add(ipaddress.ip_address(addr).packed)
+    except Exception:
+        try:
+            found.add(socket.inet_aton(socket.gethostbyname(socket.gethostname())))
+        except OSError:
+            pass
+    return frozenset(found)
+
+
+class DirectionClassifier:
+    """Computes network.direction for (source, destination) pairs, with a bounded cache."""
+
+    CACHE_LIMIT = 65536
+
+    def __init__(self, local_ips: frozenset[bytes], internal: list[IPNetwork | _Named]) -> None:
+        self.local_ips = local_ips
+        self.internal = internal
+        self._cache: dict[tuple[bytes, bytes], str] = {}
+
+    def __call__(self, src: bytes, dst: bytes) -> str:
+        key = (src, dst)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._classify(src, dst)
+            if len(self._cache) >= self.CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+    def _classify(self, src: bytes, dst: bytes) -> str:
+        s = ipaddress.ip_address(src)
+        d = ipaddress.ip_address(dst)
+        if _host_local(d) or dst in self.local_ips:
+            return "ingress"
+        if _host_local(s) or src in self.local_ips:
+            return "egress"
+        if self.internal:
+            si, di = contains(self.internal, s), contains(self.internal, d)
+            if si and di:
+                return "internal"
+            if si:
+                return "outbound"
+            if di:
+                return "inbound"
+            return "external"
+        return "unknown"
+
+
+def _host_local(ip: IPAddress) -> bool:
+    if ip.is_loopback:
+        return True
+    if ip.version == 4:
+        return ip in _LL4 or ip in _LLM4
+    return ip in _LL6 or ip in _LLM6
+
+
+_LL4 = ipaddress.ip_network("169.254.0.0/16")
+_LLM4 = ipaddress.ip_network("224.0.0.0/24")
+_LL6 = ipaddress.ip_network("fe80::/10")
+_LLM6 = ipaddress.ip_network("ff02::/16")

@@ -1,0 +1,1 @@
+"""Flows: bidirectional per-connection counters, reported periodically and when they end."""

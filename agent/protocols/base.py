@@ -1,0 +1,132 @@
+"""The contract between the transport layer and protocol packages.
+
+A protocol package provides:
+
+- `parser.py`: a sans-IO parser.  Bytes of one direction go in, typed
+  messages come out; "need more bytes" is a normal result, malformed input
+  raises `ParseError`.  It never reads a clock, a socket or a global.
+- `plugin.py`: the protocol's `ProtocolSpec`: its config class and a factory
+  for per-connection `StreamSession`s (TCP) and/or a `DatagramHandler` (UDP),
+  which run the parser, correlate requests with responses and emit
+  `Transaction`s.
+
+The transport layer calls sessions; sessions call `SessionContext.emit`.
+Nothing here imports the event, publisher or output layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from agent.config.typed import opt
+from agent.metrics import Counters
+from agent.transport.session import DatagramHandler, ParseError, StreamSession
+from agent.transport.types import ConnectionInfo
+
+__all__ = [
+    "DatagramHandler",
+    "ParseError",
+    "ProtocolConfig",
+    "ProtocolSpec",
+    "SessionContext",
+    "StreamSession",
+    "Transaction",
+]
+
+
+def _check_ports(ports: tuple[int, ...]) -> str | None:
+    for port in ports:
+        if not 0 < port < 65536:
+            return f"port {port} is outside 1-65535"
+    return None
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """Packetbeat's settings common to every protocol."""
+
+    enabled: bool = opt(True)
+    ports: tuple[int, ...] = opt((), check=_check_ports)
+    send_request: bool = opt(False)
+    send_response: bool = opt(False)
+    transaction_timeout: float = opt(10.0, kind="duration")
+    keep_null: bool = opt(False)
+    fields: dict[str, Any] = opt({})
+    fields_under_root: bool = opt(False)
+    tags: tuple[str, ...] = opt(())
+    index: str = opt("")
+    processors: list[Any] = opt([])
+
+    # Packetbeat settings this protocol does not act on, with the reason (warned, not refused).
+    UNSUPPORTED: ClassVar[Mapping[str, str]] = {}
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One request/response pair (or a lone message), ready to become an event.
+
+    `fields` holds the protocol's own event fields, nested as they appear in
+    the event (`{"http": {...}, "url": {...}, "method": "GET"}`).  The event
+    builder adds every common field from the rest.
+    """
+
+    type: str
+    conn: ConnectionInfo
+    ts_ns: int  # @timestamp: the request's time, else the response's
+    end_ns: int | None = None  # event.end: the response's time
+    has_request: bool = True  # False: an unmatched response (no event.start)
+    status: str = "OK"
+    client_bytes: int | None = None  # source.bytes
+    server_bytes: int | None = None  # destination.bytes
+    notes: list[str] = dataclasses.field(default_factory=list)
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    event_type: tuple[str, ...] | None = None  # default ("connection", "protocol")
+    protocol_override: str | None = None  # network.protocol when it differs from type
+    domain: str | None = None  # destination.domain
+    icmp: tuple[int, int] | None = None  # (type, code) of the request, for the ICMP community id
+
+
+class SessionContext:
+    """What a session may use: its config, connection, counters and the emit hook."""
+
+    __slots__ = ("config", "conn", "counters", "emit", "protocol")
+
+    def __init__(self, protocol: str, config: ProtocolConfig, conn: ConnectionInfo,
+                 emit: Callable[[Transaction], None], counters: Counters) -> None:
+        self.protocol = protocol
+        self.config = config
+        self.conn = conn
+        self.emit = emit
+        self.counters = counters
+
+
+DatagramFactory = Callable[[ProtocolConfig, Callable[[Transaction], None], Counters], DatagramHandler]
+
+
+@dataclass(frozen=True)
+class ProtocolSpec:
+    """One protocol's registration: the only thing the registry table lists."""
+
+    name: str
+    config_class: type[ProtocolConfig]
+    tcp: Callable[[SessionContext], StreamSession] | None = None
+    udp: DatagramFactory | None = None
+    # ICMPv4/ICMPv6 messages: not port based, every message goes to this handler.
+    icmp: DatagramFactory | None = None
+    description: str = ""
+    # Counters the protocol registers, for documentation and the metrics endpoint.
+    counters: tuple[str, ...] = ("unmatched_requests", "unmatched_responses", "parse_errors")
+
+    @property
+    def transports(self) -> tuple[str, ...]:
+        out = []
+        if self.tcp is not None:
+            out.append("tcp")
+        if self.udp is not None:
+            out.append("udp")
+        if self.icmp is not None:
+            out.append("icmp")
+        return tuple(out)

@@ -1,0 +1,42 @@
+"""What flows from the event layer to outputs: encoded events and per-event outcomes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """One event as JSON, ready for any output.
+
+    `data` is the document without `@metadata`; outputs that write it (file,
+    console) splice it in.  `event_id` is deterministic (a hash of `data`),
+    so a resend after an ambiguous failure cannot create a duplicate.
+    """
+
+    data: bytes
+    event_id: str
+    index: str | None = None  # a per-protocol `index` override
+    type: str = ""  # the event's `type` (http, dns, flow, ...)
+
+
+class Outcome(enum.IntEnum):
+    ACKED = 0  # stored (or already stored: a 409 on create)
+    RETRY = 1  # not stored, worth trying again (429, 5xx, connection errors)
+    DROPPED = 2  # refused for good (mapping error...): counted and sampled in the log
+
+
+class Output(Protocol):
+    """An output takes a batch and says, per event, what happened to it."""
+
+    name: str
+
+    def publish(self, batch: list[EncodedEvent]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class OutputError(Exception):
+    """An output that cannot be set up (bad settings, unreachable at start when that is fatal)."""

@@ -1,0 +1,219 @@
+"""File replay (-I): pcap/pcapng through the same transport, protocols and events as live capture.
+
+With `-t` packets run at full speed with their own timestamps; without it
+replay is paced in real time and timestamps become the wall clock, as
+Packetbeat does.  Timeouts (transaction expiry, flow reports) follow the
+packet clock, so `-t` runs are deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent import metrics
+from agent.capture.decode import SUPPORTED_LINKTYPES, FrameDecoder
+from agent.capture.pcapfile import CaptureFileError, CaptureReader
+from agent.config.load import AgentConfig
+from agent.publisher.pipeline import Pipeline, PublishTimeout
+from agent.runtime import wiring
+from agent.runtime.progress import Progress
+
+log = logging.getLogger("pktbeat")
+
+TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
+
+EXIT_OK = 0
+EXIT_INPUT = 2
+EXIT_PUBLISH_TIMEOUT = 3
+
+
+@dataclass
+class ReplayOptions:
+    files: list[str]
+    topspeed: bool = False
+    loops: int = 1
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+class ReplayRunner:
+    def __init__(self, config: AgentConfig, options: ReplayOptions) -> None:
+        self.config = config
+        self.options = options
+        self.identity = wiring.agent_identity(config)
+        self.builder = wiring.event_builder(config, self.identity)
+        self.output = wiring.make_output(config)
+        self.pipeline: Pipeline = wiring.make_pipeline(config, self.output)
+        self.dispatcher = wiring.dispatcher(config, self._emit)
+        self.flows = None
+        if config.flows is not None:
+            from agent.flows.table import FlowTable
+
+            self.flows = FlowTable(config.flows, self._publish_flow)
+        self.stats = metrics.register("replay", ("files", "packets", "undecoded", "events", "read_errors"))
+        self._stop = False
+
+    def stop(self) -> None:
+        self._stop = True
+
+    # -- event path ------------------------------------------------------------
+
+    def _emit(self, txn: object) -> None:
+        event = self.builder.transaction_event(txn)  # type: ignore[arg-type]
+        if event is None:
+            return
+        self.stats["events"] += 1
+        self.pipeline.publish(self.builder.encode(event, self.builder.index_for(event["type"])))
+
+    def _publish_flow(self, event: dict[str, object]) -> None:
+        from agent.events.builder import EventSettings
+
+        finished = self.builder.finish(event, self.builder.settings.get("flow", EventSettings()))
+        if finished is None:
+            return
+        self.stats["events"] += 1
+        self.pipeline.publish(self.builder.encode(finished, self.builder.index_for("flow")))
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        log.info("Process watcher disabled when file input is used")
+        code = EXIT_OK
+        now_ns = 0
+        loops = max(1, self.options.loops)
+        try:
+            for _ in range(loops):
+                for path in self.options.files:
+                    if self._stop:
+                        break
+                    result = self._replay_file(path, now_ns)
+                    if result is None:
+                        code = EXIT_INPUT
+                        continue
+                    now_ns = max(now_ns, result)
+            now_ns = self._drain_timeouts(now_ns)
+            self._finish(now_ns)
+        finally:
+            code = self._close(code)
+        return code
+
+    def _replay_file(self, path: str, clock_ns: int) -> int | None:
+        """Replay one file; returns the last packet time, or None when the file was unreadable."""
+        try:
+            reader = CaptureReader(path)
+        except (CaptureFileError, OSError) as exc:
+            log.error("%s", exc)
+            self.stats["read_errors"] += 1
+            return None
+        with reader:
+            info = reader.info
+            if info.linktype not in SUPPORTED_LINKTYPES:
+                log.error("%s: unsupported link type %d (supported: %s)", path, info.linktype,
+                          ", ".join(sorted(set(SUPPORTED_LINKTYPES.values()))))
+                self.stats["read_errors"] += 1
+                return None
+            self.stats["files"] += 1
+            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None)
+            progress = Progress(path, info.size, enabled=self._show_progress())
+            last_ns = clock_ns
+            next_tick = 0
+            pace = None if self.options.topspeed else _Pacer()
+            handle = self.dispatcher.handle
+            flows = self.flows
+            count = 0
+            try:
+                for ts_ns, frame, wire_len in reader:
+                    if self._stop:
+                        break
+                    if pace is not None:
+                        ts_ns = pace.wait(ts_ns)
+                    if ts_ns < last_ns - 1_000_000_000 and last_ns:
+                        log.debug("time went backwards in %s", path)
+                    pkt = decoder.decode(frame, ts_ns, wire_len)
+                    count += 1
+                    if pkt is None:
+                        self.stats["undecoded"] += 1
+                    else:
+                        if flows is not None:
+                            flows.packet(pkt)
+                        handle(pkt)
+                    last_ns = max(last_ns, ts_ns)
+                    if last_ns >= next_tick:
+                        self._tick(last_ns)
+                        next_tick = last_ns + TICK_NS
+                        progress.update(reader.offset)
+            except CaptureFileError as exc:
+                log.error("%s (the packets before it were processed)", exc)
+                self.stats["read_errors"] += 1
+            finally:
+                self.stats["packets"] += count
+                progress.done()
+        return last_ns
+
+    def _tick(self, now_ns: int) -> None:
+        self.dispatcher.expire(now_ns)
+        if self.flows is not None:
+            self.flows.tick(now_ns)
+        self.pipeline.tick()
+
+    def _drain_timeouts(self, now_ns: int) -> int:
+        """Real-time replay waits for pending transactions to time out, as a live agent would."""
+        if self.options.topspeed or self._stop:
+            return now_ns
+        timeouts = [e.config.transaction_timeout for e in self.config.protocols]
+        wait_s = max(timeouts, default=0.0)
+        deadline = time.monotonic() + wait_s + 0.2
+        while self.dispatcher.pending() and time.monotonic() < deadline and not self._stop:
+            time.sleep(0.05)
+            now_ns = time.time_ns()
+            self._tick(now_ns)
+        return now_ns
+
+    def _finish(self, now_ns: int) -> None:
+        pending = self.dispatcher.pending()
+        if pending:
+            # Packetbeat discards requests still waiting at the end of a file; say so.
+            log.info("%d request(s) had no response by the end of the input and were not published", pending)
+            metrics.register("replay").inc("pending_at_end", pending)
+        if self.flows is not None:
+            self.flows.final(now_ns)
+
+    def _close(self, code: int) -> int:
+        timeout = self.config.shutdown_timeout
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        try:
+            self.pipeline.close(deadline)
+        except PublishTimeout as exc:
+            log.error("%s within packetbeat.shutdown_timeout (%gs)", exc, timeout)
+            return EXIT_PUBLISH_TIMEOUT
+        return code
+
+    def _show_progress(self) -> bool:
+        if self.options.progress is not None:
+            return self.options.progress
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+class _Pacer:
+    """Real-time pacing: sleeps to keep the capture's spacing, returns wall-clock timestamps."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._first_pkt: int | None = None
+        self._start = 0
+        self._sleep = sleep
+
+    def wait(self, ts_ns: int) -> int:
+        now = time.time_ns()
+        if self._first_pkt is None:
+            self._first_pkt = ts_ns
+            self._start = now
+            return now
+        due = self._start + max(0, ts_ns - self._first_pkt)
+        if due > now:
+            self._sleep((due - now) / 1e9)
+            now = time.time_ns()
+        return now

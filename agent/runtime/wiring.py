@@ -1,0 +1,144 @@
+"""Building the layers from an AgentConfig: protocol bindings, event builder, output pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from agent import metrics
+from agent.config.load import AgentConfig
+from agent.events.builder import AgentIdentity, EventBuilder, EventSettings
+from agent.events.direction import DirectionClassifier, local_addresses, parse_networks
+from agent.outputs import registry as output_registry
+from agent.processors import build_processors
+from agent.protocols import registry as protocol_registry
+from agent.protocols.base import ProtocolConfig, SessionContext, Transaction
+from agent.publisher.pipeline import Pipeline
+from agent.publisher.types import Output
+from agent.transport.dispatcher import Dispatcher
+from agent.transport.session import DatagramBinding, StreamBinding, StreamSession
+from agent.transport.types import ConnectionInfo
+
+log = logging.getLogger("pktbeat")
+
+Emit = Callable[[Transaction], None]
+
+
+def agent_identity(config: AgentConfig) -> AgentIdentity:
+    """The agent's name and persistent id (kept in path.data/meta.json, as Beats do)."""
+    meta = Path(config.path.data) / "meta.json"
+    agent_id = None
+    try:
+        agent_id = json.loads(meta.read_text())["uuid"]
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            agent_id = str(uuid.uuid4())
+            tmp = meta.with_name(f".meta.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"uuid": agent_id}))
+            os.replace(tmp, meta)
+        except OSError as exc:
+            log.warning("cannot persist the agent id in %s: %s", meta, exc.strerror)
+    return AgentIdentity.create(config.name, agent_id)
+
+
+def event_builder(config: AgentConfig, identity: AgentIdentity) -> EventBuilder:
+    settings: dict[str, EventSettings] = {}
+    for entry in config.protocols:
+        pc = entry.config
+        settings[entry.name] = _settings(pc.tags, pc.fields, pc.fields_under_root, pc.keep_null, pc.index,
+                                         pc.processors, f"packetbeat.protocols.{entry.name}.processors")
+    if config.flows is not None:
+        fc = config.flows
+        settings["flow"] = _settings(fc.tags, fc.fields, fc.fields_under_root, fc.keep_null, fc.index,
+                                     fc.processors, "packetbeat.flows.processors")
+    direction = DirectionClassifier(local_addresses(), parse_networks(config.interfaces.internal_networks))
+    return EventBuilder(
+        identity, direction, tags=config.tags, fields=config.fields, fields_under_root=config.fields_under_root,
+        processors=tuple(build_processors(config.processors, "processors")),
+        timestamp_digits=config.timestamp_digits, ignore_outgoing=config.ignore_outgoing,
+        protocol_settings=settings,
+    )
+
+
+def _settings(tags: tuple[str, ...], fields: dict[str, object], under_root: bool, keep_null: bool, index: str,
+              processors: list[object], where: str) -> EventSettings:
+    return EventSettings(tags=tags, fields=dict(fields), fields_under_root=under_root, keep_null=keep_null,
+                         index=index, processors=tuple(build_processors(processors, where)))
+
+
+def make_output(config: AgentConfig) -> Output:
+    module = output_registry.module(config.output.name)
+    output: Output = module.create(config.output.config, config)
+    return output
+
+
+def make_pipeline(config: AgentConfig, output: Output) -> Pipeline:
+    mem = config.queue.mem
+    bulk = getattr(config.output.config, "bulk_max_size", 0) or mem.flush.min_events or 1600
+    return Pipeline(output, max_events=mem.events, flush_min_events=mem.flush.min_events,
+                    flush_timeout=mem.flush.timeout, bulk_max_size=bulk)
+
+
+def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
+    """Port maps from the enabled protocols (the kernel's port map is derived from the same)."""
+    tcp_ports: dict[int, StreamBinding] = {}
+    udp_ports: dict[int, DatagramBinding] = {}
+    icmp: DatagramBinding | None = None
+    for entry in config.protocols:
+        spec = protocol_registry.spec(entry.name)
+        pc = entry.config
+        counters = metrics.register(entry.name, spec.counters)
+        if spec.tcp is not None:
+            binding = StreamBinding(entry.name, int(pc.transaction_timeout * 1e9),
+                                    _session_factory(entry.name, pc, spec.tcp, emit, counters))
+            for port in protocol_ports(pc, "tcp"):
+                tcp_ports[port] = binding
+        if spec.udp is not None:
+            ports = protocol_ports(pc, "udp")
+            if ports:
+                handler = spec.udp(pc, emit, counters)
+                for port in ports:
+                    udp_ports[port] = DatagramBinding(entry.name, handler)
+        if spec.icmp is not None:
+            icmp = DatagramBinding(entry.name, spec.icmp(pc, emit, counters))
+    return Dispatcher(tcp_ports, udp_ports, icmp)
+
+
+def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:
+    narrowed = getattr(pc, "ports_for", None)
+    if callable(narrowed):
+        return tuple(narrowed(transport))
+    return pc.ports
+
+
+def _session_factory(name: str, pc: ProtocolConfig, factory: Callable[[SessionContext], StreamSession], emit: Emit,
+                     counters: metrics.Counters) -> Callable[[ConnectionInfo], StreamSession]:
+    def new_session(conn: ConnectionInfo) -> StreamSession:
+        return factory(SessionContext(name, pc, conn, emit, counters))
+
+    return new_session
+
+
+def kernel_port_map(config: AgentConfig) -> dict[tuple[int, int], int]:
+    """(ip protocol, port) -> protocol index, for the BPF port map; ICMP is matched separately."""
+    names = list(protocol_registry.PROTOCOLS)
+    out: dict[tuple[int, int], int] = {}
+    for entry in config.protocols:
+        spec = protocol_registry.spec(entry.name)
+        index = names.index(entry.name) + 1
+        if spec.tcp is not None:
+            for port in protocol_ports(entry.config, "tcp"):
+                out[(6, port)] = index
+        if spec.udp is not None:
+            for port in protocol_ports(entry.config, "udp"):
+                out[(17, port)] = index
+    return out
+
+
+def icmp_enabled(config: AgentConfig) -> bool:
+    return any(protocol_registry.spec(e.name).icmp is not None for e in config.protocols)

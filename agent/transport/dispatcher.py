@@ -1,0 +1,241 @@
+"""The transport dispatcher: packets in, protocol sessions fed.
+
+It owns the TCP connection table, the UDP/ICMP handlers and IP fragment
+reassembly.  A protocol is chosen by port, source port first and then
+destination port (as Packetbeat does); the side whose port matched is the
+server unless a SYN says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+
+from agent import metrics
+from agent.capture.packet import (
+    F_FRAGMENT,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_RST,
+    TCP_SYN,
+    Packet,
+)
+from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
+from agent.transport.session import DatagramBinding, ParseError, StreamBinding
+from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits
+from agent.transport.types import ConnectionInfo, Direction, Endpoint
+
+log = logging.getLogger("pktbeat.transport")
+
+UDP_COUNTERS = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "internal_errors")
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        tcp_ports: Mapping[int, StreamBinding],
+        udp_ports: Mapping[int, DatagramBinding],
+        icmp: DatagramBinding | None = None,
+        tcp_limits: TcpLimits | None = None,
+        fragment_limits: FragmentLimits | None = None,
+    ) -> None:
+        self.tcp_ports = dict(tcp_ports)
+        self.udp_ports = dict(udp_ports)
+        self.icmp = icmp
+        self.tcp_limits = tcp_limits or TcpLimits()
+        self.tcp_counters = metrics.register("tcp", TCP_COUNTERS)
+        self.udp_counters = metrics.register("udp", UDP_COUNTERS)
+        self.reassembler = StreamReassembler(self.tcp_counters, self.tcp_limits)
+        self.fragments = FragmentReassembler(metrics.register("ip_fragments", FRAGMENT_COUNTERS),
+                                             fragment_limits)
+        # Both directions' keys map to the same connection; the LRU order
+        # (least recently active first) drives expiry and eviction.
+        self._conns: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}
+        self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
+        self._next_conn_id = 1
+        self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
+        self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
+        if icmp is not None:
+            self._datagram_handlers.append(icmp)
+
+    # -- packets -------------------------------------------------------------
+
+    def handle(self, pkt: Packet) -> None:
+        if pkt.flags & F_FRAGMENT:
+            whole = self.fragments.add(pkt)
+            if whole is None:
+                return
+            pkt = whole
+        proto = pkt.l4proto
+        if proto == IPPROTO_TCP:
+            self._tcp(pkt)
+        elif proto == IPPROTO_UDP:
+            self._udp(pkt)
+        elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and self.icmp is not None:
+            transport = "icmp" if proto == IPPROTO_ICMP else "ipv6-icmp"
+            conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport)
+            self._datagram(self.icmp, Direction.TO_SERVER, conn, pkt.payload, pkt.ts_ns)
+
+    def _tcp(self, pkt: Packet) -> None:
+        flags = pkt.tcp_flags
+        payload = pkt.payload
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        conn = self._conns.get(key)
+        if conn is not None:
+            if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
+                self._close(conn)  # the 4-tuple is reused by a new connection
+                conn = None
+            else:
+                conn.last_ns = pkt.ts_ns
+                self._lru.move_to_end(conn.info.conn_id)
+        if conn is None:
+            if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN):
+                return  # a pure ACK (or RST) of a connection we do not follow
+            conn = self._open(pkt)
+            if conn is None:
+                return
+        direction = Direction.TO_SERVER if (pkt.src == conn.client_ip and pkt.sport == conn.client_port) \
+            else Direction.TO_CLIENT
+        if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN | TCP_RST):
+            return
+        self.reassembler.segment(conn, direction, pkt.seq, flags, payload, pkt.missing, pkt.ts_ns)
+
+    def _open(self, pkt: Packet) -> TcpConnection | None:
+        binding = self.tcp_ports.get(pkt.sport)
+        server_is_src = binding is not None
+        if binding is None:
+            binding = self.tcp_ports.get(pkt.dport)
+            if binding is None:
+                return None
+        flags = pkt.tcp_flags
+        if flags & TCP_SYN:
+            # The SYN's sender is the client, whatever the ports say.
+            server_is_src = bool(flags & TCP_ACK)
+        src, dst = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
+        client, server = (dst, src) if server_is_src else (src, dst)
+        conn_id = self._next_conn_id
+        self._next_conn_id += 1
+        info = ConnectionInfo(client, server, pkt.family, "tcp", conn_id)
+        if len(self._lru) >= self.tcp_limits.max_connections:
+            self._evict_oldest(pkt.ts_ns)
+        session = binding.new_session(info)
+        conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, pkt.ts_ns)
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        rkey = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        self._conns[key] = conn
+        self._conns[rkey] = conn
+        self._lru[conn_id] = (key, conn)
+        self.tcp_counters["connections"] += 1
+        return conn
+
+    def _close(self, conn: TcpConnection) -> None:
+        entry = self._lru.pop(conn.info.conn_id, None)
+        if entry is None:
+            return
+        key = entry[0]
+        self._conns.pop(key, None)
+        self._conns.pop((key[2], key[3], key[0], key[1]), None)
+        self.reassembler.flush_all(conn, conn.last_ns)
+        self.reassembler.forget(conn)
+        try:
+            conn.session.expire(conn.last_ns)
+        except ParseError:
+            self.tcp_counters["parse_errors"] += 1
+        except Exception:
+            self.tcp_counters["internal_errors"] += 1
+            log.exception("bug in the %s parser while expiring a connection", conn.protocol)
+
+    def _evict_oldest(self, now_ns: int) -> None:
+        self.expire(now_ns)
+        while len(self._lru) >= self.tcp_limits.max_connections:
+            _, (_, conn) = next(iter(self._lru.items()))
+            self.tcp_counters["connections_evicted"] += 1
+            self._close(conn)
+
+    def _udp(self, pkt: Packet) -> None:
+        counters = self.udp_counters
+        binding = self.udp_ports.get(pkt.sport)
+        if binding is not None:
+            direction = Direction.TO_CLIENT
+            client, server = Endpoint(pkt.dst, pkt.dport), Endpoint(pkt.src, pkt.sport)
+        else:
+            binding = self.udp_ports.get(pkt.dport)
+            if binding is None:
+                counters["unclaimed"] += 1
+                return
+            direction = Direction.TO_SERVER
+            client, server = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
+        if not pkt.payload:
+            counters["empty"] += 1
+            return
+        counters["datagrams"] += 1
+        counters["bytes"] += len(pkt.payload)
+        conn = ConnectionInfo(client, server, pkt.family, "udp")
+        self._datagram(binding, direction, conn, pkt.payload, pkt.ts_ns)
+
+    def _datagram(self, binding: DatagramBinding, direction: Direction, conn: ConnectionInfo, data: bytes,
+                  ts_ns: int) -> None:
+        try:
+            binding.handler.datagram(direction, conn, data, ts_ns)
+        except ParseError as exc:
+            self.udp_counters["parse_errors"] += 1
+            log.debug("%s: %s", binding.protocol, exc)
+        except Exception:
+            self.udp_counters["internal_errors"] += 1
+            log.exception("bug in the %s parser; the datagram is dropped", binding.protocol)
+
+    # -- time ------------------------------------------------------------------
+
+    def expire(self, now_ns: int) -> None:
+        """Close TCP connections idle past their protocol's transaction_timeout; tick handlers."""
+        lru = self._lru
+        horizon = now_ns - self._min_timeout_ns
+        stale: list[TcpConnection] = []
+        for _, conn in lru.values():
+            if conn.last_ns > horizon:
+                break
+            if conn.last_ns + conn.timeout_ns <= now_ns:
+                stale.append(conn)
+        for conn in stale:
+            self._close(conn)
+        for binding in self._datagram_handlers:
+            try:
+                binding.handler.tick(now_ns)
+            except Exception:
+                self.udp_counters["internal_errors"] += 1
+                log.exception("bug in the %s handler's timer", binding.protocol)
+        self.fragments.expire(now_ns)
+
+    def pending(self) -> int:
+        """Requests still waiting for a response, in every session and handler."""
+        total = 0
+        for _, conn in self._lru.values():
+            try:
+                total += conn.session.pending()
+            except Exception:
+                pass
+        for binding in self._datagram_handlers:
+            try:
+                total += binding.handler.pending()
+            except Exception:
+                pass
+        return total
+
+    def close_all(self, now_ns: int) -> None:
+        """Expire every connection (shutdown of a live capture)."""
+        for _, conn in list(self._lru.values()):
+            self._close(conn)
+        for binding in self._datagram_handlers:
+            try:
+                binding.handler.tick(now_ns + 10**15)
+            except Exception:
+                log.exception("bug in the %s handler's timer", binding.protocol)
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._lru)

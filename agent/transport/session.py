@@ -1,0 +1,80 @@
+"""What the transport layer calls: the session interfaces and the parse error they may raise.
+
+Protocol packages implement these; the transport layer knows nothing else
+about them.  A `Binding` is how the wiring code tells the dispatcher which
+factory serves which port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.transport.types import ConnectionInfo, Direction
+
+
+class ParseError(Exception):
+    """Malformed input: the one exception a parser may raise.
+
+    The transport dispatcher catches it, counts it, asks the session to
+    resynchronise and carries on.  Any other exception from a parser is a bug.
+    """
+
+    def __init__(self, protocol: str, direction: Direction | None, offset: int, reason: str) -> None:
+        where = f" ({direction.name.lower()})" if direction is not None else ""
+        super().__init__(f"{protocol}{where} at offset {offset}: {reason}")
+        self.protocol = protocol
+        self.direction = direction
+        self.offset = offset
+        self.reason = reason
+
+
+class StreamSession(Protocol):
+    """One TCP connection's protocol state, fed in order per direction."""
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None: ...
+
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
+        """`nbytes` of this direction were lost; the next `feed` continues after them."""
+
+    def fin(self, direction: Direction, ts_ns: int) -> None:
+        """This direction ended (FIN, or RST for both)."""
+
+    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        """`feed` raised `error`: drop the direction's partial state and resynchronise."""
+
+    def expire(self, ts_ns: int) -> None:
+        """The connection was idle for transaction_timeout: publish what is due, then forget."""
+
+    def pending(self) -> int:
+        """Requests not yet published (for end-of-input accounting)."""
+        ...
+
+
+class DatagramHandler(Protocol):
+    """A protocol's state for all of its datagrams (UDP, or ICMP)."""
+
+    def datagram(self, direction: Direction, conn: ConnectionInfo, data: bytes, ts_ns: int) -> None: ...
+
+    def tick(self, now_ns: int) -> None:
+        """Publish transactions whose timeout passed."""
+
+    def pending(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBinding:
+    """A protocol serving TCP ports: how to make a session for a new connection."""
+
+    protocol: str
+    timeout_ns: int
+    new_session: Callable[[ConnectionInfo], StreamSession]
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramBinding:
+    """A protocol serving UDP ports (or ICMP): its one handler."""
+
+    protocol: str
+    handler: DatagramHandler

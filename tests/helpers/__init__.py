@@ -1,0 +1,1 @@
+"""Shared test helpers: protocol session drivers, replay through the CLI, network namespaces."""
