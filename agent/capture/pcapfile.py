@@ -1,8 +1,8 @@
 """Reading packet captures: classic pcap (any byte order, micro or nano) and pcapng.
 
-Classic pcap is read here with a streaming reader that keeps nanosecond
-timestamps and refuses hostile record lengths; pcapng goes through dpkt's
-reader behind a guard that bounds every read.  Both yield
+Both formats are read here with streaming readers that keep exact
+nanosecond timestamps (dpkt's readers return float seconds and trust every
+length field) and refuse hostile lengths.  Both yield
 `(ts_ns, frame, wire_len)` and end on a truncated file with a typed error
 carrying what was read so far, never a crash or an unbounded allocation.
 """
@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
-
-import dpkt
 
 # A record longer than this is corrupt: no link type carries frames this big.
 MAX_RECORD_BYTES = 256 * 1024
@@ -67,15 +65,12 @@ class CaptureReader:
                 _vmaj, _vmin, _zone, _sig, snaplen, linktype = struct.unpack(endian + "HHiIII", head[4:24])
                 self._record = struct.Struct(endian + "IIII")
                 self.info = CaptureInfo(self.path, "pcap", linktype & 0x0FFFFFFF, snaplen, self._size)
-                self._ng: dpkt.pcapng.Reader | None = None
+                self._ng: _PcapngState | None = None
             elif magic == _PCAPNG_MAGIC:
                 self._file.seek(0)
-                try:
-                    self._ng = dpkt.pcapng.Reader(_BoundedReads(self._file, self._size))
-                except (ValueError, dpkt.Error, struct.error, _TooLarge) as exc:
-                    raise CaptureFileError(self.path, 0, f"bad pcapng header: {exc}") from None
-                self.info = CaptureInfo(self.path, "pcapng", self._ng.datalink(),
-                                        getattr(self._ng, "snaplen", 65535) or 65535, self._size)
+                self._ng = _PcapngState()
+                linktype = self._pcapng_header()
+                self.info = CaptureInfo(self.path, "pcapng", linktype, 65535, self._size)
             else:
                 raise CaptureFileError(self.path, 0, f"not a pcap or pcapng file (magic {magic.hex()})")
         except BaseException:
@@ -119,42 +114,109 @@ class CaptureReader:
             self.offset = offset
             yield sec * 1_000_000_000 + sub * scale, frame, max(wire_len, caplen)
 
-    def _iter_pcapng(self) -> Iterator[tuple[int, bytes, int]]:
+    # -- pcapng: section header, interface descriptions, enhanced/simple packet blocks --
+
+    def _read_block(self) -> tuple[int, bytes] | None:
         assert self._ng is not None
-        iterator = iter(self._ng)
+        offset = self._file.tell()
+        head = self._file.read(8)
+        if not head:
+            return None
+        if len(head) < 8:
+            raise CaptureFileError(self.path, offset, "truncated pcapng block header")
+        endian = self._ng.endian
+        if head[:4] == _PCAPNG_MAGIC:  # a section header sets the byte order for what follows
+            bom = self._file.read(4)
+            if bom == b"\x4d\x3c\x2b\x1a":
+                endian = "<"
+            elif bom == b"\x1a\x2b\x3c\x4d":
+                endian = ">"
+            else:
+                raise CaptureFileError(self.path, offset, "bad pcapng byte-order magic")
+            self._ng.endian = endian
+            self._ng.interfaces.clear()
+            self._file.seek(offset + 8)
+        block_type, length = struct.unpack(endian + "II", head)
+        if length < 12 or length % 4 or length > MAX_RECORD_BYTES + 4096:
+            raise CaptureFileError(self.path, offset, f"pcapng block length {length} is invalid")
+        body = self._file.read(length - 8)
+        if len(body) < length - 8:
+            raise CaptureFileError(self.path, offset, "truncated pcapng block")
+        self.offset = offset + length
+        return block_type, body[:-4]
+
+    def _pcapng_header(self) -> int:
+        block = self._read_block()
+        if block is None or block[0] != 0x0A0D0D0A:
+            raise CaptureFileError(self.path, 0, "pcapng file without a section header")
+        # The link type is the first interface's; read ahead until it is described.
+        assert self._ng is not None
+        start = self._file.tell()
+        while not self._ng.interfaces:
+            block = self._read_block()
+            if block is None:
+                break
+            if block[0] == 1:
+                self._interface(block[1])
+        self._file.seek(start)
+        self._ng.interfaces.clear()
+        return self._ng.first_linktype if self._ng.first_linktype is not None else 1
+
+    def _interface(self, body: bytes) -> None:
+        assert self._ng is not None
+        endian = self._ng.endian
+        if len(body) < 8:
+            raise CaptureFileError(self.path, self.offset, "short interface description block")
+        linktype = struct.unpack_from(endian + "H", body, 0)[0]
+        ns_per_tick = 1000  # default resolution: microseconds
+        pos = 8
+        while pos + 4 <= len(body):
+            code, size = struct.unpack_from(endian + "HH", body, pos)
+            if code == 0:
+                break
+            if code == 9 and size >= 1:  # if_tsresol
+                value = body[pos + 4]
+                exponent = value & 0x7F
+                if value & 0x80:
+                    ns_per_tick = max(1, round(1e9 / (2**exponent))) if exponent <= 30 else 1
+                else:
+                    ns_per_tick = 10 ** (9 - exponent) if exponent <= 9 else 1
+            pos += 4 + (size + 3) // 4 * 4
+        self._ng.interfaces.append((linktype, ns_per_tick))
+        if self._ng.first_linktype is None:
+            self._ng.first_linktype = linktype
+
+    def _iter_pcapng(self) -> Iterator[tuple[int, bytes, int]]:
+        state = self._ng
+        assert state is not None
         while True:
-            try:
-                ts, frame = next(iterator)
-            except StopIteration:
+            block = self._read_block()
+            if block is None:
                 return
-            except (ValueError, dpkt.Error, struct.error, _TooLarge) as exc:
-                raise CaptureFileError(self.path, self._file.tell(), f"bad pcapng block: {exc}") from None
-            self.offset = self._file.tell()
-            yield round(ts * 1e9), bytes(frame), len(frame)
+            block_type, body = block
+            endian = state.endian
+            if block_type == 1:
+                self._interface(body)
+            elif block_type == 6:  # enhanced packet block
+                if len(body) < 20:
+                    raise CaptureFileError(self.path, self.offset, "short enhanced packet block")
+                iface, high, low, caplen, wire_len = struct.unpack_from(endian + "IIIII", body)
+                if iface >= len(state.interfaces):
+                    raise CaptureFileError(self.path, self.offset, f"packet on undescribed interface {iface}")
+                if caplen > len(body) - 20:
+                    raise CaptureFileError(self.path, self.offset, "packet longer than its block")
+                yield ((high << 32) | low) * state.interfaces[iface][1], body[20:20 + caplen], max(wire_len, caplen)
+            elif block_type == 3:  # simple packet block: no timestamp
+                if len(body) < 4 or not state.interfaces:
+                    raise CaptureFileError(self.path, self.offset, "bad simple packet block")
+                wire_len = struct.unpack_from(endian + "I", body)[0]
+                yield 0, body[4:4 + wire_len], wire_len
+            elif block_type == 0x0A0D0D0A:
+                continue
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _BoundedReads:
-    """A file wrapper that refuses reads larger than what remains in the file."""
-
-    def __init__(self, file: BinaryIO, size: int) -> None:
-        self._file = file
-        self._size = size
-        self.name = getattr(file, "name", "<pcapng>")
-
-    def read(self, n: int = -1) -> bytes:
-        if n > MAX_RECORD_BYTES + 64 and n > self._size - self._file.tell():
-            raise _TooLarge(f"block length {n} runs past the end of the file")
-        return self._file.read(n)
-
-    def seek(self, *args: int) -> int:
-        return self._file.seek(*args)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def fileno(self) -> int:
-        return self._file.fileno()
+@dataclass(slots=True)
+class _PcapngState:
+    endian: str = "<"
+    interfaces: list[tuple[int, int]] = field(default_factory=list)  # (linktype, ns per tick)
+    first_linktype: int | None = None

@@ -56,6 +56,7 @@ class ReplayRunner:
             self.flows = FlowTable(config.flows, self._publish_flow)
         self.stats = metrics.register("replay", ("files", "packets", "undecoded", "events", "read_errors"))
         self._stop = False
+        self._input_error = False
 
     def stop(self) -> None:
         self._stop = True
@@ -97,6 +98,8 @@ class ReplayRunner:
                     now_ns = max(now_ns, result)
             now_ns = self._drain_timeouts(now_ns)
             self._finish(now_ns)
+            if self._input_error:
+                code = EXIT_INPUT
         finally:
             code = self._close(code)
         return code
@@ -149,6 +152,7 @@ class ReplayRunner:
             except CaptureFileError as exc:
                 log.error("%s (the packets before it were processed)", exc)
                 self.stats["read_errors"] += 1
+                self._input_error = True
             finally:
                 self.stats["packets"] += count
                 progress.done()
