@@ -72,7 +72,7 @@ def test_unsupported_packetbeat_key_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_unknown_protocol_type_and_duplicate_port_are_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown protocol 'htpt'.*did you mean 'http'"):
+    with pytest.raises(ConfigError, match=r"unknown protocol 'htpt'.*did you mean 'http'"):
         load(_write(tmp_path, "packetbeat.protocols:\n- type: htpt\n  ports: [80]\n"))
 
 
@@ -103,7 +103,7 @@ def test_bad_values_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(_write(tmp_path, "packetbeat.flows:\n  timeout: soon\n"))
     assert err.value.key == "packetbeat.flows.timeout"
-    with pytest.raises(ConfigError, match="timestamp.precision"):
+    with pytest.raises(ConfigError, match=r"timestamp\.precision"):
         load(_write(tmp_path, "timestamp.precision: picosecond\n"))
     with pytest.raises(ConfigError, match="only one output"):
         load(_write(tmp_path, "output.file.path: /a\noutput.console.pretty: true\n"))
