@@ -104,7 +104,7 @@ case "$MODE" in
   setup) say "ready: $ROOT/.venv/bin/pktbeat" ;;
   run)   exec "$ROOT/.venv/bin/pktbeat" run -c "$ROOT/packetbeat.yml" "$@" ;;
   test)
-    "$ROOT/.venv/bin/ruff" check agent tests bench
+    "$ROOT/.venv/bin/ruff" check agent tests bench docs
     "$ROOT/.venv/bin/mypy" --no-error-summary
     exec "$ROOT/.venv/bin/python" -m pytest "$@" ;;
   *) die "unknown mode '$MODE' (use run, test, or nothing for set-up only)" ;;

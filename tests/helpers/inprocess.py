@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def split_tcp(packets: Iterable[Packet], cut_points: Iterable[float]) -> list[Pa
             out.append(pkt)
             continue
         bounds = sorted({0, *(max(1, min(len(data) - 1, int(c * len(data)))) for c in cuts), len(data)})
-        for i, (a, b) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(bounds)):
             last = i == len(bounds) - 2
             out.append(Packet(pkt.ts_ns, pkt.family, pkt.l4proto, pkt.src, pkt.dst, pkt.sport, pkt.dport,
                               data[a:b], seq=(pkt.seq + a) & 0xFFFFFFFF, ack=pkt.ack,

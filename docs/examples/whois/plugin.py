@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
