@@ -40,10 +40,7 @@ class Writer:
     def frame(self, src: bytes, dst: bytes, proto: int, l4: bytes, advance_us: int = 50) -> None:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), self.count & 0xFFFF, 0x4000, 64, proto, 0, src, dst)
         ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
-        if src[3] % 2:
-            eth = ETH_SRC + ETH_DST
-        else:
-            eth = ETH_DST + ETH_SRC
+        eth = ETH_SRC + ETH_DST if src[3] % 2 else ETH_DST + ETH_SRC
         frame = eth + b"\x08\x00" + ip + l4
         self.ts_us += advance_us
         self.handle.write(struct.pack("<IIII", self.ts_us // 1_000_000, self.ts_us % 1_000_000, len(frame),
