@@ -15,19 +15,33 @@ from typing import NamedTuple, Protocol
 class FlowKey(NamedTuple):
     """Direction-independent identity of a flow: the lower (address, port) comes first.
 
-    For ICMP the ports are 0 and `icmp_id` holds the echo identifier (0 for
-    messages without one), so separate pings are separate flows, as in Packetbeat.
+    ICMP flows have ports 0.  `icmp_id` stays 0 in both sources: Packetbeat
+    looks the flow up before the echo identifier joins its flow id, so all
+    ICMP between two hosts (pings with different ids, neighbour discovery,
+    errors) is one flow; the 10 ICMPv6 community-id vectors of its
+    flowhash_icmp6 test depend on exactly that.
+
+    The fields after `icmp_id` are optional parts of the identity, as in
+    Packetbeat's flow id: the Ethernet addresses (empty when the link has
+    none, or with `allow_mismatched_eth`) and the outer addresses of an
+    IP-in-IP packet.  `mac_lo`/`outer_lo` are the ones on the `addr_lo`
+    side (its own MAC as sender, its outer address).  The kernel map keys by
+    the 5-tuple alone and may leave them empty.
     """
 
-    family: int  # 4 or 6
+    family: int  # 4 or 6 (of the inner IP layer)
     l4proto: int  # 6 tcp, 17 udp, 1 icmp, 58 icmpv6, or another IP protocol number
     addr_lo: bytes
     port_lo: int
     addr_hi: bytes
     port_hi: int
-    vlan_outer: int = 0
-    vlan_inner: int = 0
+    vlan_outer: int = 0  # first 802.1Q tag on the wire; 0 = untagged (VID 0 is "no VLAN")
+    vlan_inner: int = 0  # second tag (Q-in-Q)
     icmp_id: int = 0
+    mac_lo: bytes = b""
+    mac_hi: bytes = b""
+    outer_lo: bytes = b""
+    outer_hi: bytes = b""
 
 
 @dataclass(slots=True)
@@ -36,23 +50,30 @@ class FlowSnapshot:
 
     key: FlowKey
     source_is_lo: bool  # True when (addr_lo, port_lo) sent the first packet
-    first_ns: int  # wall-clock ns of the first packet
-    last_ns: int  # wall-clock ns of the latest packet
+    first_ns: int  # ns since the epoch of the first packet
+    last_ns: int  # ns since the epoch of the latest packet
     source_packets: int = 0
     source_bytes: int = 0  # frame lengths, link header included
     dest_packets: int = 0
     dest_bytes: int = 0
-    source_mac: bytes = b""
+    source_mac: bytes = b""  # as sent by the source side; both empty = no Ethernet header
     dest_mac: bytes = b""
     tcp_flags: int = 0  # OR of every TCP flag seen
-    icmp_type: int = 0  # type and code of the first ICMP message (for network.transport/community id)
+    # Type and code of the latest ICMP message the *source* side sent: Packetbeat
+    # overwrites them per packet and takes network.community_id from them.
+    icmp_type: int = 0
     icmp_code: int = 0
-    outer_addrs: tuple[bytes, bytes] | None = None  # the outer pair of an IP-in-IP flow
+    outer_addrs: tuple[bytes, bytes] | None = None  # (source side, destination side) outer pair of IP-in-IP
 
 
 class FlowSource(Protocol):
     def snapshot(self) -> Iterable[FlowSnapshot]:
-        """Every live flow, with counters since it was first seen."""
+        """Every live flow, with counters since it was first seen.
+
+        In creation order where the source knows it (the kernel source sorts
+        by `first_ns`); reports follow this order.  The reporter reads the
+        snapshots during the call that received them and keeps none.
+        """
         ...
 
     def forget(self, keys: Iterable[FlowKey]) -> None:

@@ -53,7 +53,8 @@ class ReplayRunner:
         if config.flows is not None:
             from agent.flows.table import FlowTable
 
-            self.flows = FlowTable(config.flows, self._publish_flow)
+            self.flows = FlowTable(config.flows, self._publish_flow, timestamp_digits=config.timestamp_digits,
+                                   follow_clock=not options.topspeed)
         self.stats = metrics.register("replay", ("files", "packets", "undecoded", "events", "read_errors"))
         self._stop = False
         self._input_error = False
