@@ -22,10 +22,16 @@ PROTOCOLS: dict[str, str] = {
     "redis": "agent.protocols.redis.plugin",
     "mongodb": "agent.protocols.mongodb.plugin",
     "memcache": "agent.protocols.memcache.plugin",
+    "amqp": "agent.protocols.amqp.plugin",
+    "cassandra": "agent.protocols.cassandra.plugin",
+    "thrift": "agent.protocols.thrift.plugin",
+    "nfs": "agent.protocols.nfs.plugin",
+    "sip": "agent.protocols.sip.plugin",
+    "dhcpv4": "agent.protocols.dhcpv4.plugin",
 }
 
 # Packetbeat protocols pktbeat does not decode yet: configuring them is a warning, not an error.
-NOT_YET_SUPPORTED: frozenset[str] = frozenset({"amqp", "cassandra", "dhcpv4", "nfs", "sip", "thrift"})
+NOT_YET_SUPPORTED: frozenset[str] = frozenset()
 
 
 class UnknownProtocol(KeyError):
