@@ -179,6 +179,7 @@ class ReplayRunner:
         return now_ns
 
     def _finish(self, now_ns: int) -> None:
+        self.dispatcher.flush_reordering(now_ns)
         pending = self.dispatcher.pending()
         if pending:
             # Packetbeat discards requests still waiting at the end of a file; say so.

@@ -101,6 +101,8 @@ class Dispatcher:
                 return
         direction = Direction.TO_SERVER if (pkt.src == conn.client_ip and pkt.sport == conn.client_port) \
             else Direction.TO_CLIENT
+        if flags & TCP_ACK and conn.streams[direction.other].ooo:
+            self.reassembler.acknowledged(conn, direction.other, pkt.ack, pkt.ts_ns)
         if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN | TCP_RST):
             return
         self.reassembler.segment(conn, direction, pkt.seq, flags, payload, pkt.missing, pkt.ts_ns)
@@ -210,6 +212,11 @@ class Dispatcher:
                 self.udp_counters["internal_errors"] += 1
                 log.exception("bug in the %s handler's timer", binding.protocol)
         self.fragments.expire(now_ns)
+
+    def flush_reordering(self, now_ns: int) -> None:
+        """End of input: what waits behind a hole is delivered after a gap, as no more packets will come."""
+        for _, conn in list(self._lru.values()):
+            self.reassembler.flush_all(conn, now_ns)
 
     def pending(self) -> int:
         """Requests still waiting for a response, in every session and handler."""

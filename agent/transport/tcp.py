@@ -46,6 +46,7 @@ TCP_COUNTERS = (
     "gap_bytes",
     "reorder_overflow",
     "reorder_global_overflow",
+    "acked_holes",
     "midstream",
     "fin",
     "rst",
@@ -248,6 +249,23 @@ class StreamReassembler:
     def _flush_with_gaps(self, conn: TcpConnection, direction: Direction, ts_ns: int) -> None:
         stream = conn.streams[direction]
         while stream.ooo:
+            self._skip_hole(conn, direction, stream, ts_ns)
+
+    def acknowledged(self, conn: TcpConnection, direction: Direction, ack: int, ts_ns: int) -> None:
+        """The receiver of `direction` acknowledged up to `ack`: holes below it were lost to us, not to it.
+
+        Waiting for a retransmission that will never come would hold the data
+        after the hole until the reordering window fills; declare the gap now.
+        """
+        stream = conn.streams[direction]
+        if not stream.ooo or stream.next_seq is None:
+            return
+        while stream.ooo and stream.next_seq is not None and seq_diff(ack, stream.next_seq) > 0:
+            base = stream.next_seq
+            first = min(stream.ooo, key=lambda s: seq_diff(s, base))
+            if seq_diff(first, base) <= 0 or seq_diff(ack, first) < 0:
+                break
+            self.counters["acked_holes"] += 1
             self._skip_hole(conn, direction, stream, ts_ns)
 
     def flush_all(self, conn: TcpConnection, ts_ns: int) -> None:

@@ -16,12 +16,12 @@ from tests.helpers.replay import corpus
 
 CASES = [
     ("http", 80, "http_minitwit.pcap"),
-    ("http", 80, "wsgi_loopback.pcap"),
+    ("http", 8888, "wsgi_loopback.pcap"),
     ("dns", 53, "dns_tcp_axfr.pcap"),
     ("tls", 443, "tls-sample2.pcap"),
     ("mysql", 3306, "mysql_long.pcap"),
     ("pgsql", 5432, "pgsql_long_result.pcap"),
-    ("redis", 6379, "redis_session.pcap"),
+    ("redis", 6380, "redis_session.pcap"),
     ("mongodb", 27017, "mongodb_more_rows.pcap"),
     ("memcache", 11211, "memcache_text_tcp_multi_store_load.pcap"),
 ]

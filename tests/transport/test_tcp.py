@@ -278,3 +278,24 @@ def test_global_reorder_budget_is_enforced() -> None:
         h.c2s(1000 + 200 * i, b"z" * 100)  # never in order: hole at 101
     assert metrics.register("tcp")["reorder_global_overflow"] >= 1
     assert h.dispatcher.reassembler.ooo_total <= 1000
+
+
+def test_a_hole_the_receiver_acknowledged_is_a_gap_at_once() -> None:
+    h = Harness()
+    h.c2s(100, b"aaaa")
+    h.c2s(110, b"cccc")  # 104..109 were lost by the capture, not by the network
+    assert ("gap", Direction.TO_SERVER, 6) not in h.session.calls
+    h.s2c(900, b"", flags=TCP_ACK)  # pure ACK that does not cover the hole yet
+    h.dispatcher.handle(Packet(1, 4, IPPROTO_TCP, S, C, SPORT, CPORT, b"", seq=900, ack=104, tcp_flags=TCP_ACK))
+    assert ("gap", Direction.TO_SERVER, 6) not in h.session.calls
+    h.dispatcher.handle(Packet(2, 4, IPPROTO_TCP, S, C, SPORT, CPORT, b"", seq=900, ack=114, tcp_flags=TCP_ACK))
+    assert h.session.calls[-2:] == [("gap", Direction.TO_SERVER, 6), ("data", Direction.TO_SERVER, b"cccc")]
+    assert metrics.register("tcp")["acked_holes"] == 1
+
+
+def test_end_of_input_flushes_what_waits_behind_a_hole() -> None:
+    h = Harness()
+    h.c2s(100, b"aaaa")
+    h.c2s(110, b"cccc")
+    h.dispatcher.flush_reordering(5)
+    assert h.session.calls[-2:] == [("gap", Direction.TO_SERVER, 6), ("data", Direction.TO_SERVER, b"cccc")]

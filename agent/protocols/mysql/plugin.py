@@ -1,0 +1,306 @@
+"""MySQL/MariaDB transactions: commands paired with their replies, prepared statements remembered.
+
+Events follow Packetbeat: `method` (the first word of the SQL), `query`,
+`path` (the tables of the result columns), `params` (bound parameters of
+an execute), `mysql.{affected_rows, insert_id, num_fields, num_rows,
+error_code, error_message}`, `request`/`response` on request.
+
+Where pktbeat goes further (Packetbeat reports none of these): the SQL of
+a prepared statement is the `query` of its COM_STMT_PREPARE event (method
+PREPARE) and of every execute; parameters are decoded for every type;
+binary result rows are decoded; compressed connections and several result
+sets are read; with `all_commands: true` every other command (ping,
+init_db, quit, statistics, stmt_close...) is an event whose method is the
+command's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from agent.config.typed import opt
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.mysql import values, wire
+from agent.protocols.mysql.parser import (
+    AuthResult,
+    Command,
+    Greeting,
+    Login,
+    Lost,
+    Message,
+    MysqlParser,
+    Reply,
+)
+from agent.protocols.mysql.sqltext import sql_method, sql_trim
+from agent.protocols.mysql.statements import StatementStore, shared_store
+from agent.transport.session import ParseError
+from agent.transport.types import Direction
+
+UNKNOWN_STATEMENT = "The actual query being used is unknown"
+EXECUTE_UNKNOWN = "Request Execute Statement"
+CLOSE_UNKNOWN = "Request Close Statement"
+TRUNCATED_QUERY = "The query was truncated"
+
+MAX_LONG_DATA_STATEMENTS = 64  # statements with COM_STMT_SEND_LONG_DATA values waiting for their execute
+MAX_LONG_DATA_PARAMS = 256
+
+
+def _non_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+@dataclass(frozen=True)
+class MysqlConfig(ProtocolConfig):
+    max_rows: int = opt(10, check=_non_negative)
+    max_row_length: int = opt(1024, check=_non_negative)
+    statement_timeout: float = opt(3600.0, kind="duration")
+    # pktbeat: publish every command, not only queries, prepares and executes (Packetbeat's set).
+    all_commands: bool = opt(False)
+
+
+class _Statement:
+    __slots__ = ("num_params", "sql", "types")
+
+    def __init__(self, sql: str, num_params: int) -> None:
+        self.sql = sql
+        self.num_params = num_params
+        self.types: tuple[tuple[int, bool], ...] | None = None
+
+
+class _Txn:
+    __slots__ = ("cmd", "fields", "method", "notes", "params", "query", "request")
+
+    def __init__(self, cmd: Command, method: str, query: str, request: str) -> None:
+        self.cmd = cmd
+        self.method = method
+        self.query = query
+        self.request = request
+        self.params: list[str] | None = None
+        self.notes: list[str] = []
+
+
+_QUERY_LIKE = frozenset({wire.COM_QUERY, wire.COM_STMT_PREPARE, wire.COM_STMT_EXECUTE})
+
+
+class MysqlSession:
+    def __init__(self, ctx: SessionContext) -> None:
+        config = ctx.config
+        assert isinstance(config, MysqlConfig)
+        self.ctx = ctx
+        self.config = config
+        self.counters = ctx.counters
+        self.parser = MysqlParser(max_rows=config.max_rows, max_row_length=config.max_row_length,
+                                  keep_response=config.send_response)
+        conn = ctx.conn
+        self.conn_key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
+        self.store: StatementStore[Any] = shared_store(config, ctx.counters, int(config.statement_timeout * 1e9))
+        self.open: dict[int, _Txn] = {}
+        self.long_data: dict[int, dict[int, bytes]] = {}
+        self._parser_counts: dict[str, int] = {}
+
+    # -- StreamSession ---------------------------------------------------------------------------
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        out: list[Message] = []
+        try:
+            self.parser.feed(direction, data, ts_ns, out)
+        finally:
+            self._handle(out, ts_ns)
+
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
+        out: list[Message] = []
+        self.parser.gap(direction, nbytes, ts_ns, out)
+        self._handle(out, ts_ns)
+
+    def fin(self, direction: Direction, ts_ns: int) -> None:
+        self.store.drop_connection(self.conn_key)  # statement ids die with the connection
+        self._sync_counters()
+
+    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        self.parser.recover(direction)
+
+    def expire(self, ts_ns: int) -> None:
+        if self.open:
+            self.counters.inc("unmatched_requests", len(self.open))
+            self.open.clear()
+        self._sync_counters()
+
+    def pending(self) -> int:
+        return len(self.open)
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def _handle(self, out: list[Message], ts_ns: int) -> None:
+        for msg in out:
+            if isinstance(msg, Reply):
+                self._reply(msg)
+            elif isinstance(msg, Command):
+                self._command(msg)
+            elif isinstance(msg, Lost):
+                lost = [serial for serial in msg.serials if self.open.pop(serial, None) is not None]
+                if lost:
+                    self.counters.inc("unmatched_requests", len(lost))
+            elif isinstance(msg, Greeting):
+                self.store.drop_connection(self.conn_key)  # a new connection on this 4-tuple
+            elif isinstance(msg, Login):
+                if msg.tls:
+                    self.counters.inc("tls_connections")
+                if msg.compression:
+                    self.counters.inc("compressed_connections")
+            elif isinstance(msg, AuthResult) and not msg.ok:
+                self.counters.inc("failed_logins")
+        if self.parser.counters:
+            self._sync_counters()
+
+    def _sync_counters(self) -> None:
+        counts = self.parser.counters
+        for name, value in counts.items():
+            seen = self._parser_counts.get(name, 0)
+            if value != seen:
+                self.counters.inc(name, value - seen)
+                self._parser_counts[name] = value
+
+    def _command(self, cmd: Command) -> None:
+        code = cmd.code
+        config = self.config
+        if code == wire.COM_STMT_SEND_LONG_DATA:
+            self._long_data(cmd)
+            return
+        if code == wire.COM_STMT_CLOSE:
+            stmt = self._statement(cmd.stmt_id, cmd.ts_ns)
+            self.store.delete(self.conn_key, cmd.stmt_id)
+            self.long_data.pop(cmd.stmt_id, None)
+            if config.all_commands:
+                query = stmt.sql if stmt is not None else CLOSE_UNKNOWN
+                txn = _Txn(cmd, "STMT_CLOSE", query, query)
+                if stmt is None:
+                    txn.notes.append(UNKNOWN_STATEMENT)
+                self._publish(txn, None)
+            return
+        if code not in _QUERY_LIKE and not config.all_commands:
+            return
+        if code in (wire.COM_QUERY, wire.COM_STMT_PREPARE):
+            query = sql_trim(cmd.text)
+            txn = _Txn(cmd, sql_method(query) if code == wire.COM_QUERY else "PREPARE", query, cmd.text)
+            if cmd.truncated:
+                txn.notes.append(TRUNCATED_QUERY)
+        elif code == wire.COM_STMT_EXECUTE:
+            txn = self._execute(cmd)
+        else:
+            txn = self._other(cmd)
+        if not cmd.expects_reply:
+            self._publish(txn, None)
+            return
+        self.open[cmd.serial] = txn
+
+    def _statement(self, stmt_id: int, ts_ns: int) -> _Statement | None:
+        found = self.store.get(self.conn_key, stmt_id, ts_ns)
+        return found if isinstance(found, _Statement) else None
+
+    def _execute(self, cmd: Command) -> _Txn:
+        stmt = self._statement(cmd.stmt_id, cmd.ts_ns)
+        if stmt is None:
+            txn = _Txn(cmd, "EXECUTE", EXECUTE_UNKNOWN, "")
+            txn.notes.append(UNKNOWN_STATEMENT)
+            return txn
+        query = sql_trim(stmt.sql)
+        txn = _Txn(cmd, sql_method(query), query, stmt.sql)
+        long_data = self.long_data.pop(cmd.stmt_id, None)
+        params, types = values.execute_params(
+            cmd.body, stmt.num_params, stmt.types, long_data,
+            query_attributes=bool(self.parser.capabilities & wire.CLIENT_QUERY_ATTRIBUTES))
+        stmt.types = types
+        if params is None:
+            self.counters.inc("undecoded_params")
+        elif params:
+            txn.params = params
+        return txn
+
+    def _long_data(self, cmd: Command) -> None:
+        body = cmd.body
+        if len(body) < 6:
+            return
+        param = int.from_bytes(body[4:6], "little")
+        per_stmt = self.long_data.get(cmd.stmt_id)
+        if per_stmt is None:
+            if len(self.long_data) >= MAX_LONG_DATA_STATEMENTS:
+                self.long_data.pop(next(iter(self.long_data)))
+                self.counters.inc("long_data_dropped")
+            per_stmt = self.long_data[cmd.stmt_id] = {}
+        if param not in per_stmt and len(per_stmt) >= MAX_LONG_DATA_PARAMS:
+            self.counters.inc("long_data_dropped")
+            return
+        limit = self.config.max_row_length
+        kept = per_stmt.get(param, b"")
+        if len(kept) < limit:
+            per_stmt[param] = kept + body[6:6 + limit - len(kept)]
+
+    def _other(self, cmd: Command) -> _Txn:
+        name = wire.COMMAND_NAMES.get(cmd.code, f"COMMAND_{cmd.code:#04x}")
+        if cmd.code in (wire.COM_STMT_RESET, wire.COM_STMT_FETCH, wire.COM_STMT_BULK_EXECUTE):
+            stmt = self._statement(cmd.stmt_id, cmd.ts_ns)
+            if cmd.code == wire.COM_STMT_RESET:
+                self.long_data.pop(cmd.stmt_id, None)
+            query = stmt.sql if stmt is not None else f"COM_{name} {cmd.stmt_id}"
+            return _Txn(cmd, name, sql_trim(query), query)
+        query = f"COM_{name} {cmd.text}" if cmd.text else f"COM_{name}"
+        return _Txn(cmd, name, query, cmd.text)
+
+    def _reply(self, reply: Reply) -> None:
+        if reply.serial < 0:
+            self.counters.inc("unmatched_responses")
+            return
+        txn = self.open.pop(reply.serial, None)
+        if txn is None:
+            return  # a command this configuration does not report
+        if reply.command == wire.COM_STMT_PREPARE and not reply.error:
+            stmt = _Statement(txn.request, reply.num_params)
+            self.store.put(self.conn_key, reply.stmt_id, stmt, len(stmt.sql) + 64, reply.ts_ns)
+            self.long_data.pop(reply.stmt_id, None)
+        self._publish(txn, reply)
+
+    def _publish(self, txn: _Txn, reply: Reply | None) -> None:
+        cmd = txn.cmd
+        config = self.config
+        mysql: dict[str, Any] = {"affected_rows": 0, "insert_id": 0, "num_fields": 0, "num_rows": 0}
+        fields: dict[str, Any] = {"method": txn.method, "query": txn.query, "mysql": mysql}
+        out = Transaction(type="mysql", conn=self.ctx.conn, ts_ns=cmd.ts_ns, client_bytes=cmd.size,
+                          notes=list(txn.notes), fields=fields)
+        if txn.params:
+            fields["params"] = txn.params
+        if config.send_request:
+            fields["request"] = txn.request
+        if reply is not None:
+            mysql.update(affected_rows=reply.affected_rows, insert_id=reply.insert_id,
+                         num_fields=reply.num_fields, num_rows=reply.num_rows)
+            if reply.error:
+                mysql["error_code"] = reply.error_code
+                mysql["error_message"] = reply.error_message
+                out.status = "Error"
+            if reply.tables:
+                fields["path"] = ", ".join(reply.tables)
+            if config.send_response:
+                fields["response"] = reply.response
+            out.end_ns = reply.ts_ns
+            out.server_bytes = reply.size
+            out.client_bytes = cmd.size + reply.client_extra
+            out.notes.extend(reply.notes)
+        self.ctx.emit(out)
+
+
+def _session(ctx: SessionContext) -> MysqlSession:
+    return MysqlSession(ctx)
+
+
+SPEC = ProtocolSpec(
+    name="mysql",
+    config_class=MysqlConfig,
+    tcp=_session,
+    description="MySQL and MariaDB: queries, prepared statements, compressed connections",
+    counters=("unmatched_requests", "unmatched_responses", "parse_errors", "queue_overflow", "pending_overflow",
+              "resync_skipped_bytes", "unsolicited_packets", "unexpected_reply_packets", "binlog_bytes",
+              "tls_connections", "compressed_connections", "compression_detected", "failed_logins",
+              "undecoded_params", "long_data_dropped", "statements_expired", "statements_evicted",
+              "statement_connections_evicted"),
+)
