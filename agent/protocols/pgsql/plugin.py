@@ -27,8 +27,8 @@ from typing import Any
 
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.protocols.mysql.sqltext import RowText, sql_method, truncate_row
-from agent.protocols.mysql.statements import StatementStore, shared_store
+from agent.protocols.sql.text import RowText, sql_method, truncate_row
+from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.pgsql import values
 from agent.protocols.pgsql.parser import (
     Backend,
