@@ -243,7 +243,7 @@ def _only(cfg: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
 def _names(value: Any, where: str) -> list[str]:
     if isinstance(value, str):
         return [value]
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         raise ConfigError(where, "expected a list of names")
     return [str(v) for v in value]
 

@@ -58,6 +58,7 @@ class ReplayRunner:
         self.stats = metrics.register("replay", ("files", "packets", "undecoded", "events", "read_errors"))
         self._stop = False
         self._input_error = False
+        self._timer_origin: tuple[int, int] | None = None
 
     def stop(self) -> None:
         self._stop = True
@@ -160,10 +161,21 @@ class ReplayRunner:
         return last_ns
 
     def _tick(self, now_ns: int) -> None:
+        if self.options.topspeed:
+            now_ns = self._timer_clock(now_ns)
         self.dispatcher.expire(now_ns)
         if self.flows is not None:
             self.flows.tick(now_ns)
         self.pipeline.tick()
+
+    def _timer_clock(self, packet_ns: int) -> int:
+        """With -t, timeouts run on the wall clock as in Packetbeat: the time elapsed since the
+        first packet was read, laid onto the capture's own timeline.  A fast replay therefore
+        expires nothing that a live agent would not have expired in the same wall time."""
+        if self._timer_origin is None:
+            self._timer_origin = (packet_ns, time.monotonic_ns())
+        first_packet, first_wall = self._timer_origin
+        return first_packet + (time.monotonic_ns() - first_wall)
 
     def _drain_timeouts(self, now_ns: int) -> int:
         """Real-time replay waits for pending transactions to time out, as a live agent would."""

@@ -27,7 +27,7 @@ from agent.capture.packet import (
 )
 from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
 from agent.transport.session import DatagramBinding, ParseError, StreamBinding
-from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits
+from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits, seq_diff
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
 log = logging.getLogger("pktbeat.transport")
@@ -88,6 +88,11 @@ class Dispatcher:
         conn = self._conns.get(key)
         if conn is not None:
             if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
+                sender = conn.streams[Direction.TO_SERVER if pkt.src == conn.client_ip and pkt.sport == conn.client_port
+                                      else Direction.TO_CLIENT]
+                if sender.next_seq is not None and seq_diff(pkt.seq, sender.next_seq) < 0:
+                    self.tcp_counters["retransmissions"] += 1  # a late duplicate of the old SYN
+                    return
                 self._close(conn)  # the 4-tuple is reused by a new connection
                 conn = None
             else:
