@@ -16,6 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from agent.events.community_id import community_id
 from agent.events.direction import DirectionClassifier
 from agent.events.timefmt import format_ns
@@ -157,6 +159,9 @@ class EventBuilder:
         related_ips = [client_ip] if client_ip == server_ip else [client_ip, server_ip]
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None
+        settings = self.settings.get(txn.type, self._default_settings)
+        if proto_fields and not settings.keep_null:
+            _strip_nulls(proto_fields)
         if proto_fields:
             for key, value in proto_fields.items():
                 current = event.get(key)
@@ -174,12 +179,17 @@ class EventBuilder:
         event["related"] = {k: v for k, v in related.items() if v}
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
-        return self.finish(event, self.settings.get(txn.type, self._default_settings))
+        return self.finish(event, settings, nulls_stripped=True)
 
     # -- shared by transactions and flows ------------------------------------
 
-    def finish(self, event: dict[str, Any], settings: EventSettings) -> dict[str, Any] | None:
-        """Add agent/ecs/host/tags/fields, strip nulls, run processors (protocol's, then global)."""
+    def finish(self, event: dict[str, Any], settings: EventSettings, nulls_stripped: bool = False
+               ) -> dict[str, Any] | None:
+        """Add agent/ecs/host/tags/fields, strip nulls, run processors (protocol's, then global).
+
+        `nulls_stripped`: the caller already removed None values from what it built itself
+        (the common fields never hold None), so only the user's `fields` need the walk.
+        """
         event["agent"] = dict(self._agent)
         event["ecs"] = {"version": ECS_VERSION}
         event.setdefault("host", {"name": self.identity.name})
@@ -193,7 +203,13 @@ class EventBuilder:
         if settings.fields:
             _add_fields(event, settings.fields, settings.fields_under_root)
         if not settings.keep_null:
-            _strip_nulls(event)
+            if not nulls_stripped:
+                _strip_nulls(event)
+            elif self.fields or settings.fields:
+                if self.fields_under_root or settings.fields_under_root:
+                    _strip_nulls(event)
+                elif isinstance(event.get("fields"), dict):
+                    _strip_nulls(event["fields"])
         if settings.processors:
             result = run_chain(list(settings.processors), event)
             if result is None:
@@ -209,7 +225,11 @@ class EventBuilder:
         return event
 
     def encode(self, event: dict[str, Any], index: str | None = None) -> EncodedEvent:
-        data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode()
+        try:
+            data = orjson.dumps(event, default=_json_default)
+        except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
+            data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
+                "utf-8", "replace")
         digest = hashlib.blake2b(data, digest_size=15).digest()
         return EncodedEvent(data, base64.urlsafe_b64encode(digest).decode(), index or None,
                             str(event.get("type", "")))
@@ -240,11 +260,22 @@ def _add_fields(event: dict[str, Any], fields: dict[str, Any], under_root: bool)
 
 
 def _strip_nulls(value: dict[str, Any]) -> None:
-    for key in [k for k, v in value.items() if v is None]:
-        del value[key]
-    for item in value.values():
-        if isinstance(item, dict) and item:
-            _strip_nulls(item)
+    """Remove None values at any depth (Packetbeat's keep_null: false), without recursion."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        nulls = None
+        for key, item in node.items():
+            if item is None:
+                if nulls is None:
+                    nulls = [key]
+                else:
+                    nulls.append(key)
+            elif type(item) is dict:
+                stack.append(item)
+        if nulls is not None:
+            for key in nulls:
+                del node[key]
 
 
 def _json_default(value: Any) -> Any:
