@@ -1,0 +1,255 @@
+"""A decoded DNS message as Packetbeat's event fields and request/response text."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from agent.protocols.dns import names as N
+from agent.protocols.dns.parser import DnsMessage, Edns, Question, Record
+from agent.protocols.dns.rdata import ipv6_text
+
+_ADDRESS_TYPES = (N.T_A, N.T_AAAA)
+
+
+def query_text(q: Question) -> str:
+    return f"class {N.class_name(q.qclass)}, type {N.type_name(q.qtype)}, {q.name}"
+
+
+def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: bool) -> tuple[dict[str, Any],
+                                                                                                 list[str]]:
+    """The `dns.*` fields of a message, and the addresses its answers resolve to."""
+    edns = msg.edns
+    flag_fields, names = _flags(msg.flags & _FLAG_BITS, edns is not None and edns.do)
+    out: dict[str, Any] = {
+        "id": msg.id,
+        "op_code": N.opcode_name(msg.opcode),
+        "flags": dict(flag_fields),
+        "response_code": N.rcode_name(msg.rcode),
+        "header_flags": list(names) if names else None,
+    }
+    if msg.questions:
+        out["question"] = question_fields(msg.questions[0])
+    if edns is not None:
+        out["opt"] = opt_fields(edns)
+    resolved: list[str] = []
+    answers = msg.answers
+    out["answers_count"] = len(answers)
+    if answers:
+        out["answers"] = records_fields(answers) or None
+        resolved = [r.fields["data"] for r in answers if r.rtype in _ADDRESS_TYPES and r.fields is not None]
+        if resolved:
+            out["resolved_ip"] = resolved
+    out["authorities_count"] = len(msg.authorities)
+    if include_authorities and msg.authorities:
+        out["authorities"] = records_fields(msg.authorities) or None
+    out["additionals_count"] = len(msg.additionals) - (1 if edns is not None else 0)
+    if include_additionals and msg.additionals:
+        additionals = records_fields(msg.additionals)
+        if additionals:
+            out["additionals"] = additionals
+    return out, resolved
+
+
+_FLAG_BITS = 0x07B0  # AA TC RD RA AD CD
+_FLAG_NAMES = (("authoritative", "AA", 0x0400), ("truncated_response", "TC", 0x0200),
+               ("recursion_desired", "RD", 0x0100), ("recursion_available", "RA", 0x0080),
+               ("authentic_data", "AD", 0x0020), ("checking_disabled", "CD", 0x0010))
+
+
+@lru_cache(maxsize=512)
+def _flags(bits: int, do: bool) -> tuple[dict[str, bool], tuple[str, ...]]:
+    """`dns.flags` and `dns.header_flags` for a header's flag bits (and the EDNS DO bit)."""
+    fields = {name: bool(bits & mask) for name, _, mask in _FLAG_NAMES}
+    names = tuple(short for _, short, mask in _FLAG_NAMES if bits & mask) + (("DO",) if do else ())
+    return fields, names
+
+
+def header_flags(msg: DnsMessage) -> list[str]:
+    return list(_flags(msg.flags & _FLAG_BITS, msg.edns is not None and msg.edns.do)[1])
+
+
+def records_fields(records: tuple[Record, ...]) -> list[dict[str, Any]]:
+    types, classes = N.TYPES, N.CLASSES
+    return [{**r.fields, "name": r.name, "type": types.get(r.rtype) or str(r.rtype),
+             "class": classes.get(r.rclass) or str(r.rclass), "ttl": str(r.ttl)}
+            for r in records if r.fields is not None]
+
+
+# -- the question and its registered domain ----------------------------------------------
+
+def question_fields(q: Question) -> dict[str, Any]:
+    return dict(_question_fields(q.name, q.qtype, q.qclass))
+
+
+@lru_cache(maxsize=16384)
+def _question_fields(name: str, qtype: int, qclass: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": name, "type": N.type_name(qtype), "class": N.class_name(qclass)}
+    out.update(domain_parts(name))
+    return out
+
+
+_psl: Any = None
+
+
+def _public_suffix(domain: str) -> str | None:
+    global _psl
+    if _psl is None:
+        from publicsuffixlist import PublicSuffixList
+
+        _psl = PublicSuffixList()  # the list bundled with the package: no network
+    try:
+        suffix: str | None = _psl.publicsuffix(domain)
+    except Exception:  # the library rejects some odd names; such names get no suffix
+        return None
+    return suffix
+
+
+def domain_parts(name: str) -> dict[str, str]:
+    """etld_plus_one, registered_domain, top_level_domain and subdomain, as Packetbeat derives them.
+
+    The public suffix is matched case-insensitively (so a 0x20-randomised
+    name gets the same split), and the parts keep the name's own case.
+    """
+    etld1 = _etld_plus_one(name)
+    if etld1 is not None:
+        out = {"etld_plus_one": etld1, "registered_domain": etld1}
+        dot = etld1.find(".")
+        if dot >= 0:
+            out["top_level_domain"] = etld1[dot + 1:]
+        sub = name[:-len(etld1)].rstrip(".")
+        if sub:
+            out["subdomain"] = sub
+        return out
+    if name.count(".") == 1:
+        # A name that is itself a public suffix ("co.uk"), or the root.
+        out = {}
+        tld = name.split(".")[1]
+        if tld:
+            out["top_level_domain"] = tld
+        out["registered_domain"] = name
+        return out
+    return {}
+
+
+def _etld_plus_one(name: str) -> str | None:
+    if not name or name[0] == "." or name[-1] == "." or ".." in name:
+        return None
+    suffix = _public_suffix(name)
+    if not suffix:
+        return None
+    labels = name.split(".")
+    suffix_labels = suffix.count(".") + 1
+    if len(labels) <= suffix_labels:
+        return None
+    return ".".join(labels[-suffix_labels - 1:])
+
+
+# -- EDNS ---------------------------------------------------------------------------
+
+def opt_fields(edns: Edns) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "do": edns.do,
+        "version": str(edns.version),
+        "udp_size": edns.udp_size,
+        "ext_rcode": N.rcode_name(edns.ext_rcode),
+    }
+    for code, data in edns.options:
+        rendered = _option(code, data)
+        if rendered is not None:
+            out[rendered[0]] = rendered[1]
+    return out
+
+
+def _codes(data: bytes, table: dict[int, str]) -> str:
+    return "".join([" " + (table.get(b) or str(b)) for b in data])
+
+
+def _option(code: int, data: bytes) -> tuple[str, str] | None:
+    """(key, text) of one EDNS0 option as Packetbeat names it; None when it is not shown or malformed."""
+    size = len(data)
+    if code == 1:  # LLQ
+        if size < 18:
+            return None
+        version, opcode, error = int.from_bytes(data[0:2]), int.from_bytes(data[2:4]), int.from_bytes(data[4:6])
+        ident, lease = int.from_bytes(data[6:14]), int.from_bytes(data[14:18])
+        return "llq", f"{version} {opcode} {error} {ident} {lease}"
+    if code == 2:  # update lease
+        if size not in (4, 8):
+            return None
+        key_lease = int.from_bytes(data[4:8]) if size == 8 else 0
+        return "ul", f"{int.from_bytes(data[0:4])} {key_lease}"
+    if code == 3:
+        return "nsid", data.hex()
+    if code == 5:
+        return "dau", _codes(data, N.ALGORITHMS)
+    if code == 6:
+        return "dhu", _codes(data, N.HASHES)
+    if code == 7:
+        return "n3u", _codes(data, N.HASHES)
+    if code == 8:
+        text = _subnet(data)
+        return None if text is None else ("subnet", text)
+    if code == 9:  # EXPIRE: Packetbeat files it under "local"
+        if size == 0:
+            return "local", ""
+        if size < 4:
+            return None
+        return "local", str(int.from_bytes(data[0:4]))
+    if code == 10:
+        return "cookie", data.hex()
+    if code in (11, 12, 15, 0x4F51):  # keepalive, padding, extended error, ESU: not reported
+        return None
+    return "local", f"{code}:0x{data.hex()}"
+
+
+def _subnet(data: bytes) -> str | None:
+    if len(data) < 4:
+        return None
+    family = int.from_bytes(data[0:2])
+    source, scope = data[2], data[3]
+    if family == 0:
+        if source:
+            return None
+        address = "0.0.0.0"
+    elif family == 1:
+        if source > 32 or scope > 32:
+            return None
+        address = ".".join(str(b) for b in data[4:8].ljust(4, b"\0"))
+    elif family == 2:
+        if source > 128 or scope > 128:
+            return None
+        text = ipv6_text(data[4:20].ljust(16, b"\0"))
+        address = text if "." in text else f"[{text}]"
+    else:
+        return None
+    return f"{address}/{source}/{scope}"
+
+
+# -- request/response text (send_request / send_response) ---------------------------------
+
+def message_text(msg: DnsMessage) -> str:
+    """The message as Packetbeat's one-line text: header, then each section's records."""
+    flags = " ".join(f.lower() for f in header_flags(msg) if f != "DO")
+    parts = [f"ID {msg.id}; QR {'response' if msg.response else 'query'}; OPCODE {N.opcode_name(msg.opcode)}; "
+             f"FLAGS {flags}; RCODE {N.rcode_name(msg.rcode)}"]
+    if msg.questions:
+        parts.append("QUESTION " + "; ".join([query_text(q) for q in msg.questions]))
+    for title, records in (("ANSWER", msg.answers), ("AUTHORITY", msg.authorities),
+                           ("ADDITIONAL", msg.additionals)):
+        if records:
+            parts.append(title + " " + "; ".join([_record_text(r) for r in records]))
+    return "; ".join(parts)
+
+
+def _record_text(r: Record) -> str:
+    # Packetbeat prints the string-valued fields in key order, then the data;
+    # its numeric fields (MX preference, SOA serial...) do not appear.
+    if not r.fields:
+        return ""
+    head = "".join([f"{key} {value}, " for key, value in sorted(r.fields.items())
+                    if key != "data" and isinstance(value, str)])
+    data = r.fields.get("data")
+    if data is None:
+        return head[:-2] if head.endswith(", ") else head
+    return head + str(data)

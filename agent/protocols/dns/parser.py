@@ -1,0 +1,280 @@
+"""Sans-IO DNS decoding: whole messages (RFC 1035 wire format with EDNS0) and TCP framing.
+
+`parse_message` turns one message into a frozen `DnsMessage` or raises
+`ParseError`; it accepts exactly what Packetbeat accepts, plus one stricter
+rule: compression pointers must point backwards.  Notably, like Packetbeat:
+
+- the question section must be complete, but the record sections may hold
+  fewer records than the header counts (a message cut at a record boundary);
+- bytes after the last record are ignored;
+- a message with a header and nothing else is not DNS.
+
+`TcpFramer` splits one direction of a TCP stream into messages by their
+2-byte length prefix, whatever the segmentation, and can skip the rest of a
+message after a gap so parsing resumes on the next one.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from functools import partial
+from typing import Any, NamedTuple
+
+from agent.protocols.dns import names as N
+from agent.protocols.dns import rdata
+from agent.protocols.dns.cursor import Cursor
+from agent.transport.session import ParseError
+from agent.transport.types import Direction
+
+# Messages are immutable typed records (NamedTuple rather than frozen dataclasses:
+# building one per packet costs a fifth as much).
+
+HEADER_LEN = 12
+MAX_MESSAGE = 65535  # the largest length a TCP prefix can announce
+_HEADER = struct.Struct("!HHHHHH")
+_RR_HEADER = struct.Struct("!HHIH")
+_QUESTION_TAIL = struct.Struct("!HH")
+_inet4 = partial(socket.inet_ntop, socket.AF_INET)
+
+
+class Question(NamedTuple):
+    name: str  # presentation form without the trailing dot; the root is "."
+    qtype: int
+    qclass: int
+
+
+class Record(NamedTuple):
+    name: str  # presentation form without the trailing dot
+    rtype: int
+    rclass: int
+    ttl: int
+    # Packetbeat's fields for the RDATA ("data" plus per-type extras); None for
+    # records Packetbeat leaves out of the lists (OPT, an A/AAAA without address).
+    fields: dict[str, Any] | None
+
+
+class Edns(NamedTuple):
+    """The OPT pseudo-record (RFC 6891): its header fields and raw options."""
+
+    udp_size: int
+    ext_rcode: int  # the upper 8 bits of the 12-bit RCODE, already shifted left by 4
+    version: int
+    do: bool
+    options: tuple[tuple[int, bytes], ...]
+
+
+class DnsMessage(NamedTuple):
+    id: int
+    flags: int  # the header's second word: QR, OPCODE, AA, TC, RD, RA, Z, AD, CD, RCODE
+    rcode: int  # with the EDNS extended bits
+    questions: tuple[Question, ...]
+    answers: tuple[Record, ...]
+    authorities: tuple[Record, ...]
+    additionals: tuple[Record, ...]  # OPT included, as on the wire
+    edns: Edns | None  # the last OPT of the additional section
+    length: int  # bytes on the wire (for TCP, the caller adds the 2-byte prefix)
+
+    @property
+    def response(self) -> bool:
+        return bool(self.flags & 0x8000)
+
+    @property
+    def opcode(self) -> int:
+        return (self.flags >> 11) & 0xF
+
+    @property
+    def authoritative(self) -> bool:
+        return bool(self.flags & 0x0400)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & 0x0200)
+
+    @property
+    def recursion_desired(self) -> bool:
+        return bool(self.flags & 0x0100)
+
+    @property
+    def recursion_available(self) -> bool:
+        return bool(self.flags & 0x0080)
+
+    @property
+    def authentic_data(self) -> bool:
+        return bool(self.flags & 0x0020)
+
+    @property
+    def checking_disabled(self) -> bool:
+        return bool(self.flags & 0x0010)
+
+
+_NONE: tuple[Record, ...] = ()
+_new_record = partial(tuple.__new__, Record)  # Record(...) without the Python-level __new__ frame
+
+
+def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage:
+    """Decode one DNS message; raises ParseError when it is not one."""
+    size = len(data)
+    if size < HEADER_LEN:
+        raise ParseError("dns", direction, 0, f"{size} bytes is shorter than the 12-byte header")
+    ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
+    if size == HEADER_LEN:
+        raise ParseError("dns", direction, size, "a header without question or records is not a DNS message")
+    c = Cursor(data, HEADER_LEN, size, direction)
+    if qdcount == 1:
+        questions: tuple[Question, ...] = (_question(c),)
+    else:
+        questions = tuple([_question(c) for _ in range(qdcount)])
+    edns = None
+    answers = _records(c, ancount)[0] if ancount else _NONE
+    authorities = _records(c, nscount)[0] if nscount else _NONE
+    if arcount:
+        additionals, edns = _records(c, arcount)
+    else:
+        additionals = _NONE
+    if not (questions or answers or authorities or additionals):
+        raise c.error("no question and no records: not a DNS message")
+    rcode = flags & 0xF
+    if edns is not None:
+        rcode |= edns.ext_rcode
+    return DnsMessage(ident, flags, rcode, questions, answers, authorities, additionals, edns, size)
+
+
+def _question(c: Cursor) -> Question:
+    name = c.name()
+    if len(name) > 1:
+        name = name[:-1]
+    # A question cut after its name or type is accepted (as Packetbeat does).
+    pos = c.pos
+    if c.end - pos >= 4:
+        qtype, qclass = _QUESTION_TAIL.unpack_from(c.buf, pos)
+        c.pos = pos + 4
+        return Question(name, qtype, qclass)
+    qtype = 0 if c.at_end() else c.u16()
+    qclass = 0 if c.at_end() else c.u16()
+    return Question(name, qtype, qclass)
+
+
+def _records(c: Cursor, count: int) -> tuple[tuple[Record, ...], Edns | None]:
+    out: list[Record] = []
+    edns: Edns | None = None
+    buf = c.buf
+    end = c.end
+    rd = Cursor(buf, 0, 0, c.direction, c.names)  # re-pointed at each record's RDATA
+    for _ in range(count):
+        if c.pos >= end:
+            break  # the header counted more records than the message holds
+        owner = c.name()
+        if len(owner) > 1:
+            owner = owner[:-1]
+        pos = c.pos
+        if pos + 10 > end:
+            raise c.error("record header cut short")
+        rtype, rclass, ttl, rdlength = _RR_HEADER.unpack_from(buf, pos)
+        start = pos + 10
+        stop = start + rdlength
+        if stop > end:
+            raise c.error(f"RDLENGTH {rdlength} runs past the end of the message")
+        c.pos = stop
+        fields: dict[str, Any] | None
+        if rtype == N.T_A and rdlength == 4:  # the common case, without the general machinery
+            fields = {"data": _inet4(buf[start:stop])}
+        else:
+            rd.pos = start
+            rd.end = stop
+            if rtype == N.T_OPT:
+                edns = _edns(rd, rclass, ttl)
+                fields = None
+            else:
+                fields = rdata.render(rd, rtype)
+        out.append(_new_record((owner, rtype, rclass, ttl, fields)))
+    return tuple(out), edns
+
+
+def _edns(c: Cursor, udp_size: int, ttl: int) -> Edns:
+    options = []
+    while not c.at_end():
+        code = c.u16()
+        options.append((code, c.take(c.u16())))
+    return Edns(udp_size, (ttl >> 24) << 4, (ttl >> 16) & 0xFF, bool(ttl & 0x8000), tuple(options))
+
+
+# -- DNS over TCP ----------------------------------------------------------------------
+
+class TcpFramer:
+    """One direction of DNS over TCP: messages behind 2-byte length prefixes.
+
+    `feed` returns every message completed by the new bytes, with the time
+    its first byte arrived.  A zero-length message comes out as b"".  At most
+    one partial message (2 + 65535 bytes) is ever buffered.
+    """
+
+    __slots__ = ("_buf", "_skip", "_start_ts")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._skip = 0  # bytes still to drop: the rest of a message cut by a gap
+        self._start_ts = 0
+
+    @property
+    def partial(self) -> int:
+        """Bytes of an unfinished message held (0: at a message boundary)."""
+        return len(self._buf) + self._skip
+
+    def feed(self, data: bytes, ts_ns: int) -> list[tuple[bytes, int]]:
+        if self._skip:
+            dropped = min(self._skip, len(data))
+            self._skip -= dropped
+            data = data[dropped:]
+        if not data:
+            return []
+        buf = self._buf
+        if not buf:
+            self._start_ts = ts_ns
+        buf += data
+        out: list[tuple[bytes, int]] = []
+        pos = 0
+        size = len(buf)
+        while size - pos >= 2:
+            end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+            if end > size:
+                break
+            out.append((bytes(buf[pos + 2:end]), self._start_ts))
+            self._start_ts = ts_ns  # what follows arrived in this feed
+            pos = end
+        if pos:
+            del buf[:pos]
+        return out
+
+    def gap(self, nbytes: int) -> bytes | None:
+        """`nbytes` were lost; returns the head of the message they cut short, or None.
+
+        When the lost bytes fall inside a message whose length is known, the
+        rest of it is skipped and framing resumes on the next message;
+        otherwise the next byte that arrives is taken as a new message.
+        """
+        buf = self._buf
+        if self._skip:
+            self._skip = max(0, self._skip - nbytes)
+            return None
+        if not buf:
+            return None
+        head = bytes(buf[2:])
+        if len(buf) >= 2:
+            missing = 2 + (buf[0] << 8 | buf[1]) - len(buf)
+            self._skip = missing - nbytes if nbytes <= missing else 0
+        buf.clear()
+        return head
+
+    def close(self) -> bytes | None:
+        """The stream ended; returns the head of the message it cut short, or None."""
+        head = bytes(self._buf[2:]) if self._buf else None
+        if head is None and self._skip:
+            head = b""
+        self._buf.clear()
+        self._skip = 0
+        return head
+
+    def reset(self) -> None:
+        self._buf.clear()
+        self._skip = 0
