@@ -152,8 +152,8 @@ class EventBuilder:
             "event": event_section,
             "source": source,
             "destination": destination,
-            "client": dict(source),
-            "server": dict(destination),
+            "client": dict(destination if txn.client_is_destination else source),
+            "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
         related_ips = [client_ip] if client_ip == server_ip else [client_ip, server_ip]
@@ -192,7 +192,11 @@ class EventBuilder:
         """
         event["agent"] = dict(self._agent)
         event["ecs"] = {"version": ECS_VERSION}
-        event.setdefault("host", {"name": self.identity.name})
+        host = event.get("host")
+        if isinstance(host, dict):
+            host.setdefault("name", self.identity.name)
+        else:
+            event["host"] = {"name": self.identity.name}
         tags = list(self.tags)
         for tag in settings.tags:
             if tag not in tags:

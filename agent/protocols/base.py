@@ -87,6 +87,8 @@ class Transaction:
     protocol_override: str | None = None  # network.protocol when it differs from type
     domain: str | None = None  # destination.domain
     icmp: tuple[int, int] | None = None  # (type, code) of the request, for the ICMP community id
+    # client/server are the reverse of source/destination (a DHCP reply is sent by the server)
+    client_is_destination: bool = False
 
 
 class SessionContext:
