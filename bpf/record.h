@@ -1,26 +1,34 @@
-/* The one definition of what the kernel program hands to user space.
+/* The one definition of what the kernel program shares with user space.
  *
  * Every record in a ring buffer is a `struct pb_record` followed by
- * `payload_len` payload bytes.  agent/capture/record.py decodes it with a
- * struct format that tests/capture/test_record_layout.py checks against this
- * file, so change both together and bump PB_RECORD_VERSION.
+ * `payload_len` payload bytes.  agent/capture/record.py decodes it (and the
+ * map structs below) with struct formats that tests/capture/test_record_layout.py
+ * checks against this file by compiling it, so change both together and bump
+ * PB_RECORD_VERSION.
  */
 #ifndef PKTBEAT_RECORD_H
 #define PKTBEAT_RECORD_H
 
-#define PB_RECORD_VERSION 1
+#define PB_RECORD_VERSION 2
 
-/* Bytes of payload one record can carry.  A GRO/GSO super-packet larger than
- * this is split over several records with increasing `payload_off`. */
-#define PB_CHUNK 16384
+/* Bytes of payload one record can carry.  A packet whose captured payload is
+ * larger is split over several records with increasing `payload_off`; TCP
+ * records carry `seq` already advanced by that offset.  The default fits the
+ * largest snaplen in one record; tests build the program with a small value
+ * to exercise splitting. */
+#ifndef PB_CHUNK
+#define PB_CHUNK 65535
+#endif
 /* The kernel never copies more than this much payload from one packet. */
 #define PB_MAX_SNAPLEN 65535
+#define PB_MAX_CHUNKS ((PB_MAX_SNAPLEN + PB_CHUNK - 1) / PB_CHUNK)
 
 /* pb_record.flags */
 #define PB_F_TRUNCATED   0x0001 /* payload beyond snaplen was not copied: the last
                                    record of the packet says how many bytes in `missing` */
-#define PB_F_FRAGMENT    0x0002 /* an IP fragment: payload is the raw IP payload,
-                                   ports are zero unless this is the first fragment */
+#define PB_F_FRAGMENT    0x0002 /* an IP fragment: payload is the raw IP payload
+                                   (after the IPv6 fragment header); ports are zero
+                                   unless this is the first fragment */
 #define PB_F_MORE_FRAGS  0x0004 /* IPv4 MF bit / IPv6 M bit */
 #define PB_F_LAST_CHUNK  0x0008 /* the last record of this packet */
 #define PB_F_L3_DEVICE   0x0010 /* captured on a device without a link header */
@@ -55,24 +63,90 @@ struct pb_record {
     __u8  daddr[16];
 };                        /* 88 bytes, no padding: checked by the layout test */
 
-/* Per-CPU counters, index into the `counters` array map. */
+/* Per-CPU counters, one block per attached interface (`counters` array map,
+ * indexed by the interface's slot; slot 0 collects unregistered interfaces).
+ *
+ * Every packet the program runs on (SEEN) ends in exactly one of the
+ * outcomes marked [outcome], so SEEN == the sum of the outcomes: a loss that
+ * is not counted is a bug.  The others are details. */
 enum pb_counter {
     PB_C_SEEN = 0,        /* packets the program ran on */
-    PB_C_NOT_IP,          /* not IPv4/IPv6 (ARP, LLDP, ...) */
-    PB_C_MALFORMED,       /* IP/L4 header shorter than it claims, or unreadable */
-    PB_C_OTHER_L4,        /* IP, but not TCP/UDP/ICMP (GRE, ESP, ...) */
-    PB_C_FLOW_UPDATED,    /* flow table entries updated */
-    PB_C_FLOW_FULL,       /* flow update failed (map full/error) */
-    PB_C_MATCHED,         /* packets whose port (or ICMP) matched a protocol */
-    PB_C_NO_PAYLOAD,      /* matched TCP without payload and without FIN/SYN/RST: not sent */
+    PB_C_NOT_IP,          /* [outcome] not IPv4/IPv6 (ARP, LLDP, > 2 VLAN tags, ...) */
+    PB_C_MALFORMED,       /* [outcome] IP/L4 header shorter than it claims, or unreadable */
+    PB_C_OTHER_L4,        /* [outcome] IP, but not TCP/UDP/ICMP (GRE, ESP, ...): flows only */
+    PB_C_UNMATCHED,       /* [outcome] no configured port (or ICMP off): flows only */
+    PB_C_NO_PAYLOAD,      /* [outcome] matched TCP without payload and without FIN/SYN/RST */
+    PB_C_SENT,            /* [outcome] every record of the packet was written to a ring */
+    PB_C_RING_FULL,       /* [outcome] lost (from the first chunk that did not fit) */
+    PB_C_LOAD_FAILED,     /* [outcome] bpf_skb_load_bytes failed on the payload */
+    PB_C_EMIT_FAILED,     /* [outcome] no scratch buffer or emitter program (cannot happen) */
+    PB_C_MATCHED,         /* packets whose port (or ICMP, or fragment) is passed on */
     PB_C_EMITTED,         /* records written to a ring buffer */
-    PB_C_RING_FULL,       /* records lost because the ring buffer was full */
     PB_C_TRUNCATED,       /* packets whose payload was cut at snaplen */
     PB_C_FRAGMENT,        /* IP fragments passed to user space for reassembly */
-    PB_C_SKIPPED_DIR,     /* packets skipped by direction (egress on loopback) */
-    PB_C_LOAD_FAILED,     /* bpf_skb_load_bytes failed on a payload chunk */
     PB_C_WAKEUPS,         /* forced ring-buffer wake-ups */
+    PB_C_FLOW_NEW,        /* flow table entries created */
+    PB_C_FLOW_FAILED,     /* flow table update failed */
+    PB_C_BYTES,           /* bytes (skb->len) of every packet seen */
+    PB_C_FRAG_NO_PORTS,   /* later fragments whose first one was not seen (or forgotten): flow without ports */
     PB_C_MAX
 };
+
+struct pb_counters {
+    __u64 c[PB_C_MAX];
+};
+
+/* Per interface, filled by user space when it attaches (`ifaces` hash map). */
+struct pb_iface {
+    __u32 slot;           /* index into `counters` */
+    __u16 link_len;       /* bytes of link header: 14 Ethernet/loopback, 0 tun/wireguard/ppp */
+    __u16 flags;          /* reserved, 0 */
+};
+
+/* Settings user space may change while running (`settings` array, one entry). */
+struct pb_settings {
+    __u32 snaplen;        /* payload bytes copied per packet, at most PB_MAX_SNAPLEN */
+    __u32 wake_every;     /* force a reader wake-up every N records per CPU (0: every record) */
+    __u8  icmp;           /* pass ICMP/ICMPv6 to user space */
+    __u8  flows;          /* maintain the flow table */
+    __u8  pad[6];
+};
+
+/* `ports` hash map key: (IP protocol, port) -> protocol index (value __u32). */
+struct pb_port_key {
+    __u8  l4proto;
+    __u8  pad;
+    __u16 port;           /* host byte order */
+};
+
+/* `flows` LRU hash map: the direction-independent key of
+ * agent/flows/types.py FlowKey.  The "lo" endpoint is the lower
+ * (address bytes, port) pair. */
+struct pb_flow_key {
+    __u8  family;
+    __u8  l4proto;
+    __u16 port_lo;
+    __u16 port_hi;
+    __u16 icmp_id;        /* 0: ICMP between two hosts is one flow, as in Packetbeat */
+    __u16 vlan_outer;
+    __u16 vlan_inner;
+    __u8  addr_lo[16];
+    __u8  addr_hi[16];
+};                        /* 44 bytes */
+
+/* Side index into pb_flow arrays: 0 = sent by the "lo" endpoint. */
+struct pb_flow {
+    __u64 first_ns;       /* boot-time ns */
+    __u64 last_ns;
+    __u64 packets[2];
+    __u64 bytes[2];       /* skb->len, link header included */
+    __u32 tcp_flags;      /* OR of every TCP flag seen */
+    __u8  first_side;     /* the side that sent the first packet */
+    __u8  has_mac;        /* 1 when captured with an Ethernet header */
+    __u8  icmp_type;      /* of the latest ICMP message the first side sent */
+    __u8  icmp_code;
+    __u8  mac[2][6];      /* source MAC of each side (Ethernet devices) */
+    __u8  pad[4];
+};                        /* 72 bytes */
 
 #endif /* PKTBEAT_RECORD_H */

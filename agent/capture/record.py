@@ -1,16 +1,19 @@
-"""Decoding of `struct pb_record` (bpf/record.h) into Packet objects.
+"""Decoding of `struct pb_record` (bpf/record.h) into Packet objects, and the layouts of the shared maps.
 
 This is the live hot path: one `struct.unpack_from` per record, no dpkt.
+tests/capture/test_record_layout.py compiles bpf/record.h and checks every
+format here against the C offsets, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from pathlib import Path
 
 from agent.capture.packet import Packet
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 # Field order and widths of struct pb_record, little-endian as the kernel writes it.
 RECORD_FIELDS: tuple[tuple[str, str], ...] = (
@@ -41,26 +44,92 @@ RECORD_FORMAT = "<" + "".join(code for _, code in RECORD_FIELDS)
 RECORD = struct.Struct(RECORD_FORMAT)
 RECORD_SIZE = RECORD.size
 
+# PB_CHUNK of the default build: the payload bytes one record can carry.
+DEFAULT_CHUNK = 65535
+MAX_SNAPLEN = 65535
+
 # Names of the per-CPU counters, in the order of enum pb_counter.
 COUNTER_NAMES: tuple[str, ...] = (
     "seen",
     "not_ip",
     "malformed",
     "other_l4",
-    "flow_updated",
-    "flow_full",
-    "matched",
+    "unmatched",
     "no_payload",
-    "emitted",
+    "sent",
     "ring_full",
+    "load_failed",
+    "emit_failed",
+    "matched",
+    "emitted",
     "truncated",
     "fragment",
-    "skipped_direction",
-    "load_failed",
     "wakeups",
+    "flow_new",
+    "flow_failed",
+    "bytes",
+    "frag_no_ports",
 )
+# Every packet the program sees ends in exactly one of these (record.h: [outcome]).
+OUTCOME_COUNTERS: tuple[str, ...] = (
+    "not_ip", "malformed", "other_l4", "unmatched", "no_payload", "sent", "ring_full", "load_failed", "emit_failed",
+)
+# The outcomes that lose a packet user space should have had.
+DROP_COUNTERS: tuple[str, ...] = ("ring_full", "load_failed", "emit_failed")
+
+# struct pb_counters: one u64 per counter.
+COUNTERS = struct.Struct("<" + "Q" * len(COUNTER_NAMES))
+
+# struct pb_iface {u32 slot; u16 link_len; u16 flags}
+IFACE_FIELDS: tuple[tuple[str, str], ...] = (("slot", "I"), ("link_len", "H"), ("flags", "H"))
+IFACE = struct.Struct("<" + "".join(c for _, c in IFACE_FIELDS))
+
+# struct pb_settings
+SETTINGS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("snaplen", "I"), ("wake_every", "I"), ("icmp", "B"), ("flows", "B"), ("pad", "6s"),
+)
+SETTINGS = struct.Struct("<" + "".join(c for _, c in SETTINGS_FIELDS))
+
+# struct pb_port_key {u8 l4proto; u8 pad; u16 port}
+PORT_KEY_FIELDS: tuple[tuple[str, str], ...] = (("l4proto", "B"), ("pad", "B"), ("port", "H"))
+PORT_KEY = struct.Struct("<" + "".join(c for _, c in PORT_KEY_FIELDS))
+
+# struct pb_flow_key
+FLOW_KEY_FIELDS: tuple[tuple[str, str], ...] = (
+    ("family", "B"),
+    ("l4proto", "B"),
+    ("port_lo", "H"),
+    ("port_hi", "H"),
+    ("icmp_id", "H"),
+    ("vlan_outer", "H"),
+    ("vlan_inner", "H"),
+    ("addr_lo", "16s"),
+    ("addr_hi", "16s"),
+)
+FLOW_KEY = struct.Struct("<" + "".join(c for _, c in FLOW_KEY_FIELDS))
+
+# struct pb_flow (mac[2][6] is read as two 6-byte strings)
+FLOW_VALUE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("first_ns", "Q"),
+    ("last_ns", "Q"),
+    ("packets", "2Q"),
+    ("bytes", "2Q"),
+    ("tcp_flags", "I"),
+    ("first_side", "B"),
+    ("has_mac", "B"),
+    ("icmp_type", "B"),
+    ("icmp_code", "B"),
+    ("mac", "12s"),
+    ("pad", "4s"),
+)
+FLOW_VALUE = struct.Struct("<" + "".join(c for _, c in FLOW_VALUE_FIELDS))
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+PROGRAM_FILE = BPF_DIR / "pktbeat.bpf.c"
+HEADER_FILE = BPF_DIR / "record.h"
+
+
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 
 class RecordError(ValueError):
@@ -68,13 +137,20 @@ class RecordError(ValueError):
 
 
 _unpack = RECORD.unpack_from
+_new = object.__new__
 
 
-def decode_record(buf: bytes | memoryview, offset: int = 0, length: int | None = None) -> Packet:
+def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_offset: int = 0) -> Packet:
     """Turn one record at `offset` of `buf` into a Packet.
 
     `length` is the record's size as the ring buffer reports it; the payload
-    must fit inside it.
+    must fit inside it.  `ts_offset` turns the kernel's boot-time clock into
+    wall-clock ns.  `Packet.seq` of a TCP chunk already includes its offset;
+    the offset itself is returned by `chunk_offset` for the non-TCP joiner.
+
+    The Packet is filled slot by slot rather than through its keyword
+    constructor: a third of the cost, on the path every record takes
+    (tests/capture/test_record_layout.py checks that every slot is set).
     """
     (ts_ns, ifindex, wire_len, seq, ack, frag_id, missing, flow_hash, sport, dport, window,
      payload_len, _payload_off, frag_off, flags, vlan, direction, family, l4proto, tcp_flags,
@@ -84,18 +160,46 @@ def decode_record(buf: bytes | memoryview, offset: int = 0, length: int | None =
     limit = len(buf) if length is None else offset + length
     if end > limit:
         raise RecordError(f"record payload of {payload_len} bytes overruns its {limit - offset}-byte record")
+    pkt: Packet = _new(Packet)
     if family == 4:
-        src = saddr[:4]
-        dst = daddr[:4]
+        pkt.src = saddr[:4]
+        pkt.dst = daddr[:4]
+    elif family == 6:
+        pkt.src = saddr
+        pkt.dst = daddr
     else:
-        src = saddr
-        dst = daddr
-    return Packet(
-        ts_ns, family, l4proto, src, dst, sport, dport, bytes(buf[start:end]),
-        seq=seq, ack=ack, tcp_flags=tcp_flags, window=window, wire_len=wire_len, flags=flags,
-        missing=missing, frag_id=frag_id, frag_off=frag_off, ifindex=ifindex, direction=direction,
-        flow_hash=flow_hash, vlan=vlan,
-    )
+        raise RecordError(f"record with address family {family}")
+    pkt.ts_ns = ts_ns + ts_offset
+    pkt.family = family
+    pkt.l4proto = l4proto
+    pkt.sport = sport
+    pkt.dport = dport
+    pkt.payload = bytes(buf[start:end])
+    pkt.seq = seq
+    pkt.ack = ack
+    pkt.tcp_flags = tcp_flags
+    pkt.window = window
+    pkt.wire_len = wire_len
+    pkt.flags = flags
+    pkt.missing = missing
+    pkt.frag_id = frag_id
+    pkt.frag_off = frag_off
+    pkt.ifindex = ifindex
+    pkt.direction = direction
+    pkt.flow_hash = flow_hash
+    pkt.vlan = vlan
+    pkt.link = None
+    return pkt
+
+
+# Offset of payload_off inside the record (for the chunk joiner, without a second full unpack).
+_PAYLOAD_OFF_AT = struct.calcsize("<" + "".join(code for name, code in RECORD_FIELDS[:12]))
+_payload_off = struct.Struct("<H").unpack_from
+
+
+def chunk_offset(buf: Buffer, offset: int = 0) -> int:
+    """`payload_off` of the record at `offset`: where its payload sits in the packet's L4 payload."""
+    return int(_payload_off(buf, offset + _PAYLOAD_OFF_AT)[0])
 
 
 def encode_record(pkt: Packet, payload_off: int = 0) -> bytes:
