@@ -210,6 +210,8 @@ class FrameDecoder:
                     fragmented = bool(frag_off or more)
                     proto = nxt
                     l4 += 8
+                    if fragmented:
+                        break  # what follows belongs to the fragment; the reassembler reads it
                 else:
                     break
             if l4 > end:

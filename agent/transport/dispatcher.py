@@ -33,6 +33,7 @@ from agent.transport.types import ConnectionInfo, Direction, Endpoint
 log = logging.getLogger("pktbeat.transport")
 
 UDP_COUNTERS = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "internal_errors")
+UDP_ROUTE_CACHE = 65536  # 4-tuples whose protocol, direction and endpoints are remembered
 
 
 class Dispatcher:
@@ -58,6 +59,7 @@ class Dispatcher:
         self._conns: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}
         self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
         self._next_conn_id = 1
+        self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
         self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
         if icmp is not None:
@@ -166,6 +168,26 @@ class Dispatcher:
 
     def _udp(self, pkt: Packet) -> None:
         counters = self.udp_counters
+        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        route = self._udp_routes.get(key)
+        if route is None:
+            route = self._udp_route(pkt)
+            if route is None:
+                counters["unclaimed"] += 1
+                return
+            if len(self._udp_routes) >= UDP_ROUTE_CACHE:
+                self._udp_routes.clear()
+            self._udp_routes[key] = route
+        if not pkt.payload:
+            counters["empty"] += 1
+            return
+        counters["datagrams"] += 1
+        counters["bytes"] += len(pkt.payload)
+        binding, direction, conn = route
+        self._datagram(binding, direction, conn, pkt.payload, pkt.ts_ns)
+
+    def _udp_route(self, pkt: Packet) -> tuple[DatagramBinding, Direction, ConnectionInfo] | None:
+        """Which protocol, which way, which endpoints: the same for every datagram of a 4-tuple."""
         binding = self.udp_ports.get(pkt.sport)
         if binding is not None:
             direction = Direction.TO_CLIENT
@@ -173,17 +195,10 @@ class Dispatcher:
         else:
             binding = self.udp_ports.get(pkt.dport)
             if binding is None:
-                counters["unclaimed"] += 1
-                return
+                return None
             direction = Direction.TO_SERVER
             client, server = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
-        if not pkt.payload:
-            counters["empty"] += 1
-            return
-        counters["datagrams"] += 1
-        counters["bytes"] += len(pkt.payload)
-        conn = ConnectionInfo(client, server, pkt.family, "udp")
-        self._datagram(binding, direction, conn, pkt.payload, pkt.ts_ns)
+        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp")
 
     def _datagram(self, binding: DatagramBinding, direction: Direction, conn: ConnectionInfo, data: bytes,
                   ts_ns: int) -> None:

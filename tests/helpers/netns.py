@@ -139,7 +139,7 @@ def veth_pair(prefix: str = "pbt", offload: bool = True) -> Iterator[VethPair]:
 
 def tcpdump(ns: Namespace, interface: str, pcap: Path, bpf: str = "") -> subprocess.Popen[bytes]:
     """Capture on `interface` in `ns` to `pcap` (stop it with stop_tcpdump)."""
-    args = ["tcpdump", "--immediate-mode", "-i", interface, "-U", "-s", "0", "-w", str(pcap)]
+    args = ["tcpdump", "--immediate-mode", "-B", "16384", "-i", interface, "-U", "-s", "0", "-w", str(pcap)]
     if bpf:
         args += shlex.split(bpf)
     proc = ns.popen(args)
