@@ -23,7 +23,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev python3-bpfcc gcc make
   iproute2 iputils-ping ethtool tcpdump tshark curl openssl ca-certificates procps psmisc socat netcat-openbsd
   nginx-light dnsmasq-base bind9-dnsutils
-  redis-server redis-tools memcached sip-tester busybox
+  redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
 )

@@ -1,0 +1,1 @@
+"""Apache Thrift (TBinary over TSocket or TFramed): calls paired with replies, as Packetbeat reports them."""
