@@ -84,6 +84,8 @@ class EventBuilder:
         self.ignore_outgoing = ignore_outgoing
         self.settings = protocol_settings or {}
         self._agent = identity.fields()
+        self._ephemeral = identity.ephemeral_id.encode()
+        self.id_salt = b""  # at most 16 bytes (blake2b's salt)
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
         self.dropped_by_processors = 0
@@ -234,7 +236,10 @@ class EventBuilder:
         except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
             data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
-        digest = hashlib.blake2b(data, digest_size=15).digest()
+        # The id must come out the same when a crashed run is replayed again, so the per-run
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
+        digest = hashlib.blake2b(data.replace(self._ephemeral, b""), digest_size=15,
+                                 salt=self.id_salt).digest()
         return EncodedEvent(data, base64.urlsafe_b64encode(digest).decode(), index or None,
                             str(event.get("type", "")))
 

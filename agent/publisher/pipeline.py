@@ -1,23 +1,44 @@
-"""The publisher pipeline: events in, batches to the output, retried until acknowledged.
+"""The publisher pipeline: a bounded memory queue, an optional disk spool, one sender thread.
 
-This is the in-process pipeline used by file replay and the console/file
-outputs: it batches by `queue.mem.flush.min_events` / `flush.timeout`,
-blocks the producer when `queue.mem.events` are in flight (replay must
-never drop), and retries what the output says to retry with backoff.
+Events enter with `publish()` and leave only when the output acknowledges
+them (ACKED, or DROPPED for a failure that retrying cannot fix).  A sender
+thread takes batches of up to the output's batch size, from the memory queue
+first and then from the spool, and resends what the output says to retry,
+with backoff (`backoff.init` doubling up to `backoff.max`, reset by success).
+
+Modes (chosen by the runner):
+  - replay (`live=False`): `publish()` blocks while the queue is full, so a
+    file replay never drops; `close(deadline)` waits for every event to be
+    acknowledged, or raises PublishTimeout at the deadline.
+  - live (`live=True`): `publish()` never waits for the output.  When the
+    memory queue is full, events go to the disk spool; once the spool has a
+    backlog, new events follow it there (order is kept).  Only when the spool
+    is full (or there is none) is an event dropped: counted, and logged at
+    most once per `drop_log_interval` with the number dropped since.
+  - durable (`durable=True`, i.e. `queue.disk` configured): every event is
+    written to the spool first, as Packetbeat's disk queue does, so a crash
+    loses nothing that was published; the memory queue is not used.
+
+With a spool, a restart first resends what the previous run spooled and the
+output had not acknowledged.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from agent import metrics
+from agent.publisher.spool import Position, Spool
 from agent.publisher.types import EncodedEvent, Outcome, Output
 
 log = logging.getLogger("pktbeat.publisher")
 
-PIPELINE_COUNTERS = ("published", "acked", "retried", "dropped", "batches")
+PIPELINE_COUNTERS = ("published", "acked", "retried", "dropped", "batches", "spooled", "queue_full_drops",
+                     "output_errors")
 
 
 class PublishTimeout(Exception):
@@ -33,51 +54,252 @@ class Pipeline:
         flush_min_events: int = 1600,
         flush_timeout: float = 10.0,
         bulk_max_size: int = 1600,
+        live: bool = False,
+        spool: Spool | None = None,
+        durable: bool = False,
+        backoff_init: float = 1.0,
+        backoff_max: float = 60.0,
+        drop_log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.output = output
-        self.max_events = max_events
-        self.flush_min_events = max(1, min(flush_min_events, max_events))
+        self.max_events = max(1, max_events)
+        self.flush_min_events = max(1, min(flush_min_events or 1, self.max_events))
         self.flush_timeout = flush_timeout
-        self.bulk_max_size = max(1, bulk_max_size)
-        self._buffer: list[EncodedEvent] = []
-        self._oldest = 0.0
+        self.batch_size = max(1, int(getattr(output, "batch_size", 0) or bulk_max_size))
+        self.live = live
+        self.spool = spool
+        self.durable = durable and spool is not None
+        self.backoff_init = max(0.001, backoff_init)
+        self.backoff_max = max(self.backoff_init, backoff_max)
+        self.drop_log_interval = drop_log_interval
         self._clock = clock
-        self._sleep = sleep
         self.counters = metrics.register("pipeline", PIPELINE_COUNTERS)
+        self._mem: deque[EncodedEvent] = deque()
+        self._oldest = 0.0  # when the oldest event in memory arrived
+        self._cond = threading.Condition()
+        self._flushing = 0  # callers waiting in flush(): send partial batches at once
+        self._stopping = False
+        self._failed: BaseException | None = None
+        self._drops_unlogged = 0
+        self._last_drop_log: float | None = None  # None: the first drop is logged at once
+        self._in_flight = 0
+        self._sender = threading.Thread(target=self._run, name="pktbeat-publisher", daemon=True)
+        self._sender.start()
+
+    # -- producer side ----------------------------------------------------------------
 
     def publish(self, event: EncodedEvent) -> None:
-        if not self._buffer:
-            self._oldest = self._clock()
-        self._buffer.append(event)
-        self.counters["published"] += 1
-        if len(self._buffer) >= self.flush_min_events:
-            self.flush()
+        """Queue one event: blocks while full in replay mode, never blocks in live mode."""
+        with self._cond:
+            self.counters["published"] += 1
+            if self.durable:
+                self._publish_to_spool(event)
+                return
+            if self.live:
+                if self.spool is not None and (self.spool.unread or len(self._mem) >= self.max_events):
+                    self._publish_to_spool(event)
+                    return
+                if len(self._mem) >= self.max_events:
+                    self._drop_full()
+                    return
+            else:
+                while len(self._mem) >= self.max_events and not self._stopping:
+                    self._check_sender()
+                    self._cond.wait(0.5)
+            if not self._mem:
+                self._oldest = self._clock()
+            self._mem.append(event)
+            if len(self._mem) >= self.flush_min_events:
+                self._cond.notify_all()
+
+    def _publish_to_spool(self, event: EncodedEvent) -> None:
+        assert self.spool is not None
+        if not self.live:
+            # Replay: wait for room rather than drop.
+            while not self.spool.append(event):
+                if self._stopping:
+                    return
+                self._check_sender()
+                self._cond.notify_all()
+                self._cond.wait(0.2)
+            self.counters["spooled"] += 1
+            self._cond.notify_all()
+            return
+        if self.spool.append(event):
+            self.counters["spooled"] += 1
+            self._cond.notify_all()
+        else:
+            self._drop_full()
+
+    def _drop_full(self) -> None:
+        self.counters["queue_full_drops"] += 1
+        self._drops_unlogged += 1
+        now = self._clock()
+        if self._last_drop_log is None or now - self._last_drop_log >= self.drop_log_interval:
+            self._log_drops(now)
+
+    def _log_drops(self, now: float) -> None:
+        where = "the disk spool was full" if self.spool is not None else "the memory queue was full (no spool)"
+        size = f" (cap {self.spool.max_size} bytes, now {self.spool.size})" if self.spool is not None else ""
+        since = f"in the last {now - self._last_drop_log:.0f}s" if self._last_drop_log is not None else "now"
+        log.warning("dropped %d event(s) %s: %s%s; %d dropped in total", self._drops_unlogged, since, where, size,
+                    self.counters["queue_full_drops"])
+        self._drops_unlogged = 0
+        self._last_drop_log = now
+
+    def _drop_log_due(self) -> bool:
+        return bool(self._drops_unlogged) and (
+            self._last_drop_log is None or self._clock() - self._last_drop_log >= self.drop_log_interval)
 
     def tick(self) -> None:
-        """Flush a partial batch whose flush.timeout passed."""
-        if self._buffer and self._clock() - self._oldest >= self.flush_timeout:
-            self.flush()
+        """Periodic work from the runner: spool write-ahead to disk, flush.timeout, pending drop counts."""
+        if self.spool is not None:
+            self.spool.flush()  # bounds what a crash can lose while the sender is stuck retrying
+        with self._cond:
+            if self._drop_log_due():
+                self._log_drops(self._clock())
+            if self._mem and self._clock() - self._oldest >= self.flush_timeout:
+                self._cond.notify_all()
+
+    # -- waiting for acknowledgement ---------------------------------------------------------
+
+    def pending(self) -> int:
+        """Events published and not yet acknowledged (memory and spool)."""
+        with self._cond:
+            return len(self._mem) + (self.spool.pending if self.spool is not None else 0)
 
     def flush(self, deadline: float | None = None) -> None:
-        """Deliver everything buffered; retry with backoff until acknowledged or `deadline`."""
-        while self._buffer:
-            batch = self._buffer[: self.bulk_max_size]
-            self._deliver(batch, deadline)
-            del self._buffer[: len(batch)]
+        """Wait until every event published so far is acknowledged, or raise PublishTimeout at `deadline`."""
+        with self._cond:
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                while self._pending_locked():
+                    self._check_sender()
+                    if self.spool is not None:
+                        self.spool.flush()
+                    remaining = None if deadline is None else deadline - self._clock()
+                    if remaining is not None and remaining <= 0:
+                        raise PublishTimeout(
+                            f"{self._pending_locked()} events not acknowledged by the {self.output.name} output")
+                    self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
+            finally:
+                self._flushing -= 1
 
-    def _deliver(self, batch: list[EncodedEvent], deadline: float | None) -> None:
-        backoff = 1.0
+    def _pending_locked(self) -> int:
+        return len(self._mem) + (self.spool.pending if self.spool is not None else 0)
+
+    def _check_sender(self) -> None:
+        if self._failed is not None:
+            raise RuntimeError(f"the publisher thread failed: {self._failed!r}") from self._failed
+
+    def close(self, deadline: float | None = None) -> None:
+        """Deliver what is queued (until `deadline`), then stop the sender and close the output.
+
+        In live mode with a spool, events still in memory at the deadline are
+        moved to the spool so that the next run sends them.
+        """
+        try:
+            self.flush(deadline)
+        finally:
+            with self._cond:
+                self._stopping = True
+                self._cond.notify_all()
+            self._sender.join(timeout=5.0)
+            if self.spool is not None:
+                self._save_memory_to_spool()
+                self.spool.close()
+            with self._cond:
+                if self._drops_unlogged:
+                    self._log_drops(self._clock())
+            self.output.close()
+
+    def _save_memory_to_spool(self) -> None:
+        assert self.spool is not None
+        if self._sender.is_alive():
+            return  # still sending a batch from memory: leave it be
+        moved = 0
+        while self._mem:
+            if not self.spool.append(self._mem.popleft()):
+                break
+            moved += 1
+        if moved:
+            log.info("%d unacknowledged event(s) moved from memory to the spool for the next run", moved)
+
+    # -- the sender thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch, source = self._next_batch()
+                if batch is None:
+                    return
+                self._deliver(batch)
+                self._acknowledge(source, len(batch))
+        except _Stopped:
+            return
+        except BaseException as exc:  # reported to the producer instead of dying silently
+            log.exception("publisher thread failed")
+            with self._cond:
+                self._failed = exc
+                self._cond.notify_all()
+
+    def _next_batch(self) -> tuple[list[EncodedEvent] | None, Position | None]:
+        """Wait for a batch; (None, None) when stopping.  Memory events are peeked, not removed."""
+        while True:
+            if self.spool is not None:
+                self.spool.flush()  # outside the queue lock: publish() never waits for the disk
+            with self._cond:
+                if self._stopping:
+                    return None, None
+                if self._mem:
+                    due = (len(self._mem) >= self.flush_min_events or self._flushing
+                           or self._clock() - self._oldest >= self.flush_timeout)
+                    if due:
+                        count = min(self.batch_size, len(self._mem))
+                        return [self._mem[i] for i in range(count)], None
+                read_spool = self.spool is not None and self.spool.unread > 0
+                if not read_spool:
+                    if self._drop_log_due():
+                        self._log_drops(self._clock())
+                    wait = 1.0
+                    if self._mem:
+                        wait = max(0.01, min(wait, self.flush_timeout - (self._clock() - self._oldest)))
+                    self._cond.wait(wait)
+                    continue
+            assert self.spool is not None
+            events, position = self.spool.read(self.batch_size)
+            if events:
+                return events, position
+
+    def _acknowledge(self, source: Position | None, count: int) -> None:
+        with self._cond:
+            if source is None:
+                for _ in range(count):
+                    self._mem.popleft()
+                if self._mem:
+                    self._oldest = self._clock()
+            else:
+                assert self.spool is not None
+                self.spool.ack(source, count)
+            self._cond.notify_all()
+
+    def _deliver(self, batch: list[EncodedEvent]) -> None:
+        """Send until every event is ACKED or DROPPED; retries wait with backoff (stopping ends the wait)."""
+        backoff = self.backoff_init
         pending = batch
         while pending:
             self.counters["batches"] += 1
             try:
                 outcomes = self.output.publish(pending)
+                if len(outcomes) != len(pending):
+                    raise ValueError(f"{len(outcomes)} outcomes for {len(pending)} events")
             except Exception as exc:  # an output failing wholesale: retry the batch
+                self.counters["output_errors"] += 1
                 log.warning("output %s failed: %s", self.output.name, exc)
                 outcomes = [Outcome.RETRY] * len(pending)
-            retry = []
+            retry: list[EncodedEvent] = []
             for event, outcome in zip(pending, outcomes, strict=True):
                 if outcome is Outcome.ACKED:
                     self.counters["acked"] += 1
@@ -88,14 +310,17 @@ class Pipeline:
             if not retry:
                 return
             self.counters["retried"] += len(retry)
-            if deadline is not None and self._clock() + backoff > deadline:
-                raise PublishTimeout(f"{len(retry)} events not acknowledged by the {self.output.name} output")
-            self._sleep(backoff)
-            backoff = min(backoff * 2, 60.0)
+            if len(retry) < len(pending):
+                backoff = self.backoff_init  # the output is accepting events again
+            with self._cond:
+                if self._stopping:
+                    raise _Stopped
+                self._cond.wait_for(lambda: self._stopping, timeout=backoff)
+                if self._stopping:
+                    raise _Stopped
+            backoff = min(backoff * 2, self.backoff_max)
             pending = retry
 
-    def close(self, deadline: float | None = None) -> None:
-        try:
-            self.flush(deadline)
-        finally:
-            self.output.close()
+
+class _Stopped(BaseException):
+    """The pipeline is closing while a batch still waits for a retry."""

@@ -330,9 +330,15 @@ class LiveRunner:
         except BaseException:
             self._cleanup_after_failed_start()
             raise
+        from agent.runtime.monitoring import MonitoringServer
+
+        monitor = MonitoringServer(self.config.http, self._all_counters,
+                                   {"name": self.config.name or socket.gethostname(), "mode": "live"})
+        monitor.start()
         try:
             self._loop()
         finally:
+            monitor.stop()
             code = self._shutdown()
         return code
 
@@ -774,12 +780,17 @@ class LiveRunner:
         parent = {k: v for k, v in metrics.snapshot().items() if v}
         log.info("agent counters %s: %s", when, ", ".join(f"{k}={v}" for k, v in sorted(parent.items())) or "none")
 
-    def _log_metrics(self) -> None:
-        with contextlib.suppress(Exception):
-            self._poll_counters(time.monotonic(), status=False)
+    def _all_counters(self) -> dict[str, int]:
+        """Kernel, worker and parent counters together (the metrics log and the /stats endpoint)."""
         current: dict[str, int] = {f"kernel.{n}": v for n, v in zip(COUNTER_NAMES, self._kernel_totals, strict=True)}
         metrics.merge(current, self._worker_totals())
         metrics.merge(current, metrics.snapshot())
+        return current
+
+    def _log_metrics(self) -> None:
+        with contextlib.suppress(Exception):
+            self._poll_counters(time.monotonic(), status=False)
+        current = self._all_counters()
         delta = {k: v - self._metrics_prev.get(k, 0) for k, v in current.items() if v != self._metrics_prev.get(k, 0)}
         self._metrics_prev = current
         if delta:
@@ -879,10 +890,7 @@ class LiveRunner:
 
 def _live_pipeline(config: AgentConfig, output: Any) -> Pipeline:
     """The pipeline in live mode: publish() never waits for the output (Packetbeat's DropIfFull)."""
-    pipeline = wiring.make_pipeline(config, output)
-    if hasattr(pipeline, "live"):
-        pipeline.live = True
-    return pipeline
+    return wiring.make_pipeline(config, output, live=True)
 
 
 class _StartError(Exception):

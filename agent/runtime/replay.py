@@ -89,7 +89,8 @@ class ReplayRunner:
         now_ns = 0
         loops = max(1, self.options.loops)
         try:
-            for _ in range(loops):
+            for loop in range(loops):
+                self.builder.id_salt = loop.to_bytes(8, "little") if loop else b""
                 for path in self.options.files:
                     if self._stop:
                         break

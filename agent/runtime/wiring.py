@@ -17,6 +17,7 @@ from agent.outputs import registry as output_registry
 from agent.processors import build_processors
 from agent.protocols import registry as protocol_registry
 from agent.protocols.base import ProtocolConfig, SessionContext, Transaction
+from agent.publisher.factory import create_pipeline
 from agent.publisher.pipeline import Pipeline
 from agent.publisher.types import Output
 from agent.transport.dispatcher import Dispatcher
@@ -77,11 +78,9 @@ def make_output(config: AgentConfig) -> Output:
     return output
 
 
-def make_pipeline(config: AgentConfig, output: Output) -> Pipeline:
-    mem = config.queue.mem
-    bulk = getattr(config.output.config, "bulk_max_size", 0) or mem.flush.min_events or 1600
-    return Pipeline(output, max_events=mem.events, flush_min_events=mem.flush.min_events,
-                    flush_timeout=mem.flush.timeout, bulk_max_size=bulk)
+def make_pipeline(config: AgentConfig, output: Output, live: bool = False) -> Pipeline:
+    """Replay blocks when the queue is full; live capture never waits (spool, then counted drops)."""
+    return create_pipeline(config, output, live=live)
 
 
 def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:

@@ -46,3 +46,31 @@ def test_metrics_logger_logs_only_changes(caplog: pytest.LogCaptureFixture) -> N
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2
     assert '"b":1' in lines[0] and '"b":3' in lines[1]
+
+
+@pytest.mark.live
+def test_live_agent_serves_kernel_and_protocol_counters() -> None:
+    from tests.helpers.live import live_agent
+    from tests.helpers.netns import veth_pair
+
+    with veth_pair() as pair, live_agent(pair.a, [pair.a_if], [{"type": "icmp", "enabled": True}],
+                                         {"http.enabled": True, "http.host": "127.0.0.1", "http.port": 5066}
+                                         ) as agent:
+        pair.a.run(f"ping -c 3 -i 0.2 {pair.b_ip}")
+        deadline = 20
+        stats: dict[str, object] = {}
+        for _ in range(deadline * 4):
+            out = pair.a.run(["curl", "-s", "http://127.0.0.1:5066/stats"], check=False).stdout
+            if out:
+                stats = json.loads(out)
+                if stats.get("kernel", {}).get("matched", 0) >= 6:  # type: ignore[union-attr]
+                    break
+            import time
+
+            time.sleep(0.25)
+        assert stats["kernel"]["seen"] >= 6  # type: ignore[index]
+        info = json.loads(pair.a.run(["curl", "-s", "http://127.0.0.1:5066/"]).stdout)
+        assert info["beat"] == "packetbeat" and info["mode"] == "live"
+        assert agent.stop() == 0
+    echoes = [e for e in agent.events("icmp") if e["icmp"]["request"]["type"] == 8]
+    assert len(echoes) == 3 and all(e["status"] == "OK" for e in echoes)

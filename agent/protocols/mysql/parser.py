@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 from agent.protocols.mysql import values, wire
 from agent.protocols.mysql.framing import FrameError, Framer, Inflater, Packet
-from agent.protocols.sql.text import RowText, truncate_row
 from agent.protocols.mysql.wire import Reader, Short
+from agent.protocols.sql.text import RowText, truncate_row
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 

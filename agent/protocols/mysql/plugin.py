@@ -32,8 +32,8 @@ from agent.protocols.mysql.parser import (
     MysqlParser,
     Reply,
 )
-from agent.protocols.sql.text import sql_method, sql_trim
 from agent.protocols.sql.statements import StatementStore, shared_store
+from agent.protocols.sql.text import sql_method, sql_trim
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 

@@ -27,8 +27,6 @@ from typing import Any
 
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.protocols.sql.text import RowText, sql_method, truncate_row
-from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.pgsql import values
 from agent.protocols.pgsql.parser import (
     Backend,
@@ -41,6 +39,8 @@ from agent.protocols.pgsql.parser import (
     RowDescription,
     Startup,
 )
+from agent.protocols.sql.statements import StatementStore, shared_store
+from agent.protocols.sql.text import RowText, sql_method, truncate_row
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 

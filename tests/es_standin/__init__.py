@@ -1,0 +1,1 @@
+"""An Elasticsearch stand-in server for the output tests (see server.py)."""

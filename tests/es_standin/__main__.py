@@ -1,0 +1,3 @@
+from tests.es_standin.server import main
+
+main()
