@@ -124,6 +124,7 @@ class _Worker:
 
             self.dump = DumpWriter(dump_path)
         self._batch: list[EncodedEvent] = []
+        self._newest_ns = 0  # wall-clock time of the newest packet processed
 
     def _emit(self, txn: Any) -> None:
         event = self.builder.transaction_event(txn)
@@ -158,6 +159,9 @@ class _Worker:
         counters = self.counters
         counters["records"] += len(packets)
         whole = 0
+        if packets:
+            last = packets[-1].ts_ns
+            self._newest_ns = max(self._newest_ns, last)
         for pkt in packets:
             if pkt.l4proto != IPPROTO_TCP and (waiting or not pkt.flags & F_LAST_CHUNK):
                 pkt = joiner.add(pkt)
@@ -203,8 +207,13 @@ class _Worker:
 
     def _tick(self) -> None:
         wall = time.time_ns()
-        self.dispatcher.expire(wall)
-        self.joiner.expire(wall)
+        expire_at = wall
+        if self._newest_ns and self.reader.pending_bytes():
+            # Behind on the ring: time is where the packets are, or a backlog longer than
+            # transaction_timeout would expire live connections with their requests in flight.
+            expire_at = min(wall, self._newest_ns + int(WORKER_TICK_S * 1e9))
+        self.dispatcher.expire(expire_at)
+        self.joiner.expire(expire_at)
         self._send_events()
         self.chan.flush()
         if self.dump is not None:

@@ -1,0 +1,1 @@
+"""Memcache (text and binary, TCP and UDP), as Packetbeat reports it."""

@@ -1,0 +1,1 @@
+"""MongoDB wire protocol, as Packetbeat reports it."""
