@@ -102,6 +102,9 @@ def _compare_with_tcpdump(ns: Namespace, iface: str, server_ip: str, client_ip: 
         assert event["network"]["community_id"].startswith("1:")
     http = [e for e in agent.events() if e["type"] == "http"]
     assert len(http) == CONNECTIONS and all(e["http"]["response"]["status_code"] == 200 for e in http)
+    assert {(e["client"]["ip"], e["server"]["ip"], e["server"]["port"]) for e in http} == {
+        (client_ip, server_ip, HTTP_PORT)}
+    assert all(e["url"]["path"] == "/index.html" and e["http"]["response"]["body"]["bytes"] == 5014 for e in http)
     return flows
 
 
