@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.netns import VethPair, tcpdump, veth_pair
-from tests.helpers.netns import stop_tcpdump as stop_capture
-from tests.helpers.replay import replay
+from tests.helpers.live import capture_events as live_capture
+from tests.helpers.netns import VethPair, veth_pair
 
 pytestmark = [
     pytest.mark.server,
@@ -61,13 +60,7 @@ def lab() -> Iterator[Lab]:
 
 def capture_events(lab: Lab, traffic: Callable[[], None], name: str) -> list[dict[str, Any]]:
     """Run `traffic` while capturing on namespace a's veth, then replay the capture through the CLI."""
-    pcap = lab.tmp / f"{name}.pcap"
-    capture = tcpdump(lab.pair.a, lab.pair.a_if, pcap, "udp and (port 67 or port 68)")
-    try:
-        traffic()
-    finally:
-        stop_capture(capture)
-    events, _ = replay(pcap, [{"type": "dhcpv4", "ports": [67, 68]}])
+    events = live_capture(lab.pair, lambda _pair: traffic(), [{"type": "dhcpv4", "ports": [67, 68]}])
     return [e for e in events if e["type"] == "dhcpv4"]
 
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.netns import VethPair, tcpdump, veth_pair
-from tests.helpers.netns import stop_tcpdump as stop_capture
-from tests.helpers.replay import replay
+from tests.helpers.live import capture_events as live_capture
+from tests.helpers.netns import VethPair, veth_pair
 
 pytestmark = [
     pytest.mark.server,
@@ -62,16 +61,8 @@ def lab() -> Iterator[Lab]:
 def capture_events(lab: Lab, traffic: Callable[[], None], protocols: list[dict[str, Any]] | None = None,
                    name: str = "live") -> list[dict[str, Any]]:
     """Run `traffic` while capturing on namespace a's veth, then replay the capture through the CLI."""
-    pcap = lab.tmp / f"{name}.pcap"
-    # --immediate-mode: without it libpcap holds packets for up to a second and
-    # tcpdump drops that last batch when it is stopped.
-    capture = tcpdump(lab.pair.a, lab.pair.a_if, pcap, "--immediate-mode port 53")
-    try:
-        traffic()
-    finally:
-        stop_capture(capture)
-    events, _ = replay(pcap, protocols or [{"type": "dns", "ports": [53], "send_request": True,
-                                            "send_response": True}])
+    events = live_capture(lab.pair, lambda _pair: traffic(), protocols or [
+        {"type": "dns", "ports": [53], "send_request": True, "send_response": True}])
     return [e for e in events if e["type"] == "dns"]
 
 

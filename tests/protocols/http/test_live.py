@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.netns import VethPair, stop_tcpdump, tcpdump, veth_pair
-from tests.helpers.replay import replay
+from tests.helpers.live import capture_events as live_capture
+from tests.helpers.netns import VethPair, veth_pair
 
 pytestmark = [
     pytest.mark.server,
@@ -34,15 +34,7 @@ PLAIN_PORT = 8081
 def capture_events(pair: VethPair, traffic: Callable[[], None],
                    protocols: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Run `traffic` while capturing namespace a's veth, then the capture through `pktbeat run -I`."""
-    with tempfile.TemporaryDirectory(prefix="pktbeat-http-live-") as tmp:
-        pcap = Path(tmp) / "live.pcap"
-        # --immediate-mode: without it the packets of libpcap's last ring block are lost when tcpdump stops.
-        proc = tcpdump(pair.a, pair.a_if, pcap, "--immediate-mode tcp")
-        try:
-            traffic()
-        finally:
-            stop_tcpdump(proc)
-        events, _ = replay(pcap, protocols)
+    events = live_capture(pair, lambda _pair: traffic(), protocols)
     return [e for e in events if e.get("type") == "http"]
 
 

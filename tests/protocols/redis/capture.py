@@ -1,8 +1,8 @@
 """Capturing a live exchange between namespaces and turning it into pktbeat events.
 
-`capture_events` is the one place that decides how: by default tcpdump on
-namespace a's veth, then the pcap through the CLI; with
-PKTBEAT_LIVE_CAPTURE=1, the live eBPF agent (tests/helpers/live.py).
+`capture_events` is the one place that decides how: by default the live eBPF
+agent (tests/helpers/live.py); with PKTBEAT_LIVE_CAPTURE=0, tcpdump on
+namespace a's veth, then the pcap through the CLI.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ PYTHON = sys.executable
 
 def capture_events(pair: VethPair, traffic: Callable[[], None], protocols: list[dict[str, Any]], workdir: Path,
                    bpf: str = "") -> list[dict[str, Any]]:
-    if os.environ.get("PKTBEAT_LIVE_CAPTURE") == "1":
+    if os.environ.get("PKTBEAT_LIVE_CAPTURE", "1") == "1":
         from tests.helpers.live import capture_events as live_capture
 
         return live_capture(pair, lambda _pair: traffic(), protocols)

@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.netns import VethPair, tcpdump, veth_pair
-from tests.helpers.netns import stop_tcpdump as stop_capture
-from tests.helpers.replay import replay
+from tests.helpers.live import capture_events as live_capture
+from tests.helpers.netns import VethPair, veth_pair
 
 pytestmark = [
     pytest.mark.server,
@@ -49,13 +48,8 @@ def lab() -> Iterator[Lab]:
 
 def capture_events(lab: Lab, traffic: Callable[[], None], transport: str, name: str) -> list[dict[str, Any]]:
     """Run `traffic` while capturing on namespace a's veth, then replay the capture through the CLI."""
-    pcap = lab.tmp / f"{name}.pcap"
-    capture = tcpdump(lab.pair.a, lab.pair.a_if, pcap, f"{'udp' if transport == 'udp' else 'tcp'} port 5060")
-    try:
-        traffic()
-    finally:
-        stop_capture(capture)
-    events, _ = replay(pcap, [{"type": "sip", "ports": [5060], "transport_protocol": transport}])
+    events = live_capture(lab.pair, lambda _pair: traffic(),
+                          [{"type": "sip", "ports": [5060], "transport_protocol": transport}])
     return [e for e in events if e["type"] == "sip"]
 
 

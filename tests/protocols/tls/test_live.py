@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers.netns import VethPair, stop_tcpdump, tcpdump, veth_pair
-from tests.helpers.replay import replay
+from tests.helpers.live import capture_events as live_capture
+from tests.helpers.netns import VethPair, veth_pair
 
 pytestmark = [
     pytest.mark.server,
@@ -75,16 +74,7 @@ def openssl_fingerprint(cert: Path, digest: str) -> str:
 def capture_events(pair: VethPair, iface: str, traffic: Callable[[], None], protocols: list[dict[str, Any]],
                    workdir: Path) -> list[dict[str, Any]]:
     """Run `traffic` while capturing on `iface` (namespace a); the events pktbeat makes of it."""
-    pcap = workdir / "capture.pcap"
-    proc = tcpdump(pair.a, iface, pcap, f"tcp port {PORT}")
-    try:
-        traffic()
-        # tcpdump hands packets over in TPACKET_V3 blocks retired after ~1 s; stopping sooner loses them.
-        time.sleep(1.5)
-    finally:
-        stop_tcpdump(proc)
-    events, _ = replay(pcap, protocols)
-    return events
+    return live_capture(pair, lambda _pair: traffic(), protocols, interface=iface)
 
 
 @pytest.fixture(scope="module")
