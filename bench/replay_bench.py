@@ -48,7 +48,7 @@ def timed(args: list[str], runs: int, cwd: Path | None = None) -> float:
 
 def pktbeat_config(directory: Path, output: str) -> Path:
     out = {"file": {"path": str(directory / "out"), "filename": "packetbeat", "rotate_every_kb": 1_000_000,
-                    "number_of_files": 2}} if output == "file" else {"discard": {}}
+                    "number_of_files": 1024}} if output == "file" else {"discard": {}}
     config = {"packetbeat.protocols": [{"type": "http", "ports": [80]}, {"type": "dns", "ports": [53]}],
               "output": out, "logging.level": "warning"}
     path = directory / "bench.yml"

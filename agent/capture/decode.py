@@ -91,12 +91,35 @@ class FrameDecoder:
         self.snaplen = snaplen
         self.keep_link = keep_link
         self.stats = metrics.register("decode", DECODE_COUNTERS)
+        # Flows need the link layer of every frame: the fast path (which skips it) is off then.
+        self._plain_ethernet = linktype == LINKTYPE_ETHERNET and not keep_link
 
     def decode(self, frame: bytes, ts_ns: int, wire_len: int = 0) -> Packet | None:
         stats = self.stats
         stats["frames"] += 1
         if not wire_len:
             wire_len = len(frame)
+        if self._plain_ethernet and frame[12:14] == b"\x08\x00" and frame[14] == 0x45 and len(frame) >= 54:
+            # The common case, without the general path's calls: Ethernet, IPv4 without options,
+            # not a fragment, TCP or UDP.
+            (_vihl, _tos, total_len, _ident, frag, _ttl, proto, _csum, src, dst) = _ipv4(frame, 14)
+            if not frag & 0x3FFF and total_len >= 20:
+                end = 14 + total_len
+                captured_end = end if end <= len(frame) else len(frame)
+                if proto == IPPROTO_TCP:
+                    sport, dport, seq, ack, data_off, tcp_flags, window = _tcp(frame, 34)
+                    start = 34 + (data_off >> 4) * 4
+                    if data_off >= 0x50 and start <= end:
+                        payload = frame[start:captured_end]
+                        missing = end - start - len(payload)
+                        stats["packets"] += 1
+                        if missing:
+                            stats["truncated"] += 1
+                            return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                                          tcp_flags=tcp_flags, window=window, wire_len=wire_len,
+                                          flags=F_LAST_CHUNK | F_TRUNCATED, missing=missing)
+                        return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                                      tcp_flags=tcp_flags, window=window, wire_len=wire_len)
         link: LinkInfo | None = None
         vlans: tuple[int, ...] = ()
         lt = self.linktype

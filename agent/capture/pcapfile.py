@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 # A record longer than this is corrupt: no link type carries frames this big.
 MAX_RECORD_BYTES = 256 * 1024
+READ_CHUNK = 1 << 20
 
 _MAGICS: dict[bytes, tuple[str, int]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microsecond, little-endian
@@ -93,26 +94,38 @@ class CaptureReader:
         return self._iter_pcap()
 
     def _iter_pcap(self) -> Iterator[tuple[int, bytes, int]]:
+        # Records are cut out of large reads: two small reads per packet cost more than parsing it.
         read = self._file.read
-        unpack = self._record.unpack
+        unpack = self._record.unpack_from
         scale = self._ns_per_unit
-        offset = 24
+        offset = 24  # file offset of buf[0]
+        buf = b""
+        pos = 0
         while True:
-            head = read(16)
-            if not head:
+            if len(buf) - pos < 16 + MAX_RECORD_BYTES:
+                more = read(READ_CHUNK)
+                if more:
+                    buf = buf[pos:] + more
+                    offset += pos
+                    pos = 0
+            end = len(buf)
+            if pos >= end:
                 return
-            if len(head) < 16:
-                raise CaptureFileError(self.path, offset, "truncated record header at end of file")
-            sec, sub, caplen, wire_len = unpack(head)
+            if end - pos < 16:
+                raise CaptureFileError(self.path, offset + pos, "truncated record header at end of file")
+            sec, sub, caplen, wire_len = unpack(buf, pos)
             if caplen > MAX_RECORD_BYTES:
-                raise CaptureFileError(self.path, offset, f"record length {caplen} exceeds {MAX_RECORD_BYTES}")
-            frame = read(caplen)
-            if len(frame) < caplen:
-                raise CaptureFileError(self.path, offset,
-                                       f"truncated record: {len(frame)} of {caplen} bytes present")
-            offset += 16 + caplen
-            self.offset = offset
-            yield sec * 1_000_000_000 + sub * scale, frame, max(wire_len, caplen)
+                raise CaptureFileError(self.path, offset + pos,
+                                       f"record length {caplen} exceeds {MAX_RECORD_BYTES}")
+            start = pos + 16
+            stop = start + caplen
+            if stop > end:
+                raise CaptureFileError(self.path, offset + pos,
+                                       f"truncated record: {end - start} of {caplen} bytes present")
+            frame = buf[start:stop]
+            pos = stop
+            self.offset = offset + pos
+            yield sec * 1_000_000_000 + sub * scale, frame, wire_len if wire_len > caplen else caplen
 
     # -- pcapng: section header, interface descriptions, enhanced/simple packet blocks --
 

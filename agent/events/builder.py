@@ -14,7 +14,7 @@ import json
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -24,10 +24,20 @@ from agent.events.timefmt import format_ns
 from agent.processors import Processor, run_chain
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
-from agent.transport.types import ip_text
+from agent.transport.types import ConnectionInfo, ip_text
 from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
+CONN_CACHE_LIMIT = 65536  # connections whose shared event facts are remembered
+
+
+class _ConnFacts(NamedTuple):
+    client_ip: str
+    server_ip: str
+    community_id: str | None
+    direction: str
+    network_type: str
+    related_ips: tuple[str, ...]
 _DEFAULT_EVENT_TYPE = ("connection", "protocol")
 
 
@@ -88,15 +98,39 @@ class EventBuilder:
         self.id_salt = b""  # at most 16 bytes (blake2b's salt)
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
+        self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
         self.dropped_by_processors = 0
 
     # -- transactions -----------------------------------------------------------
 
+    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
+        """What every event of a connection shares: texts, community id, direction (cached)."""
+        key = (conn.client, conn.server, conn.transport, icmp)
+        facts = self._conn_cache.get(key)
+        if facts is None:
+            if len(self._conn_cache) >= CONN_CACHE_LIMIT:
+                self._conn_cache.clear()
+            client_ip = ip_text(conn.client.ip)
+            server_ip = ip_text(conn.server.ip)
+            proto_number = _PROTO_NUMBER.get(conn.transport, 0)
+            cid = None
+            if proto_number in (1, 58):
+                icmp_type, icmp_code = icmp if icmp is not None else (0, 0)
+                cid = community_id(conn.client.ip, conn.server.ip, proto_number, icmp_type=icmp_type,
+                                   icmp_code=icmp_code)
+            elif proto_number:
+                cid = community_id(conn.client.ip, conn.server.ip, proto_number, conn.client.port,
+                                   conn.server.port)
+            facts = self._conn_cache[key] = _ConnFacts(
+                client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
+                "ipv4" if conn.family == 4 else "ipv6",
+                (client_ip,) if client_ip == server_ip else (client_ip, server_ip))
+        return facts
+
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
         conn = txn.conn
-        client_ip = ip_text(conn.client.ip)
-        server_ip = ip_text(conn.server.ip)
+        facts = self._endpoints(conn, txn.icmp)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
@@ -111,8 +145,8 @@ class EventBuilder:
             event_section["end"] = fmt(txn.end_ns, digits)
             if txn.has_request and txn.end_ns >= txn.ts_ns:
                 event_section["duration"] = txn.end_ns - txn.ts_ns
-        source: dict[str, Any] = {"ip": client_ip}
-        destination: dict[str, Any] = {"ip": server_ip}
+        source: dict[str, Any] = {"ip": facts.client_ip}
+        destination: dict[str, Any] = {"ip": facts.server_ip}
         if conn.client.port:
             source["port"] = conn.client.port
         if conn.server.port:
@@ -126,23 +160,16 @@ class EventBuilder:
             total += txn.server_bytes
         if txn.domain:
             destination["domain"] = txn.domain
-        transport = conn.transport
         network: dict[str, Any] = {
-            "type": "ipv4" if conn.family == 4 else "ipv6",
-            "transport": transport,
+            "type": facts.network_type,
+            "transport": conn.transport,
             "protocol": txn.protocol_override or txn.type,
         }
         if total:
             network["bytes"] = total
-        proto_number = _PROTO_NUMBER.get(transport, 0)
-        if proto_number in (1, 58):
-            icmp_type, icmp_code = txn.icmp if txn.icmp is not None else (0, 0)
-            network["community_id"] = community_id(conn.client.ip, conn.server.ip, proto_number,
-                                                   icmp_type=icmp_type, icmp_code=icmp_code)
-        elif proto_number:
-            network["community_id"] = community_id(conn.client.ip, conn.server.ip, proto_number,
-                                                   conn.client.port, conn.server.port)
-        direction = self.direction(conn.client.ip, conn.server.ip)
+        if facts.community_id is not None:
+            network["community_id"] = facts.community_id
+        direction = facts.direction
         network["direction"] = direction
         if self.ignore_outgoing and direction == "egress":
             self.dropped_outgoing += 1
@@ -158,7 +185,7 @@ class EventBuilder:
             "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
-        related_ips = [client_ip] if client_ip == server_ip else [client_ip, server_ip]
+        related_ips = list(facts.related_ips)
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None
         settings = self.settings.get(txn.type, self._default_settings)
@@ -178,7 +205,8 @@ class EventBuilder:
                 for value in values:
                     if value and value not in bucket:
                         bucket.append(value)
-        event["related"] = {k: v for k, v in related.items() if v}
+            related = {k: v for k, v in related.items() if v}
+        event["related"] = related
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         return self.finish(event, settings, nulls_stripped=True)

@@ -76,6 +76,8 @@ class Pipeline:
         self._clock = clock
         self.counters = metrics.register("pipeline", PIPELINE_COUNTERS)
         self._mem: deque[EncodedEvent] = deque()
+        self._staged: list[EncodedEvent] = []  # replay: published, not yet handed to the queue
+        self._stage_size = max(1, min(self.flush_min_events, 256))
         self._oldest = 0.0  # when the oldest event in memory arrived
         self._cond = threading.Condition()
         self._flushing = 0  # callers waiting in flush(): send partial batches at once
@@ -91,6 +93,13 @@ class Pipeline:
 
     def publish(self, event: EncodedEvent) -> None:
         """Queue one event: blocks while full in replay mode, never blocks in live mode."""
+        if not self.live and not self.durable:
+            # Replay hands events over in small batches: one lock and one wake-up per batch, not per
+            # event (per-event hand-off to the sender thread cost more than building the event).
+            self._staged.append(event)
+            if len(self._staged) >= self._stage_size:
+                self._hand_over()
+            return
         with self._cond:
             self.counters["published"] += 1
             if self.durable:
@@ -110,6 +119,24 @@ class Pipeline:
             if not self._mem:
                 self._oldest = self._clock()
             self._mem.append(event)
+            if len(self._mem) >= self.flush_min_events:
+                self._cond.notify_all()
+
+    def _hand_over(self) -> None:
+        """Move the staged events into the memory queue, waiting for room (replay never drops)."""
+        staged = self._staged
+        if not staged:
+            return
+        self._staged = []
+        with self._cond:
+            self.counters["published"] += len(staged)
+            for event in staged:
+                while len(self._mem) >= self.max_events and not self._stopping:
+                    self._check_sender()
+                    self._cond.wait(0.5)
+                if not self._mem:
+                    self._oldest = self._clock()
+                self._mem.append(event)
             if len(self._mem) >= self.flush_min_events:
                 self._cond.notify_all()
 
@@ -154,6 +181,7 @@ class Pipeline:
 
     def tick(self) -> None:
         """Periodic work from the runner: spool write-ahead to disk, flush.timeout, pending drop counts."""
+        self._hand_over()
         if self.spool is not None:
             self.spool.flush()  # bounds what a crash can lose while the sender is stuck retrying
         with self._cond:
@@ -167,10 +195,11 @@ class Pipeline:
     def pending(self) -> int:
         """Events published and not yet acknowledged (memory and spool)."""
         with self._cond:
-            return len(self._mem) + (self.spool.pending if self.spool is not None else 0)
+            return len(self._staged) + len(self._mem) + (self.spool.pending if self.spool is not None else 0)
 
     def flush(self, deadline: float | None = None) -> None:
         """Wait until every event published so far is acknowledged, or raise PublishTimeout at `deadline`."""
+        self._hand_over()
         with self._cond:
             self._flushing += 1
             self._cond.notify_all()

@@ -108,7 +108,7 @@ class Dispatcher:
                 return
         direction = Direction.TO_SERVER if (pkt.src == conn.client_ip and pkt.sport == conn.client_port) \
             else Direction.TO_CLIENT
-        if flags & TCP_ACK and conn.streams[direction.other].ooo:
+        if flags & TCP_ACK and conn.streams[1 - direction].ooo:
             self.reassembler.acknowledged(conn, direction.other, pkt.ack, pkt.ts_ns)
         if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN | TCP_RST):
             return

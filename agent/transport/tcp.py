@@ -22,6 +22,7 @@ log = logging.getLogger("pktbeat.tcp")
 
 SEQ_MOD = 1 << 32
 SEQ_HALF = 1 << 31
+_CONTROL = TCP_SYN | TCP_FIN | TCP_RST
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,14 @@ class StreamReassembler:
                 missing: int, ts_ns: int) -> None:
         stream = conn.streams[direction]
         counters = self.counters
+        if (seq == stream.next_seq and payload and not missing and not flags & _CONTROL and not stream.ooo
+                and stream.fin_seq is None):
+            # In order, nothing held, no control flag: the common case goes straight to the session.
+            stream.next_seq = (seq + len(payload)) & 0xFFFFFFFF
+            counters["segments"] += 1
+            counters["bytes"] += len(payload)
+            self._feed(conn, direction, payload, ts_ns)
+            return
         if flags & TCP_SYN:
             # The SYN occupies one sequence number; data (TFO) follows it.
             if stream.next_seq is None or stream.closed:
