@@ -62,15 +62,29 @@ def tree_cpu_seconds(root: int) -> float:
     return total / TICKS
 
 
+def settle(agent: Any, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
+    """Wait until the agent has caught up: its published events stop growing (it may be behind on its ring)."""
+    out = agent.directory / "out"
+    last, since, deadline = -1, time.monotonic(), time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        count = sum(path.stat().st_size for path in out.iterdir()) if out.is_dir() else 0
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.25)
+
+
 def run_rate(pair, rate: int, seconds: int, clients: int, protocol: str) -> dict[str, Any]:
     protocols = [{"type": "pgsql", "ports": [PORT]}]
-    with live_agent(pair.a, [pair.a_if], protocols) as agent:
+    with live_agent(pair.a, [pair.a_if], protocols, {"packetbeat.interfaces.buffer_size_mb": 24,
+                                                     "output.file.rotate_every_kb": 1_000_000}) as agent:
         root = agent.proc.pid
         cpu0, wall0 = tree_cpu_seconds(root), time.monotonic()
         proc = pair.a.run(["pgbench", "-h", pair.b_ip, "-p", str(PORT), "-U", "postgres", "-S", "-n",
                            "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds), "-R", str(rate),
                            "-M", protocol, "postgres"], timeout=seconds + 60)
-        time.sleep(1.0)  # let the last responses reach the agent
+        settle(agent)
         cpu1, wall1 = tree_cpu_seconds(root), time.monotonic()
         code = agent.stop()
         if code != 0:

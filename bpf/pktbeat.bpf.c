@@ -723,7 +723,11 @@ int pb_emit(struct __sk_buff *skb)
             wake = BPF_RB_FORCE_WAKEUP;
             count(c, PB_C_WAKEUPS);
         }
-        if (ring_output(s->job.ring, r, sizeof(struct pb_record) + len, wake) < 0) {
+        /* A failed reserve is either a full ring or, since the ring lock became a
+         * resilient spinlock (Linux 6.16), a lost race with another CPU writing
+         * the same ring: one retry recovers the second kind. */
+        if (ring_output(s->job.ring, r, sizeof(struct pb_record) + len, wake) < 0 &&
+            ring_output(s->job.ring, r, sizeof(struct pb_record) + len, wake) < 0) {
             outcome = PB_C_RING_FULL;
             break;
         }
