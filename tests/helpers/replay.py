@@ -12,7 +12,20 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT.parent / "shared" / "corpus" / "beats"
+
+
+def _shared_dir() -> Path:
+    """`../shared` beside the checkout (or $PKTBEAT_SHARED): Packetbeat's corpus and the conformance runner."""
+    candidates = [Path(os.environ["PKTBEAT_SHARED"])] if os.environ.get("PKTBEAT_SHARED") else []
+    candidates += [ROOT.parent / "shared", Path("/work/shared")]
+    for candidate in candidates:
+        if (candidate / "corpus" / "beats").is_dir():
+            return candidate
+    return candidates[0]
+
+
+SHARED = _shared_dir()
+CORPUS = SHARED / "corpus" / "beats"
 PKTBEAT = str(ROOT / ".venv" / "bin" / "pktbeat")
 
 # The protocols on their standard ports, as Packetbeat's system tests configure them.

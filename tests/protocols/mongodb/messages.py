@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 from typing import Any
 
 import bson
 import cramjam
 import zstandard
 
-GOTESTDATA = Path(__file__).resolve().parents[4] / "shared" / "corpus" / "beats" / "gotestdata"
+from tests.helpers.replay import CORPUS
+
+GOTESTDATA = CORPUS / "gotestdata"
 
 OP_REPLY, OP_UPDATE, OP_INSERT, OP_QUERY, OP_GET_MORE, OP_DELETE, OP_KILL_CURSORS, OP_COMPRESSED, OP_MSG = (
     1, 2001, 2002, 2004, 2005, 2006, 2007, 2012, 2013)
