@@ -6,17 +6,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agent.config.typed import opt
+from agent.config.typed import non_negative, opt, positive
 
 CAPTURE_TYPES = ("ebpf", "pcap", "af_packet", "autodetect")
 
 
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
-
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
 
 
 def _snaplen(value: int) -> str | None:
@@ -36,7 +30,7 @@ class InterfacesConfig:
     device: tuple[str, ...] = opt(("any",), doc="a name, a list of names, a devices index, or any")
     type: str = opt("ebpf", check=_capture_type)
     snaplen: int = opt(65535, check=_snaplen)
-    buffer_size_mb: int = opt(24, check=_positive, doc="ring buffer per worker, rounded to a power of 2")
+    buffer_size_mb: int = opt(24, check=positive, doc="ring buffer per worker, rounded to a power of 2")
     with_vlans: bool = opt(False)
     bpf_filter: str = opt("")
     internal_networks: tuple[str, ...] = opt(())
@@ -46,7 +40,7 @@ class InterfacesConfig:
     fanout_group: int | None = opt(None)
     file: str = opt("")
     # pktbeat's own: decoding processes the kernel spreads flows over (0: one per CPU).
-    workers: int = opt(0, check=_non_negative)
+    workers: int = opt(0, check=non_negative)
     # pktbeat's own: interfaces never attached, even with device: any (glob patterns).
     ignore_devices: tuple[str, ...] = opt(())
 
@@ -72,28 +66,28 @@ class FlowsConfig:
     tags: tuple[str, ...] = opt(())
     processors: list[Any] = opt([])
     # pktbeat's own: entries of the kernel's flow LRU map.
-    max_flows: int = opt(65536, check=_positive)
+    max_flows: int = opt(65536, check=positive)
 
 
 @dataclass(frozen=True)
 class FlushConfig:
-    min_events: int = opt(1600, check=_non_negative)
+    min_events: int = opt(1600, check=non_negative)
     timeout: float = opt(10.0, kind="duration")
 
 
 @dataclass(frozen=True)
 class MemQueueConfig:
-    events: int = opt(3200, check=_positive)
+    events: int = opt(3200, check=positive)
     flush: FlushConfig = field(default_factory=FlushConfig)
 
 
 @dataclass(frozen=True)
 class DiskQueueConfig:
     path: str = opt("")
-    max_size: int = opt(10 * 1024**3, kind="size", check=_positive)
+    max_size: int = opt(10 * 1024**3, kind="size", check=positive)
     segment_size: int | None = opt(None, kind="size")
-    read_ahead: int = opt(512, check=_positive)
-    write_ahead: int = opt(2048, check=_positive)
+    read_ahead: int = opt(512, check=positive)
+    write_ahead: int = opt(2048, check=positive)
     retry_interval: float = opt(1.0, kind="duration")
     max_retry_interval: float = opt(30.0, kind="duration")
 
@@ -108,8 +102,8 @@ class QueueConfig:
 class LogFilesConfig:
     path: str = opt("")
     name: str = opt("pktbeat")
-    rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", check=_positive)
-    keepfiles: int = opt(7, check=_positive)
+    rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", check=positive)
+    keepfiles: int = opt(7, check=positive)
     permissions: str = opt("0600")
     interval: float = opt(0.0, kind="duration")
     rotateonstartup: bool = opt(True)

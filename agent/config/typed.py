@@ -96,6 +96,16 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def positive(value: int | float) -> str | None:
+    """A `check` for opt(): the value must be greater than 0."""
+    return None if value > 0 else "must be greater than 0"
+
+
+def non_negative(value: int | float) -> str | None:
+    """A `check` for opt(): the value must be 0 or more."""
+    return None if value >= 0 else "must be 0 or more"
+
+
 def suggest(key: str, known: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from agent.config.typed import opt
+from agent.config.typed import opt, positive
 
 DEFAULT_INDEX = "packetbeat-%{[agent.version]}"
 VERIFICATION_MODES = ("full", "strict", "certificate", "none")
 PRESETS = ("balanced", "throughput", "scale", "latency", "custom")
 
-
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
 
 
 def _compression(value: int) -> str | None:
@@ -57,8 +54,8 @@ class ElasticsearchOutputConfig:
     api_key: str = opt("")
     ssl: SslConfig = field(default_factory=SslConfig)
     preset: str = opt("custom", check=_preset)
-    bulk_max_size: int = opt(1600, check=_positive)
-    worker: int = opt(1, check=_positive, aliases=("workers",))
+    bulk_max_size: int = opt(1600, check=positive)
+    worker: int = opt(1, check=positive, aliases=("workers",))
     compression_level: int = opt(1, check=_compression)
     timeout: float = opt(90.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
     backoff: BackoffConfig = field(default_factory=BackoffConfig)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from agent.config.typed import opt
+from agent.config.typed import opt, positive
 from agent.metrics import Counters
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.correlation import RequestQueue
@@ -45,9 +45,6 @@ COUNTERS = (
 )
 
 
-def _positive(value: int) -> str | None:
-    return None if value > 0 else "must be greater than 0"
-
 
 @dataclass(frozen=True)
 class HttpConfig(ProtocolConfig):
@@ -63,7 +60,7 @@ class HttpConfig(ProtocolConfig):
     hide_keywords: tuple[str, ...] = opt((), doc="query and form parameters whose values become xxxxx")
     redact_authorization: bool = opt(False)
     redact_headers: tuple[str, ...] = opt((), doc="headers whose values become REDACTED")
-    max_message_size: int = opt(DEFAULT_MAX_MESSAGE_SIZE, kind="size", check=_positive)
+    max_message_size: int = opt(DEFAULT_MAX_MESSAGE_SIZE, kind="size", check=positive)
     decode_body: bool = opt(True, doc="undo gzip/deflate codings of exported bodies")
 
 

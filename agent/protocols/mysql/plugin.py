@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolSpec, SessionContext, Transaction
 from agent.protocols.mysql import values, wire
 from agent.protocols.mysql.parser import (
     AuthResult,
@@ -32,6 +32,7 @@ from agent.protocols.mysql.parser import (
     MysqlParser,
     Reply,
 )
+from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import sql_method, sql_trim
 from agent.transport.session import ParseError
@@ -46,14 +47,9 @@ MAX_LONG_DATA_STATEMENTS = 64  # statements with COM_STMT_SEND_LONG_DATA values 
 MAX_LONG_DATA_PARAMS = 256
 
 
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
 
 @dataclass(frozen=True)
-class MysqlConfig(ProtocolConfig):
-    max_rows: int = opt(10, check=_non_negative)
-    max_row_length: int = opt(1024, check=_non_negative)
+class MysqlConfig(SqlConfig):
     statement_timeout: float = opt(3600.0, kind="duration")
     # pktbeat: publish every command, not only queries, prepares and executes (Packetbeat's set).
     all_commands: bool = opt(False)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolSpec, SessionContext, Transaction
 from agent.protocols.pgsql import values
 from agent.protocols.pgsql.parser import (
     Backend,
@@ -39,6 +39,7 @@ from agent.protocols.pgsql.parser import (
     RowDescription,
     Startup,
 )
+from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import RowText, sql_method, truncate_row
 from agent.transport.session import ParseError
@@ -54,14 +55,9 @@ MAX_PORTALS = 256
 MAX_NOTES = 10
 
 
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
 
 @dataclass(frozen=True)
-class PgsqlConfig(ProtocolConfig):
-    max_rows: int = opt(10, check=_non_negative)
-    max_row_length: int = opt(1024, check=_non_negative)
+class PgsqlConfig(SqlConfig):
     # pktbeat: how long a named prepared statement's SQL is remembered after its last use.
     statement_timeout: float = opt(3600.0, kind="duration")
 
