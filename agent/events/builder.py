@@ -105,7 +105,9 @@ class EventBuilder:
 
     def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
         """What every event of a connection shares: texts, community id, direction (cached)."""
-        key = (conn.client, conn.server, conn.transport, icmp)
+        client, server = conn.client, conn.server
+        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
+        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp)
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:

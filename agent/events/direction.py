@@ -105,8 +105,15 @@ def contains(networks: Iterable[IPNetwork | _Named], ip: IPAddress) -> bool:
 
 
 def local_addresses() -> frozenset[bytes]:
-    """This host's own addresses (as packed bytes), from netlink via pyroute2 when available."""
-    found: set[bytes] = set()
+    """This host's own addresses (as packed bytes).
+
+    Read from /proc (the kernel's LOCAL routes and IPv6 address list): cheap,
+    where importing a netlink library costs a noticeable share of a short
+    replay's start-up.  pyroute2 is the fallback when /proc is not there.
+    """
+    found = _proc_local_addresses()
+    if found:
+        return frozenset(found)
     try:
         from pyroute2 import IPRoute
 
@@ -121,6 +128,29 @@ def local_addresses() -> frozenset[bytes]:
         except OSError:
             pass
     return frozenset(found)
+
+
+def _proc_local_addresses() -> set[bytes]:
+    found: set[bytes] = set()
+    try:
+        with open("/proc/net/fib_trie", encoding="ascii") as handle:
+            previous = ""
+            for line in handle:
+                stripped = line.strip()
+                if stripped.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+                    found.add(socket.inet_aton(previous[4:]))
+                previous = stripped
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as handle:
+            for line in handle:
+                hexaddr = line.split(" ", 1)[0]
+                if len(hexaddr) == 32:
+                    found.add(bytes.fromhex(hexaddr))
+    except (OSError, ValueError):
+        pass
+    return found
 
 
 class DirectionClassifier:
