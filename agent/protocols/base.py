@@ -89,6 +89,8 @@ class Transaction:
     icmp: tuple[int, int] | None = None  # (type, code) of the request, for the ICMP community id
     # client/server are the reverse of source/destination (a DHCP reply is sent by the server)
     client_is_destination: bool = False
+    # False when the protocol never puts None in `fields`: the event builder then skips its null walk
+    may_hold_nulls: bool = True
 
 
 class SessionContext:

@@ -95,7 +95,7 @@ class EventAssembler:
         http: dict[str, Any] = {}
         event: dict[str, Any] = {"http": http}
         related: dict[str, list[str]] = {}
-        txn = Transaction(type="http", conn=conn, ts_ns=0, fields=event)
+        txn = Transaction(type="http", conn=conn, ts_ns=0, fields=event, may_hold_nulls=False)
         if request is not None:
             txn.ts_ns = request.ts_ns
             txn.client_bytes = request.size

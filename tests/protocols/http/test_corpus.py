@@ -110,3 +110,31 @@ def test_json_body_sent_as_a_form() -> None:
 def test_vlan_tagged_http() -> None:
     [event] = http_events("http_over_vlan.pcap", ports=[8080])
     assert event["query"] == "GET /jpetstore/"
+
+
+def test_http_events_never_hold_nulls() -> None:
+    """HTTP declares its fields null-free (the event builder skips its null walk): check it on every capture."""
+    from tests.helpers.inprocess import events_for, read_packets
+
+    def nulls(value: object, path: str = "") -> list[str]:
+        if value is None:
+            return [path]
+        if isinstance(value, dict):
+            return [p for k, v in value.items() for p in nulls(v, f"{path}.{k}")]
+        if isinstance(value, list):
+            return [p for i, v in enumerate(value) for p in nulls(v, f"{path}[{i}]")]
+        return []
+
+    options = {"send_request": True, "send_response": True, "send_all_headers": True, "split_cookie": True,
+               "include_body_for": ["text", "json", "html"], "real_ip_header": "X-Forwarded-For",
+               "hide_keywords": ["pass", "password"], "keep_null": True}
+    checked = 0
+    for pcap, port in (("http_minitwit.pcap", 80), ("wsgi_loopback.pcap", 8888), ("http_post.pcap", 80),
+                       ("http_basicauth.pcap", 80), ("http_unmatched.pcap", 8080), ("gap_in_stream.pcap", 8000),
+                       ("http_realip.pcap", 8002), ("hide_secret_POST.pcap", 80), ("http_100_continue.pcap", 9200),
+                       ("http_get_2k_file.pcap", 8000), ("http_10_connection_close.pcap", 8000)):
+        events = events_for(read_packets(corpus(pcap)), [{"type": "http", "ports": [port], **options}])
+        for event in events:
+            assert nulls(event) == [], f"{pcap}: null at {nulls(event)}"
+        checked += len(events)
+    assert checked >= 15
