@@ -154,39 +154,43 @@ def _proc_local_addresses() -> set[bytes]:
 
 
 class DirectionClassifier:
-    """Computes network.direction for (source, destination) pairs, with a bounded cache."""
+    """Computes network.direction for (source, destination) pairs.
+
+    What matters about an address (is it this host's, is it internal) is
+    cached per address, not per pair: a resolver answering thousands of
+    clients makes thousands of pairs but only one new address each.
+    """
 
     CACHE_LIMIT = 65536
 
     def __init__(self, local_ips: frozenset[bytes], internal: list[IPNetwork | _Named]) -> None:
         self.local_ips = local_ips
         self.internal = internal
-        self._cache: dict[tuple[bytes, bytes], str] = {}
+        self._facts: dict[bytes, tuple[bool, bool]] = {}  # address -> (on this host, internal)
+
+    def _address(self, raw: bytes) -> tuple[bool, bool]:
+        facts = self._facts.get(raw)
+        if facts is None:
+            ip = ipaddress.ip_address(raw)
+            facts = (_host_local(ip) or raw in self.local_ips, bool(self.internal) and contains(self.internal, ip))
+            if len(self._facts) >= self.CACHE_LIMIT:
+                self._facts.clear()
+            self._facts[raw] = facts
+        return facts
 
     def __call__(self, src: bytes, dst: bytes) -> str:
-        key = (src, dst)
-        found = self._cache.get(key)
-        if found is None:
-            found = self._classify(src, dst)
-            if len(self._cache) >= self.CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = found
-        return found
-
-    def _classify(self, src: bytes, dst: bytes) -> str:
-        s = ipaddress.ip_address(src)
-        d = ipaddress.ip_address(dst)
-        if _host_local(d) or dst in self.local_ips:
+        src_local, src_internal = self._address(src)
+        dst_local, dst_internal = self._address(dst)
+        if dst_local:
             return "ingress"
-        if _host_local(s) or src in self.local_ips:
+        if src_local:
             return "egress"
         if self.internal:
-            si, di = contains(self.internal, s), contains(self.internal, d)
-            if si and di:
+            if src_internal and dst_internal:
                 return "internal"
-            if si:
+            if src_internal:
                 return "outbound"
-            if di:
+            if dst_internal:
                 return "inbound"
             return "external"
         return "unknown"
