@@ -6,7 +6,6 @@ returns the event (possibly changed) or None when the event is dropped.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
 from typing import Any
@@ -80,7 +79,7 @@ def _add_fields(cfg: dict[str, Any], where: str) -> Processor:
 
     def run(event: Event) -> Event | None:
         for key, value in fields.items():
-            put_field(event, f"{target}.{key}" if target else str(key), copy.deepcopy(value))
+            put_field(event, f"{target}.{key}" if target else str(key), _copy_json(value))
         return event
 
     return run
@@ -149,7 +148,7 @@ def _add_host_metadata(cfg: dict[str, Any], where: str) -> Processor:
             event.pop("host", None)
             return event
         current = event.get("host")
-        merged = copy.deepcopy(host)
+        merged = _copy_json(host)
         if isinstance(current, dict):
             merged.update(current)
         event["host"] = merged
@@ -228,6 +227,15 @@ def run_chain(chain: list[Processor], event: Event) -> Event | None:
             return None
         event = result
     return event
+
+
+def _copy_json(value: Any) -> Any:
+    """A copy of JSON-like data (dicts, lists, scalars); what deepcopy does, several times faster."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
 
 
 def _guarded(proc: Processor, condition: Condition) -> Processor:
