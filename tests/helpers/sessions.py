@@ -132,3 +132,37 @@ def assert_same_three_ways(protocol: str, steps: Sequence[Step], **kwargs: Any) 
         rand = run_stream(protocol, steps, split="random", seed=seed, **kwargs)
         assert summary(rand) == summary(whole), f"random split (seed {seed}) changed the result"
     return whole
+
+
+def session_script(*payloads: Any, junk_size: int = 60, gap_max: int = 3000, max_size: int = 25) -> Any:
+    """A hypothesis strategy of (direction, item) steps for `play_script`.
+
+    An item is bytes (random junk up to `junk_size`, or one of `payloads`: strategies of valid messages),
+    an int (a gap of that many bytes) or None (FIN).
+    """
+    from hypothesis import strategies as st
+
+    directions = st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT])
+    items = [st.binary(max_size=junk_size), *payloads, st.integers(1, gap_max), st.none()]
+    return st.lists(st.one_of(*[st.tuples(directions, item) for item in items]), max_size=max_size)
+
+
+def play_script(session: Any, script: list[tuple[Direction, Any]], cut: int) -> None:
+    """Drive a session through `script` as the transport would; bytes are also cut at `cut` (mid-message).
+
+    ParseError gets the dispatcher's treatment (recover); any other exception fails the test.
+    Ends with an idle expiry, after which nothing may be pending.
+    """
+    for ts, (direction, item) in enumerate(script):
+        if item is None:
+            session.fin(direction, ts)
+        elif isinstance(item, int):
+            session.gap(direction, item, ts)
+        else:
+            for part in (item[:cut], item[cut:]):
+                try:
+                    session.feed(direction, part, ts)
+                except ParseError as exc:
+                    session.recover(direction, exc, ts)
+    session.expire(10**12)
+    assert session.pending() == 0

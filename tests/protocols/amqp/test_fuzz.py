@@ -17,7 +17,7 @@ from agent.protocols.amqp.plugin import SPEC
 from agent.protocols.base import SessionContext
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
-from tests.helpers.sessions import conn_info, protocol_config
+from tests.helpers.sessions import conn_info, play_script, protocol_config, session_script
 from tests.protocols.amqp import frames as f
 
 FAST = settings(max_examples=int(os.environ.get("AMQP_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -103,12 +103,7 @@ def test_random_bytes_only_raise_parse_error(data: bytes) -> None:
             parser.reset()
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.binary(max_size=60)),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), messages),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.integers(1, 3000)),  # a gap
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.none()),  # FIN
-), max_size=25)
+steps = session_script(messages)
 
 
 @FAST
@@ -118,19 +113,7 @@ def test_sessions_survive_anything(script: list[Any], hide: bool, cut: int) -> N
     assert SPEC.tcp is not None
     config = protocol_config("amqp", hide_connection_information=hide, send_request=True, send_response=True)
     session = SPEC.tcp(SessionContext("amqp", config, conn_info(5672), out.append, Counters("fuzz.amqp")))
-    for ts, (direction, item) in enumerate(script):
-        if item is None:
-            session.fin(direction, ts)
-        elif isinstance(item, int):
-            session.gap(direction, item, ts)
-        else:
-            for part in (item[:cut], item[cut:]):  # also truncated mid-frame
-                try:
-                    session.feed(direction, part, ts)
-                except ParseError as exc:
-                    session.recover(direction, exc, ts)
-    session.expire(10**12)
-    assert session.pending() == 0
+    play_script(session, script, cut)
     for txn in out:
         assert txn.type == "amqp" and txn.fields["event"]["action"] == "amqp." + txn.fields["method"]
 

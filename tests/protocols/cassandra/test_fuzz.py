@@ -17,7 +17,7 @@ from agent.protocols.cassandra.parser import CqlParser, ParserSettings
 from agent.protocols.cassandra.plugin import SPEC
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
-from tests.helpers.sessions import conn_info, protocol_config
+from tests.helpers.sessions import conn_info, play_script, protocol_config, session_script
 from tests.protocols.cassandra import frames as f
 
 FAST = settings(max_examples=int(os.environ.get("CASSANDRA_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -65,12 +65,7 @@ def test_random_bytes_only_raise_parse_error(data: bytes, compressor: str) -> No
             parser.reset()
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.binary(max_size=60)),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), frames),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.integers(1, 3000)),  # a gap
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.none()),  # FIN
-), max_size=25)
+steps = session_script(frames)
 
 
 @FAST
@@ -80,18 +75,6 @@ def test_sessions_survive_anything(script: list[Any], ignored: tuple[str, ...], 
     assert SPEC.tcp is not None
     config = protocol_config("cassandra", ignored_ops=list(ignored), compressor="snappy")
     session = SPEC.tcp(SessionContext("cassandra", config, conn_info(9042), out.append, Counters("fuzz.cassandra")))
-    for ts, (direction, item) in enumerate(script):
-        if item is None:
-            session.fin(direction, ts)
-        elif isinstance(item, int):
-            session.gap(direction, item, ts)
-        else:
-            for part in (item[:cut], item[cut:]):  # also truncated mid-frame
-                try:
-                    session.feed(direction, part, ts)
-                except ParseError as exc:
-                    session.recover(direction, exc, ts)
-    session.expire(10**12)
-    assert session.pending() == 0
+    play_script(session, script, cut)
     for txn in out:
         assert txn.type == "cassandra" and txn.server_bytes and txn.server_bytes >= 8

@@ -15,7 +15,7 @@ from agent.protocols.mongodb.parser import MongoParser
 from agent.protocols.mongodb.plugin import SPEC
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
-from tests.helpers.sessions import conn_info, protocol_config
+from tests.helpers.sessions import conn_info, play_script, protocol_config
 from tests.protocols.mongodb.messages import compressed, fixture, message, op_msg, op_query, op_reply
 
 FAST = settings(max_examples=int(os.environ.get("MONGODB_FUZZ_EXAMPLES", "250")), deadline=None,
@@ -65,19 +65,7 @@ def test_sessions_survive_anything(script: list[Any], cut: int, send: bool) -> N
     assert SPEC.tcp is not None
     session = SPEC.tcp(SessionContext("mongodb", protocol_config("mongodb", send_request=send, send_response=send),
                                       conn_info(27017), out.append, Counters("fuzz.mongodb")))
-    for ts, (direction, item) in enumerate(script):
-        if item is None:
-            session.fin(direction, ts)
-        elif isinstance(item, int):
-            session.gap(direction, item, ts)
-        else:
-            for part in (item[:cut], item[cut:]):
-                try:
-                    session.feed(direction, part, ts)
-                except ParseError as exc:
-                    session.recover(direction, exc, ts)
-    session.expire(10**12)
-    assert session.pending() == 0
+    play_script(session, script, cut)
     for txn in out:
         assert txn.type == "mongodb" and isinstance(txn.fields["mongodb"], dict)
 

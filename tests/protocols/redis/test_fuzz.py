@@ -14,7 +14,7 @@ from agent.protocols.redis.parser import RespParser
 from agent.protocols.redis.plugin import SPEC
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
-from tests.helpers.sessions import conn_info, protocol_config
+from tests.helpers.sessions import conn_info, play_script, protocol_config, session_script
 
 FAST = settings(max_examples=int(os.environ.get("REDIS_FUZZ_EXAMPLES", "250")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -94,15 +94,9 @@ def test_random_bytes_only_raise_parse_error(data: bytes, direction: Direction) 
         pass
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.binary(max_size=80)),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), values.map(encode)),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]),
-              st.lists(st.binary(min_size=1, max_size=10), min_size=1, max_size=4).map(
-                  lambda args: b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.integers(1, 5000)),  # a gap
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.none()),  # FIN
-), max_size=25)
+commands = st.lists(st.binary(min_size=1, max_size=10), min_size=1, max_size=4).map(
+    lambda args: b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+steps = session_script(values.map(encode), commands, junk_size=80, gap_max=5000, max_size=25)
 
 
 @FAST
@@ -112,19 +106,7 @@ def test_sessions_survive_anything(script: list[Any], max_messages: int, cut: in
     assert SPEC.tcp is not None
     session = SPEC.tcp(SessionContext("redis", protocol_config("redis", queue_max_messages=max_messages),
                                       conn_info(6379), out.append, Counters("fuzz.redis")))
-    for ts, (direction, item) in enumerate(script):
-        if item is None:
-            session.fin(direction, ts)
-        elif isinstance(item, int):
-            session.gap(direction, item, ts)
-        else:
-            for part in (item[:cut], item[cut:]):  # also truncated mid-message
-                try:
-                    session.feed(direction, part, ts)
-                except ParseError as exc:
-                    session.recover(direction, exc, ts)
-    session.expire(10**12)
-    assert session.pending() == 0
+    play_script(session, script, cut)
     for txn in out:
         assert txn.type == "redis" and isinstance(txn.fields["query"], str)
 

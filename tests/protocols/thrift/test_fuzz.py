@@ -15,7 +15,7 @@ from agent.protocols.thrift.parser import ParserSettings, ThriftParser
 from agent.protocols.thrift.plugin import SPEC
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
-from tests.helpers.sessions import conn_info, protocol_config
+from tests.helpers.sessions import conn_info, play_script, protocol_config, session_script
 from tests.protocols.thrift import messages as m
 
 FAST = settings(max_examples=int(os.environ.get("THRIFT_FUZZ_EXAMPLES", "200")), deadline=None,
@@ -91,12 +91,7 @@ def test_random_bytes_only_raise_parse_error(data: bytes, framed: bool, limit: i
             parser.reset()
 
 
-steps = st.lists(st.one_of(
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.binary(max_size=60)),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), calls),
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.integers(1, 3000)),  # a gap
-    st.tuples(st.sampled_from([Direction.TO_SERVER, Direction.TO_CLIENT]), st.none()),  # FIN
-), max_size=25)
+steps = session_script(calls)
 
 
 @FAST
@@ -107,20 +102,8 @@ def test_sessions_survive_anything(script: list[Any], transport: str, capture_re
     config = protocol_config("thrift", transport_type=transport, capture_reply=capture_reply,
                              send_request=True, send_response=True)
     session = SPEC.tcp(SessionContext("thrift", config, conn_info(9090), out.append, Counters("fuzz.thrift")))
-    for ts, (direction, item) in enumerate(script):
-        if item is None:
-            session.fin(direction, ts)
-        elif isinstance(item, int):
-            session.gap(direction, item, ts)
-        else:
-            if transport == "framed" and item[:2] == b"\x80\x01":
-                item = m.framed(item)
-            for part in (item[:cut], item[cut:]):  # also truncated mid-message
-                try:
-                    session.feed(direction, part, ts)
-                except ParseError as exc:
-                    session.recover(direction, exc, ts)
-    session.expire(10**12)
-    assert session.pending() == 0
+    if transport == "framed":
+        script = [(d, m.framed(i) if isinstance(i, bytes) and i[:2] == b"\x80\x01" else i) for d, i in script]
+    play_script(session, script, cut)
     for txn in out:
         assert txn.type == "thrift" and txn.fields["query"].startswith(txn.fields["method"])
