@@ -24,6 +24,7 @@ from typing import Any
 
 from agent.protocols.amqp.fields import FieldError, properties
 from agent.protocols.amqp.methods import CONTENT, METHODS, REQUEST, MethodSpec
+from agent.protocols.segments import PendingFrame
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
@@ -98,9 +99,7 @@ class AmqpParser:
         self._start_ts = 0
         self._content: dict[int, _Content] = {}
         # A frame being buffered arrives in many segments: they are collected and joined once, when complete.
-        self._chunks: list[bytes] = []
-        self._chunk_bytes = 0
-        self._waiting = 0  # bytes the buffered frame still lacks
+        self._pending = PendingFrame()
         self.resync = False  # after a gap or error: accept only a frame that checks out whole
         self.counters: dict[str, int] = {}
 
@@ -109,9 +108,7 @@ class AmqpParser:
 
     def reset(self) -> None:
         """Drop partial frames and content; the next bytes are searched for a frame boundary."""
-        self._chunks = []
-        self._chunk_bytes = 0
-        self._waiting = 0
+        self._pending.clear()
         self._buf = b""
         self._pos = 0
         self._state = _FRAME_HEADER
@@ -129,15 +126,11 @@ class AmqpParser:
         return ParseError(PROTOCOL, self.direction, self._consumed + self._pos, reason)
 
     def feed(self, data: bytes, ts_ns: int) -> list[AmqpMessage]:
-        if self._waiting:
-            self._chunks.append(data)
-            self._chunk_bytes += len(data)
-            if self._chunk_bytes < self._waiting:
+        if self._pending:
+            joined = self._pending.add(data)
+            if joined is None:
                 return []
-            data = b"".join(self._chunks)
-            self._chunks = []
-            self._chunk_bytes = 0
-            self._waiting = 0
+            data = joined
         if self._pos < len(self._buf):
             self._consumed += self._pos
             self._buf = self._buf[self._pos:] + data
@@ -157,7 +150,7 @@ class AmqpParser:
             elif state == _FRAME_PAYLOAD:
                 size = self._left
                 if len(buf) - self._pos < size + 1:
-                    self._waiting = size + 1 - (len(buf) - self._pos)
+                    self._pending.need = size + 1 - (len(buf) - self._pos)
                     break
                 payload = buf[self._pos:self._pos + size]
                 if buf[self._pos + size] != FRAME_END:

@@ -33,6 +33,7 @@ from agent.protocols.cassandra.body import (
     header_flags_text,
     op_text,
 )
+from agent.protocols.segments import PendingFrame
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
@@ -121,9 +122,7 @@ class CqlParser:
         self._left = 0
         self._note = ""  # why the body being skipped is not decoded
         # A body being buffered arrives in many segments: they are collected and joined once, when complete.
-        self._chunks: list[bytes] = []
-        self._chunk_bytes = 0
-        self._waiting = 0  # bytes the buffered body still lacks
+        self._pending = PendingFrame()
         self.resync = False
         self.counters: dict[str, int] = {}
 
@@ -135,7 +134,7 @@ class CqlParser:
         return self._state == _HEADER and self._pos >= len(self._buf)
 
     def reset(self) -> None:
-        self._drop_chunks()
+        self._pending.clear()
         self._buf = b""
         self._pos = 0
         self._state = _HEADER
@@ -161,25 +160,18 @@ class CqlParser:
         self.reset()
         return None
 
-    def _drop_chunks(self) -> None:
-        self._chunks = []
-        self._chunk_bytes = 0
-        self._waiting = 0
-
     def _join_chunks(self) -> None:
-        if self._chunks:
-            self._buf = self._buf[self._pos:] + b"".join(self._chunks)
+        if self._pending:
+            self._consumed += self._pos
+            self._buf = self._buf[self._pos:] + self._pending.take()
             self._pos = 0
-        self._drop_chunks()
 
     def feed(self, data: bytes, ts_ns: int) -> list[CqlFrame]:
-        if self._waiting:
-            self._chunks.append(data)
-            self._chunk_bytes += len(data)
-            if self._chunk_bytes < self._waiting:
+        if self._pending:
+            joined = self._pending.add(data)
+            if joined is None:
                 return []
-            self._join_chunks()
-            data = b""
+            data = joined
         if self._pos < len(self._buf):
             self._consumed += self._pos
             self._buf = self._buf[self._pos:] + data
@@ -201,7 +193,7 @@ class CqlParser:
                     self._start_ts = ts_ns
             elif state == _BODY:
                 if len(buf) - self._pos < self._left:
-                    self._waiting = self._left - (len(buf) - self._pos)
+                    self._pending.need = self._left - (len(buf) - self._pos)
                     break
                 body = buf[self._pos:self._pos + self._left]
                 self._pos += self._left
