@@ -69,6 +69,8 @@ _u16 = struct.Struct("!H").unpack_from
 _ipv4 = struct.Struct("!BBHHHBBH4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
 _ports = struct.Struct("!HH").unpack_from
+# Ethernet type; IPv4 version/IHL, total length, fragment field, protocol, addresses; TCP up to the window.
+_ether_ipv4_tcp = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBBH").unpack_from
 
 DECODE_COUNTERS = (
     "frames",
@@ -99,27 +101,26 @@ class FrameDecoder:
         stats["frames"] += 1
         if not wire_len:
             wire_len = len(frame)
-        if self._plain_ethernet and frame[12:14] == b"\x08\x00" and frame[14] == 0x45 and len(frame) >= 54:
-            # The common case, without the general path's calls: Ethernet, IPv4 without options,
-            # not a fragment, TCP or UDP.
-            (_vihl, _tos, total_len, _ident, frag, _ttl, proto, _csum, src, dst) = _ipv4(frame, 14)
-            if not frag & 0x3FFF and total_len >= 20:
+        if self._plain_ethernet and len(frame) >= 54:
+            # The common case in one unpack, without the general path's calls: Ethernet, IPv4
+            # without options, not a fragment, TCP.
+            (ethertype, vihl, total_len, frag, proto, src, dst, sport, dport, seq, ack, data_off, tcp_flags,
+             window) = _ether_ipv4_tcp(frame)
+            if ethertype == ETH_P_IP and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF \
+                    and total_len >= 20:
                 end = 14 + total_len
-                captured_end = end if end <= len(frame) else len(frame)
-                if proto == IPPROTO_TCP:
-                    sport, dport, seq, ack, data_off, tcp_flags, window = _tcp(frame, 34)
-                    start = 34 + (data_off >> 4) * 4
-                    if data_off >= 0x50 and start <= end:
-                        payload = frame[start:captured_end]
-                        missing = end - start - len(payload)
-                        stats["packets"] += 1
-                        if missing:
-                            stats["truncated"] += 1
-                            return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
-                                          tcp_flags=tcp_flags, window=window, wire_len=wire_len,
-                                          flags=F_LAST_CHUNK | F_TRUNCATED, missing=missing)
+                start = 34 + (data_off >> 4) * 4
+                if data_off >= 0x50 and start <= end:
+                    payload = frame[start:end]
+                    stats["packets"] += 1
+                    missing = end - start - len(payload)
+                    if missing:
+                        stats["truncated"] += 1
                         return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
-                                      tcp_flags=tcp_flags, window=window, wire_len=wire_len)
+                                      tcp_flags=tcp_flags, window=window, wire_len=wire_len,
+                                      flags=F_LAST_CHUNK | F_TRUNCATED, missing=missing)
+                    return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                                  tcp_flags=tcp_flags, window=window, wire_len=wire_len)
         link: LinkInfo | None = None
         vlans: tuple[int, ...] = ()
         lt = self.linktype

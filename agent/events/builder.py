@@ -8,7 +8,7 @@ the event is encoded once as JSON for whatever output is configured.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import json
 import socket
@@ -28,7 +28,8 @@ from agent.transport.types import ConnectionInfo, ip_text
 from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
-CONN_CACHE_LIMIT = 65536  # connections whose shared event facts are remembered
+CONN_CACHE_LIMIT = 65536
+_URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered
 
 
 class _ConnFacts(NamedTuple):
@@ -141,8 +142,9 @@ class EventBuilder:
             "type": list(txn.event_type or _DEFAULT_EVENT_TYPE),
             "dataset": txn.type,
         }
+        timestamp = fmt(txn.ts_ns, digits)
         if txn.has_request:
-            event_section["start"] = fmt(txn.ts_ns, digits)
+            event_section["start"] = timestamp
         if txn.end_ns is not None:
             event_section["end"] = fmt(txn.end_ns, digits)
             if txn.has_request and txn.end_ns >= txn.ts_ns:
@@ -177,7 +179,7 @@ class EventBuilder:
             self.dropped_outgoing += 1
             return None
         event: dict[str, Any] = {
-            "@timestamp": fmt(txn.ts_ns, digits),
+            "@timestamp": timestamp,
             "type": txn.type,
             "status": txn.status,
             "event": event_section,
@@ -269,10 +271,21 @@ class EventBuilder:
         # The id must come out the same when a crashed run is replayed again, so the per-run
         # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
         hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
-        hasher.update(data.replace(self._ephemeral, b""))
+        ephemeral = self._ephemeral
+        at = data.find(ephemeral)
+        if at < 0:
+            hasher.update(data)
+        else:  # hashed around each occurrence: no copy of the event
+            view = memoryview(data)
+            start = 0
+            while at >= 0:
+                hasher.update(view[start:at])
+                start = at + len(ephemeral)
+                at = data.find(ephemeral, start)
+            hasher.update(view[start:])
         digest = hasher.digest()[:15]
-        return EncodedEvent(data, base64.urlsafe_b64encode(digest).decode(), index or None,
-                            str(event.get("type", "")))
+        event_id = binascii.b2a_base64(digest, newline=False).translate(_URLSAFE_B64).decode()
+        return EncodedEvent(data, event_id, index or None, str(event.get("type", "")))
 
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)

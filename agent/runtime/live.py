@@ -174,6 +174,7 @@ class _Worker:
         counters["packets"] += whole
 
     def run(self) -> int:
+        wiring.tune_gc()
         poller = select.epoll()
         poller.register(self.reader.fileno(), select.EPOLLIN)
         poller.register(self.control_fd, select.EPOLLIN | select.EPOLLHUP)

@@ -85,6 +85,7 @@ class ReplayRunner:
 
     def run(self) -> int:
         log.info("Process watcher disabled when file input is used")
+        wiring.tune_gc()
         code = EXIT_OK
         now_ns = 0
         loops = max(1, self.options.loops)
@@ -129,29 +130,32 @@ class ReplayRunner:
             next_tick = 0
             pace = None if self.options.topspeed else _Pacer()
             handle = self.dispatcher.handle
+            decode = decoder.decode
+            stats = self.stats
             flows = self.flows
             count = 0
             try:
                 for ts_ns, frame, wire_len in reader:
-                    if self._stop:
-                        break
                     if pace is not None:
                         ts_ns = pace.wait(ts_ns)
-                    if ts_ns < last_ns - 1_000_000_000 and last_ns:
-                        log.debug("time went backwards in %s", path)
-                    pkt = decoder.decode(frame, ts_ns, wire_len)
+                    pkt = decode(frame, ts_ns, wire_len)
                     count += 1
                     if pkt is None:
-                        self.stats["undecoded"] += 1
+                        stats["undecoded"] += 1
                     else:
                         if flows is not None:
                             flows.packet(pkt)
                         handle(pkt)
-                    last_ns = max(last_ns, ts_ns)
-                    if last_ns >= next_tick:
-                        self._tick(last_ns)
-                        next_tick = last_ns + TICK_NS
-                        progress.update(reader.offset)
+                    if ts_ns > last_ns:
+                        last_ns = ts_ns
+                        if last_ns >= next_tick:
+                            self._tick(last_ns)
+                            next_tick = last_ns + TICK_NS
+                            progress.update(reader.offset)
+                    elif ts_ns < last_ns - 1_000_000_000:
+                        log.debug("time went backwards in %s", path)
+                    if not count & 1023 and self._stop:
+                        break
             except CaptureFileError as exc:
                 log.error("%s (the packets before it were processed)", exc)
                 self.stats["read_errors"] += 1
