@@ -108,6 +108,7 @@ class CaptureReader:
                     buf = buf[pos:] + more
                     offset += pos
                     pos = 0
+                    self.offset = offset  # per read, not per record: it only feeds progress reports
             end = len(buf)
             if pos >= end:
                 return
@@ -124,7 +125,6 @@ class CaptureReader:
                                        f"truncated record: {end - start} of {caplen} bytes present")
             frame = buf[start:stop]
             pos = stop
-            self.offset = offset + pos
             yield sec * 1_000_000_000 + sub * scale, frame, wire_len if wire_len > caplen else caplen
 
     # -- pcapng: section header, interface descriptions, enhanced/simple packet blocks --

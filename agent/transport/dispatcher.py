@@ -56,7 +56,7 @@ class Dispatcher:
                                              fragment_limits)
         # Both directions' keys map to the same connection; the LRU order
         # (least recently active first) drives expiry and eviction.
-        self._conns: dict[tuple[bytes, int, bytes, int], TcpConnection] = {}
+        self._conns: dict[tuple[bytes, int, bytes, int], tuple[TcpConnection, Direction]] = {}
         self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
         self._next_conn_id = 1
         self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
@@ -85,36 +85,33 @@ class Dispatcher:
 
     def _tcp(self, pkt: Packet) -> None:
         flags = pkt.tcp_flags
-        payload = pkt.payload
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        conn = self._conns.get(key)
-        if conn is not None:
+        entry = self._conns.get((pkt.src, pkt.sport, pkt.dst, pkt.dport))
+        if entry is not None:
+            conn, direction = entry
             if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
-                sender = conn.streams[Direction.TO_SERVER if pkt.src == conn.client_ip and pkt.sport == conn.client_port
-                                      else Direction.TO_CLIENT]
-                if sender.next_seq is not None and seq_diff(pkt.seq, sender.next_seq) < 0:
+                sender_next = conn.streams[direction].next_seq
+                if sender_next is not None and seq_diff(pkt.seq, sender_next) < 0:
                     self.tcp_counters["retransmissions"] += 1  # a late duplicate of the old SYN
                     return
                 self._close(conn)  # the 4-tuple is reused by a new connection
-                conn = None
+                entry = None
             else:
                 conn.last_ns = pkt.ts_ns
-                self._lru.move_to_end(conn.info.conn_id)
-        if conn is None:
-            if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN):
+                self._lru.move_to_end(conn.conn_id)
+        if entry is None:
+            if not pkt.payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN):
                 return  # a pure ACK (or RST) of a connection we do not follow
-            conn = self._open(pkt)
-            if conn is None:
+            opened = self._open(pkt)
+            if opened is None:
                 return
-        direction = Direction.TO_SERVER if (pkt.src == conn.client_ip and pkt.sport == conn.client_port) \
-            else Direction.TO_CLIENT
+            conn, direction = opened
         if flags & TCP_ACK and conn.streams[1 - direction].ooo:
             self.reassembler.acknowledged(conn, direction.other, pkt.ack, pkt.ts_ns)
-        if not payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN | TCP_RST):
-            return
-        self.reassembler.segment(conn, direction, pkt.seq, flags, payload, pkt.missing, pkt.ts_ns)
+        payload = pkt.payload
+        if payload or pkt.missing or flags & (TCP_SYN | TCP_FIN | TCP_RST):
+            self.reassembler.segment(conn, direction, pkt.seq, flags, payload, pkt.missing, pkt.ts_ns)
 
-    def _open(self, pkt: Packet) -> TcpConnection | None:
+    def _open(self, pkt: Packet) -> tuple[TcpConnection, Direction] | None:
         binding = self.tcp_ports.get(pkt.sport)
         server_is_src = binding is not None
         if binding is None:
@@ -136,14 +133,19 @@ class Dispatcher:
         conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, pkt.ts_ns)
         key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
         rkey = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
-        self._conns[key] = conn
-        self._conns[rkey] = conn
+        # Each direction's key maps to the connection and the way its packets go.
+        if key == rkey:  # a socket talking to itself: everything counts as a request, as before
+            forward = (conn, Direction.TO_SERVER)
+        else:
+            forward = (conn, Direction.TO_CLIENT if server_is_src else Direction.TO_SERVER)
+            self._conns[rkey] = (conn, forward[1].other)
+        self._conns[key] = forward
         self._lru[conn_id] = (key, conn)
         self.tcp_counters["connections"] += 1
-        return conn
+        return forward
 
     def _close(self, conn: TcpConnection) -> None:
-        entry = self._lru.pop(conn.info.conn_id, None)
+        entry = self._lru.pop(conn.conn_id, None)
         if entry is None:
             return
         key = entry[0]

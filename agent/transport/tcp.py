@@ -77,7 +77,8 @@ class Stream:
 
 
 class TcpConnection:
-    __slots__ = ("client_ip", "client_port", "info", "last_ns", "protocol", "session", "streams", "timeout_ns")
+    __slots__ = ("client_ip", "client_port", "conn_id", "info", "last_ns", "protocol", "session", "streams",
+                 "timeout_ns")
 
     def __init__(self, info: ConnectionInfo, protocol: str, session: StreamSession, timeout_ns: int,
                  ts_ns: int) -> None:
@@ -86,6 +87,7 @@ class TcpConnection:
         self.session = session
         self.client_ip = info.client.ip
         self.client_port = info.client.port
+        self.conn_id = info.conn_id
         self.streams = (Stream(), Stream())
         self.timeout_ns = timeout_ns
         self.last_ns = ts_ns

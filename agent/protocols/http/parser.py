@@ -128,6 +128,9 @@ class HttpMessage(NamedTuple):
     direction: Direction
 
 
+_new_message = tuple.__new__
+
+
 class _Head:
     """A parsed start line and header block, while the body is being framed."""
 
@@ -391,7 +394,16 @@ class HttpStreamParser:
             if state == _HEAD:
                 if not self._parse_head():
                     return None
-                if self._state == _HEAD:  # a message without a body
+                state = self._state
+                if state == _HEAD:  # a message without a body
+                    msg = self._complete()
+                elif state == _BODY_LENGTH and not self._save and len(self._buf) - self._pos >= self._remaining:
+                    # The whole body is here and is not kept: counted in one step (the common case).
+                    length = self._remaining
+                    self._pos += length
+                    self._size += length
+                    self._body_bytes += length
+                    self._remaining = 0
                     msg = self._complete()
                 else:
                     continue
@@ -808,11 +820,11 @@ class HttpStreamParser:
         head = self._head
         content_length = head.content_length if head.has_length and not head.chunked else self._body_bytes
         body = b"".join(self._body) if self._body else b""
-        return HttpMessage(
+        return _new_message(HttpMessage, (  # HttpMessage(...) without its Python-level __new__
             head.is_request, head.ts_ns, head.version, head.method, head.uri, head.status, head.phrase, head.headers,
             head.raw, head.content_type, content_length, head.encodings, body, self._body_bytes, self._size,
             self._send, self._save, self._truncated, tuple(self._notes), self._direction,
-        )
+        ))
 
     def _complete(self) -> HttpMessage | None:
         """The message in progress is done: build it (unless handed out already) and reset."""
