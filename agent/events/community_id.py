@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import struct
 
@@ -12,6 +12,8 @@ _ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130:
                 139: 140, 140: 139, 144: 145, 145: 144}
 
 _PORTS = struct.Struct("!HH")
+_SEED = struct.Struct("!H")
+_PROTO_PAD = [bytes((proto, 0)) for proto in range(256)]
 
 
 def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int = 0, seed: int = 0,
@@ -27,7 +29,7 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int 
             sport, dport, one_way = t, icmp_code, True
     if not one_way and (src, sport) > (dst, dport):
         src, dst, sport, dport = dst, src, dport, sport
-    data = struct.pack("!H", seed) + src + dst + bytes((proto, 0))
+    data = _SEED.pack(seed) + src + dst + _PROTO_PAD[proto & 0xFF]
     if proto in (1, 6, 17, 58, 132):
         data += _PORTS.pack(sport, dport)
-    return "1:" + base64.b64encode(hashlib.sha1(data).digest()).decode()
+    return "1:" + binascii.b2a_base64(hashlib.sha1(data).digest(), newline=False).decode()

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EncodedEvent:
-    """One event as JSON, ready for any output.
+    """One event as JSON, ready for any output (not frozen: one is built per event, and a frozen
+    dataclass costs several times as much to construct; nothing changes one after encoding).
 
     `data` is the document without `@metadata`; outputs that write it (file,
     console) splice it in.  `event_id` is deterministic (a hash of `data`),

@@ -131,6 +131,8 @@ class ReplayRunner:
             pace = None if self.options.topspeed else _Pacer()
             handle = self.dispatcher.handle
             decode = decoder.decode
+            tcp = self.dispatcher.tcp
+            tcp_fields = decoder.tcp_fields if self.flows is None else None  # flows need whole Packets
             stats = self.stats
             flows = self.flows
             count = 0
@@ -138,14 +140,18 @@ class ReplayRunner:
                 for ts_ns, frame, wire_len in reader:
                     if pace is not None:
                         ts_ns = pace.wait(ts_ns)
-                    pkt = decode(frame, ts_ns, wire_len)
                     count += 1
-                    if pkt is None:
-                        stats["undecoded"] += 1
+                    fields = tcp_fields(frame) if tcp_fields is not None else None
+                    if fields is not None:
+                        tcp(ts_ns, *fields)  # the common case, without a Packet object
                     else:
-                        if flows is not None:
-                            flows.packet(pkt)
-                        handle(pkt)
+                        pkt = decode(frame, ts_ns, wire_len)
+                        if pkt is None:
+                            stats["undecoded"] += 1
+                        else:
+                            if flows is not None:
+                                flows.packet(pkt)
+                            handle(pkt)
                     if ts_ns > last_ns:
                         last_ns = ts_ns
                         if last_ns >= next_tick:

@@ -68,12 +68,17 @@ class Dispatcher:
     # -- packets -------------------------------------------------------------
 
     def handle(self, pkt: Packet) -> None:
+        proto = pkt.l4proto
+        if proto == IPPROTO_TCP and not pkt.flags & F_FRAGMENT:
+            self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
+                     pkt.missing, pkt.family)
+            return
         if pkt.flags & F_FRAGMENT:
             whole = self.fragments.add(pkt)
             if whole is None:
                 return
             pkt = whole
-        proto = pkt.l4proto
+            proto = pkt.l4proto
         if proto == IPPROTO_TCP:
             self._tcp(pkt)
         elif proto == IPPROTO_UDP:
@@ -84,55 +89,59 @@ class Dispatcher:
             self._datagram(self.icmp, Direction.TO_SERVER, conn, pkt.payload, pkt.ts_ns)
 
     def _tcp(self, pkt: Packet) -> None:
-        flags = pkt.tcp_flags
-        entry = self._conns.get((pkt.src, pkt.sport, pkt.dst, pkt.dport))
+        self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
+                 pkt.missing, pkt.family)
+
+    def tcp(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
+            payload: bytes, missing: int = 0, family: int = 4) -> None:
+        """One TCP segment, as fields: file replay calls this without building a Packet."""
+        entry = self._conns.get((src, sport, dst, dport))
         if entry is not None:
             conn, direction = entry
             if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
                 sender_next = conn.streams[direction].next_seq
-                if sender_next is not None and seq_diff(pkt.seq, sender_next) < 0:
+                if sender_next is not None and seq_diff(seq, sender_next) < 0:
                     self.tcp_counters["retransmissions"] += 1  # a late duplicate of the old SYN
                     return
                 self._close(conn)  # the 4-tuple is reused by a new connection
                 entry = None
             else:
-                conn.last_ns = pkt.ts_ns
+                conn.last_ns = ts_ns
                 self._lru.move_to_end(conn.conn_id)
         if entry is None:
-            if not pkt.payload and not pkt.missing and not flags & (TCP_SYN | TCP_FIN):
+            if not payload and not missing and not flags & (TCP_SYN | TCP_FIN):
                 return  # a pure ACK (or RST) of a connection we do not follow
-            opened = self._open(pkt)
+            opened = self._open(ts_ns, src, dst, sport, dport, flags, family)
             if opened is None:
                 return
             conn, direction = opened
         if flags & TCP_ACK and conn.streams[1 - direction].ooo:
-            self.reassembler.acknowledged(conn, direction.other, pkt.ack, pkt.ts_ns)
-        payload = pkt.payload
-        if payload or pkt.missing or flags & (TCP_SYN | TCP_FIN | TCP_RST):
-            self.reassembler.segment(conn, direction, pkt.seq, flags, payload, pkt.missing, pkt.ts_ns)
+            self.reassembler.acknowledged(conn, direction.other, ack, ts_ns)
+        if payload or missing or flags & (TCP_SYN | TCP_FIN | TCP_RST):
+            self.reassembler.segment(conn, direction, seq, flags, payload, missing, ts_ns)
 
-    def _open(self, pkt: Packet) -> tuple[TcpConnection, Direction] | None:
-        binding = self.tcp_ports.get(pkt.sport)
+    def _open(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int,
+              family: int) -> tuple[TcpConnection, Direction] | None:
+        binding = self.tcp_ports.get(sport)
         server_is_src = binding is not None
         if binding is None:
-            binding = self.tcp_ports.get(pkt.dport)
+            binding = self.tcp_ports.get(dport)
             if binding is None:
                 return None
-        flags = pkt.tcp_flags
         if flags & TCP_SYN:
             # The SYN's sender is the client, whatever the ports say.
             server_is_src = bool(flags & TCP_ACK)
-        src, dst = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
-        client, server = (dst, src) if server_is_src else (src, dst)
+        source, destination = Endpoint(src, sport), Endpoint(dst, dport)
+        client, server = (destination, source) if server_is_src else (source, destination)
         conn_id = self._next_conn_id
         self._next_conn_id += 1
-        info = ConnectionInfo(client, server, pkt.family, "tcp", conn_id)
+        info = ConnectionInfo(client, server, family, "tcp", conn_id)
         if len(self._lru) >= self.tcp_limits.max_connections:
-            self._evict_oldest(pkt.ts_ns)
+            self._evict_oldest(ts_ns)
         session = binding.new_session(info)
-        conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, pkt.ts_ns)
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
-        rkey = (pkt.dst, pkt.dport, pkt.src, pkt.sport)
+        conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, ts_ns)
+        key = (src, sport, dst, dport)
+        rkey = (dst, dport, src, sport)
         # Each direction's key maps to the connection and the way its packets go.
         if key == rkey:  # a socket talking to itself: everything counts as a request, as before
             forward = (conn, Direction.TO_SERVER)
