@@ -91,7 +91,7 @@ PATHS = ["/", "/index.html", "/api/v1/users", "/static/app.js", "/img/logo.png",
 AGENTS = ["curl/7.88.1", "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", "python-requests/2.31"]
 
 
-def http_exchange(rng: random.Random) -> tuple[bytes, bytes]:
+def http_exchange(rng: random.Random, body_mu: float = 8.0) -> tuple[bytes, bytes]:
     path = rng.choice(PATHS)
     if rng.random() < 0.2:
         body = b"user=alice&password=secret&remember=1"
@@ -115,7 +115,7 @@ def http_exchange(rng: random.Random) -> tuple[bytes, bytes]:
         response = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\n" \
                    b"Transfer-Encoding: chunked\r\n\r\n" + body
     else:
-        size = int(rng.lognormvariate(8.0, 1.0)) % 200_000 + 100
+        size = int(rng.lognormvariate(body_mu, 1.0)) % 200_000 + 100
         body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
         response = (f"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/html\r\n"
                     f"Content-Length: {size}\r\n\r\n").encode() + body
@@ -152,7 +152,7 @@ def dns_pair(rng: random.Random, qid: int) -> tuple[bytes, bytes]:
     return query, response
 
 
-def generate(path: Path, packets: int, seed: int) -> int:
+def generate(path: Path, packets: int, seed: int, body_mu: float = 8.0) -> int:
     rng = random.Random(seed)
     w = Writer(path)
     server = bytes([10, 1, 0, 80])
@@ -172,7 +172,7 @@ def generate(path: Path, packets: int, seed: int) -> int:
         conn = TcpConn(w, client, rng.randrange(20000, 60000), server, 80, rng)
         conn.open()
         for _ in range(rng.randint(1, 8)):
-            request, response = http_exchange(rng)
+            request, response = http_exchange(rng, body_mu)
             conn.send(True, request)
             conn.send(False, response)
         conn.close()

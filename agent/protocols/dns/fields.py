@@ -89,39 +89,47 @@ def _question_fields(name: str, qtype: int, qclass: int) -> dict[str, Any]:
     return out
 
 
-_psl: Any = None
+_psl_rules: Any = None  # the list as published: ASCII and Unicode rules
+_psl_with_punycode: Any = None  # the same plus each Unicode rule in punycode, built on first need
 
 
-def _load_public_suffixes() -> Any:
-    """The list bundled with publicsuffixlist (no network), with IDN rules also in punycode.
+def _public_suffix_list(punycode: bool) -> Any:
+    """The list bundled with publicsuffixlist (no network), loaded on first use.
 
-    Names on the wire are punycode.  The library can add the punycode form of
-    every rule itself, but runs the IDNA codec on all ~10k of them (most of a
-    short replay's DNS cost); only the non-ASCII rules need it, so we add those.
+    Names on the wire are punycode, so Unicode rules must also be matched in
+    that form; but IDNA-encoding the ~500 Unicode rules costs more than the
+    rest of a short replay's DNS work.  A name with no `xn--` label can only
+    match ASCII rules, so the encoded list is built only when such a name
+    shows up.
     """
+    global _psl_rules, _psl_with_punycode
     from publicsuffixlist import PSLFILE, PublicSuffixList
 
-    with open(PSLFILE, "rb") as handle:
-        lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
-    extra = []
-    for line in lines:
-        if line.isascii():
-            continue
-        rule = line.split(" ")[0].rstrip().lower()
-        if not rule or rule.startswith("//"):
-            continue
-        exception = rule.startswith("!")
-        encoded = rule.lstrip("!").encode("idna").decode("ascii")
-        extra.append("!" + encoded if exception else encoded)
-    return PublicSuffixList(lines + extra, accept_encoded_idn=False)
+    if _psl_rules is None:
+        with open(PSLFILE, "rb") as handle:
+            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
+        _psl_rules = (PublicSuffixList(lines, accept_encoded_idn=False), lines)
+    if not punycode:
+        return _psl_rules[0]
+    if _psl_with_punycode is None:
+        lines = _psl_rules[1]
+        extra = []
+        for line in lines:
+            if line.isascii():
+                continue
+            rule = line.split(" ")[0].rstrip().lower()
+            if not rule or rule.startswith("//"):
+                continue
+            encoded = rule.lstrip("!").encode("idna").decode("ascii")
+            extra.append("!" + encoded if rule.startswith("!") else encoded)
+        _psl_with_punycode = PublicSuffixList(lines + extra, accept_encoded_idn=False)
+    return _psl_with_punycode
 
 
 def _public_suffix(domain: str) -> str | None:
-    global _psl
-    if _psl is None:
-        _psl = _load_public_suffixes()
+    psl = _public_suffix_list("xn--" in domain.lower())
     try:
-        suffix: str | None = _psl.publicsuffix(domain)
+        suffix: str | None = psl.publicsuffix(domain)
     except Exception:  # the library rejects some odd names; such names get no suffix
         return None
     return suffix

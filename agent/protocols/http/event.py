@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 from agent.protocols.base import Transaction
 from agent.protocols.http import fields as f
@@ -14,6 +15,11 @@ from agent.transport.types import ConnectionInfo, Direction
 NOTE_UNMATCHED_REQUEST = "Unmatched request"
 NOTE_UNMATCHED_RESPONSE = "Unmatched response"
 NOTE_HOST_PORT_MISMATCH = "Host header port number mismatch"
+
+# Request-targets with their Host header whose url.* fields are remembered: entries, and the
+# longest input cached (so the cache holds at most a few MB whatever the traffic).
+TARGET_CACHE_ENTRIES = 4096
+CACHED_TARGET_BYTES = 1024
 
 REDACTED = "REDACTED"
 _AUTH_HEADERS = ("authorization", "proxy-authorization")
@@ -70,6 +76,59 @@ def _censor_start_line(raw: bytes, hidden: frozenset[bytes]) -> bytes:
         return raw
     censored = f.censor_query(line[query_at + 1:version_at], hidden)
     return line[:query_at + 1] + censored + raw[version_at:]
+
+
+class _Target(NamedTuple):
+    """What a request-target and Host header give an event; the same for every repeat of them."""
+
+    url: tuple[tuple[str, Any], ...]  # url.* in Packetbeat's order
+    path: str
+    host: str
+    host_is_ip: bool
+    port_mismatch: bool  # the Host header names another port than the server's
+
+
+def _target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
+            hidden: frozenset[bytes]) -> _Target:
+    """Request-targets repeat: the same inputs give the same fields, cached while they are short."""
+    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) <= CACHED_TARGET_BYTES:
+        return _cached_target(uri, form_query, host_value, server_port, hidden)
+    return _build_target(uri, form_query, host_value, server_port, hidden)
+
+
+def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
+                  hidden: frozenset[bytes]) -> _Target:
+    target = f.split_target(uri)
+    query = form_query
+    if query is None:
+        query = f.normalize_query(target.query, hidden) if target.query else b""
+    if b", " in host_value:
+        host_value = host_value.split(b", ", 1)[0]
+    host, port = f.split_host(_text(host_value)) if host_value else ("", 0)
+    mismatch = False
+    if port == 0:
+        port = server_port
+    elif port != server_port:
+        mismatch = True
+    path = _text(target.path)
+    url: list[tuple[str, Any]] = [("scheme", "http")]
+    if host:
+        url.append(("domain", host))
+    if port != 80:
+        url.append(("port", port))
+    if path:
+        url.append(("path", path))
+        extension = f.path_extension(path)
+        if extension:
+            url.append(("extension", extension))
+    if query:
+        url.append(("query", _text(query)))
+    if host:
+        url.append(("full", f.full_url(host, port, target.path, query)))
+    return _Target(tuple(url), path, host, f.is_ip(host), mismatch)
+
+
+_cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
 
 
 class EventAssembler:
@@ -135,31 +194,25 @@ class EventAssembler:
             if note:
                 notes.append(note)
         urlencoded = b"urlencoded" in msg.content_type
-        target = f.split_target(msg.uri)
+        form_query: bytes | None = None  # the query as Packetbeat reports it when a form body adds to it
         if msg.content_length > 0 and msg.save_body and urlencoded:
-            params = f.collect_params(f.parse_query(target.query), hidden) if target.query else {}
+            parsed = f.split_target(msg.uri)
+            params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
             params.update(f.collect_params(f.parse_query(body), hidden))
-            query = f.encode_params(params)
-        else:
-            query = f.normalize_query(target.query, hidden) if target.query else b""
+            form_query = f.encode_params(params)
         decoded_length = len(body)
         if hidden and urlencoded and body:
             body = f.censor_query(body, hidden)
 
         headers = msg.headers
-        host_value = headers.get("host", b"")
-        if b", " in host_value:
-            host_value = host_value.split(b", ", 1)[0]
-        host, port = f.split_host(_text(host_value)) if host_value else ("", 0)
-        if f.is_ip(host):
+        target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port, hidden)
+        host = target.host
+        if target.host_is_ip:
             related.setdefault("ip", []).append(host)
         elif host:
             txn.domain = host
             related.setdefault("hosts", []).append(host)
-        server_port = conn.server.port
-        if port == 0:
-            port = server_port
-        elif port != server_port:
+        if target.port_mismatch:
             notes.append(NOTE_HOST_PORT_MISMATCH)
         if settings.real_ip_header:
             real = headers.get(settings.real_ip_header)
@@ -172,7 +225,7 @@ class EventAssembler:
                     related.setdefault("ip", []).append(candidate)
 
         method = _text(msg.method)
-        path = _text(target.path)
+        path = target.path
         request: dict[str, Any] = {"method": method, "bytes": msg.size}
         body_bytes = msg.content_length
         include = msg.send_body and body
@@ -190,21 +243,7 @@ class EventAssembler:
         http["version"] = msg.version
         http["request"] = request
 
-        url: dict[str, Any] = {"scheme": "http"}
-        if host:
-            url["domain"] = host
-        if port != 80:
-            url["port"] = port
-        if path:
-            url["path"] = path
-            extension = f.path_extension(path)
-            if extension:
-                url["extension"] = extension
-        if query:
-            url["query"] = _text(query)
-        if host:
-            url["full"] = f.full_url(host, port, target.path, query)
-        event["url"] = url
+        event["url"] = dict(target.url)
         agent = headers.get("user-agent")
         if agent:
             event["user_agent"] = {"original": _text(agent)}

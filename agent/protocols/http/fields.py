@@ -120,9 +120,8 @@ def collect_params(pairs: list[tuple[bytes, bytes]], hidden: frozenset[bytes]) -
     return params
 
 
-@lru_cache(maxsize=8192)
 def normalize_query(raw: bytes, hidden: frozenset[bytes]) -> bytes:
-    """A query string as Packetbeat re-encodes it (sorted, escaped, hidden values replaced); cached."""
+    """A query string as Packetbeat re-encodes it (sorted, escaped, hidden values replaced)."""
     return encode_params(collect_params(parse_query(raw), hidden))
 
 
@@ -167,7 +166,6 @@ def _scheme_length(uri: bytes) -> int:
     return 0
 
 
-@lru_cache(maxsize=4096)
 def split_target(uri: bytes) -> RequestTarget:
     """Path and query of a request-target, as Go's url.Parse sees them.
 
@@ -203,7 +201,6 @@ def escape_path(path: bytes) -> bytes:
     return _escape(path, _PATH_TABLE, _PATH_KEEP_BYTES)
 
 
-@lru_cache(maxsize=4096)
 def full_url(host: str, port: int, path: bytes, query: bytes) -> str:
     """Go's url.URL{Scheme: "http", Host, Path, RawQuery}.String() as Packetbeat builds it."""
     if port != 80:
@@ -232,9 +229,7 @@ def _atoi(text: str) -> int | None:
 
 
 @lru_cache(maxsize=4096)
-def is_ip(text: str) -> bool:
-    if not text or "%" in text:
-        return False
+def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -242,7 +237,11 @@ def is_ip(text: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=4096)
+def is_ip(text: str) -> bool:
+    # 45 characters hold any IPv6 text form; longer strings are not cached (the cache stays small).
+    return bool(text) and len(text) <= 45 and "%" not in text and _is_ip(text)
+
+
 def split_host(header: str) -> tuple[str, int]:
     """(host, port) from a Host header: port 0 when absent or invalid; IPv6 brackets removed."""
     if not header or is_ip(header):

@@ -174,6 +174,23 @@ def test_domain_parts(name: str, parts: dict) -> None:
     assert domain_parts(name) == parts
 
 
+IDN_NAMES = [
+    "www.xn--fiqs8s", "a.b.xn--55qx5d.cn", "shop.xn--p1ai", "x.XN--P1AI", "b\u00fccher.example.de",
+    "foo.\u4e2d\u56fd", "a.b.c.xn--j1amh", "x.y.xn--mgbaam7a8h", "deep.x.y.z.kawasaki.jp", "city.kobe.jp",
+    "www.example.com", "xn--nxasmq6b.com", "x.xn--io0a7i",
+]
+
+
+@pytest.mark.parametrize("name", IDN_NAMES)
+def test_public_suffix_matches_the_library_default(name: str) -> None:
+    """The lazily-encoded list gives the library's own answer, punycode and Unicode names included."""
+    from publicsuffixlist import PublicSuffixList
+
+    from agent.protocols.dns.fields import _public_suffix
+
+    assert _public_suffix(name) == PublicSuffixList().publicsuffix(name)
+
+
 # -- sections ------------------------------------------------------------------------
 
 def test_header_alone_is_not_dns() -> None:
