@@ -36,6 +36,7 @@ from agent.events.builder import AgentIdentity, EventBuilder  # noqa: E402
 from agent.events.direction import DirectionClassifier  # noqa: E402
 from agent.protocols.base import SessionContext, Transaction  # noqa: E402
 from agent.protocols.http.plugin import HttpConfig, HttpSession  # noqa: E402
+from agent.runtime.wiring import tune_gc  # noqa: E402
 from agent.transport.dispatcher import Dispatcher  # noqa: E402
 from agent.transport.session import StreamBinding, StreamSession  # noqa: E402
 from agent.transport.tcp import NullSession  # noqa: E402
@@ -71,6 +72,7 @@ def run(linktype: int, frames: list[tuple[int, bytes, int]], stage: str, options
     dispatcher = Dispatcher({80: StreamBinding("http", 10 * 10**9, new_session)}, {})
     handle = dispatcher.handle
     last = 0
+    tune_gc()  # as the replay runner does
     start = time.process_time()
     if stage == "decode":
         for ts, frame, wire_len in frames:

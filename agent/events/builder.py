@@ -231,13 +231,14 @@ class EventBuilder:
             host.setdefault("name", self.identity.name)
         else:
             event["host"] = {"name": self.identity.name}
-        tags = list(self.tags)
-        for tag in settings.tags:
-            if tag not in tags:
-                tags.append(tag)
-        if tags:
+        if self.tags or settings.tags:
+            tags = list(self.tags)
+            for tag in settings.tags:
+                if tag not in tags:
+                    tags.append(tag)
             event["tags"] = tags
-        _add_fields(event, self.fields, self.fields_under_root)
+        if self.fields:
+            _add_fields(event, self.fields, self.fields_under_root)
         if settings.fields:
             _add_fields(event, settings.fields, settings.fields_under_root)
         if not settings.keep_null:

@@ -81,7 +81,7 @@ def _censor_start_line(raw: bytes, hidden: frozenset[bytes]) -> bytes:
 class _Target(NamedTuple):
     """What a request-target and Host header give an event; the same for every repeat of them."""
 
-    url: tuple[tuple[str, Any], ...]  # url.* in Packetbeat's order
+    url: dict[str, Any]  # url.* in Packetbeat's order: copied into each event, never changed
     path: str
     host: str
     host_is_ip: bool
@@ -111,21 +111,21 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
     elif port != server_port:
         mismatch = True
     path = _text(target.path)
-    url: list[tuple[str, Any]] = [("scheme", "http")]
+    url: dict[str, Any] = {"scheme": "http"}
     if host:
-        url.append(("domain", host))
+        url["domain"] = host
     if port != 80:
-        url.append(("port", port))
+        url["port"] = port
     if path:
-        url.append(("path", path))
+        url["path"] = path
         extension = f.path_extension(path)
         if extension:
-            url.append(("extension", extension))
+            url["extension"] = extension
     if query:
-        url.append(("query", _text(query)))
+        url["query"] = _text(query)
     if host:
-        url.append(("full", f.full_url(host, port, target.path, query)))
-    return _Target(tuple(url), path, host, f.is_ip(host), mismatch)
+        url["full"] = f.full_url(host, port, target.path, query)
+    return _Target(url, path, host, f.is_ip(host), mismatch)
 
 
 _cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
@@ -243,7 +243,7 @@ class EventAssembler:
         http["version"] = msg.version
         http["request"] = request
 
-        event["url"] = dict(target.url)
+        event["url"] = target.url.copy()
         agent = headers.get("user-agent")
         if agent:
             event["user_agent"] = {"original": _text(agent)}
