@@ -178,8 +178,14 @@ def _leading_int(value: bytes) -> int | None:
     return int(value[:end]) if end else 0
 
 
+_KNOWN_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+
+
 def _version_text(token: bytes) -> str | None:
     """'1.1' from b'1.1'; None when the token is not DIGIT.DIGIT."""
+    known = _KNOWN_VERSIONS.get(token)
+    if known is not None:
+        return known
     if len(token) == 3 and token[1] == 46 and 48 <= token[0] <= 57 and 48 <= token[2] <= 57:
         return token.decode("ascii")
     return None
@@ -261,7 +267,10 @@ def parse_header_block(block: bytes, head: _Head) -> str | None:
     head.content_type = content_type
     length = headers.get("content-length")
     if length is not None:
-        declared = _leading_int(length.rsplit(b",", 1)[-1].strip(b" \t"))
+        if length.isdigit() and len(length) <= 18:  # the usual single, plain value
+            declared: int | None = int(length)
+        else:
+            declared = _leading_int(length.rsplit(b",", 1)[-1].strip(b" \t"))
         if declared is None:
             return "Content-Length too large"
         head.has_length = True
@@ -284,13 +293,15 @@ class HttpStreamParser:
     """Framing state of one direction of one connection."""
 
     __slots__ = ("_at_line_start", "_base", "_body", "_body_bytes", "_buf", "_counters", "_detached",
-                 "_direction", "_head", "_head_scan", "_marks", "_methods", "_notes", "_pos", "_remaining",
+                 "_direction", "_head", "_head_scan", "_header_limit", "_marks", "_methods", "_notes", "_pos",
+                 "_remaining",
                  "_save", "_send", "_size", "_start_checked", "_state", "_store_cap", "_stored", "_truncated",
                  "config")
 
     def __init__(self, direction: Direction, config: ParserConfig, counters: Counters,
                  methods: deque[bytes] | None = None) -> None:
         self.config = config
+        self._header_limit = config.header_limit
         self._direction = direction
         self._counters = counters
         # Methods of requests whose response head is still to come: HEAD and CONNECT change response framing.
@@ -538,7 +549,7 @@ class HttpStreamParser:
             self._head_scan = pos
         if pos >= end:
             return False
-        scan = max(self._head_scan, pos)
+        scan = self._head_scan if self._head_scan > pos else pos
         stop = buf.find(b"\r\n\r\n", scan)
         if stop < 0:
             if not self._start_checked:
@@ -561,7 +572,7 @@ class HttpStreamParser:
             self._head_scan = max(pos, end - 3)
             return False
         raw = bytes(buf[pos:stop + 4])
-        if len(raw) > self.config.header_limit:
+        if len(raw) > self._header_limit:
             self._counters.inc("header_block_overflow")
             self._fail(pos, f"header block longer than {self.config.header_limit} bytes")
         head = _Head()
@@ -572,7 +583,9 @@ class HttpStreamParser:
         if problem:
             self._fail(pos, problem)
         head.raw = raw
-        head.ts_ns = self._ts_at(pos)
+        marks = self._marks
+        # One segment buffered (the usual case): its time is the message's.
+        head.ts_ns = marks[0][1] if len(marks) == 1 else self._ts_at(pos)
         self._pos = stop + 4
         self._head_scan = self._pos
         self._start_checked = False
