@@ -119,10 +119,10 @@ def main() -> None:
         config = pktbeat_config(directory, args.output)
         empty = empty_capture(directory, pcap)
         pktbeat = [str(PKTBEAT), "run", "-t", "-c", str(config), "-I"]
-        timed(pktbeat + [str(pcap)], 1, cwd=directory)  # untimed: bytecode cache, page cache
-        start_up, _ = timed(pktbeat + [str(empty)], args.runs, cwd=directory)
+        timed([*pktbeat, str(pcap)], 1, cwd=directory)  # untimed: bytecode cache, page cache
+        start_up, _ = timed([*pktbeat, str(empty)], args.runs, cwd=directory)
         shutil.rmtree(directory / "out", ignore_errors=True)
-        wall, cpu = timed(pktbeat + [str(pcap)], args.runs, cwd=directory)
+        wall, cpu = timed([*pktbeat, str(pcap)], args.runs, cwd=directory)
         events = 0
         if args.output == "file":
             for path in (directory / "out").iterdir():
