@@ -18,7 +18,9 @@ the best of --runs is kept.  Columns:
   txns/s       pktbeat's published events / seconds
 
 pktbeat runs once untimed first, so Python's bytecode cache exists (as it does
-after any first run; PYTHONDONTWRITEBYTECODE is cleared for the children).
+after any first run; PYTHONDONTWRITEBYTECODE is cleared for the children).  It
+runs with the native (mypyc) modules set-up builds; PKTBEAT_PURE_PYTHON=1 in
+the environment measures the plain Python modules instead.
 """
 
 from __future__ import annotations
@@ -55,6 +57,14 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def native_modules() -> str:
+    code = "import importlib; from agent import accel; [importlib.import_module(m) for m in accel.MODULES]; " \
+           "print(len(accel.active()), len(accel.MODULES))"
+    out = subprocess.run([str(PKTBEAT.with_name("python")), "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=child_env())
+    return out.stdout.strip().replace(" ", " of ") or "unknown"
 
 
 def timed(args: list[str], runs: int, cwd: Path | None = None) -> tuple[float, float]:
@@ -111,7 +121,7 @@ def main() -> None:
         generate(pcap, args.packets, seed=1, body_mu=args.body_mu)
     packets = count_packets(pcap)
     size_mb = pcap.stat().st_size / 1e6
-    print(f"capture: {pcap} ({packets} packets, {size_mb:.1f} MB)")
+    print(f"capture: {pcap} ({packets} packets, {size_mb:.1f} MB); pktbeat's native modules: {native_modules()}")
 
     rows: list[tuple[str, float, float, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:

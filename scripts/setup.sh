@@ -94,6 +94,14 @@ python_env() {
       || { tail -20 /tmp/pktbeat-pip.log >&2; die "pip install failed (log: /tmp/pktbeat-pip.log)"; }
     echo "$stamp" > "$venv/.pktbeat-installed"
   fi
+  # Native (mypyc) builds of the per-packet modules: ~20% faster replay. Rebuilt whenever those
+  # sources change; agent/accel.py ignores a build that does not match them.
+  if ! "$venv/bin/python" "$ROOT/scripts/accel.py" check 2>/dev/null; then
+    say "compiling the per-packet modules with mypyc into $venv/pktbeat-accel (about a minute)"
+    if ! PKTBEAT_PURE_PYTHON=1 "$venv/bin/python" "$ROOT/scripts/accel.py" build >/tmp/pktbeat-accel.log 2>&1; then
+      say "warning: mypyc build failed, running pure Python (log: /tmp/pktbeat-accel.log)"
+    fi
+  fi
 }
 
 apt_install "${APT_PACKAGES[@]}"

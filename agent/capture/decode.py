@@ -23,7 +23,6 @@ from agent.capture.packet import (
     IPPROTO_UDP,
     LinkInfo,
     Packet,
-    ipv4_tcp_packet,
 )
 
 # pcap link types (https://www.tcpdump.org/linktypes.html)
@@ -143,10 +142,11 @@ class FrameDecoder:
                     missing = end - start - len(payload)
                     if missing:
                         stats["truncated"] += 1
-                        return ipv4_tcp_packet(ts_ns, src, dst, sport, dport, payload, seq, ack, tcp_flags, window,
-                                               wire_len, F_LAST_CHUNK | F_TRUNCATED, missing)
-                    return ipv4_tcp_packet(ts_ns, src, dst, sport, dport, payload, seq, ack, tcp_flags, window,
-                                           wire_len)
+                        return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                                      tcp_flags=tcp_flags, window=window, wire_len=wire_len,
+                                      flags=F_LAST_CHUNK | F_TRUNCATED, missing=missing)
+                    return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                                  tcp_flags=tcp_flags, window=window, wire_len=wire_len)
         link: LinkInfo | None = None
         vlans: tuple[int, ...] = ()
         lt = self.linktype
