@@ -41,6 +41,13 @@ MODULES = (
     "agent.events.community_id",
     "agent.events.builder",
     "agent.runtime.replay",
+    "agent.protocols.correlation",
+    "agent.protocols.dns.names",
+    "agent.protocols.dns.cursor",
+    "agent.protocols.dns.rdata",
+    "agent.protocols.dns.parser",
+    "agent.protocols.dns.fields",
+    "agent.outputs.file",
 )
 STAMP_FILE = "stamp"
 DISABLE_ENV = "PKTBEAT_PURE_PYTHON"

@@ -196,7 +196,10 @@ def decompress(compressor: int, data: bytes, size: int) -> bytes:
             raise BadContent(f"zlib: {exc}") from None
     elif compressor == COMPRESSOR_ZSTD:
         try:
-            out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+            # A stream read bounded by the declared size: one-shot decompress() trusts the frame's own
+            # content size (or takes 0 as "no limit") and allocates it, whatever it claims.
+            with zstandard.ZstdDecompressor().stream_reader(data) as reader:
+                out = reader.read(size + 1)
         except zstandard.ZstdError as exc:
             raise BadContent(f"zstd: {exc}") from None
     elif compressor == COMPRESSOR_SNAPPY:

@@ -203,6 +203,16 @@ def test_op_compressed_is_bounded(compressor: int, declared: int) -> None:
     assert msg.body is None and "could not be decoded" in msg.notes[0]
 
 
+@pytest.mark.parametrize("declared", [0, 14])
+def test_zstd_frame_claiming_a_huge_content_size_is_not_allocated(declared: int) -> None:
+    """A zstd frame header may claim any content size; only the declared uncompressed size counts."""
+    from agent.protocols.mongodb.parser import BadContent, decompress
+
+    hostile = b"(\xb5/\xfd\xe6" + b"\x00" * 8 + b"\x00\x01"  # frame header: a content size of ~2**56 bytes
+    with pytest.raises(BadContent):
+        decompress(3, hostile, declared)
+
+
 def test_oversized_message_is_counted_past_not_buffered() -> None:
     size = MAX_DECODE_BYTES + 1000
     header = i32(size) + i32(5) + i32(0) + i32(OP_MSG)
