@@ -69,8 +69,8 @@ _u16 = struct.Struct("!H").unpack_from
 _ipv4 = struct.Struct("!BBHHHBBH4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
 _ports = struct.Struct("!HH").unpack_from
-# Ethernet type; IPv4 version/IHL, total length, fragment field, protocol, addresses; TCP up to the window.
-_ether_ipv4_tcp = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBBH").unpack_from
+# Ethernet type; IPv4 version/IHL, total length, fragment field, protocol, addresses; TCP up to its flags.
+_ether_ipv4_tcp = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB").unpack_from
 
 DECODE_COUNTERS = (
     "frames",
@@ -105,8 +105,8 @@ class FrameDecoder:
         """
         if not self._plain_ethernet or len(frame) < 54:
             return None
-        (ethertype, vihl, total_len, frag, proto, src, dst, sport, dport, seq, ack, data_off, tcp_flags,
-         _window) = _ether_ipv4_tcp(frame)
+        (ethertype, vihl, total_len, frag, proto, src, dst, sport, dport, seq, ack, data_off,
+         tcp_flags) = _ether_ipv4_tcp(frame)
         if ethertype != ETH_P_IP or vihl != 0x45 or proto != IPPROTO_TCP or frag & 0x3FFF or total_len < 20:
             return None
         end = 14 + total_len
@@ -123,30 +123,16 @@ class FrameDecoder:
         return src, dst, sport, dport, seq, ack, tcp_flags, payload, missing
 
     def decode(self, frame: bytes, ts_ns: int, wire_len: int = 0) -> Packet | None:
-        stats = self.stats
-        stats["frames"] += 1
         if not wire_len:
             wire_len = len(frame)
-        if self._plain_ethernet and len(frame) >= 54:
-            # The common case in one unpack, without the general path's calls: Ethernet, IPv4
-            # without options, not a fragment, TCP.
-            (ethertype, vihl, total_len, frag, proto, src, dst, sport, dport, seq, ack, data_off, tcp_flags,
-             window) = _ether_ipv4_tcp(frame)
-            if ethertype == ETH_P_IP and vihl == 0x45 and proto == IPPROTO_TCP and not frag & 0x3FFF \
-                    and total_len >= 20:
-                end = 14 + total_len
-                start = 34 + (data_off >> 4) * 4
-                if data_off >= 0x50 and start <= end:
-                    payload = frame[start:end]
-                    stats["packets"] += 1
-                    missing = end - start - len(payload)
-                    if missing:
-                        stats["truncated"] += 1
-                        return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
-                                      tcp_flags=tcp_flags, window=window, wire_len=wire_len,
-                                      flags=F_LAST_CHUNK | F_TRUNCATED, missing=missing)
-                    return Packet(ts_ns, 4, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
-                                  tcp_flags=tcp_flags, window=window, wire_len=wire_len)
+        fields = self.tcp_fields(frame)  # the common case; it counts the frames it takes
+        if fields is not None:
+            src, dst, sport, dport, seq, ack, tcp_flags, payload, missing = fields
+            return Packet(ts_ns, 4, IPPROTO_TCP, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                          tcp_flags=tcp_flags, window=_u16(frame, 48)[0], wire_len=wire_len,
+                          flags=F_LAST_CHUNK | F_TRUNCATED if missing else F_LAST_CHUNK, missing=missing)
+        stats = self.stats
+        stats["frames"] += 1
         link: LinkInfo | None = None
         vlans: tuple[int, ...] = ()
         lt = self.linktype

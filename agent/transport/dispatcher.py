@@ -68,29 +68,21 @@ class Dispatcher:
     # -- packets -------------------------------------------------------------
 
     def handle(self, pkt: Packet) -> None:
-        proto = pkt.l4proto
-        if proto == IPPROTO_TCP and not pkt.flags & F_FRAGMENT:
-            self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
-                     pkt.missing, pkt.family)
-            return
         if pkt.flags & F_FRAGMENT:
             whole = self.fragments.add(pkt)
             if whole is None:
                 return
             pkt = whole
-            proto = pkt.l4proto
+        proto = pkt.l4proto
         if proto == IPPROTO_TCP:
-            self._tcp(pkt)
+            self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
+                     pkt.missing, pkt.family)
         elif proto == IPPROTO_UDP:
             self._udp(pkt)
         elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and self.icmp is not None:
             transport = "icmp" if proto == IPPROTO_ICMP else "ipv6-icmp"
             conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport)
             self._datagram(self.icmp, Direction.TO_SERVER, conn, pkt.payload, pkt.ts_ns)
-
-    def _tcp(self, pkt: Packet) -> None:
-        self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
-                 pkt.missing, pkt.family)
 
     def tcp(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
             payload: bytes, missing: int = 0, family: int = 4) -> None:

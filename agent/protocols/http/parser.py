@@ -566,15 +566,15 @@ class HttpStreamParser:
                     if problem:
                         self._fail(pos, problem)
                     self._start_checked = True
-            if end - pos > self.config.header_limit:
+            if end - pos > self._header_limit:
                 self._counters.inc("header_block_overflow")
-                self._fail(pos, f"header block longer than {self.config.header_limit} bytes")
+                self._fail(pos, f"header block longer than {self._header_limit} bytes")
             self._head_scan = max(pos, end - 3)
             return False
         raw = bytes(buf[pos:stop + 4])
         if len(raw) > self._header_limit:
             self._counters.inc("header_block_overflow")
-            self._fail(pos, f"header block longer than {self.config.header_limit} bytes")
+            self._fail(pos, f"header block longer than {self._header_limit} bytes")
         head = _Head()
         line_end = raw.find(b"\r\n")
         problem = parse_start_line(raw[:line_end], head)
@@ -726,9 +726,9 @@ class HttpStreamParser:
             return True
         stop = buf.find(b"\r\n\r\n", pos)
         if stop < 0:
-            if avail > self.config.header_limit:
+            if avail > self._header_limit:
                 self._counters.inc("header_block_overflow")
-                self._fail(pos, f"trailer section longer than {self.config.header_limit} bytes")
+                self._fail(pos, f"trailer section longer than {self._header_limit} bytes")
             return False
         self._size += stop + 4 - pos
         self._pos = stop + 4
