@@ -42,6 +42,8 @@ MODULES = (
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.protocols.correlation",
+    "agent.protocols.buffer",
+    "agent.protocols.cursor",
     "agent.protocols.dns.names",
     "agent.protocols.dns.cursor",
     "agent.protocols.dns.rdata",

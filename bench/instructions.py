@@ -16,7 +16,10 @@ what the packets cost.  Workloads:
 
 PKTBEAT_PURE_PYTHON=1 counts the plain Python modules instead of the native
 (mypyc) build.  `--python` and `--root` run another checkout's agent (for a
-before/after comparison: the interpreter of a venv whose build matches it).
+before/after comparison: the interpreter of a venv whose native build matches
+that checkout, e.g. one made with `python3 -m venv --system-site-packages`, a
+.pth line naming this venv's site-packages, and `scripts/accel.py build` run
+from the checkout).  Runs use PYTHONHASHSEED=0, so a count repeats exactly.
 """
 
 from __future__ import annotations
@@ -121,7 +124,8 @@ def config(directory: Path, name: str) -> Path:
 def instructions(python: str, root: Path, cfg: Path, pcap: Path, directory: Path) -> int:
     out = directory / "callgrind.out"
     code = "import sys; from agent.cli.main import main; sys.argv[0] = 'pktbeat'; sys.exit(main())"
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    # A fixed hash seed: string hashing otherwise moves the count by about 0.5% from run to run.
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     args = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, "-c", code,
             "run", "-t", "-c", str(cfg), "-I", str(pcap)]

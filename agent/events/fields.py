@@ -1,7 +1,12 @@
 """The one field registry: every field pktbeat emits, with its Elasticsearch type.
 
-The index template's mappings are generated from this table, and a test
-replays the corpus to check that every key pktbeat emits is mapped here.
+The common fields (ECS and Packetbeat's own) are declared here; each
+protocol declares its own fields beside its code (`fields.py` of its
+package, handed over as `ProtocolSpec.fields`), and the registry is
+assembled from the protocol registry, so a protocol cannot be added
+without its mappings.  The index template's mappings are generated from it,
+and a test replays the corpus with every protocol enabled to check that
+every key pktbeat emits is mapped.
 Names and types follow ECS and Packetbeat's fields.yml; where Packetbeat
 leaves a field to dynamic mapping (its `array` type) pktbeat maps it
 explicitly (keyword, or an object with typed properties) so a dashboard never
@@ -22,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from agent.protocols import registry as protocol_registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,8 +421,6 @@ pgsql.error_message keyword
 pgsql.error_severity keyword
 pgsql.num_fields keyword
 pgsql.num_rows keyword
-redis.return_value keyword
-redis.error keyword
 """
 
 _MONGODB = """
@@ -513,6 +518,10 @@ def _tables() -> Iterator[tuple[str, str]]:
     yield "sql", _MYSQL_PGSQL_REDIS
     yield "mongodb", _MONGODB
     yield "memcache", _MEMCACHE
+    for name in protocol_registry.available():
+        table = protocol_registry.spec(name).fields
+        if table.strip():
+            yield name, table
 
 
 def _parse(group: str, line: str) -> Field:
@@ -639,7 +648,7 @@ def unmapped(keys: Iterable[str]) -> dict[str, str]:
     for key in keys:
         state, field = lookup(key)
         if state == "unmapped":
-            problems[key] = "not in agent/events/fields.py"
+            problems[key] = "not in agent/events/fields.py nor in any protocol's fields.py"
         elif state == "alias":
             assert field is not None
             problems[key] = f"is an alias of {field.alias}; Elasticsearch refuses documents that write to it"

@@ -1,14 +1,18 @@
 """The contract between the transport layer and protocol packages.
 
-A protocol package provides:
+A protocol package provides (docs/adding-a-protocol.md walks through one):
 
 - `parser.py`: a sans-IO parser.  Bytes of one direction go in, typed
   messages come out; "need more bytes" is a normal result, malformed input
-  raises `ParseError`.  It never reads a clock, a socket or a global.
+  raises `ParseError`.  It never reads a clock, a socket or a global.  Stream
+  parsers follow `agent.protocols.stream.StreamParser` and read through
+  `agent.protocols.buffer.ReceiveBuffer` and `agent.protocols.cursor.Cursor`.
 - `plugin.py`: the protocol's `ProtocolSpec`: its config class and a factory
   for per-connection `StreamSession`s (TCP) and/or a `DatagramHandler` (UDP),
   which run the parser, correlate requests with responses and emit
   `Transaction`s.
+- `fields.py`: the event fields it publishes, as a table the index template
+  is built from, and the function that turns a transaction into them.
 
 The transport layer calls sessions; sessions call `SessionContext.emit`.
 Nothing here imports the event, publisher or output layers.
@@ -19,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from agent.config.typed import opt
 from agent.metrics import Counters
@@ -34,6 +38,7 @@ __all__ = [
     "SessionContext",
     "StreamSession",
     "Transaction",
+    "prefixed",
 ]
 
 
@@ -93,13 +98,17 @@ class Transaction:
     may_hold_nulls: bool = True
 
 
-class SessionContext:
-    """What a session may use: its config, connection, counters and the emit hook."""
+C = TypeVar("C", bound=ProtocolConfig)
+
+Emit = Callable[[Transaction], None]
+
+
+class SessionContext(Generic[C]):
+    """What a session may use: its config (the protocol's own class), connection, counters and the emit hook."""
 
     __slots__ = ("config", "conn", "counters", "emit", "protocol")
 
-    def __init__(self, protocol: str, config: ProtocolConfig, conn: ConnectionInfo,
-                 emit: Callable[[Transaction], None], counters: Counters) -> None:
+    def __init__(self, protocol: str, config: C, conn: ConnectionInfo, emit: Emit, counters: Counters) -> None:
         self.protocol = protocol
         self.config = config
         self.conn = conn
@@ -107,20 +116,32 @@ class SessionContext:
         self.counters = counters
 
 
-DatagramFactory = Callable[[ProtocolConfig, Callable[[Transaction], None], Counters], DatagramHandler]
+DatagramFactory = Callable[[C, Emit, Counters], DatagramHandler]
+
+
+def prefixed(prefix: str, table: str) -> str:
+    """A field table with `prefix.` before every name (one table reused under several parents)."""
+    return "\n".join(f"{prefix}.{line}" for line in table.strip().splitlines())
 
 
 @dataclass(frozen=True)
-class ProtocolSpec:
-    """One protocol's registration: the only thing the registry table lists."""
+class ProtocolSpec(Generic[C]):
+    """One protocol's registration: the only thing the registry table lists.
+
+    Generic over the protocol's config class, so its session and datagram
+    factories receive that class, typed, with no downcast.
+    """
 
     name: str
-    config_class: type[ProtocolConfig]
-    tcp: Callable[[SessionContext], StreamSession] | None = None
-    udp: DatagramFactory | None = None
+    config_class: type[C]
+    tcp: Callable[[SessionContext[C]], StreamSession] | None = None
+    udp: DatagramFactory[C] | None = None
     # ICMPv4/ICMPv6 messages: not port based, every message goes to this handler.
-    icmp: DatagramFactory | None = None
+    icmp: DatagramFactory[C] | None = None
     description: str = ""
+    # Its event fields, one `name type [modifiers]` line each (the format of agent/events/fields.py);
+    # the index template is assembled from every registered protocol's table.
+    fields: str = ""
     # Counters the protocol registers, for documentation and the metrics endpoint.
     counters: tuple[str, ...] = ("unmatched_requests", "unmatched_responses", "parse_errors")
 

@@ -57,7 +57,7 @@ def test_object_fields_take_any_child_as_keyword() -> None:
     assert fields.lookup("fields.anything.nested")[0] == "dynamic"
     assert fields.unmapped(["notes", "no.such.field", "source.ip"]) == {
         "notes": "is an alias of error.message; Elasticsearch refuses documents that write to it",
-        "no.such.field": "not in agent/events/fields.py"}
+        "no.such.field": "not in agent/events/fields.py nor in any protocol's fields.py"}
     template = fields.mappings()
     names = [next(iter(t)) for t in template["dynamic_templates"]]
     assert "http.request.headers" in names and names[-1] == "strings_as_keyword"

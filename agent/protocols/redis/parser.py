@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.transport.session import ParseError
+from agent.protocols.buffer import ReceiveBuffer
 from agent.transport.types import Direction
 
 PROTOCOL = "redis"
@@ -73,12 +73,12 @@ class _Frame:
         self.items: list[bytes] = []
 
 
-def _parse_int(raw: bytes | bytearray, direction: Direction, offset: int, what: str) -> int:
+def _parse_int(raw: bytes, buf: ReceiveBuffer, at: int, what: str) -> int:
     if raw.isdigit() and len(raw) <= 19:
         return int(raw)
     if raw[:1] == b"-" and raw[1:].isdigit() and len(raw) <= 20:
         return int(raw)
-    raise ParseError(PROTOCOL, direction, offset, f"invalid {what} {bytes(raw[:32])!r}")
+    raise buf.error(f"invalid {what} {raw[:32]!r}", at)
 
 
 def split_inline(line: bytes) -> list[bytes]:
@@ -149,10 +149,7 @@ class RespParser:
         self.direction = direction
         self.requests = direction is Direction.TO_SERVER
         self.max_text = max_text
-        self._buf = bytearray()
-        self._pos = 0
-        self._base = 0  # stream offset of _buf[0]
-        self._scan = 0  # stream offset before which no line end was found
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_BULK_BYTES)
         self._mode = _NORMAL
         self._new_message()
 
@@ -175,22 +172,19 @@ class RespParser:
         self._top_count = 0
 
     def reset(self) -> None:
-        """Forget everything buffered (after a parse error or a gap)."""
-        self._base += len(self._buf)
-        self._buf = bytearray()
-        self._pos = 0
-        self._scan = 0
+        """Forget everything buffered (after a parse error or a gap: RESP has no framing to skip a hole)."""
+        self.buf.clear()
         self._mode = _NORMAL
         self._new_message()
 
     @property
     def idle(self) -> bool:
         """No partial message is buffered."""
-        return self._start < 0 and self._pos >= len(self._buf)
+        return self._start < 0 and not self.buf.unread
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return self.buf.unread
 
     @property
     def replicating(self) -> bool:
@@ -205,42 +199,39 @@ class RespParser:
 
     def feed(self, data: bytes, ts_ns: int) -> list[RespMessage]:
         """Parse what `data` completes; partial input stays buffered (bounded)."""
+        rb = self.buf
         if data:
-            self._buf += data
+            rb.feed(data, ts_ns)
         out: list[RespMessage] = []
-        buf = self._buf
+        buf = rb.data
         fast = self._fast
         while True:
             if self._start < 0:
-                pos = self._pos
+                pos = rb.pos
                 if not self.requests:
                     # A master sends bare newlines as keep-alives while it prepares a snapshot.
                     while pos < len(buf) and buf[pos] == _NEWLINE:
                         pos += 1
-                    self._pos = pos
+                    rb.pos = pos
                 if pos >= len(buf):
                     break
                 if self._mode != _AWAIT_RDB and fast(buf, pos, ts_ns, out):
                     continue
-                self._start = self._base + pos
+                self._start = rb.base + pos
                 self._ts = ts_ns
             if self._bulk_left >= 0 or self._eof_mark:
                 if not self._read_bulk(out):
                     break
                 continue
-            if self.requests and not self._stack and self._buf[self._pos] != 0x2A:
+            if self.requests and not self._stack and buf[rb.pos] != 0x2A:
                 if not self._read_inline(out):
                     break
                 continue
             if not self._read_line(out):
                 break
-        if self._pos:
-            del buf[:self._pos]
-            self._base += self._pos
-            self._pos = 0
         return out
 
-    def _fast(self, buf: bytearray, pos: int, ts_ns: int, out: list[RespMessage]) -> bool:
+    def _fast(self, buf: bytes | bytearray, pos: int, ts_ns: int, out: list[RespMessage]) -> bool:
         """The common case in one go: a whole scalar, bulk or flat array already buffered.
 
         Anything else (split, nested, big, odd) goes to the incremental path,
@@ -325,33 +316,16 @@ class RespParser:
             kind = "$"
         else:
             return False
-        self._pos = i
+        self.buf.pos = i
         out.append(RespMessage(ts_ns, i - pos, kind, text.decode("utf-8", "replace"), args, n, t == 0x2D, False,
                                self._mode == _REPLICATION))
         return True
 
-    def _error(self, reason: str, at: int | None = None) -> ParseError:
-        offset = self._base + (self._pos if at is None else at)
-        return ParseError(PROTOCOL, self.direction, offset, reason)
-
-    def _find(self, sep: bytes, limit: int) -> int:
-        """Index of `sep` after the read position, -1 when it is not buffered yet."""
-        buf = self._buf
-        start = max(self._pos, self._scan - self._base)
-        idx = buf.find(sep, start)
-        if idx < 0:
-            if len(buf) - self._pos > limit:
-                raise self._error(f"line longer than {limit} bytes")
-            self._scan = self._base + max(self._pos, len(buf) - len(sep) + 1)
-        return idx
-
     def _read_inline(self, out: list[RespMessage]) -> bool:
-        idx = self._find(b"\n", MAX_INLINE_BYTES)
-        if idx < 0:
+        line = self.buf.line(MAX_INLINE_BYTES)
+        if line is None:
             return False
-        line = bytes(self._buf[self._pos:idx]).rstrip(b"\r")
-        self._pos = idx + 1
-        args = split_inline(line)
+        args = split_inline(line.rstrip(b"\r"))
         if not args:  # Redis ignores an empty inline command (no reply)
             self._new_message()
             return True
@@ -366,24 +340,23 @@ class RespParser:
         return True
 
     def _read_line(self, out: list[RespMessage]) -> bool:
-        idx = self._find(b"\r\n", MAX_LINE_BYTES)
-        if idx < 0:
+        rb = self.buf
+        pos = rb.pos
+        line = rb.crlf_line(MAX_LINE_BYTES)
+        if line is None:
             return False
-        buf = self._buf
-        pos = self._pos
-        t = buf[pos]
-        body = bytes(buf[pos + 1:idx])
+        t = line[0]
+        body = line[1:]
         depth = len(self._stack)
         if depth == 0:
             self._kind = chr(t)
         if t in _SCALARS:
-            self._pos = idx + 2
             if t == 0x2D:  # -error
                 if depth == 0:
                     self._is_error = True
             elif t == 0x23:  # #t / #f
                 if body not in (b"t", b"f"):
-                    raise self._error(f"invalid boolean {body[:8]!r}", pos)
+                    raise rb.error(f"invalid boolean {body[:8]!r}", pos)
                 body = b"true" if body == b"t" else b"false"
             elif t == 0x5F:  # _ null
                 body = b"nil"
@@ -391,22 +364,20 @@ class RespParser:
             return True
         if t in _BULKS:
             if self._mode == _AWAIT_RDB and depth == 0 and t == 0x24:
-                return self._start_snapshot(body, idx, pos)
-            n = _parse_int(body, self.direction, self._base + pos, "bulk length")
-            self._pos = idx + 2
+                return self._start_snapshot(body, pos)
+            n = _parse_int(body, rb, pos, "bulk length")
             if n == -1 and t == 0x24:
                 self._value(out, b"nil")
                 return True
             if n < 0 or n > MAX_BULK_BYTES:
-                raise self._error(f"bulk length {n} out of range", pos)
+                raise rb.error(f"bulk length {n} out of range", pos)
             self._bulk_left = n
             self._bulk_type = t
             self._bulk_crlf = True
             self._bulk_parts = []
             return True
         if t in _AGGREGATES:
-            n = _parse_int(body, self.direction, self._base + pos, "aggregate length")
-            self._pos = idx + 2
+            n = _parse_int(body, rb, pos, "aggregate length")
             if n == -1 and t in b"*%":
                 if depth == 0 and self.requests:
                     self._new_message()  # a null multibulk from a client is ignored by Redis
@@ -414,9 +385,9 @@ class RespParser:
                 self._value(out, b"nil")
                 return True
             if n < 0 or n > MAX_AGGREGATE_ITEMS:
-                raise self._error(f"aggregate length {n} out of range", pos)
+                raise rb.error(f"aggregate length {n} out of range", pos)
             if depth >= MAX_DEPTH:
-                raise self._error(f"aggregates nested deeper than {MAX_DEPTH}", pos)
+                raise rb.error(f"aggregates nested deeper than {MAX_DEPTH}", pos)
             if n == 0:
                 if depth == 0 and self.requests:
                     self._new_message()  # Redis ignores an empty multibulk
@@ -429,20 +400,19 @@ class RespParser:
             paired = t in b"%|"
             self._stack.append(_Frame(t, n, 2 * n if paired else n))
             return True
-        raise self._error(f"unexpected RESP type byte {bytes((t,))!r}", pos)
+        raise rb.error(f"unexpected RESP type byte {bytes((t,))!r}", pos)
 
-    def _start_snapshot(self, body: bytes, idx: int, pos: int) -> bool:
+    def _start_snapshot(self, body: bytes, pos: int) -> bool:
         self._kind = "rdb"
-        self._pos = idx + 2
         if body.startswith(b"EOF:"):
             mark = body[4:]
             if len(mark) != RDB_EOF_MARK_LEN:
-                raise self._error("invalid diskless snapshot mark", pos)
+                raise self.buf.error("invalid diskless snapshot mark", pos)
             self._eof_mark = mark
             return True
-        n = _parse_int(body, self.direction, self._base + pos, "snapshot length")
+        n = _parse_int(body, self.buf, pos, "snapshot length")
         if n < 0:
-            raise self._error(f"snapshot length {n} out of range", pos)
+            raise self.buf.error(f"snapshot length {n} out of range", pos)
         self._bulk_left = n
         self._bulk_type = 0x24
         self._bulk_crlf = False
@@ -450,21 +420,22 @@ class RespParser:
         return True
 
     def _read_bulk(self, out: list[RespMessage]) -> bool:
-        buf = self._buf
+        rb = self.buf
+        buf = rb.data
         if self._eof_mark:
-            idx = buf.find(self._eof_mark, self._pos)
+            idx = buf.find(self._eof_mark, rb.pos)
             if idx < 0:
                 # Keep only what could be the start of the mark.
-                self._pos = max(self._pos, len(buf) - RDB_EOF_MARK_LEN + 1)
+                rb.pos = max(rb.pos, len(buf) - RDB_EOF_MARK_LEN + 1)
                 return False
-            self._pos = idx + RDB_EOF_MARK_LEN
+            rb.pos = idx + RDB_EOF_MARK_LEN
             self._eof_mark = b""
             self._mode = _REPLICATION
             self._complete(out, b"")
             return True
         left = self._bulk_left
         if left:
-            pos = self._pos
+            pos = rb.pos
             take = min(left, len(buf) - pos)
             if self._bulk_crlf:
                 room = self.max_text - self._kept
@@ -474,18 +445,18 @@ class RespParser:
                     self._kept += keep
                 if keep < take:
                     self._truncated = True
-            self._pos = pos + take
+            rb.pos = pos + take
             left -= take
             self._bulk_left = left
             if left:
                 return False
         if self._bulk_crlf:
-            pos = self._pos
+            pos = rb.pos
             if len(buf) - pos < 2:
                 return False
             if buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
-                raise self._error("bulk string not terminated by CRLF")
-            self._pos = pos + 2
+                raise rb.error("bulk string not terminated by CRLF")
+            rb.pos = pos + 2
         self._bulk_left = -1
         if not self._bulk_crlf:  # the snapshot after +FULLRESYNC / SYNC
             self._mode = _REPLICATION
@@ -544,7 +515,7 @@ class RespParser:
         return b"[" + b", ".join(items) + b"]"
 
     def _complete(self, out: list[RespMessage], text: bytes) -> None:
-        end = self._base + self._pos
+        end = self.buf.offset
         truncated = self._truncated
         if len(text) > self.max_text:
             text = text[:self.max_text]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import RequestQueue
 from agent.protocols.redis.commands import (
     PUBSUB_MESSAGES,
@@ -23,8 +23,9 @@ from agent.protocols.redis.commands import (
     UNSUBSCRIBE,
     method_and_resource,
 )
+from agent.protocols.redis.fields import FIELDS, transaction
 from agent.protocols.redis.parser import RespMessage, RespParser
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 _UNLIMITED = 1 << 62
@@ -54,13 +55,10 @@ class _Request:
         self.replies: list[RespMessage] = []
 
 
-class RedisSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        self.ctx = ctx
-        config = ctx.config
-        assert isinstance(config, RedisConfig)
-        self.config = config
-        self.counters = ctx.counters
+class RedisSession(SessionBase[RedisConfig]):
+    def __init__(self, ctx: SessionContext[RedisConfig]) -> None:
+        super().__init__(ctx)
+        config = self.config
         self.parsers = (RespParser(Direction.TO_SERVER), RespParser(Direction.TO_CLIENT))
         self.queue: RequestQueue[_Request] = RequestQueue(
             ctx.counters, config.queue_max_messages if config.queue_max_messages > 0 else _UNLIMITED,
@@ -89,20 +87,8 @@ class RedisSession:
             for msg in messages:
                 self._on_reply(msg)
 
-    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        # RESP has no length framing to skip a hole with: resynchronise on a later segment.
-        self.counters["gaps"] += 1
-        self._lose_sync(direction)
-
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
-        self._lose_sync(direction)
-
-    def expire(self, ts_ns: int) -> None:
-        self._drop_pending()
+    # gap, recover: SessionBase's (RESP has no length framing to skip a hole with: lose_sync and wait for a
+    # segment that starts a message); fin: nothing; expire: drop_pending.
 
     def pending(self) -> int:
         return len(self.queue)
@@ -199,37 +185,18 @@ class RedisSession:
             self.queue.pop()
             self._publish(request, request.replies)
 
-    # -- events --------------------------------------------------------------------
-
     def _publish(self, request: _Request, replies: list[RespMessage]) -> None:
-        req = request.msg
-        last = replies[-1]
-        text = last.text if len(replies) == 1 else "[" + ", ".join(r.text for r in replies) + "]"
-        error = any(r.is_error for r in replies)
-        method = request.method
-        redis: dict[str, str] = {"error": text} if error else {"return_value": text}
-        event: dict[str, str] = {"action": "redis." + method.lower()}
-        if error:
-            event["outcome"] = "failure"
-        fields: dict[str, object] = {"method": method, "resource": request.resource, "query": req.text,
-                                     "redis": redis, "event": event}
-        if self.config.send_request:
-            fields["request"] = req.text
-        if self.config.send_response:
-            fields["response"] = text
-        self.ctx.emit(Transaction(
-            type="redis", conn=self.ctx.conn, ts_ns=req.ts_ns, end_ns=max(last.ts_ns, req.ts_ns),
-            status="Error" if error else "OK", client_bytes=req.size,
-            server_bytes=sum(r.size for r in replies), fields=fields))
+        self.ctx.emit(transaction(self.ctx.conn, request.msg, request.method, request.resource, replies,
+                                  self.config))
 
     # -- loss ----------------------------------------------------------------------
 
-    def _lose_sync(self, direction: Direction) -> None:
+    def lose_sync(self, direction: Direction) -> None:
         self.parsers[direction].reset()
         self.desync[direction] = True
-        self._drop_pending()
+        self.drop_pending()
 
-    def _drop_pending(self) -> None:
+    def drop_pending(self) -> None:
         dropped = self.queue.drain()
         if dropped:
             self.counters["unmatched_requests"] += len(dropped)
@@ -242,6 +209,7 @@ def _session(ctx: SessionContext) -> RedisSession:
 SPEC = ProtocolSpec(
     name="redis",
     config_class=RedisConfig,
+    fields=FIELDS,
     tcp=_session,
     description="Redis RESP2/RESP3 commands paired with their replies",
     counters=COUNTERS,

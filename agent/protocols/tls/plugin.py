@@ -109,7 +109,7 @@ class _Direction:
 class TlsSession:
     def __init__(self, ctx: SessionContext) -> None:
         self.ctx = ctx
-        self.options = _options(ctx.config)  # type: ignore[arg-type]
+        self.options = _options(ctx.config)
         self.dirs = (_Direction(Direction.TO_SERVER), _Direction(Direction.TO_CLIENT))
         self.start_ns: int | None = None
         self.published = False
