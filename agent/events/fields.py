@@ -438,52 +438,6 @@ mongodb.update keyword
 mongodb.cursorId keyword
 """
 
-_MEMCACHE = """
-memcache.protocol_type keyword
-memcache.request.line keyword
-memcache.request.command keyword
-memcache.request.type keyword
-memcache.request.opcode keyword
-memcache.request.opcode_value long
-memcache.request.opaque long
-memcache.request.vbucket long
-memcache.request.keys keyword
-memcache.request.count_values long
-memcache.request.values keyword
-memcache.request.bytes long
-memcache.request.delta long
-memcache.request.initial long
-memcache.request.verbosity long
-memcache.request.raw_args keyword
-memcache.request.source_class long
-memcache.request.dest_class long
-memcache.request.automove keyword
-memcache.request.flags long
-memcache.request.exptime long
-memcache.request.sleep_us long
-memcache.request.noreply boolean
-memcache.request.quiet boolean
-memcache.request.cas_unique long
-memcache.response.command keyword
-memcache.response.type keyword
-memcache.response.error_msg keyword
-memcache.response.opcode keyword
-memcache.response.opcode_value long
-memcache.response.opaque long
-memcache.response.status keyword
-memcache.response.status_code long
-memcache.response.keys keyword
-memcache.response.count_values long
-memcache.response.values keyword
-memcache.response.bytes long
-memcache.response.flags long
-memcache.response.value long
-memcache.response.cas_unique long
-memcache.response.version keyword
-memcache.response.stats object
-memcache.response.stats.name keyword
-memcache.response.stats.value keyword
-"""
 
 _ENDPOINTS = ("source", "destination", "client", "server")
 
@@ -517,7 +471,6 @@ def _tables() -> Iterator[tuple[str, str]]:
     yield "icmp", _ICMP
     yield "sql", _MYSQL_PGSQL_REDIS
     yield "mongodb", _MONGODB
-    yield "memcache", _MEMCACHE
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

@@ -1,4 +1,5 @@
-"""Memcache messages and transactions as Packetbeat publishes them (memcache.request/response.*)."""
+"""Memcache's event fields (with their index mapping), and its messages and transactions as Packetbeat
+publishes them (memcache.request/response.*)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,53 @@ from agent.protocols.base import Transaction
 from agent.protocols.memcache import codes
 from agent.protocols.memcache.parser import McMessage
 from agent.transport.types import ConnectionInfo
+
+FIELDS = """
+memcache.protocol_type keyword
+memcache.request.line keyword
+memcache.request.command keyword
+memcache.request.type keyword
+memcache.request.opcode keyword
+memcache.request.opcode_value long
+memcache.request.opaque long
+memcache.request.vbucket long
+memcache.request.keys keyword
+memcache.request.count_values long
+memcache.request.values keyword
+memcache.request.bytes long
+memcache.request.delta long
+memcache.request.initial long
+memcache.request.verbosity long
+memcache.request.raw_args keyword
+memcache.request.source_class long
+memcache.request.dest_class long
+memcache.request.automove keyword
+memcache.request.flags long
+memcache.request.exptime long
+memcache.request.sleep_us long
+memcache.request.noreply boolean
+memcache.request.quiet boolean
+memcache.request.cas_unique long
+memcache.response.command keyword
+memcache.response.type keyword
+memcache.response.error_msg keyword
+memcache.response.opcode keyword
+memcache.response.opcode_value long
+memcache.response.opaque long
+memcache.response.status keyword
+memcache.response.status_code long
+memcache.response.keys keyword
+memcache.response.count_values long
+memcache.response.values keyword
+memcache.response.bytes long
+memcache.response.flags long
+memcache.response.value long
+memcache.response.cas_unique long
+memcache.response.version keyword
+memcache.response.stats object
+memcache.response.stats.name keyword
+memcache.response.stats.value keyword
+"""
 
 NOTE_NO_REQUEST = "Invalid transaction. Request missing"
 NOTE_NON_QUIET_RESPONSE_ONLY = "Missing response for non-quiet request"

@@ -13,9 +13,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, replace
 
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
 from agent.protocols.memcache import codes
 from agent.protocols.memcache.codes import Command
-from agent.transport.session import ParseError
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 PROTOCOL = "memcache"
@@ -165,45 +167,37 @@ class McParser:
     def __init__(self, direction: Direction, options: ParserOptions | None = None) -> None:
         self.direction = direction
         self.options = options or ParserOptions()
-        self._buf = bytearray()
-        self._pos = 0
-        self._base = 0
-        self._scan = 0
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_LINE_BYTES)
         self._draft: _Draft | None = None
 
     def reset(self) -> None:
-        self._base += len(self._buf)
-        self._buf = bytearray()
-        self._pos = 0
-        self._scan = 0
+        self.buf.clear()
         self._draft = None
 
     @property
     def idle(self) -> bool:
-        return self._draft is None and self._pos >= len(self._buf)
+        return self._draft is None and not self.buf.unread
 
     @property
     def buffered(self) -> int:
         """Bytes held waiting for more input (value data streams through and is not held)."""
-        return len(self._buf) - self._pos
-
-    def _error(self, reason: str, at: int | None = None) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._base + (self._pos if at is None else at), reason)
+        return self.buf.unread
 
     # -- feeding -------------------------------------------------------------------
 
     def feed(self, data: bytes, ts_ns: int) -> list[McMessage]:
+        rb = self.buf
         if data:
-            self._buf += data
+            rb.feed(data, ts_ns)
         out: list[McMessage] = []
-        buf = self._buf
+        buf = rb.data
         while True:
             draft = self._draft
             if draft is None:
-                if self._pos >= len(buf):
+                if rb.pos >= len(buf):
                     break
-                draft = self._draft = _Draft(ts_ns, self._base + self._pos)
-                draft.is_binary = buf[self._pos] in (codes.MAGIC_REQUEST, codes.MAGIC_RESPONSE)
+                draft = self._draft = _Draft(ts_ns, rb.offset)
+                draft.is_binary = buf[rb.pos] in (codes.MAGIC_REQUEST, codes.MAGIC_RESPONSE)
             if draft.value_left >= 0:
                 if not self._read_value(draft, out):
                     break
@@ -212,42 +206,34 @@ class McParser:
                     break
             elif not self._read_text_line(draft, out):
                 break
-        if self._pos:
-            del buf[:self._pos]
-            self._base += self._pos
-            self._pos = 0
         return out
 
-    def gap(self, nbytes: int) -> bool:
-        """Skip a hole of `nbytes`; True when it fell inside a value (the message goes on, noted)."""
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[McMessage]:
+        """Skip a hole of `nbytes`: in sync when it fell inside a value (the message goes on, noted)."""
         draft = self._draft
-        if draft is None or draft.value_left < 0 or nbytes > draft.value_left or self._pos < len(self._buf):
-            return False
+        rb = self.buf
+        if draft is None or draft.value_left < 0 or nbytes > draft.value_left or rb.unread:
+            return lost_sync()
         draft.value_left -= nbytes
         draft.lost += nbytes
-        self._base += nbytes
+        rb.skip_unbuffered(nbytes)
         note = NOTE_REQUEST_LOSS if draft.is_request else NOTE_RESPONSE_LOSS
         if note not in draft.notes:
             draft.notes.append(note)
-        return True
+        return in_sync()
 
     # -- text --------------------------------------------------------------------------
 
     def _read_text_line(self, draft: _Draft, out: list[McMessage]) -> bool:
-        buf = self._buf
-        idx = buf.find(b"\r\n", max(self._pos, self._scan - self._base))
-        if idx < 0:
-            if len(buf) - self._pos > MAX_LINE_BYTES:
-                raise self._error(f"command line longer than {MAX_LINE_BYTES} bytes")
-            self._scan = self._base + max(self._pos, len(buf) - 1)
+        rb = self.buf
+        start = rb.pos
+        line = rb.crlf_line(MAX_LINE_BYTES)
+        if line is None:
             return False
-        start = self._pos
-        line = bytes(buf[start:idx])
-        self._pos = idx + 2
         stripped = line.lstrip(b" ")
         command, _, rest = stripped.partition(b" ")
         if not command:
-            raise self._error("empty command line", start)
+            raise rb.error("empty command line", start)
         draft.is_request = self.direction is Direction.TO_SERVER
         cmd: Command | None
         if draft.is_request:
@@ -261,18 +247,18 @@ class McParser:
             cmd = codes.TEXT_REPLIES.get(command)
             if cmd is None and command.isdigit():
                 draft.command = codes.COUNTER_REPLY
-                draft.fields["value"] = _uint(command, "counter value", self.direction, self._base + start)
+                draft.fields["value"] = _uint(command, "counter value", self.direction, rb.base + start)
                 self._yield(draft, out)
                 return True
         if cmd is None:
             if not self.options.parse_unknown:
-                raise self._error(f"unknown memcache command {command[:32]!r}", start)
+                raise rb.error(f"unknown memcache command {command[:32]!r}", start)
             draft.command = codes.UNKNOWN_COMMAND
             draft.fields["line"] = _text(line)
             self._yield(draft, out)
             return True
         draft.command = cmd
-        self._text_args(draft, cmd, rest, self._base + start)
+        self._text_args(draft, cmd, rest, rb.base + start)
         if cmd.data:
             self._start_value(draft, int(draft.fields.get("byte_count", 0)), crlf=True)  # type: ignore[call-overload]
         else:
@@ -295,7 +281,7 @@ class McParser:
                 continue
             if kind == "keys":
                 if i >= len(tokens):
-                    raise self._error("message has no keys", offset)
+                    raise ParseError(PROTOCOL, d, offset, "message has no keys")
                 fields["keys"] = tuple(_text(t) for t in tokens[i:])
                 i = len(tokens)
                 continue
@@ -330,8 +316,9 @@ class McParser:
     # -- binary ------------------------------------------------------------------------
 
     def _read_binary_header(self, draft: _Draft, out: list[McMessage]) -> bool:
-        buf = self._buf
-        pos = self._pos
+        rb = self.buf
+        buf = rb.data
+        pos = rb.pos
         if len(buf) - pos < codes.HEADER_SIZE:
             return False
         magic, opcode, key_len, extra_len, _dtype, status, total, opaque, cas = _HEADER.unpack_from(buf, pos)
@@ -340,9 +327,9 @@ class McParser:
             return False
         value_len = total - extra_len - key_len
         if value_len < 0:
-            raise self._error(f"body length {total} shorter than extras {extra_len} and key {key_len}", pos)
+            raise rb.error(f"body length {total} shorter than extras {extra_len} and key {key_len}", pos)
         if value_len > MAX_DATA_BYTES:
-            raise self._error(f"body length {total} out of range", pos)
+            raise rb.error(f"body length {total} out of range", pos)
         draft.is_request = magic == codes.MAGIC_REQUEST
         command = codes.BINARY_COMMANDS.get(opcode, codes.BINARY_UNKNOWN)
         draft.command = command
@@ -364,7 +351,7 @@ class McParser:
         if key_len:
             key = bytes(buf[extras_at + extra_len:extras_at + extra_len + key_len])
             fields["keys"] = (_text(key),)
-        self._pos = pos + head_len
+        rb.pos = pos + head_len
         if value_len == 0:
             self._yield(draft, out)
             return True
@@ -398,25 +385,27 @@ class McParser:
         draft.keep = MAX_SPECIAL_BYTES if draft.special else self.options.keep_bytes
 
     def _read_value(self, draft: _Draft, out: list[McMessage]) -> bool:
-        buf = self._buf
+        rb = self.buf
+        buf = rb.data
         left = draft.value_left
         if left:
-            pos = self._pos
+            pos = rb.pos
             take = min(left, len(buf) - pos)
             kept = sum(len(p) for p in draft.parts)
             keep = min(take, draft.keep - kept)
             if keep > 0:
                 draft.parts.append(bytes(buf[pos:pos + keep]))
-            self._pos = pos + take
+            rb.pos = pos + take
             draft.value_left = left - take
             if draft.value_left:
                 return False
         if draft.value_crlf:
-            if len(buf) - self._pos < 2:
+            pos = rb.pos
+            if len(buf) - pos < 2:
                 return False
-            if buf[self._pos] != 0x0D or buf[self._pos + 1] != 0x0A:
-                raise self._error("value data not terminated by CRLF")
-            self._pos += 2
+            if buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
+                raise rb.error("value data not terminated by CRLF")
+            rb.pos = pos + 2
         draft.value_left = -1
         data = b"".join(draft.parts)
         draft.parts = []
@@ -431,7 +420,7 @@ class McParser:
         elif special == "stat":
             keys = fields.get("keys")
             if not keys:
-                raise self._error("message has no keys")
+                raise rb.error("message has no keys")
             fields["stats"] = ((keys[0], _text(data)),)  # type: ignore[index]
         else:
             fields["count_values"] = 1
@@ -442,7 +431,7 @@ class McParser:
         return True
 
     def _yield(self, draft: _Draft, out: list[McMessage]) -> None:
-        size = self._base + self._pos - draft.size_start - draft.lost
+        size = self.buf.offset - draft.size_start - draft.lost
         fields = draft.fields
         command = draft.command
         if draft.is_binary:

@@ -17,15 +17,16 @@ on TCP as on UDP.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config.typed import opt
 from agent.metrics import Counters
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import Emit, ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import RequestQueue
+from agent.protocols.errors import ParseError
 from agent.protocols.memcache import codes
 from agent.protocols.memcache.fields import (
+    FIELDS,
     NOTE_NO_REQUEST,
     NOTE_NON_QUIET_RESPONSE_ONLY,
     NOTE_UNFINISHED,
@@ -40,7 +41,7 @@ from agent.protocols.memcache.parser import (
     parse_udp_header,
     parse_udp_message,
 )
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "unfinished_transactions", "parse_errors",
@@ -67,15 +68,12 @@ _REQUEST_START = frozenset(b"\x80abcdefghijklmnopqrstuvwxyz")
 _REPLY_START = frozenset(b"\x81ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 
-class MemcacheSession:
+class MemcacheSession(SessionBase[MemcacheConfig]):
     """One TCP connection."""
 
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, MemcacheConfig)
-        self.ctx = ctx
-        self.counters = ctx.counters
-        options = config.parser_options()
+    def __init__(self, ctx: SessionContext[MemcacheConfig]) -> None:
+        super().__init__(ctx)
+        options = self.config.parser_options()
         self.max_values = options.max_values
         self.parsers = (McParser(Direction.TO_SERVER, options), McParser(Direction.TO_CLIENT, options))
         self.requests: RequestQueue[McMessage] = RequestQueue(ctx.counters)
@@ -97,17 +95,12 @@ class MemcacheSession:
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
-        if self.parsers[direction].gap(nbytes):
+        if self.parsers[direction].gap(nbytes, ts_ns).in_sync:
             self.counters["gaps_skipped"] += 1
             return
-        self._drop_streams(direction)
+        self.lose_sync(direction)
 
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass  # as Packetbeat: what is pending goes out when the connection expires
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
-        self._drop_streams(direction)
+    # fin: nothing (as Packetbeat: what is pending goes out when the connection expires); recover: lose_sync.
 
     def expire(self, ts_ns: int) -> None:
         self._push_all()
@@ -179,7 +172,7 @@ class MemcacheSession:
                 self.counters["unfinished_transactions"] += 1
                 self._emit(request, None, (NOTE_UNFINISHED,))
 
-    def _drop_streams(self, lost: Direction) -> None:
+    def lose_sync(self, lost: Direction) -> None:
         """Publish what is pending and start over; the direction that lost bytes resyncs on a later segment."""
         self._push_all()
         for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
@@ -220,8 +213,7 @@ _UdpKey = tuple[Endpoint, Endpoint, int]
 class MemcacheUdp:
     """Every memcache UDP exchange, keyed by client, server and request id."""
 
-    def __init__(self, config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> None:
-        assert isinstance(config, MemcacheConfig)
+    def __init__(self, config: MemcacheConfig, emit: Emit, counters: Counters) -> None:
         self.emit = emit
         self.counters = counters
         self.options = config.parser_options()
@@ -306,19 +298,12 @@ class MemcacheUdp:
         self.emit(build_transaction(exchange.conn, exchange.request, exchange.response))
 
 
-def _session(ctx: SessionContext) -> MemcacheSession:
-    return MemcacheSession(ctx)
-
-
-def _udp(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> MemcacheUdp:
-    return MemcacheUdp(config, emit, counters)
-
-
 SPEC = ProtocolSpec(
     name="memcache",
     config_class=MemcacheConfig,
-    tcp=_session,
-    udp=_udp,
+    fields=FIELDS,
+    tcp=MemcacheSession,
+    udp=MemcacheUdp,
     description="memcache text and binary protocols over TCP and UDP",
     counters=COUNTERS,
 )

@@ -21,6 +21,7 @@ from agent.protocols.memcache.parser import (
     parse_udp_header,
     parse_udp_message,
 )
+from agent.protocols.stream import Gap
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 from tests.protocols.memcache.messages import (
@@ -281,11 +282,11 @@ def test_binary_bad_lengths() -> None:
 def test_gap_inside_a_value_is_skipped_and_noted() -> None:
     parser = McParser(C2S, KEEP)
     parser.feed(b"set k 0 0 100\r\n" + b"a" * 10, 0)
-    assert parser.gap(50)
+    assert parser.gap(50, 1) == Gap([], True)
     (msg,) = parser.feed(b"b" * 40 + b"\r\n", 1)
     assert msg.notes == ("Packet loss while capturing the request",) and msg.bytes_lost == 50
     assert msg.size == len(b"set k 0 0 100\r\n") + 52 and msg.count_values == 1
-    assert not McParser(C2S).gap(10)  # between messages: not recoverable
+    assert not McParser(C2S).gap(10, 1).in_sync  # between messages: not recoverable
 
 
 # -- UDP ---------------------------------------------------------------------------------------
