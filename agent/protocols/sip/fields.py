@@ -11,15 +11,115 @@ Packetbeat quirks kept on purpose, because its golden files show them:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from agent.protocols.base import Transaction
 from agent.protocols.sip import sdp as sdp_lines
 from agent.protocols.sip.parser import SipMessage
 from agent.protocols.sip.uri import Uri, parse_name_addr, parse_uri
+from agent.transport.types import ConnectionInfo
+
+if TYPE_CHECKING:
+    from agent.protocols.sip.plugin import SipConfig
+
+# Packetbeat's sip fields.yml types (numbers it declares as keyword stay keyword); pktbeat adds
+# user_agent.original, via.original and sdp.body.original, which it emits as Packetbeat's golden files show.
+# Besides these: event.*, related.*, user.name and network.application/iana_number (ECS).
+FIELDS = """
+sip.type keyword
+sip.method keyword
+sip.code keyword
+sip.status keyword
+sip.version keyword
+sip.uri.original keyword
+sip.uri.scheme keyword
+sip.uri.username keyword
+sip.uri.host keyword
+sip.uri.port keyword
+sip.accept keyword
+sip.allow keyword
+sip.call_id keyword
+sip.content_length long
+sip.content_type keyword
+sip.max_forwards long
+sip.supported keyword
+sip.user_agent.original keyword +text
+sip.private.uri.original keyword
+sip.private.uri.scheme keyword
+sip.private.uri.username keyword
+sip.private.uri.host keyword
+sip.private.uri.port keyword
+sip.cseq.code keyword
+sip.cseq.method keyword
+sip.via.original keyword
+sip.to.display_info keyword
+sip.to.uri.original keyword
+sip.to.uri.scheme keyword
+sip.to.uri.username keyword
+sip.to.uri.host keyword
+sip.to.uri.port keyword
+sip.to.tag keyword
+sip.from.display_info keyword
+sip.from.uri.original keyword
+sip.from.uri.scheme keyword
+sip.from.uri.username keyword
+sip.from.uri.host keyword
+sip.from.uri.port keyword
+sip.from.tag keyword
+sip.contact.display_info keyword
+sip.contact.uri.original keyword
+sip.contact.uri.scheme keyword
+sip.contact.uri.username keyword
+sip.contact.uri.host keyword
+sip.contact.uri.port keyword
+sip.contact.transport keyword
+sip.contact.line keyword
+sip.contact.expires keyword
+sip.contact.q keyword
+sip.auth.scheme keyword
+sip.auth.realm keyword
+sip.auth.uri.original keyword
+sip.auth.uri.scheme keyword
+sip.auth.uri.host keyword
+sip.auth.uri.port keyword
+sip.sdp.version keyword
+sip.sdp.owner.username keyword
+sip.sdp.owner.session_id keyword
+sip.sdp.owner.version keyword
+sip.sdp.owner.ip keyword
+sip.sdp.session.name keyword
+sip.sdp.connection.info keyword
+sip.sdp.connection.address keyword
+sip.sdp.body.original keyword noindex
+"""
 
 SDP_TYPE = "application/sdp"
+EVENT_TYPE = ("info", "protocol")
 _SKIP_USERNAMES = ("", " ", "-")
+
+
+def build_transaction(config: SipConfig, conn: ConnectionInfo, msg: SipMessage, ts_ns: int,
+                      notes: Iterable[str] = ()) -> Transaction:
+    """The event of one message; `conn` runs from its sender (client) to its receiver (server)."""
+    sip, event, related, user_name = message_fields(
+        msg, parse_authorization=config.parse_authorization, parse_body=config.parse_body,
+        keep_original=config.keep_original)
+    fields: dict[str, Any] = {
+        "sip": sip,
+        "event": event,
+        "network": {"application": "sip", "iana_number": "17", "transport": config.transport},
+    }
+    if related:
+        fields["related"] = related
+    if user_name:
+        fields["user"] = {"name": user_name}
+    txn = Transaction(type="sip", conn=conn, ts_ns=ts_ns, end_ns=ts_ns, fields=fields, event_type=EVENT_TYPE,
+                      status="Error" if msg.start.code >= 400 else "OK")
+    txn.notes.extend(notes)
+    if msg.truncated:
+        txn.notes.append(msg.truncated)
+    return txn
 
 
 class _Related:

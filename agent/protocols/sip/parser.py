@@ -9,16 +9,17 @@ is the rest of the datagram.  Over TCP Content-Length frames the body (no
 Content-Length: no body), CRLF keep-alives between messages are skipped,
 and `flush` hands out the message in progress when a gap or FIN cuts it.
 A start line that is not SIP raises `ParseError`; the session then calls
-`lose_sync`, and the parser looks for the next line that starts a SIP
+`reset`, and the parser looks for the next line that starts a SIP
 message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from agent.transport.session import ParseError
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 MAX_HEADER_BYTES = 64 * 1024  # start line + headers of one message
@@ -165,7 +166,7 @@ def parse_datagram(data: bytes, direction: Direction | None = None) -> SipMessag
 class SipStreamParser:
     """One TCP direction: bytes in, complete messages out; bounded buffers."""
 
-    __slots__ = ("_body", "_body_left", "_buf", "_head", "_line_checked", "_lost", "direction", "dropped_bytes",
+    __slots__ = ("_body", "_body_left", "_head", "_line_scan", "_lost", "buf", "direction", "dropped_bytes",
                  "skipped_body", "synced")
 
     def __init__(self, direction: Direction) -> None:
@@ -173,8 +174,9 @@ class SipStreamParser:
         self.synced = True
         self.dropped_bytes = 0  # skipped while looking for a start line
         self.skipped_body = 0  # body bytes over MAX_BODY_BYTES, counted but not kept
-        self._buf = bytearray()  # an incomplete head, or bytes searched for a start line
-        self._line_checked = False  # the incomplete head's first line was checked
+        # An incomplete head, or the bytes searched for a start line (at most a line); bodies stream through.
+        self.buf = ReceiveBuffer("sip", direction, MAX_HEADER_BYTES)
+        self._line_scan = -1  # stream offset to look for the end of an incomplete head's first line; -1: checked
         self._reset()
 
     def _reset(self) -> None:
@@ -183,96 +185,93 @@ class SipStreamParser:
         self._body_left = 0
         self._lost = 0
 
-    def _error(self, offset: int, reason: str) -> ParseError:
-        return ParseError("sip", self.direction, offset, reason)
+    def _error(self, reason: str) -> ParseError:
+        return ParseError("sip", self.direction, 0, reason)
 
     @property
     def mid_message(self) -> bool:
-        return self._head is not None or bool(self._buf.strip(b"\r\n"))
+        rb = self.buf
+        return self._head is not None or bool(rb.data[rb.pos:].strip(b"\r\n"))
 
-    def feed(self, data: bytes) -> Iterator[SipMessage]:
+    def feed(self, data: bytes, ts_ns: int) -> list[SipMessage]:
         """The messages `data` completes, in order; ParseError when a start line is not SIP."""
-        pos = 0
-        if self._head is not None:
-            done, pos = self._take_body(data, 0)
-            if done is None:
-                return
-            yield done
-        elif not self.synced:
-            if self._buf:
-                data = bytes(self._buf) + data  # the tail kept from the last search (at most a line)
-                self._buf.clear()
-            found = self._resync(data)
-            if found is None:
-                return
-            data = found
-        elif self._buf:
-            # A head waiting for its end: only the new bytes (and the 3 before them) can end it.
-            buf = self._buf
-            seen = len(buf)
-            buf += data
-            if buf.find(b"\r\n\r\n", max(0, seen - 3)) < 0:
-                self._check_partial_head(seen)
-                return
-            data = bytes(buf)
-            buf.clear()
-        n = len(data)
-        while pos < n:
-            while pos < n and data[pos] in (13, 10):
+        out: list[SipMessage] = []
+        rb = self.buf
+        rb.feed(data, ts_ns)
+        if not self.synced and self._head is None and not self._resync():
+            return out
+        while True:
+            if self._head is not None:
+                done = self._take_body()
+                if done is None:
+                    return out
+                out.append(done)
+                continue
+            buf = rb.data
+            pos = rb.pos
+            n = len(buf)
+            while pos < n and buf[pos] in (13, 10):
                 pos += 1  # keep-alive CRLFs (RFC 5626) between messages
+            if pos != rb.pos:
+                rb.pos = pos
+                self._line_scan = pos + rb.base
             if pos >= n:
-                break
-            end = data.find(b"\r\n\r\n", pos)
+                return out
+            end = rb.find(b"\r\n\r\n")
             if end < 0:
-                self._buf += data[pos:]
-                self._line_checked = False
-                self._check_partial_head(0)
-                return
-            if end - pos > MAX_HEADER_BYTES:
-                raise self._error(0, f"headers longer than {MAX_HEADER_BYTES} bytes")
-            start, headers = _decode_head(data[pos:end])
-            if start is None:
-                raise self._error(0, "the first line is not a SIP request or status line")
-            has_length, length = _content_length(headers)
-            if length > MAX_CONTENT_LENGTH:
-                raise self._error(0, f"Content-Length {length} is over the limit of {MAX_CONTENT_LENGTH}")
-            self._head = (start, headers, data[pos:end + 4], has_length, length)
-            self._body_left = length
-            done, pos = self._take_body(data, end + 4)
-            if done is None:
-                return
-            yield done
+                self._check_partial_head()
+                return out
+            self._start_message(bytes(buf[pos:end + 4]))
+            rb.pos = end + 4
 
-    def _check_partial_head(self, seen: int) -> None:
-        """A head still waiting for its end (its first `seen` bytes were checked before): check the
-        first line once it is complete, and bound the size."""
-        buf = self._buf
-        if len(buf) > MAX_HEADER_BYTES:
-            buf.clear()
-            raise self._error(0, f"headers longer than {MAX_HEADER_BYTES} bytes")
-        if self._line_checked:
+    def _start_message(self, raw_head: bytes) -> None:
+        if len(raw_head) - 4 > MAX_HEADER_BYTES:
+            raise self._error(f"headers longer than {MAX_HEADER_BYTES} bytes")
+        start, headers = _decode_head(raw_head[:-4])
+        if start is None:
+            raise self._error("the first line is not a SIP request or status line")
+        has_length, length = _content_length(headers)
+        if length > MAX_CONTENT_LENGTH:
+            raise self._error(f"Content-Length {length} is over the limit of {MAX_CONTENT_LENGTH}")
+        self._head = (start, headers, raw_head, has_length, length)
+        self._body_left = length
+        self._line_scan = -1
+
+    def _check_partial_head(self) -> None:
+        """A head still waiting for its end: check its first line once it is complete, and bound the size."""
+        rb = self.buf
+        if rb.unread > MAX_HEADER_BYTES:
+            rb.clear()
+            raise self._error(f"headers longer than {MAX_HEADER_BYTES} bytes")
+        if self._line_scan < 0 and self._line_scan != -2:
+            self._line_scan = rb.offset  # a new head: its first line is still to be checked
+        if self._line_scan == -2:
             return
-        line_end = buf.find(b"\r\n", max(0, seen - 1))
+        buf = rb.data
+        line_end = buf.find(b"\r\n", max(rb.pos, self._line_scan - rb.base - 1))
         if line_end < 0:
+            self._line_scan = rb.base + len(buf)
             return
-        self._line_checked = True
-        if parse_start_line(buf[:line_end].decode("utf-8", "replace")) is None:
-            buf.clear()
-            raise self._error(0, "the first line is not a SIP request or status line")
+        self._line_scan = -2  # checked
+        if parse_start_line(bytes(buf[rb.pos:line_end]).decode("utf-8", "replace")) is None:
+            rb.clear()
+            raise self._error("the first line is not a SIP request or status line")
 
-    def _take_body(self, data: bytes, pos: int) -> tuple[SipMessage | None, int]:
-        """Body bytes for the message in progress from data[pos:]: (the message if now complete, where
-        the bytes after it start)."""
-        take = min(self._body_left, len(data) - pos)
+    def _take_body(self) -> SipMessage | None:
+        """Body bytes for the message in progress: the message once its body is complete."""
+        rb = self.buf
+        take = min(self._body_left, rb.unread)
         room = MAX_BODY_BYTES - len(self._body)
         if room > 0:
-            self._body += data[pos:pos + min(take, room)]
+            pos = rb.pos
+            self._body += rb.data[pos:pos + min(take, room)]
         if take > room:
             self.skipped_body += take - max(room, 0)
+        rb.pos += take
         self._body_left -= take
         if self._body_left:
-            return None, len(data)
-        return self._message(""), pos + take
+            return None
+        return self._message("")
 
     def _message(self, truncated: str) -> SipMessage:
         assert self._head is not None
@@ -287,8 +286,10 @@ class SipStreamParser:
         """The message in progress, cut short by a gap or FIN, once its start line was read."""
         if self._head is not None:
             return self._message(reason)
-        data = bytes(self._buf.lstrip(b"\r\n"))
-        self._buf.clear()
+        rb = self.buf
+        data = bytes(rb.data[rb.pos:]).lstrip(b"\r\n")
+        rb.clear()
+        self._line_scan = -1
         complete = data.rfind(b"\r\n")
         if not self.synced or complete < 0:
             return None
@@ -298,23 +299,28 @@ class SipStreamParser:
         has_length, length = _content_length(headers)
         return SipMessage(start, headers, b"", data, has_length, length, reason)
 
-    def gap(self, nbytes: int) -> tuple[bool, SipMessage | None]:
-        """`nbytes` were lost: (framing still holds, a message the gap completed)."""
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[SipMessage]:
+        """`nbytes` were lost: in sync when they fell inside a body (the message it completed, if any)."""
         if self._head is not None and 0 < nbytes <= self._body_left:
             self._body_left -= nbytes
             self._lost += nbytes
+            self.buf.skip_unbuffered(nbytes)
             if self._body_left:
-                return True, None
-            return True, self._message("")
-        return False, None
+                return in_sync()
+            return in_sync(self._message(""))
+        return lost_sync()
 
-    def lose_sync(self) -> None:
+    def reset(self) -> None:
+        """Lost: drop what is buffered and look for the next line that starts a SIP message."""
         self.synced = False
-        self._buf.clear()
+        self.buf.clear()
+        self._line_scan = -1
         self._reset()
 
-    def _resync(self, data: bytes) -> bytes | None:
-        """The bytes from the next line that starts a SIP message on, or None (the tail is kept)."""
+    def _resync(self) -> bool:
+        """Skip to the next line that starts a SIP message (True), else keep only a possible start of one."""
+        rb = self.buf
+        data = bytes(rb.data[rb.pos:])
         at = 0
         while True:
             hit = data.find(b"SIP/2.0", at)
@@ -325,19 +331,22 @@ class SipStreamParser:
             if line_end < 0:
                 # The line is not complete yet: keep it for the next feed, if it can be a start line.
                 if len(data) - line_start <= MAX_START_LINE:
-                    self.dropped_bytes += line_start
-                    self._buf += data[line_start:]
-                    return None
+                    self._drop(line_start)
+                    return False
                 break
             if parse_start_line(data[line_start:line_end].decode("utf-8", "replace")) is not None:
-                self.dropped_bytes += line_start
+                self._drop(line_start)
                 self.synced = True
-                return data[line_start:]
+                return True
             at = hit + 1
         # Keep the last line: a start line may be split across two feeds.
         tail = data.rfind(b"\n") + 1
         if len(data) - tail > MAX_START_LINE:
             tail = len(data) - MAX_START_LINE
-        self.dropped_bytes += tail
-        self._buf += data[tail:]
-        return None
+        self._drop(tail)
+        return False
+
+    def _drop(self, n: int) -> None:
+        self.dropped_bytes += n
+        self.buf.pos += n
+        self._line_scan = -1

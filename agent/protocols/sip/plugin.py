@@ -11,23 +11,21 @@ with a note saying so; a gap inside a body keeps the framing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.typed import opt
 from agent.metrics import Counters
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.protocols.sip.fields import message_fields
+from agent.protocols.base import Emit, ProtocolConfig, ProtocolSpec, SessionContext
+from agent.protocols.errors import ParseError
+from agent.protocols.sip.fields import FIELDS, build_transaction
 from agent.protocols.sip.parser import SipMessage, SipStreamParser, parse_datagram
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import ConnectionInfo, Direction
 
 CUT_BY_GAP = "Message was cut short by a gap in the TCP stream"
 CUT_BY_FIN = "Message was cut short by the end of the TCP stream"
 CUT_BY_TIMEOUT = "Message was still incomplete when the connection timed out"
 TRANSPORTS = ("udp", "tcp")
-EVENT_TYPE = ("info", "protocol")
 
 COUNTERS = ("messages", "parse_errors", "truncated_messages", "gaps", "resync_dropped_bytes", "body_bytes_skipped")
 
@@ -52,32 +50,8 @@ class SipConfig(ProtocolConfig):
         return self.ports if transport == self.transport else ()
 
 
-def build_transaction(config: SipConfig, conn: ConnectionInfo, msg: SipMessage, ts_ns: int,
-                      notes: Iterable[str] = ()) -> Transaction:
-    """The event of one message; `conn` runs from its sender (client) to its receiver (server)."""
-    sip, event, related, user_name = message_fields(
-        msg, parse_authorization=config.parse_authorization, parse_body=config.parse_body,
-        keep_original=config.keep_original)
-    fields: dict[str, Any] = {
-        "sip": sip,
-        "event": event,
-        "network": {"application": "sip", "iana_number": "17", "transport": config.transport},
-    }
-    if related:
-        fields["related"] = related
-    if user_name:
-        fields["user"] = {"name": user_name}
-    txn = Transaction(type="sip", conn=conn, ts_ns=ts_ns, end_ns=ts_ns, fields=fields, event_type=EVENT_TYPE,
-                      status="Error" if msg.start.code >= 400 else "OK")
-    txn.notes.extend(notes)
-    if msg.truncated:
-        txn.notes.append(msg.truncated)
-    return txn
-
-
 class SipDatagramHandler:
-    def __init__(self, config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> None:
-        assert isinstance(config, SipConfig)
+    def __init__(self, config: SipConfig, emit: Emit, counters: Counters) -> None:
         self.config = config
         self.emit = emit
         self.counters = counters
@@ -102,14 +76,11 @@ class SipDatagramHandler:
         return 0
 
 
-class SipSession:
+class SipSession(SessionBase[SipConfig]):
     """One TCP connection: each direction framed on its own, every message published."""
 
-    def __init__(self, ctx: SessionContext) -> None:
-        assert isinstance(ctx.config, SipConfig)
-        self.config = ctx.config
-        self.ctx = ctx
-        self.counters = ctx.counters
+    def __init__(self, ctx: SessionContext[SipConfig]) -> None:
+        super().__init__(ctx)
         self.parsers = (SipStreamParser(Direction.TO_SERVER), SipStreamParser(Direction.TO_CLIENT))
 
     def _publish(self, direction: Direction, msg: SipMessage, ts_ns: int) -> None:
@@ -124,7 +95,7 @@ class SipSession:
         dropped = parser.dropped_bytes
         skipped = parser.skipped_body
         try:
-            for msg in parser.feed(data):
+            for msg in parser.feed(data, ts_ns):
                 self._publish(direction, msg, ts_ns)
         finally:
             self.counters.inc("resync_dropped_bytes", parser.dropped_bytes - dropped)
@@ -133,24 +104,23 @@ class SipSession:
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters.inc("gaps")
         parser = self.parsers[direction]
-        in_sync, done = parser.gap(nbytes)
-        if done is not None:
+        outcome = parser.gap(nbytes, ts_ns)
+        for done in outcome.messages:
             self._publish(direction, done, ts_ns)
-        if in_sync:
+        if outcome.in_sync:
             return
         cut = parser.flush(CUT_BY_GAP)
         if cut is not None:
             self._publish(direction, cut, ts_ns)
-        parser.lose_sync()
+        parser.reset()
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
         cut = self.parsers[direction].flush(CUT_BY_FIN)
         if cut is not None:
             self._publish(direction, cut, ts_ns)
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters.inc("parse_errors")
-        self.parsers[direction].lose_sync()
+    def lose_sync(self, direction: Direction) -> None:
+        self.parsers[direction].reset()
 
     def expire(self, ts_ns: int) -> None:
         for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
@@ -158,20 +128,13 @@ class SipSession:
             if cut is not None:
                 self._publish(direction, cut, ts_ns)
 
-    def pending(self) -> int:
-        return 0
-
-
-def _datagram_handler(config: ProtocolConfig, emit: Callable[[Transaction], None],
-                      counters: Counters) -> SipDatagramHandler:
-    return SipDatagramHandler(config, emit, counters)
-
 
 SPEC = ProtocolSpec(
     name="sip",
     config_class=SipConfig,
+    fields=FIELDS,
     tcp=SipSession,
-    udp=_datagram_handler,
+    udp=SipDatagramHandler,
     description="SIP requests and responses (one event each) over UDP, or TCP with transport_protocol: tcp",
     counters=COUNTERS,
 )

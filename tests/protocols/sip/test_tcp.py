@@ -109,13 +109,13 @@ def test_garbage_is_a_parse_error_then_the_next_message_is_found() -> None:
 def test_header_and_body_limits() -> None:
     parser = SipStreamParser(Direction.TO_SERVER)
     with pytest.raises(ParseError):
-        list(parser.feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * MAX_HEADER_BYTES))
+        parser.feed(b"OPTIONS sip:a@b SIP/2.0\r\nX: " + b"a" * MAX_HEADER_BYTES, 0)
     parser = SipStreamParser(Direction.TO_SERVER)
     with pytest.raises(ParseError):
-        list(parser.feed(sip("MESSAGE sip:a@b SIP/2.0", *BASE_HEADERS, length=MAX_CONTENT_LENGTH + 1)))
+        parser.feed(sip("MESSAGE sip:a@b SIP/2.0", *BASE_HEADERS, length=MAX_CONTENT_LENGTH + 1), 0)
     parser = SipStreamParser(Direction.TO_SERVER)
     big = sip("MESSAGE sip:a@b SIP/2.0", *BASE_HEADERS, body=b"x" * (MAX_BODY_BYTES + 1000))
-    (msg,) = [m for chunk in range(0, len(big), 65536) for m in parser.feed(big[chunk:chunk + 65536])]
+    (msg,) = [m for chunk in range(0, len(big), 65536) for m in parser.feed(big[chunk:chunk + 65536], 0)]
     assert len(msg.body) == MAX_BODY_BYTES and parser.skipped_body == 1000
 
 
@@ -132,13 +132,13 @@ def test_sip_claims_the_configured_transport_only() -> None:
 
 def test_buffers_stay_bounded_when_fed_byte_by_byte() -> None:
     parser = SipStreamParser(Direction.TO_SERVER)
-    parser.lose_sync()
+    parser.reset()
     garbage = b"no start line here, just noise " * 400
     for i in range(len(garbage)):
-        assert list(parser.feed(garbage[i:i + 1])) == []
-        assert len(parser._buf) <= MAX_START_LINE
+        assert parser.feed(garbage[i:i + 1], 0) == []
+        assert parser.buf.unread <= MAX_START_LINE
     # the end of the garbled message, then a large head
     big_head = b"\r\n\r\n" + sip("OPTIONS sip:a@b SIP/2.0", *BASE_HEADERS,
                                   *[f"X-Filler-{i}: {'y' * 90}" for i in range(500)])
-    messages = [m for i in range(len(big_head)) for m in parser.feed(big_head[i:i + 1])]
+    messages = [m for i in range(len(big_head)) for m in parser.feed(big_head[i:i + 1], 0)]
     assert len(messages) == 1 and len(messages[0].headers) == 506 and parser.synced
