@@ -1,247 +1,179 @@
-"""AMQP 0-9-1 field values: short strings, field tables and arrays, message properties.
-
-Values come out as Packetbeat publishes them: tables are objects, arrays
-are objects keyed "0", "1", ... , decimals and timestamps are strings
-(timestamps as `January _2 15:04:05 2006`, in UTC here), byte arrays print
-as `[10, 0, 125]`, and a long int ('I') is read unsigned as Packetbeat reads
-it.  Every length is checked against the bytes that are really there, so a
-hostile length (0xFFFFFFFF) is an error, never an over-read.
-"""
+"""AMQP's event fields (with their index mapping) and the transaction that carries them."""
 
 from __future__ import annotations
 
-import math
-import struct
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-MAX_TABLE_DEPTH = 32  # tables and arrays nested in each other
+from agent.protocols.amqp.methods import CONTENT
+from agent.protocols.amqp.parser import AmqpMessage
+from agent.protocols.base import Transaction
+from agent.transport.types import ConnectionInfo, Direction
 
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-           "November", "December")
-_F32 = struct.Struct(">f")
-_F64 = struct.Struct(">d")
-_I8 = struct.Struct(">b")
-_I16 = struct.Struct(">h")
-_I64 = struct.Struct(">q")
+if TYPE_CHECKING:
+    from agent.protocols.amqp.plugin import AmqpConfig
 
+# Packetbeat's amqp fields.yml, plus what pktbeat publishes beyond it: the connection negotiation
+# (hide_connection_information: false) and the other methods' arguments.  Field tables
+# (arguments, headers, client/server properties) hold anything: their strings map as keywords.
+# Besides these: method, request, response, user.id and event.action (common fields).
+FIELDS = """
+amqp object
+amqp.reply-code long
+amqp.reply-text keyword
+amqp.class-id long
+amqp.method-id long
+amqp.exchange keyword
+amqp.exchange-type keyword
+amqp.passive boolean
+amqp.durable boolean
+amqp.exclusive boolean
+amqp.auto-delete boolean
+amqp.no-wait boolean
+amqp.consumer-tag keyword
+amqp.delivery-tag long
+amqp.message-count long
+amqp.consumer-count long
+amqp.routing-key keyword
+amqp.no-ack boolean
+amqp.no-local boolean
+amqp.if-unused boolean
+amqp.if-empty boolean
+amqp.queue keyword
+amqp.redelivered boolean
+amqp.multiple boolean
+amqp.requeue boolean
+amqp.arguments object dynamic=keyword
+amqp.mandatory boolean
+amqp.immediate boolean
+amqp.content-type keyword
+amqp.content-encoding keyword
+amqp.headers object dynamic=keyword
+amqp.delivery-mode keyword
+amqp.priority long
+amqp.correlation-id keyword
+amqp.reply-to keyword
+amqp.expiration keyword
+amqp.message-id keyword
+amqp.timestamp keyword
+amqp.type keyword
+amqp.user-id keyword
+amqp.app-id keyword
+amqp.source keyword
+amqp.destination keyword
+amqp.active boolean
+amqp.global boolean
+amqp.prefetch-size long
+amqp.prefetch-count long
+amqp.version-major long
+amqp.version-minor long
+amqp.server-properties object dynamic=keyword
+amqp.client-properties object dynamic=keyword
+amqp.mechanisms keyword
+amqp.mechanism keyword
+amqp.locales keyword
+amqp.locale keyword
+amqp.channel-max long
+amqp.frame-max long
+amqp.heartbeat long
+amqp.virtual-host keyword
+"""
 
-class FieldError(Exception):
-    """Malformed AMQP field data (a length past the end, an unknown type)."""
-
-
-def short_string(data: bytes, pos: int) -> tuple[str, int]:
-    """An AMQP shortstr at `pos`: (text, position after it)."""
-    if pos >= len(data):
-        raise FieldError(f"short string length missing at {pos}")
-    end = pos + 1 + data[pos]
-    if end > len(data):
-        raise FieldError(f"short string of {data[pos]} bytes at {pos} runs past the end ({len(data)})")
-    return data[pos + 1:end].decode("utf-8", "replace"), end
-
-
-def long_string(data: bytes, pos: int) -> tuple[str, int]:
-    if pos + 4 > len(data):
-        raise FieldError(f"long string length missing at {pos}")
-    end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-    if end > len(data):
-        raise FieldError(f"long string at {pos} runs past the end ({len(data)})")
-    return data[pos + 4:end].decode("utf-8", "replace"), end
-
-
-def timestamp_text(seconds: int) -> str:
-    """Packetbeat's `January _2 15:04:05 2006` layout (UTC)."""
-    try:
-        tm = time.gmtime(seconds)
-    except (OverflowError, OSError, ValueError):
-        return str(seconds)
-    return f"{_MONTHS[tm.tm_mon - 1]} {tm.tm_mday:2d} {tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} {tm.tm_year}"
-
-
-def float32(raw: float) -> float:
-    """The shortest decimal that reads back as the same float32 (what Go's JSON prints for one)."""
-    packed = _F32.pack(raw)
-    for digits in range(1, 10):
-        candidate = float(f"{raw:.{digits}g}")
-        try:
-            if _F32.pack(candidate) == packed:
-                return candidate
-        except OverflowError:  # rounded past the float32 range
-            continue
-    return raw
-
-
-def _finite(value: float) -> float | str:
-    """NaN and infinities have no JSON form: they are published as text (Go's JSON encoder refuses them)."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
-
-
-def decimal_text(scale: int, value: int) -> str:
-    """Packetbeat's decimal rendering: the digits with a point `scale` places from the right."""
-    digits = str(value)
-    cut = len(digits) - scale
-    if scale and 0 <= cut < len(digits):
-        return digits[:cut] + "." + digits[cut:]
-    return digits
-
-
-def table(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
-    """A field table at `pos` (its 4-byte length first): (values, position after it)."""
-    if pos + 4 > len(data):
-        raise FieldError(f"table length missing at {pos}")
-    end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-    if end > len(data):
-        raise FieldError(f"table at {pos} declares {end - pos - 4} bytes, only {len(data) - pos - 4} left")
-    out: dict[str, Any] = {}
-    at = pos + 4
-    body = data[:end]
-    while at < end:
-        name, at = short_string(body, at)
-        out[name], at = _value(body, at, depth)
-    return out, end
+CLOSE_OK_MISSING = "Close-ok method not received by sender"
 
 
-def array(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
-    """A field array, as Packetbeat publishes it: an object keyed by the index."""
-    if pos + 4 > len(data):
-        raise FieldError(f"array length missing at {pos}")
-    end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-    if end > len(data):
-        raise FieldError(f"array at {pos} runs past the end ({len(data)})")
-    out: dict[str, Any] = {}
-    at = pos + 4
-    body = data[:end]
-    index = 0
-    while at < end:
-        out[str(index)], at = _value(body, at, depth)
-        index += 1
-    return out, end
+def is_close(msg: AmqpMessage) -> bool:
+    return msg.method in ("connection.close", "channel.close")
 
 
-def _need(data: bytes, pos: int, size: int) -> None:
-    if pos + size > len(data):
-        raise FieldError(f"field value of {size} bytes at {pos} runs past the end ({len(data)})")
+def reply_code(msg: AmqpMessage) -> int:
+    code = msg.fields.get("reply-code", 0)
+    return code if isinstance(code, int) else 0
 
 
-def _value(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    if pos >= len(data):
-        raise FieldError(f"field type missing at {pos}")
-    kind = data[pos]
-    pos += 1
-    if kind == 0x53:  # 'S' long string
-        return long_string(data, pos)
-    if kind == 0x49:  # 'I' long int, read unsigned as Packetbeat does
-        _need(data, pos, 4)
-        return int.from_bytes(data[pos:pos + 4], "big"), pos + 4
-    if kind == 0x74:  # 't' boolean
-        _need(data, pos, 1)
-        return data[pos] == 1, pos + 1
-    if kind in (0x46, 0x41):  # 'F' table, 'A' array
-        if depth >= MAX_TABLE_DEPTH:
-            raise FieldError(f"tables nested deeper than {MAX_TABLE_DEPTH}")
-        return table(data, pos, depth + 1) if kind == 0x46 else array(data, pos, depth + 1)
-    if kind == 0x73:  # 's' short string
-        return short_string(data, pos)
-    if kind == 0x62:  # 'b' short-short int
-        _need(data, pos, 1)
-        return _I8.unpack_from(data, pos)[0], pos + 1
-    if kind == 0x42:  # 'B' short-short uint
-        _need(data, pos, 1)
-        return data[pos], pos + 1
-    if kind == 0x55:  # 'U' short int
-        _need(data, pos, 2)
-        return _I16.unpack_from(data, pos)[0], pos + 2
-    if kind == 0x75:  # 'u' short uint
-        _need(data, pos, 2)
-        return int.from_bytes(data[pos:pos + 2], "big"), pos + 2
-    if kind == 0x69:  # 'i' long uint
-        _need(data, pos, 4)
-        return int.from_bytes(data[pos:pos + 4], "big"), pos + 4
-    if kind == 0x4C:  # 'L' long-long int
-        _need(data, pos, 8)
-        return _I64.unpack_from(data, pos)[0], pos + 8
-    if kind == 0x6C:  # 'l' long-long uint
-        _need(data, pos, 8)
-        return int.from_bytes(data[pos:pos + 8], "big"), pos + 8
-    if kind == 0x66:  # 'f' float
-        _need(data, pos, 4)
-        return _finite(float32(_F32.unpack_from(data, pos)[0])), pos + 4
-    if kind == 0x64:  # 'd' double
-        _need(data, pos, 8)
-        return _finite(_F64.unpack_from(data, pos)[0]), pos + 8
-    if kind == 0x44:  # 'D' decimal: scale octet, long uint
-        _need(data, pos, 5)
-        return decimal_text(data[pos], int.from_bytes(data[pos + 1:pos + 5], "big")), pos + 5
-    if kind == 0x54:  # 'T' timestamp
-        _need(data, pos, 8)
-        return timestamp_text(int.from_bytes(data[pos:pos + 8], "big")), pos + 8
-    if kind == 0x56:  # 'V' void
-        return None, pos
-    if kind == 0x78:  # 'x' byte array (RabbitMQ)
-        _need(data, pos, 4)
-        end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-        if end > len(data):
-            raise FieldError(f"byte array at {pos} runs past the end ({len(data)})")
-        return "[" + ", ".join(str(b) for b in data[pos + 4:end]) + "]", end
-    raise FieldError(f"unknown field type {kind:#04x} at {pos - 1}")
+def body_text(body: bytes, size: int, fields: dict[str, Any]) -> str:
+    """Packetbeat's body rendering: text for text/json content, else the byte values."""
+    encoding = fields.get("content-encoding")
+    content_type = fields.get("content-type")
+    if not encoding and isinstance(content_type, str) and ("text" in content_type or "json" in content_type):
+        text = body.decode("utf-8", "replace")
+    else:
+        text = " ".join(str(b) for b in body)
+    return text + " [...]" if len(body) < size else text
 
 
-# Message property flags: (bit in the 16-bit flag word, name, kind)
-_PROPERTIES = (
-    (15, "content-type", "s"),
-    (14, "content-encoding", "s"),
-    (13, "headers", "F"),
-    (12, "delivery-mode", "o"),
-    (11, "priority", "o"),
-    (10, "correlation-id", "s"),
-    (9, "reply-to", "s"),
-    (8, "expiration", "s"),
-    (7, "message-id", "s"),
-    (6, "timestamp", "T"),
-    (5, "type", "s"),
-    (4, "user-id", "s"),
-    (3, "app-id", "s"),
-    (2, "cluster-id", "s"),  # reserved: read to stay aligned, not published (as Packetbeat)
-)
-_DELIVERY_MODES = {1: "non-persistent", 2: "persistent"}
+class _Exchange:
+    """A request (or a lone message) with its reply, merged as Packetbeat merges them."""
 
+    __slots__ = ("amqp", "body_owner", "client_bytes", "end_ns", "method", "notes", "response_text",
+                 "server_bytes")
 
-def properties(data: bytes, pos: int) -> dict[str, Any]:
-    """Basic-class content properties at `pos` (the property flags first)."""
-    if pos + 2 > len(data):
-        raise FieldError("property flags missing")
-    flags = int.from_bytes(data[pos:pos + 2], "big")
-    at = pos + 2
-    more = flags & 1
-    while more:  # continuation flag words: no basic-class properties live there
-        if at + 2 > len(data):
-            raise FieldError("property flags continuation missing")
-        more = data[at + 1] & 1
-        at += 2
-    out: dict[str, Any] = {}
-    for bit, name, kind in _PROPERTIES:
-        if not flags >> bit & 1:
-            continue
-        if kind == "s":
-            value, at = short_string(data, at)
-            if name != "cluster-id":
-                out[name] = value
-        elif kind == "F":
-            headers, at = table(data, at)
-            if headers:
-                out[name] = headers
-        elif kind == "o":
-            _need(data, at, 1)
-            octet = data[at]
-            at += 1
-            if name == "priority":
-                out[name] = octet
-            elif octet in _DELIVERY_MODES:
-                out[name] = _DELIVERY_MODES[octet]
+    def __init__(self, direction: Direction, request: AmqpMessage, reply: AmqpMessage | None) -> None:
+        self.method = request.method
+        self.amqp: dict[str, Any] = dict(request.fields)
+        self.notes = list(request.notes)
+        self.end_ns: int | None = None
+        self.response_text = ""
+        self.body_owner: AmqpMessage | None = None
+        replier_bytes = 0
+        if request.role == CONTENT:
+            # publish / deliver / return / get-ok on its own: the message itself is the transaction.
+            self.body_owner = request
+            if self.method == "basic.get-ok":
+                self.method = "basic.get"
+        elif reply is not None:
+            self._merge(request, reply)
+            replier_bytes = reply.size
+        # Who sent the request decides which side each size belongs to.
+        requester_side, replier_side = (request.size, replier_bytes)
+        if direction is Direction.TO_SERVER:
+            self.client_bytes, self.server_bytes = requester_side, replier_side
         else:
-            _need(data, at, 8)
-            out[name] = timestamp_text(int.from_bytes(data[at:at + 8], "big"))
-            at += 8
-    return out
+            self.client_bytes, self.server_bytes = replier_side, requester_side
+
+    def _merge(self, request: AmqpMessage, reply: AmqpMessage) -> None:
+        self.amqp.update(reply.fields)
+        self.notes.extend(reply.notes)
+        self.end_ns = max(reply.ts_ns, request.ts_ns)
+        if reply.role == CONTENT:  # basic.get answered by basic.get-ok
+            self.body_owner = reply
+        else:
+            self.response_text = "OK"
+            if reply.method == "basic.get-empty":
+                self.method = "basic.get-empty"
+
+    def body(self) -> str | None:
+        owner = self.body_owner
+        return body_text(owner.body, owner.body_size, owner.fields) if owner is not None else None
+
+
+def transaction(conn: ConnectionInfo, config: AmqpConfig, direction: Direction, request: AmqpMessage,
+                reply: AmqpMessage | None, notes: list[str] | None = None) -> Transaction:
+    """A request and its reply (or a lone message) as Packetbeat publishes it."""
+    exchange = _Exchange(direction, request, reply)
+    method = exchange.method
+    if notes:
+        exchange.notes.extend(notes)
+    status = "Error" if (method in ("basic.return", "basic.reject")
+                         or (is_close(request) and reply_code(request) >= 300)) else "OK"
+    amqp = exchange.amqp
+    fields: dict[str, Any] = {"method": method, "amqp": amqp, "event": {"action": f"amqp.{method}"}}
+    user = amqp.get("user-id")
+    if isinstance(user, str):
+        fields["user"] = {"id": user}
+    body = exchange.body()
+    if config.send_request:
+        if method == "basic.publish":
+            fields["request"] = body or ""
+        elif request.role == CONTENT:
+            fields["request"] = ""
+        else:
+            fields["request"] = f"{request.method} {request.request}" if request.request else request.method
+    if config.send_response:
+        if method in ("basic.deliver", "basic.return", "basic.get"):
+            fields["response"] = body or ""
+        else:
+            fields["response"] = exchange.response_text
+    return Transaction(
+        type="amqp", conn=conn, ts_ns=request.ts_ns, end_ns=exchange.end_ns, status=status,
+        client_bytes=exchange.client_bytes or None, server_bytes=exchange.server_bytes or None,
+        notes=exchange.notes, fields=fields)

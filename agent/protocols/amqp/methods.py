@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.protocols.amqp.fields import FieldError, long_string, short_string, table
+from agent.protocols.amqp.tables import FieldError, long_string, short_string, table
 
 ARGUMENTS_NOTE = "Failed to parse additional arguments"
 

@@ -19,13 +19,16 @@ an unknown method) is skipped and counted: the next frame is still in sync.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
-from agent.protocols.amqp.fields import FieldError, properties
+from agent.metrics import Counters
 from agent.protocols.amqp.methods import CONTENT, METHODS, REQUEST, MethodSpec
-from agent.protocols.segments import PendingFrame
-from agent.transport.session import ParseError
+from agent.protocols.amqp.tables import FieldError, properties
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
 from agent.transport.types import Direction
 
 PROTOCOL = "amqp"
@@ -36,9 +39,6 @@ MAX_CHANNELS = 2048  # channels with content in progress (RabbitMQ's default cha
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
 FRAME_END = 0xCE
 _PROTOCOL_HEADER = b"AMQP"
-
-# Parser states
-_FRAME_HEADER, _FRAME_PAYLOAD, _BODY_STREAM, _SKIP, _FRAME_END = range(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,36 +82,47 @@ class _Content:
         self.body = bytearray()
 
 
+class State(IntEnum):
+    """Where the parser is in the frame stream of its direction."""
+
+    FRAME_HEADER = 0  # type(1) channel(2) size(4), or the 8-byte protocol header
+    FRAME_PAYLOAD = 1  # a method or header frame, buffered whole with its frame-end octet
+    BODY_STREAM = 2  # a body frame's payload, streamed into its content
+    SKIP = 3  # a frame counted past unread (oversized, orphaned body)
+    FRAME_END = 4  # the 0xCE after a streamed or skipped payload
+
+
 class AmqpParser:
     """The frames of one direction."""
 
-    def __init__(self, direction: Direction, settings: ParserSettings) -> None:
+    def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
-        self._buf = b""
-        self._pos = 0
-        self._consumed = 0  # bytes before _buf[0], for error offsets
-        self._state = _FRAME_HEADER
+        # A frame being buffered arrives in many segments: the buffer holds them and joins them once complete.
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_FRAME_BYTES + 1)
+        self._state = State.FRAME_HEADER
         self._ftype = 0
         self._channel = 0
         self._left = 0  # payload bytes of the current frame still due (streamed or skipped)
         self._frame_ts = 0
-        self._start_ts = 0
         self._content: dict[int, _Content] = {}
-        # A frame being buffered arrives in many segments: they are collected and joined once, when complete.
-        self._pending = PendingFrame()
         self.resync = False  # after a gap or error: accept only a frame that checks out whole
-        self.counters: dict[str, int] = {}
+        self.counters = counters if counters is not None else Counters(PROTOCOL)
+        self._steps: dict[State, Callable[[list[AmqpMessage]], bool]] = {
+            State.FRAME_HEADER: self._frame_header,
+            State.FRAME_PAYLOAD: self._frame_payload,
+            State.BODY_STREAM: self._body_stream,
+            State.SKIP: self._skip,
+            State.FRAME_END: self._frame_end,
+        }
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+        self.counters[name] += amount
 
     def reset(self) -> None:
         """Drop partial frames and content; the next bytes are searched for a frame boundary."""
-        self._pending.clear()
-        self._buf = b""
-        self._pos = 0
-        self._state = _FRAME_HEADER
+        self.buf.clear()
+        self._state = State.FRAME_HEADER
         self._left = 0
         if self._content:
             self._count("incomplete_content", len(self._content))
@@ -120,88 +131,89 @@ class AmqpParser:
 
     @property
     def idle(self) -> bool:
-        return self._state == _FRAME_HEADER and self._pos >= len(self._buf) and not self._content
+        return self._state == State.FRAME_HEADER and not self.buf.unread and not self._content
 
     def _error(self, reason: str) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._consumed + self._pos, reason)
+        return self.buf.error(reason)
 
     def feed(self, data: bytes, ts_ns: int) -> list[AmqpMessage]:
-        if self._pending:
-            joined = self._pending.add(data)
-            if joined is None:
-                return []
-            data = joined
-        if self._pos < len(self._buf):
-            self._consumed += self._pos
-            self._buf = self._buf[self._pos:] + data
-        else:
-            self._consumed += len(self._buf)
-            self._buf = data
-            if self._state == _FRAME_HEADER:
-                self._start_ts = ts_ns
-        self._pos = 0
+        """The messages `data` completes (a frame waited for whole comes out with the segment that ends it)."""
+        buf = self.buf
         out: list[AmqpMessage] = []
-        buf = self._buf
-        while self._pos < len(buf):
-            state = self._state
-            if state == _FRAME_HEADER:
-                if not self._frame_header():
-                    break
-            elif state == _FRAME_PAYLOAD:
-                size = self._left
-                if len(buf) - self._pos < size + 1:
-                    self._pending.need = size + 1 - (len(buf) - self._pos)
-                    break
-                payload = buf[self._pos:self._pos + size]
-                if buf[self._pos + size] != FRAME_END:
-                    if self.resync:
-                        self._drop_unsynced()
-                        break
-                    raise self._error(f"frame of type {self._ftype} does not end with 0xCE")
-                self._pos += size + 1
-                self._state = _FRAME_HEADER
-                self.resync = False
-                self._start_ts = ts_ns
-                msg = self._frame(payload)
-                if msg is not None:
-                    out.append(msg)
-            elif state == _BODY_STREAM:
-                take = min(self._left, len(buf) - self._pos)
-                msg = self._body_bytes(buf[self._pos:self._pos + take])
-                self._pos += take
-                self._left -= take
-                if msg is not None:
-                    out.append(msg)
-                if not self._left:
-                    self._state = _FRAME_END
-            elif state == _SKIP:
-                take = min(self._left, len(buf) - self._pos)
-                self._pos += take
-                self._left -= take
-                if not self._left:
-                    self._state = _FRAME_END
-            else:  # _FRAME_END of a streamed or skipped frame
-                if buf[self._pos] != FRAME_END:
-                    raise self._error(f"frame of type {self._ftype} does not end with 0xCE")
-                self._pos += 1
-                self._state = _FRAME_HEADER
-                self._start_ts = ts_ns
+        if not buf.feed(data, ts_ns):
+            return out
+        steps = self._steps
+        while buf.unread and steps[self._state](out):
+            pass
         return out
+
+    # -- states: each consumes what it can; False when it needs more bytes ------------------
+
+    def _frame_payload(self, out: list[AmqpMessage]) -> bool:
+        rb = self.buf
+        size = self._left
+        pos = rb.pos
+        if rb.unread < size + 1:
+            rb.wait_for(size + 1)
+            return False
+        buf = rb.data
+        if buf[pos + size] != FRAME_END:
+            if self.resync:
+                self._drop_unsynced()
+                return False
+            raise self._error(f"frame of type {self._ftype} does not end with 0xCE")
+        payload = bytes(buf[pos:pos + size])
+        rb.pos = pos + size + 1
+        self._state = State.FRAME_HEADER
+        self.resync = False
+        msg = self._frame(payload)
+        if msg is not None:
+            out.append(msg)
+        return True
+
+    def _body_stream(self, out: list[AmqpMessage]) -> bool:
+        rb = self.buf
+        pos = rb.pos
+        take = min(self._left, rb.unread)
+        msg = self._body_bytes(rb.data[pos:pos + take])
+        rb.pos = pos + take
+        self._left -= take
+        if msg is not None:
+            out.append(msg)
+        if not self._left:
+            self._state = State.FRAME_END
+        return True
+
+    def _skip(self, out: list[AmqpMessage]) -> bool:
+        self._left -= self.buf.skip(self._left)
+        if not self._left:
+            self._state = State.FRAME_END
+        return True
+
+    def _frame_end(self, out: list[AmqpMessage]) -> bool:
+        rb = self.buf
+        if rb.data[rb.pos] != FRAME_END:
+            raise self._error(f"frame of type {self._ftype} does not end with 0xCE")
+        rb.pos += 1
+        self._state = State.FRAME_HEADER
+        return True
 
     def _drop_unsynced(self) -> None:
         """Resynchronising: what is buffered is not a frame; wait for the next segment."""
-        self._count("resync_dropped_bytes", len(self._buf) - self._pos)
-        self._pos = len(self._buf)
-        self._state = _FRAME_HEADER
+        rb = self.buf
+        self._count("resync_dropped_bytes", rb.unread)
+        rb.skip(rb.unread)
+        self._state = State.FRAME_HEADER
 
-    def _frame_header(self) -> bool:
-        buf, pos = self._buf, self._pos
+    def _frame_header(self, out: list[AmqpMessage]) -> bool:
+        rb = self.buf
+        buf, pos = rb.data, rb.pos
         avail = len(buf) - pos
-        head = buf[pos:pos + 4]
+        head = bytes(buf[pos:pos + 4])
         if head == _PROTOCOL_HEADER[:len(head)]:  # "AMQP" 0 0 9 1: a protocol header, not a frame
             if avail < 8:
                 return False
-            self._pos = pos + 8
+            rb.pos = pos + 8
             self.resync = False
             return True
         if avail < 7:
@@ -217,29 +229,30 @@ class AmqpParser:
         if self.resync and size > MAX_FRAME_BYTES:
             self._drop_unsynced()
             return False
-        self._pos = pos + 7
+        self._frame_ts = rb.ts_at(pos)
+        rb.pos = pos + 7
         self._ftype = ftype
         self._channel = channel
         self._left = size
-        self._frame_ts = self._start_ts
+        self._state = self._payload_state(ftype, channel, size)
+        return True
+
+    def _payload_state(self, ftype: int, channel: int, size: int) -> State:
+        """How the payload of a frame whose header was just read is consumed."""
         if ftype == FRAME_BODY and not self.resync:
             content = self._content.get(channel)
             if content is None or not content.have_header:
                 self._count("orphan_content_frames")
-                self._state = _SKIP
+                state = State.SKIP
             else:
-                self._state = _BODY_STREAM
-            if not size:
-                self._state = _FRAME_END
-            return True
+                state = State.BODY_STREAM
+            return state if size else State.FRAME_END
         if size > MAX_FRAME_BYTES:
             self._count("oversized_frames")
             if ftype == FRAME_HEADER:
                 self._drop_content(channel)
-            self._state = _SKIP
-            return True
-        self._state = _FRAME_PAYLOAD
-        return True
+            return State.SKIP
+        return State.FRAME_PAYLOAD
 
     # -- frame payloads ----------------------------------------------------------------
 
@@ -306,7 +319,7 @@ class AmqpParser:
             return self._complete(self._channel, content)
         return None
 
-    def _body_bytes(self, data: bytes) -> AmqpMessage | None:
+    def _body_bytes(self, data: bytes | bytearray) -> AmqpMessage | None:
         channel = self._channel
         content = self._content.get(channel)
         if content is None:  # completed or dropped while the frame streams

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.typed import opt
+from agent.protocols.amqp.fields import CLOSE_OK_MISSING, FIELDS, is_close, reply_code, transaction
 from agent.protocols.amqp.methods import CONTENT, REQUEST, RESPONSE
 from agent.protocols.amqp.parser import AmqpMessage, AmqpParser, ParserSettings
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.transport.session import ParseError
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
-CLOSE_OK_MISSING = "Close-ok method not received by sender"
 MAX_PENDING_CHANNELS = 2048
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "parse_errors", "gaps", "oversized_frames",
@@ -66,67 +65,29 @@ class _Pending:
         self.hidden = hidden
 
 
-def _is_close(msg: AmqpMessage) -> bool:
-    return msg.method in ("connection.close", "channel.close")
-
-
-def _reply_code(msg: AmqpMessage) -> int:
-    code = msg.fields.get("reply-code", 0)
-    return code if isinstance(code, int) else 0
-
-
-def _body_text(body: bytes, size: int, fields: dict[str, Any]) -> str:
-    """Packetbeat's body rendering: text for text/json content, else the byte values."""
-    encoding = fields.get("content-encoding")
-    content_type = fields.get("content-type")
-    if not encoding and isinstance(content_type, str) and ("text" in content_type or "json" in content_type):
-        text = body.decode("utf-8", "replace")
-    else:
-        text = " ".join(str(b) for b in body)
-    return text + " [...]" if len(body) < size else text
-
-
-class AmqpSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, AmqpConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
-        settings = config.parser_settings()
-        self.parsers = (AmqpParser(Direction.TO_SERVER, settings), AmqpParser(Direction.TO_CLIENT, settings))
+class AmqpSession(SessionBase[AmqpConfig]):
+    def __init__(self, ctx: SessionContext[AmqpConfig]) -> None:
+        super().__init__(ctx)
+        settings = self.config.parser_settings()
+        self.parsers = (AmqpParser(Direction.TO_SERVER, settings, ctx.counters),
+                        AmqpParser(Direction.TO_CLIENT, settings, ctx.counters))
         self.waiting: OrderedDict[int, _Pending] = OrderedDict()  # channel -> request waiting for its reply
 
     # -- StreamSession -----------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        parser = self.parsers[direction]
-        try:
-            messages = parser.feed(data, ts_ns)
-        finally:
-            self._count_parser(parser)
-        for msg in messages:
+        for msg in self.parsers[direction].feed(data, ts_ns):
             self._on_message(direction, msg)
 
-    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        self.counters["gaps"] += 1
-        parser = self.parsers[direction]
-        parser.reset()
-        self._count_parser(parser)
+    # gap, recover: SessionBase's (the direction's parser resynchronises on a frame that checks out); fin: nothing.
 
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
-        parser = self.parsers[direction]
-        parser.reset()
-        self._count_parser(parser)
+    def lose_sync(self, direction: Direction) -> None:
+        self.parsers[direction].reset()
 
     def expire(self, ts_ns: int) -> None:
         for pending in self.waiting.values():
             msg = pending.msg
-            if not pending.hidden and _is_close(msg) and _reply_code(msg) >= 300:
+            if not pending.hidden and is_close(msg) and reply_code(msg) >= 300:
                 self._publish(pending.direction, msg, None, notes=[CLOSE_OK_MISSING])
             elif not pending.hidden:
                 self.counters["unmatched_requests"] += 1
@@ -137,16 +98,10 @@ class AmqpSession:
 
     # -- pairing -------------------------------------------------------------------
 
-    def _count_parser(self, parser: AmqpParser) -> None:
-        if parser.counters:
-            for name, value in parser.counters.items():
-                self.counters[name] += value
-            parser.counters.clear()
-
     def _hidden(self, msg: AmqpMessage) -> bool:
         if not self.config.hide_connection_information:
             return False
-        return msg.connection_info or (_is_close(msg) and _reply_code(msg) < 300)
+        return msg.connection_info or (is_close(msg) and reply_code(msg) < 300)
 
     def _on_message(self, direction: Direction, msg: AmqpMessage) -> None:
         role = msg.role
@@ -198,76 +153,14 @@ class AmqpSession:
 
     def _publish(self, direction: Direction, request: AmqpMessage, reply: AmqpMessage | None,
                  notes: list[str] | None = None) -> None:
-        config = self.config
-        method = request.method
-        amqp: dict[str, Any] = dict(request.fields)
-        all_notes = list(request.notes)
-        client_bytes = server_bytes = 0
-        requester_bytes = request.size
-        end_ns: int | None = None
-        response_text = ""
-        body_owner: AmqpMessage | None = None
-        if request.role == CONTENT:
-            # publish / deliver / return / get-ok on its own: the message itself is the transaction.
-            body_owner = request
-            if method == "basic.get-ok":
-                method = "basic.get"
-        elif reply is not None:
-            amqp.update(reply.fields)
-            all_notes.extend(reply.notes)
-            end_ns = max(reply.ts_ns, request.ts_ns)
-            if reply.role == CONTENT:  # basic.get answered by basic.get-ok
-                body_owner = reply
-            else:
-                response_text = "OK"
-                if reply.method == "basic.get-empty":
-                    method = "basic.get-empty"
-            replier_bytes = reply.size
-            if direction is Direction.TO_SERVER:
-                server_bytes = replier_bytes
-            else:
-                client_bytes = replier_bytes
-        if direction is Direction.TO_SERVER:
-            client_bytes = requester_bytes
-        else:
-            server_bytes = requester_bytes
-        if notes:
-            all_notes.extend(notes)
-        status = "Error" if (method in ("basic.return", "basic.reject")
-                             or (_is_close(request) and _reply_code(request) >= 300)) else "OK"
-        fields: dict[str, Any] = {"method": method, "amqp": amqp, "event": {"action": f"amqp.{method}"}}
-        user = amqp.get("user-id")
-        if isinstance(user, str):
-            fields["user"] = {"id": user}
-        body = None
-        if body_owner is not None:
-            body = _body_text(body_owner.body, body_owner.body_size, body_owner.fields)
-        if config.send_request:
-            if method == "basic.publish":
-                fields["request"] = body or ""
-            elif request.role == CONTENT:
-                fields["request"] = ""
-            else:
-                fields["request"] = f"{request.method} {request.request}" if request.request else request.method
-        if config.send_response:
-            if method in ("basic.deliver", "basic.return", "basic.get"):
-                fields["response"] = body or ""
-            else:
-                fields["response"] = response_text
-        self.ctx.emit(Transaction(
-            type="amqp", conn=self.ctx.conn, ts_ns=request.ts_ns, end_ns=end_ns, status=status,
-            client_bytes=client_bytes or None, server_bytes=server_bytes or None, notes=all_notes,
-            fields=fields))
-
-
-def _session(ctx: SessionContext) -> AmqpSession:
-    return AmqpSession(ctx)
+        self.ctx.emit(transaction(self.ctx.conn, self.config, direction, request, reply, notes))
 
 
 SPEC = ProtocolSpec(
     name="amqp",
     config_class=AmqpConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=AmqpSession,
     description="AMQP 0-9-1 methods (RabbitMQ): requests paired with replies, published and delivered messages",
     counters=COUNTERS,
 )

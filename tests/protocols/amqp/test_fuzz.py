@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.metrics import Counters
-from agent.protocols.amqp import fields
+from agent.protocols.amqp import tables as fields
 from agent.protocols.amqp.methods import METHODS
 from agent.protocols.amqp.parser import AmqpParser, ParserSettings
 from agent.protocols.amqp.plugin import SPEC
@@ -89,7 +89,7 @@ def test_valid_frames_parse_at_any_split(frames: list[bytes], data: st.DataObjec
         out += parser.feed(stream[last:cut], 0)
         last = cut
     assert repr(out) == repr(whole)  # repr: NaN values compare unequal
-    assert parser._pos == len(parser._buf)
+    assert not parser.buf.unread
 
 
 @FAST

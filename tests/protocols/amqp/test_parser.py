@@ -462,7 +462,7 @@ def test_oversized_method_frame_is_skipped_unbuffered() -> None:
     while sent + len(chunk) <= size:
         parser.feed(chunk, 2)
         sent += len(chunk)
-        assert len(parser._buf) - parser._pos < 16
+        assert parser.buf.unread < 16
     msgs = parser.feed(bytes(size - sent) + b"\xce" + f.queue_declare(1, "next"), 3)
     assert [m.fields["queue"] for m in msgs] == ["next"] and parser.counters == {"oversized_frames": 1}
 
@@ -475,7 +475,7 @@ def test_large_header_frame_is_joined_once() -> None:
     out = []
     for at in range(0, len(data), 1448):
         out += parser.feed(data[at:at + 1448], at)
-        assert len(parser._buf) - parser._pos <= 1448  # segments wait in a list until the frame is complete
+        assert parser.buf.unread <= 1448  # segments wait in a list until the frame is complete
     (msg,) = out
     assert len(msg.fields["headers"]) == 5000 and msg.body == b"hi"
 
@@ -489,6 +489,6 @@ def test_large_body_is_streamed() -> None:
     out = []
     for _ in range(total // frame):
         out += parser.feed(f.body(1, b"x" * frame), 2)
-        assert len(parser._buf) - parser._pos == 0
+        assert parser.buf.unread == 0
     (msg,) = out
     assert (msg.body, msg.body_size) == (b"xxxx", total)

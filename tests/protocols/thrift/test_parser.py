@@ -334,7 +334,7 @@ def test_large_string_is_streamed_not_buffered() -> None:
     chunk = b"x" * 65536
     for _ in range(size // len(chunk)):
         assert parser.feed(chunk, 2) == []
-        assert len(parser._buf) - parser._pos < 1024  # nothing accumulates
+        assert parser.buf.unread < 1024  # nothing accumulates
     (msg,) = parser.feed(b"\x00", 3)
     assert msg.fields[0].value == '"' + "x" * 200 + '..."' and msg.size == len(head) + size + 1
 
