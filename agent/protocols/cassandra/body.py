@@ -10,7 +10,8 @@ specifications, and pktbeat reports the same number.  Prepared results, where
 Packetbeat would read past the column specifications into garbage, are decoded
 properly.
 
-Every read is bounded by the body: a length past its end is a `BodyError`.
+Every read is bounded by the body (the shared `Cursor`): a length past its
+end raises `ShortRead`, any other undecodable content `BodyError`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 from typing import Any
+
+from agent.protocols.cursor import Cursor
 
 # Opcodes
 OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
@@ -55,7 +58,7 @@ MAX_TYPE_DEPTH = 32  # nested collection/UDT/tuple column types
 
 
 class BodyError(Exception):
-    """A frame body that does not decode (a length past its end)."""
+    """A frame body that does not decode (besides a short read): a bad address size, types nested too deep."""
 
 
 def header_flags_text(flags: int) -> str:
@@ -90,175 +93,159 @@ def _go_quote_bytes(raw: bytes) -> str:
     return "".join(out)
 
 
-class Reader:
-    """A cursor over one frame body; every read checks the bytes are there."""
-
-    __slots__ = ("data", "pos")
-
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self.data = data
-        self.pos = pos
-
-    def take(self, size: int) -> bytes:
-        end = self.pos + size
-        if size < 0 or end > len(self.data):
-            raise BodyError(f"{size} bytes at {self.pos} run past the end of the body ({len(self.data)})")
-        out = self.data[self.pos:end]
-        self.pos = end
-        return out
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def short(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def uint(self) -> int:
-        """[int], read unsigned as Packetbeat reads it."""
-        return int.from_bytes(self.take(4), "big")
-
-    def signed_int(self) -> int:
-        return int.from_bytes(self.take(4), "big", signed=True)
-
-    def string(self) -> str:
-        return self.take(self.short()).decode("utf-8", "replace")
-
-    def long_string(self) -> str:
-        return self.take(self.uint()).decode("utf-8", "replace")
-
-    def string_list(self) -> list[str]:
-        return [self.string() for _ in range(self.short())]
-
-    def value(self) -> bytes | None:
-        """[bytes]: null when the length is negative."""
-        size = self.signed_int()
-        return None if size < 0 else self.take(size)
-
-    def short_bytes(self) -> bytes:
-        return self.take(self.short())
-
-    def string_multimap(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for _ in range(self.short()):
-            key = self.string()
-            out[key] = self.string_list()
-        return out
-
-    def bytes_map(self) -> None:
-        for _ in range(self.short()):
-            self.string()
-            self.value()
-
-    def inet(self) -> tuple[str, int]:
-        size = self.byte()
-        if size not in (4, 16):
-            raise BodyError(f"invalid IP address size {size}")
-        raw = self.take(size)
-        address = ipaddress.ip_address(raw)
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return str(address), self.uint()
-
-    def consistency(self) -> str:
-        value = self.short()
-        return _CONSISTENCIES.get(value, f"UNKNOWN_CONS_0x{value:x}")
-
-    def option(self, depth: int = 0) -> None:
-        """Skip one [option] column type (collections, UDTs and tuples nest)."""
-        if depth > MAX_TYPE_DEPTH:
-            raise BodyError(f"column types nested deeper than {MAX_TYPE_DEPTH}")
-        kind = self.short()
-        if kind == 0x0000:
-            self.string()
-        elif kind in (0x0020, 0x0022):
-            self.option(depth + 1)
-        elif kind == 0x0021:
-            self.option(depth + 1)
-            self.option(depth + 1)
-        elif kind == 0x0030:
-            self.string()
-            self.string()
-            for _ in range(self.short()):
-                self.string()
-                self.option(depth + 1)
-        elif kind == 0x0031:
-            for _ in range(self.short()):
-                self.option(depth + 1)
+# -- CQL notation ([string], [bytes], [inet] ...) over the shared cursor; every read is bounded by the body --
 
 
-def decode_request(op: int, body: Reader) -> dict[str, Any]:
+def string(body: Cursor) -> str:
+    """[string]: a [short] length, then UTF-8."""
+    return body.take(body.u16()).decode("utf-8", "replace")
+
+
+def long_string(body: Cursor) -> str:
+    """[long string]: an [int] length (read unsigned, as Packetbeat does), then UTF-8."""
+    return body.take(body.u32()).decode("utf-8", "replace")
+
+
+def string_list(body: Cursor) -> list[str]:
+    return [string(body) for _ in range(body.u16())]
+
+
+def value(body: Cursor) -> bytes | None:
+    """[bytes]: null when the length is negative."""
+    size = body.i32()
+    return None if size < 0 else body.take(size)
+
+
+def short_bytes(body: Cursor) -> bytes:
+    return body.take(body.u16())
+
+
+def string_multimap(body: Cursor) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for _ in range(body.u16()):
+        key = string(body)
+        out[key] = string_list(body)
+    return out
+
+
+def bytes_map(body: Cursor) -> None:
+    for _ in range(body.u16()):
+        string(body)
+        value(body)
+
+
+def inet(body: Cursor) -> tuple[str, int]:
+    size = body.u8()
+    if size not in (4, 16):
+        raise BodyError(f"invalid IP address size {size}")
+    raw = body.take(size)
+    address = ipaddress.ip_address(raw)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address), body.u32()
+
+
+def consistency(body: Cursor) -> str:
+    level = body.u16()
+    return _CONSISTENCIES.get(level, f"UNKNOWN_CONS_0x{level:x}")
+
+
+def option(body: Cursor, depth: int = 0) -> None:
+    """Skip one [option] column type (collections, UDTs and tuples nest)."""
+    if depth > MAX_TYPE_DEPTH:
+        raise BodyError(f"column types nested deeper than {MAX_TYPE_DEPTH}")
+    kind = body.u16()
+    if kind == 0x0000:
+        string(body)
+    elif kind in (0x0020, 0x0022):
+        option(body, depth + 1)
+    elif kind == 0x0021:
+        option(body, depth + 1)
+        option(body, depth + 1)
+    elif kind == 0x0030:
+        string(body)
+        string(body)
+        for _ in range(body.u16()):
+            string(body)
+            option(body, depth + 1)
+    elif kind == 0x0031:
+        for _ in range(body.u16()):
+            option(body, depth + 1)
+
+
+def decode_request(op: int, body: Cursor) -> dict[str, Any]:
     if op == OP_QUERY:
-        return {"query": body.long_string()}
+        return {"query": long_string(body)}
     return {}
 
 
-def decode_response(op: int, version: int, body: Reader, data: dict[str, Any]) -> None:
+def decode_response(op: int, version: int, body: Cursor, data: dict[str, Any]) -> None:
     if op == OP_ERROR:
         data["error"] = _error(body)
     elif op == OP_RESULT:
         data["result"] = _result(body, version)
     elif op == OP_SUPPORTED:
-        data["supported"] = body.string_multimap()
+        data["supported"] = string_multimap(body)
     elif op == OP_AUTHENTICATE:
-        data["authentication"] = {"class": body.string()}
+        data["authentication"] = {"class": string(body)}
     elif op in (OP_AUTH_CHALLENGE, OP_AUTH_SUCCESS):
-        token = body.value()
+        token = value(body)
         data["authentication"] = {"data": _go_quote_bytes(token or b"")}
     elif op == OP_EVENT:
         data["event"] = _event(body, version)
 
 
-def _error(body: Reader) -> dict[str, Any]:
-    code = body.uint()
-    out: dict[str, Any] = {"code": code, "msg": body.string(), "type": _ERROR_TYPES.get(code, "ErrUnknown")}
+def _error(body: Cursor) -> dict[str, Any]:
+    code = body.u32()
+    out: dict[str, Any] = {"code": code, "msg": string(body), "type": _ERROR_TYPES.get(code, "ErrUnknown")}
     details: dict[str, Any] = {}
     if code == 0x1000:  # unavailable
-        details["read_consistency"] = body.consistency()
-        details["required"] = body.uint()
-        details["alive"] = body.uint()
+        details["read_consistency"] = consistency(body)
+        details["required"] = body.u32()
+        details["alive"] = body.u32()
     elif code in (0x1100, 0x1500):  # write timeout, write failure
-        details["read_consistency"] = body.consistency()
-        details["received"] = body.uint()
-        details["blockfor"] = body.uint()
+        details["read_consistency"] = consistency(body)
+        details["received"] = body.u32()
+        details["blockfor"] = body.u32()
         if code == 0x1500:
-            details["num_failures"] = body.uint()
-        details["write_type"] = body.string()
+            details["num_failures"] = body.u32()
+        details["write_type"] = string(body)
     elif code in (0x1200, 0x1300):  # read timeout, read failure
-        details["read_consistency"] = body.consistency()
-        details["received"] = body.uint()
-        details["blockfor"] = body.uint()
+        details["read_consistency"] = consistency(body)
+        details["received"] = body.u32()
+        details["blockfor"] = body.u32()
         if code == 0x1300:
-            details["num_failures"] = body.uint()
-        details["data_present"] = body.byte() != 0
+            details["num_failures"] = body.u32()
+        details["data_present"] = body.u8() != 0
     elif code == 0x2400:  # already exists
-        details["keyspace"] = body.string()
-        details["table"] = body.string()
+        details["keyspace"] = string(body)
+        details["table"] = string(body)
     elif code == 0x2500:  # unprepared: Go publishes the id bytes base64-encoded
-        details["stmt_id"] = base64.b64encode(body.short_bytes()).decode()
+        details["stmt_id"] = base64.b64encode(short_bytes(body)).decode()
     elif code == 0x1400:  # function failure
-        details["keyspace"] = body.string()
-        details["function"] = body.string()
-        details["arg_types"] = body.string_list()
+        details["keyspace"] = string(body)
+        details["function"] = string(body)
+        details["arg_types"] = string_list(body)
     if details:
         out["details"] = details
     return out
 
 
-def _result(body: Reader, version: int) -> dict[str, Any]:
-    kind = body.uint()
+def _result(body: Cursor, version: int) -> dict[str, Any]:
+    kind = body.u32()
     out: dict[str, Any] = {}
     if kind == _RESULT_VOID:
         out["type"] = "void"
     elif kind == _RESULT_ROWS:
         out["type"] = "rows"
         meta = _metadata(body, version, prepared=False, columns=False)
-        out["rows"] = {"meta": meta, "num_rows": body.uint()}
+        out["rows"] = {"meta": meta, "num_rows": body.u32()}
     elif kind == _RESULT_KEYSPACE:
         out["type"] = "set_keyspace"
-        out["keyspace"] = body.string()
+        out["keyspace"] = string(body)
     elif kind == _RESULT_PREPARED:
         out["type"] = "prepared"
-        prepared: dict[str, Any] = {"prepared_id": _uuid_text(body.short_bytes())}
+        prepared: dict[str, Any] = {"prepared_id": _uuid_text(short_bytes(body))}
         prepared["req_meta"] = _metadata(body, version, prepared=True, columns=True)
         if version >= 2:
             prepared["resp_meta"] = _metadata(body, version, prepared=False, columns=True)
@@ -276,15 +263,15 @@ def _uuid_text(raw: bytes) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _metadata(body: Reader, version: int, *, prepared: bool, columns: bool) -> dict[str, Any]:
+def _metadata(body: Cursor, version: int, *, prepared: bool, columns: bool) -> dict[str, Any]:
     """Result metadata; `columns` also steps over the column specifications."""
-    flags = body.uint()
-    count = body.uint()
+    flags = body.u32()
+    count = body.u32()
     meta: dict[str, Any] = {"flags": _ROW_FLAG_NAMES.get(flags, f"FLAG_{flags}"), "col_count": count}
     if prepared and version >= 4:
-        meta["pkey_columns"] = [body.short() for _ in range(body.uint())]
+        meta["pkey_columns"] = [body.u16() for _ in range(body.u32())]
     if flags & _HAS_MORE_PAGES:
-        paging = body.value()
+        paging = value(body)
         meta["paging_state"] = (paging or b"").hex().upper()
         if not columns:
             return meta
@@ -292,42 +279,42 @@ def _metadata(body: Reader, version: int, *, prepared: bool, columns: bool) -> d
         return meta
     global_spec = bool(flags & _GLOBAL_TABLE_SPEC)
     if global_spec:
-        meta["keyspace"] = body.string()
-        meta["table"] = body.string()
+        meta["keyspace"] = string(body)
+        meta["table"] = string(body)
     if columns:
         for _ in range(count):
             if not global_spec:
-                body.string()
-                body.string()
-            body.string()
-            body.option()
+                string(body)
+                string(body)
+            string(body)
+            option(body)
     return meta
 
 
-def _schema_change(body: Reader, version: int) -> dict[str, Any]:
+def _schema_change(body: Cursor, version: int) -> dict[str, Any]:
     if version <= 2:
-        return {"change": body.string(), "keyspace": body.string(), "table": body.string()}
-    out: dict[str, Any] = {"change": body.string()}
-    target = body.string()
+        return {"change": string(body), "keyspace": string(body), "table": string(body)}
+    out: dict[str, Any] = {"change": string(body)}
+    target = string(body)
     out["target"] = target
     if target == "KEYSPACE":
-        out["keyspace"] = body.string()
+        out["keyspace"] = string(body)
     elif target in ("TABLE", "TYPE"):
-        out["keyspace"] = body.string()
-        out["object"] = body.string()
+        out["keyspace"] = string(body)
+        out["object"] = string(body)
     elif target in ("FUNCTION", "AGGREGATE"):
-        out["keyspace"] = body.string()
-        out["name"] = body.string()
-        out["args"] = body.string_list()
+        out["keyspace"] = string(body)
+        out["name"] = string(body)
+        out["args"] = string_list(body)
     return out
 
 
-def _event(body: Reader, version: int) -> dict[str, Any]:
-    kind = body.string()
+def _event(body: Cursor, version: int) -> dict[str, Any]:
+    kind = string(body)
     out: dict[str, Any] = {"type": kind}
     if kind in ("TOPOLOGY_CHANGE", "STATUS_CHANGE"):
-        out["change"] = body.string()
-        out["host"], out["port"] = body.inet()
+        out["change"] = string(body)
+        out["host"], out["port"] = inet(body)
     elif kind == "SCHEMA_CHANGE":
         out["schema_change"] = _schema_change(body, version)
     return out

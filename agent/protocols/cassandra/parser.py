@@ -17,9 +17,13 @@ out (version, opcode, flags, length) and drops the segment otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
+from agent.metrics import Counters
+from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.cassandra.body import (
     FLAG_COMPRESS,
     FLAG_CUSTOM_PAYLOAD,
@@ -27,14 +31,16 @@ from agent.protocols.cassandra.body import (
     FLAG_WARNING,
     OP_NAMES,
     BodyError,
-    Reader,
+    bytes_map,
     decode_request,
     decode_response,
     header_flags_text,
     op_text,
+    string_list,
 )
-from agent.protocols.segments import PendingFrame
-from agent.transport.session import ParseError
+from agent.protocols.cursor import Cursor
+from agent.protocols.errors import ShortRead
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 PROTOCOL = "cassandra"
@@ -49,8 +55,6 @@ RESPONSE_LOSS_NOTE = "Packet loss while capturing the response"
 OVERSIZED_NOTE = f"Frame body larger than {MAX_FRAME_BYTES} bytes was not decoded"
 NO_COMPRESSOR_NOTE = "Compressed frame body not decoded: no compressor configured"
 BAD_BODY_NOTE = "Failed to decode the frame body"
-
-_HEADER, _BODY, _SKIP = range(3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,117 +110,100 @@ def snappy_decompress(data: bytes) -> bytes:
         raise BodyError(f"snappy: {exc}") from None
 
 
+class State(IntEnum):
+    """Where the parser is in the frame stream of its direction."""
+
+    HEADER = 0  # the 8- or 9-byte frame header
+    BODY = 1  # a body buffered whole, then decoded
+    SKIP = 2  # a body counted past unread (ignored opcode, oversized, cut by a gap)
+
+
 class CqlParser:
     """The frames of one direction."""
 
-    def __init__(self, direction: Direction, settings: ParserSettings) -> None:
+    def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
-        self._buf = b""
-        self._pos = 0
-        self._consumed = 0
-        self._state = _HEADER
-        self._start_ts = 0
+        # A body being buffered arrives in many segments: the buffer holds them and joins them once complete.
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_FRAME_BYTES)
+        self._state = State.HEADER
         # The current frame's header: (version byte, flags, stream, opcode, body length, arrival time).
         self._header: tuple[int, int, int, int, int, int] | None = None
         self._left = 0
         self._note = ""  # why the body being skipped is not decoded
-        # A body being buffered arrives in many segments: they are collected and joined once, when complete.
-        self._pending = PendingFrame()
         self.resync = False
-        self.counters: dict[str, int] = {}
+        self.counters = counters if counters is not None else Counters(PROTOCOL)
+        self._steps: dict[State, Callable[[list[CqlFrame]], bool]] = {
+            State.HEADER: self._read_header,
+            State.BODY: self._read_body,
+            State.SKIP: self._skip_body,
+        }
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+        self.counters[name] += amount
 
     @property
     def idle(self) -> bool:
-        return self._state == _HEADER and self._pos >= len(self._buf)
+        return self._state == State.HEADER and not self.buf.unread
 
     def reset(self) -> None:
-        self._pending.clear()
-        self._buf = b""
-        self._pos = 0
-        self._state = _HEADER
+        self.buf.clear()
+        self._state = State.HEADER
         self._header = None
         self.resync = True
 
-    def gap(self, nbytes: int) -> CqlFrame | None:
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[CqlFrame]:
         """`nbytes` were lost: inside the current body they cost only that body, else the parser resyncs."""
-        self._join_chunks()
-        if self._state in (_BODY, _SKIP) and self._header is not None:
-            buffered = len(self._buf) - self._pos
-            if self._state == _SKIP:
-                buffered = 0
+        rb = self.buf
+        rb.release()
+        if self._state in (State.BODY, State.SKIP) and self._header is not None:
+            buffered = rb.unread if self._state == State.BODY else 0
             remaining = self._left - buffered
             if 0 < nbytes <= remaining:
-                self._pos = len(self._buf)
+                rb.skip(rb.unread)
+                rb.skip_unbuffered(nbytes)
                 self._left = remaining - nbytes
-                self._state = _SKIP
+                self._state = State.SKIP
                 self._note = REQUEST_LOSS_NOTE if self.direction is Direction.TO_SERVER else RESPONSE_LOSS_NOTE
                 if not self._left:
-                    return self._finish_skipped()
-                return None
+                    return in_sync(self._finish_skipped())
+                return in_sync()
         self.reset()
-        return None
-
-    def _join_chunks(self) -> None:
-        if self._pending:
-            self._consumed += self._pos
-            self._buf = self._buf[self._pos:] + self._pending.take()
-            self._pos = 0
+        return lost_sync()
 
     def feed(self, data: bytes, ts_ns: int) -> list[CqlFrame]:
-        if self._pending:
-            joined = self._pending.add(data)
-            if joined is None:
-                return []
-            data = joined
-        if self._pos < len(self._buf):
-            self._consumed += self._pos
-            self._buf = self._buf[self._pos:] + data
-        else:
-            self._consumed += len(self._buf)
-            self._buf = data
-            if self._state == _HEADER:
-                self._start_ts = ts_ns
-        self._pos = 0
+        """The frames `data` completes (a body waited for whole comes out with the segment that ends it)."""
+        rb = self.buf
         out: list[CqlFrame] = []
-        buf = self._buf
-        while self._pos < len(buf):
-            state = self._state
-            if state == _HEADER:
-                if not self._read_header():
-                    break
-                if self._state == _HEADER:  # an empty body: the frame is complete
-                    out.append(self._frame(b""))
-                    self._start_ts = ts_ns
-            elif state == _BODY:
-                if len(buf) - self._pos < self._left:
-                    self._pending.need = self._left - (len(buf) - self._pos)
-                    break
-                body = buf[self._pos:self._pos + self._left]
-                self._pos += self._left
-                self._state = _HEADER
-                out.append(self._frame(body))
-                self._start_ts = ts_ns
-            else:
-                take = min(self._left, len(buf) - self._pos)
-                self._pos += take
-                self._left -= take
-                if self._left:
-                    break
-                out.append(self._finish_skipped())
-                self._start_ts = ts_ns
+        if not rb.feed(data, ts_ns):
+            return out
+        steps = self._steps
+        while rb.unread and steps[self._state](out):
+            pass
         return out
 
-    # -- frames --------------------------------------------------------------------
+    # -- states: each consumes what it can; False when it needs more bytes ------------------
 
-    def _error(self, reason: str) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._consumed + self._pos, reason)
+    def _read_body(self, out: list[CqlFrame]) -> bool:
+        rb = self.buf
+        body = rb.take(self._left)
+        if body is None:
+            rb.wait_for(self._left)
+            return False
+        self._state = State.HEADER
+        out.append(self._frame(body))
+        return True
 
-    def _read_header(self) -> bool:
-        buf, pos = self._buf, self._pos
+    def _skip_body(self, out: list[CqlFrame]) -> bool:
+        self._left -= self.buf.skip(self._left)
+        if self._left:
+            return False
+        out.append(self._finish_skipped())
+        return True
+
+    def _read_header(self, out: list[CqlFrame]) -> bool:
+        rb = self.buf
+        buf, pos = rb.data, rb.pos
         avail = len(buf) - pos
         first = buf[pos]
         version = first & 0x7F
@@ -234,44 +221,53 @@ class CqlParser:
             at = pos + 3
         op = buf[at]
         length = int.from_bytes(buf[at + 1:at + 5], "big")
-        problem = ""
-        if not 1 <= version <= 4:
-            problem = f"unsupported protocol version byte {first:#04x}"
-        elif op > _MAX_OPCODE or op == 0x04:
-            problem = f"unknown opcode {op:#04x}"
-        elif length > 0x7FFFFFFF:
-            problem = f"negative body length {length - (1 << 32)}"
-        elif self.resync and (flags & ~_KNOWN_FLAGS or length > MAX_FRAME_BYTES):
-            problem = "not a frame header"
+        problem = self._header_problem(first, flags, op, length)
         if problem:
             self._bad_header(problem)
             return False
         self.resync = False
-        self._pos = pos + size
-        self._header = (first, flags, stream, op, length, self._start_ts)
+        self._header = (first, flags, stream, op, length, rb.ts_at(pos))
+        rb.pos = pos + size
         self._left = length
-        if length == 0:
-            self._state = _HEADER
-        elif op in self.settings.ignored_ops:
-            self._note = ""
-            self._state = _SKIP
-        elif length > MAX_FRAME_BYTES:
-            self._count("oversized_frames")
-            self._note = OVERSIZED_NOTE
-            self._state = _SKIP
-        else:
-            self._state = _BODY
+        self._state = self._body_state(op, length)
+        if self._state == State.HEADER:  # an empty body: the frame is complete
+            out.append(self._frame(b""))
         return True
 
+    def _header_problem(self, first: int, flags: int, op: int, length: int) -> str:
+        """Why a frame header is not one ("" when it checks out)."""
+        if not 1 <= first & 0x7F <= 4:
+            return f"unsupported protocol version byte {first:#04x}"
+        if op > _MAX_OPCODE or op == 0x04:
+            return f"unknown opcode {op:#04x}"
+        if length > 0x7FFFFFFF:
+            return f"negative body length {length - (1 << 32)}"
+        if self.resync and (flags & ~_KNOWN_FLAGS or length > MAX_FRAME_BYTES):
+            return "not a frame header"
+        return ""
+
+    def _body_state(self, op: int, length: int) -> State:
+        if length == 0:
+            return State.HEADER
+        if op in self.settings.ignored_ops:
+            self._note = ""
+            return State.SKIP
+        if length > MAX_FRAME_BYTES:
+            self._count("oversized_frames")
+            self._note = OVERSIZED_NOTE
+            return State.SKIP
+        return State.BODY
+
     def _bad_header(self, problem: str) -> None:
+        rb = self.buf
         if self.resync:
-            self._count("resync_dropped_bytes", len(self._buf) - self._pos)
-            self._pos = len(self._buf)
+            self._count("resync_dropped_bytes", rb.unread)
+            rb.skip(rb.unread)
             return
-        raise self._error(problem)
+        raise rb.error(problem)
 
     def _finish_skipped(self) -> CqlFrame:
-        self._state = _HEADER
+        self._state = State.HEADER
         notes = (self._note,) if self._note else ()
         self._note = ""
         return self._make({}, notes)
@@ -289,7 +285,7 @@ class CqlParser:
             return self._make({}, ())
         try:
             data = self._decode(first & 0x7F, bool(first & 0x80), flags, op, body)
-        except BodyError:
+        except (BodyError, ShortRead):
             self._count("body_errors")
             return self._make({}, (BAD_BODY_NOTE,))
         if data is None:
@@ -302,14 +298,14 @@ class CqlParser:
                 self._count("undecoded_compressed")
                 return None
             body = snappy_decompress(body)
-        reader = Reader(body)
+        reader = Cursor(body, protocol=PROTOCOL, direction=self.direction)
         data: dict[str, Any] = {}
         if response and flags & FLAG_TRACING:
-            reader.take(16)  # the tracing session id
+            reader.skip(16)  # the tracing session id
         if version >= 4 and flags & FLAG_WARNING and response:
-            data["warnings"] = reader.string_list()
+            data["warnings"] = string_list(reader)
         if version >= 4 and flags & FLAG_CUSTOM_PAYLOAD:
-            reader.bytes_map()
+            bytes_map(reader)
         if response:
             decode_response(op, version, reader, data)
         else:

@@ -15,14 +15,14 @@ declares that status but never sets it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.protocols.cassandra.body import OP_ERROR, OP_EVENT, OPS_BY_NAME
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
+from agent.protocols.cassandra.body import OP_EVENT, OPS_BY_NAME
+from agent.protocols.cassandra.fields import FIELDS, transaction
 from agent.protocols.cassandra.parser import CqlFrame, CqlParser, ParserSettings
 from agent.protocols.correlation import RequestQueue
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "parse_errors", "gaps", "oversized_frames",
@@ -54,60 +54,40 @@ class CassandraConfig(ProtocolConfig):
                               frozenset(OPS_BY_NAME[name.strip().upper()] for name in self.ignored_ops))
 
 
-class CassandraSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, CassandraConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
-        settings = config.parser_settings()
-        self.parsers = (CqlParser(Direction.TO_SERVER, settings), CqlParser(Direction.TO_CLIENT, settings))
+class CassandraSession(SessionBase[CassandraConfig]):
+    def __init__(self, ctx: SessionContext[CassandraConfig]) -> None:
+        super().__init__(ctx)
+        settings = self.config.parser_settings()
+        self.parsers = (CqlParser(Direction.TO_SERVER, settings, ctx.counters),
+                        CqlParser(Direction.TO_CLIENT, settings, ctx.counters))
         self.requests: RequestQueue[CqlFrame] = RequestQueue(ctx.counters)
 
     # -- StreamSession -----------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        parser = self.parsers[direction]
-        try:
-            frames = parser.feed(data, ts_ns)
-        finally:
-            self._count_parser(parser)
-        for frame in frames:
+        for frame in self.parsers[direction].feed(data, ts_ns):
             self._on_frame(frame)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
-        parser = self.parsers[direction]
-        frame = parser.gap(nbytes)
-        if parser.resync:
-            self._drop_requests()
-        if frame is not None:
+        outcome = self.parsers[direction].gap(nbytes, ts_ns)
+        if not outcome.in_sync:
+            self.drop_pending()
+        for frame in outcome.messages:
             self._on_frame(frame)
 
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
+    # recover: SessionBase's (lose_sync); fin: nothing; expire: drop_pending.
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
+    def lose_sync(self, direction: Direction) -> None:
         self.parsers[direction].reset()
-        self._drop_requests()
-
-    def expire(self, ts_ns: int) -> None:
-        self._drop_requests()
+        self.drop_pending()
 
     def pending(self) -> int:
         return len(self.requests)
 
     # -- pairing -------------------------------------------------------------------
 
-    def _count_parser(self, parser: CqlParser) -> None:
-        if parser.counters:
-            for name, value in parser.counters.items():
-                self.counters[name] += value
-            parser.counters.clear()
-
-    def _drop_requests(self) -> None:
+    def drop_pending(self) -> None:
         dropped = self.requests.drain()
         if dropped:
             self.counters["unmatched_requests"] += len(dropped)
@@ -132,43 +112,14 @@ class CassandraSession:
         if response.ignored or (request is not None and request.ignored):
             self.counters["ignored"] += 1
             return
-        config = self.config
-        cassandra: dict[str, Any] = {}
-        notes: list[str] = []
-        if request is not None:
-            notes.extend(request.notes)
-            if config.send_request:
-                data = dict(request.data)
-                if config.send_request_header:
-                    data["headers"] = request.headers()
-                if data:
-                    cassandra["request"] = data
-        else:
-            cassandra["no_request"] = True
-        notes.extend(response.notes)
-        if config.send_response:
-            data = dict(response.data)
-            if config.send_response_header:
-                data["headers"] = response.headers()
-            if data:
-                cassandra["response"] = data
-        fields: dict[str, Any] = {"cassandra": cassandra} if cassandra else {}
-        ts_ns = request.ts_ns if request is not None else response.ts_ns
-        self.ctx.emit(Transaction(
-            type="cassandra", conn=self.ctx.conn, ts_ns=ts_ns, end_ns=max(response.ts_ns, ts_ns),
-            has_request=request is not None, status="Error" if response.opcode == OP_ERROR else "OK",
-            client_bytes=request.size if request is not None else None, server_bytes=response.size,
-            notes=notes, fields=fields))
-
-
-def _session(ctx: SessionContext) -> CassandraSession:
-    return CassandraSession(ctx)
+        self.ctx.emit(transaction(self.ctx.conn, self.config, request, response))
 
 
 SPEC = ProtocolSpec(
     name="cassandra",
     config_class=CassandraConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=CassandraSession,
     description="Cassandra CQL native protocol v1-v4 requests paired FIFO with their responses",
     counters=COUNTERS,
 )

@@ -304,7 +304,7 @@ def test_large_body_is_joined_once_not_copied_per_segment() -> None:
     out = []
     for at in range(0, len(data), 1448):
         out += parser.feed(data[at:at + 1448], at)
-        assert len(parser._buf) - parser._pos <= 1448  # segments wait in a list until the body is complete
+        assert parser.buf.unread <= 1448  # segments wait in a list until the body is complete
     (frame,) = out
     assert frame.length == len(body) and frame.data["result"]["rows"]["meta"]["table"] == "t"
     assert frame.ts_ns == 0
@@ -318,7 +318,7 @@ def test_oversized_frames_are_skipped_unbuffered() -> None:
     sent = 0
     while sent + len(chunk) <= size:
         assert parser.feed(chunk, 2) == []
-        assert len(parser._buf) - parser._pos == 0
+        assert parser.buf.unread == 0
         sent += len(chunk)
     big, ready = parser.feed(bytes(size - sent) + f.response(f.READY), 3)
     assert big.notes == (f"Frame body larger than {MAX_FRAME_BYTES} bytes was not decoded",)
