@@ -291,27 +291,33 @@ class McParser:
                 raise ParseError(PROTOCOL, d, offset, f"{cmd.name}: missing {kind}")
             token = tokens[i]
             i += 1
-            if kind == "noreply":
-                if not token.startswith(b"noreply"):
-                    raise ParseError(PROTOCOL, d, offset, "expected noreply in argument list")
-                fields["noreply"] = True
-            elif kind == "key":
-                fields["keys"] = (_text(token),)
-            elif kind == "stat":
+            if kind == "stat":
                 fields["stats"] = ((_text(token), _text(tokens[i]) if i < len(tokens) else ""),)
                 i += 1
-            elif kind in ("exptime", "source_class", "dest_class"):
-                value = _int(token, kind, d, offset)
-                fields[{"exptime": "exptime", "source_class": "ivalue", "dest_class": "ivalue2"}[kind]] = value
-            elif kind == "cas":
-                fields["cas"] = _uint(token, kind, d, offset)
-            elif kind in ("flags", "bytes"):
-                value = _uint(token, kind, d, offset)
-                if value > MAX_DATA_BYTES and kind == "bytes":
-                    raise ParseError(PROTOCOL, d, offset, f"value length {value} out of range")
-                fields["byte_count" if kind == "bytes" else kind] = value & 0xFFFFFFFF
-            else:  # delta, value, sleep_us, verbosity, automove
-                fields["value"] = _uint(token, kind, d, offset)
+            else:
+                self._token_arg(fields, kind, token, offset)
+
+    def _token_arg(self, fields: dict[str, object], kind: str, token: bytes, offset: int) -> None:
+        """One argument of a text command line that is one token."""
+        d = self.direction
+        if kind == "noreply":
+            if not token.startswith(b"noreply"):
+                raise ParseError(PROTOCOL, d, offset, "expected noreply in argument list")
+            fields["noreply"] = True
+        elif kind == "key":
+            fields["keys"] = (_text(token),)
+        elif kind in ("exptime", "source_class", "dest_class"):
+            value = _int(token, kind, d, offset)
+            fields[{"exptime": "exptime", "source_class": "ivalue", "dest_class": "ivalue2"}[kind]] = value
+        elif kind == "cas":
+            fields["cas"] = _uint(token, kind, d, offset)
+        elif kind in ("flags", "bytes"):
+            value = _uint(token, kind, d, offset)
+            if value > MAX_DATA_BYTES and kind == "bytes":
+                raise ParseError(PROTOCOL, d, offset, f"value length {value} out of range")
+            fields["byte_count" if kind == "bytes" else kind] = value & 0xFFFFFFFF
+        else:  # delta, value, sleep_us, verbosity, automove
+            fields["value"] = _uint(token, kind, d, offset)
 
     # -- binary ------------------------------------------------------------------------
 

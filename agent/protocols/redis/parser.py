@@ -131,6 +131,42 @@ def split_inline(line: bytes) -> list[bytes]:
         args.append(bytes(current))
 
 
+def _flat_items(buf: bytes | bytearray, i: int, n: int, simple: bool, items: list[bytes], max_text: int) -> int:
+    """The `n` bulk (or, with `simple`, +/: line) elements of a flat array at `i`, appended to `items`;
+    where the array ends, or -1 when it is not whole here, not flat or longer than `max_text`."""
+    end = len(buf)
+    total = 0
+    for _ in range(n):
+        if i >= end:
+            return -1
+        c = buf[i]
+        nl = buf.find(b"\r\n", i)
+        if nl < 0:
+            return -1
+        if c == 0x24:  # $
+            raw = buf[i + 1:nl]
+            if raw == b"-1":
+                items.append(b"nil")
+                i = nl + 2
+                continue
+            if not raw.isdigit():
+                return -1
+            start = nl + 2
+            stop = start + int(raw)
+            if stop + 2 > end or buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
+                return -1
+            item = bytes(buf[start:stop])
+            i = stop + 2
+        elif c in b"+:" and simple:
+            item = bytes(buf[i + 1:nl])
+            i = nl + 2
+        else:
+            return -1
+        total += len(item) + 2
+        items.append(item)
+    return i if total <= max_text else -1
+
+
 _ESCAPES = {0x6E: b"\n", 0x72: b"\r", 0x74: b"\t", 0x62: b"\b", 0x61: b"\a"}
 
 
@@ -238,86 +274,51 @@ class RespParser:
         which gives the same result; this only saves the per-element state.
         """
         t = buf[pos]
-        end = len(buf)
         nl = buf.find(b"\r\n", pos)
         if nl < 0:
             return False
         if t == 0x2A:  # *
-            raw = buf[pos + 1:nl]
-            if not raw.isdigit() or len(raw) > 4:
-                return False
-            n = int(raw)
-            if n == 0 and self.requests:
-                return False
-            i = nl + 2
-            items: list[bytes] = []
-            total = 0
-            for _ in range(n):
-                if i >= end:
-                    return False
-                c = buf[i]
-                nl = buf.find(b"\r\n", i)
-                if nl < 0:
-                    return False
-                if c == 0x24:  # $
-                    raw = buf[i + 1:nl]
-                    if raw == b"-1":
-                        items.append(b"nil")
-                        i = nl + 2
-                        continue
-                    if not raw.isdigit():
-                        return False
-                    start = nl + 2
-                    stop = start + int(raw)
-                    if stop + 2 > end or buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
-                        return False
-                    item = bytes(buf[start:stop])
-                    i = stop + 2
-                elif c in b"+:" and not self.requests:
-                    item = bytes(buf[i + 1:nl])
-                    i = nl + 2
-                else:
-                    return False
-                total += len(item) + 2
-                items.append(item)
-            if total > self.max_text:
-                return False
-            text = b" ".join(items) if self.requests else b"[" + b", ".join(items) + b"]"
-            args = tuple(items[:MAX_ARGS_KEPT])
-            kind = "*"
-        elif self.requests:
+            return self._fast_array(buf, pos, nl, ts_ns, out)
+        if self.requests:
             return False
-        elif t in _LINE_REPLIES:  # + : -
+        if t in _LINE_REPLIES:  # + : -
             if t == 0x2B and self._mode == _NORMAL and buf.startswith((b"+FULLRESYNC", b"+CONTINUE"), pos):
                 return False
             text = bytes(buf[pos + 1:nl])
             if len(text) > self.max_text:
                 return False
-            i = nl + 2
-            n = 0
-            args = ()
-            kind = chr(t)
-        elif t == 0x24:  # $
+            return self._fast_done(out, ts_ns, pos, nl + 2, chr(t), text, (), 0, t == 0x2D)
+        if t == 0x24:  # $
             raw = buf[pos + 1:nl]
             if raw == b"-1":
-                text = b"nil"
-                i = nl + 2
-            else:
-                if not raw.isdigit() or len(raw) > 9:
-                    return False
-                start = nl + 2
-                stop = start + int(raw)
-                if stop - start > self.max_text or stop + 2 > end or buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
-                    return False
-                text = bytes(buf[start:stop])
-                i = stop + 2
-            n = 0
-            args = ()
-            kind = "$"
-        else:
+                return self._fast_done(out, ts_ns, pos, nl + 2, "$", b"nil", (), 0, False)
+            if not raw.isdigit() or len(raw) > 9:
+                return False
+            start = nl + 2
+            stop = start + int(raw)
+            if stop - start > self.max_text or stop + 2 > len(buf) or buf[stop] != 0x0D or buf[stop + 1] != 0x0A:
+                return False
+            return self._fast_done(out, ts_ns, pos, stop + 2, "$", bytes(buf[start:stop]), (), 0, False)
+        return False
+
+    def _fast_array(self, buf: bytes | bytearray, pos: int, nl: int, ts_ns: int, out: list[RespMessage]) -> bool:
+        raw = buf[pos + 1:nl]
+        if not raw.isdigit() or len(raw) > 4:
             return False
-        self.buf.pos = i
-        out.append(RespMessage(ts_ns, i - pos, kind, text.decode("utf-8", "replace"), args, n, t == 0x2D, False,
+        n = int(raw)
+        if n == 0 and self.requests:
+            return False
+        items: list[bytes] = []
+        end = _flat_items(buf, nl + 2, n, not self.requests, items, self.max_text)
+        if end < 0:
+            return False
+        text = b" ".join(items) if self.requests else b"[" + b", ".join(items) + b"]"
+        return self._fast_done(out, ts_ns, pos, end, "*", text, tuple(items[:MAX_ARGS_KEPT]), n, False)
+
+    def _fast_done(self, out: list[RespMessage], ts_ns: int, pos: int, end: int, kind: str, text: bytes,
+                   args: tuple[bytes, ...], n: int, is_error: bool) -> bool:
+        self.buf.pos = end
+        out.append(RespMessage(ts_ns, end - pos, kind, text.decode("utf-8", "replace"), args, n, is_error, False,
                                self._mode == _REPLICATION))
         return True
 
@@ -345,62 +346,72 @@ class RespParser:
         line = rb.crlf_line(MAX_LINE_BYTES)
         if line is None:
             return False
-        t = line[0]
+        t = line[0] if line else 0x0D
         body = line[1:]
-        depth = len(self._stack)
-        if depth == 0:
+        if not self._stack:
             self._kind = chr(t)
         if t in _SCALARS:
-            if t == 0x2D:  # -error
-                if depth == 0:
-                    self._is_error = True
-            elif t == 0x23:  # #t / #f
-                if body not in (b"t", b"f"):
-                    raise rb.error(f"invalid boolean {body[:8]!r}", pos)
-                body = b"true" if body == b"t" else b"false"
-            elif t == 0x5F:  # _ null
-                body = b"nil"
-            self._value(out, self._keep(body))
-            return True
-        if t in _BULKS:
-            if self._mode == _AWAIT_RDB and depth == 0 and t == 0x24:
+            self._scalar(t, body, pos, out)
+        elif t in _BULKS:
+            if self._mode == _AWAIT_RDB and not self._stack and t == 0x24:
                 return self._start_snapshot(body, pos)
-            n = _parse_int(body, rb, pos, "bulk length")
-            if n == -1 and t == 0x24:
-                self._value(out, b"nil")
-                return True
-            if n < 0 or n > MAX_BULK_BYTES:
-                raise rb.error(f"bulk length {n} out of range", pos)
-            self._bulk_left = n
-            self._bulk_type = t
-            self._bulk_crlf = True
-            self._bulk_parts = []
-            return True
-        if t in _AGGREGATES:
-            n = _parse_int(body, rb, pos, "aggregate length")
-            if n == -1 and t in b"*%":
-                if depth == 0 and self.requests:
-                    self._new_message()  # a null multibulk from a client is ignored by Redis
-                    return True
-                self._value(out, b"nil")
-                return True
-            if n < 0 or n > MAX_AGGREGATE_ITEMS:
-                raise rb.error(f"aggregate length {n} out of range", pos)
-            if depth >= MAX_DEPTH:
-                raise rb.error(f"aggregates nested deeper than {MAX_DEPTH}", pos)
-            if n == 0:
-                if depth == 0 and self.requests:
-                    self._new_message()  # Redis ignores an empty multibulk
-                    return True
-                if t == 0x7C:  # an empty attribute: nothing to attach
-                    return True
-                self._stack.append(_Frame(t, 0, 0))
-                self._value(out, None)
-                return True
-            paired = t in b"%|"
-            self._stack.append(_Frame(t, n, 2 * n if paired else n))
-            return True
-        raise rb.error(f"unexpected RESP type byte {bytes((t,))!r}", pos)
+            self._bulk_header(t, body, pos, out)
+        elif t in _AGGREGATES:
+            self._aggregate_header(t, body, pos, out)
+        else:
+            raise rb.error(f"unexpected RESP type byte {bytes((t,))!r}", pos)
+        return True
+
+    def _scalar(self, t: int, body: bytes, pos: int, out: list[RespMessage]) -> None:
+        if t == 0x2D:  # -error
+            if not self._stack:
+                self._is_error = True
+        elif t == 0x23:  # #t / #f
+            if body not in (b"t", b"f"):
+                raise self.buf.error(f"invalid boolean {body[:8]!r}", pos)
+            body = b"true" if body == b"t" else b"false"
+        elif t == 0x5F:  # _ null
+            body = b"nil"
+        self._value(out, self._keep(body))
+
+    def _bulk_header(self, t: int, body: bytes, pos: int, out: list[RespMessage]) -> None:
+        rb = self.buf
+        n = _parse_int(body, rb, pos, "bulk length")
+        if n == -1 and t == 0x24:
+            self._value(out, b"nil")
+            return
+        if n < 0 or n > MAX_BULK_BYTES:
+            raise rb.error(f"bulk length {n} out of range", pos)
+        self._bulk_left = n
+        self._bulk_type = t
+        self._bulk_crlf = True
+        self._bulk_parts = []
+
+    def _aggregate_header(self, t: int, body: bytes, pos: int, out: list[RespMessage]) -> None:
+        rb = self.buf
+        depth = len(self._stack)
+        n = _parse_int(body, rb, pos, "aggregate length")
+        if n == -1 and t in b"*%":
+            if depth == 0 and self.requests:
+                self._new_message()  # a null multibulk from a client is ignored by Redis
+                return
+            self._value(out, b"nil")
+            return
+        if n < 0 or n > MAX_AGGREGATE_ITEMS:
+            raise rb.error(f"aggregate length {n} out of range", pos)
+        if depth >= MAX_DEPTH:
+            raise rb.error(f"aggregates nested deeper than {MAX_DEPTH}", pos)
+        if n == 0:
+            if depth == 0 and self.requests:
+                self._new_message()  # Redis ignores an empty multibulk
+                return
+            if t == 0x7C:  # an empty attribute: nothing to attach
+                return
+            self._stack.append(_Frame(t, 0, 0))
+            self._value(out, None)
+            return
+        paired = t in b"%|"
+        self._stack.append(_Frame(t, n, 2 * n if paired else n))
 
     def _start_snapshot(self, body: bytes, pos: int) -> bool:
         self._kind = "rdb"

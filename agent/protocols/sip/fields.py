@@ -245,25 +245,27 @@ def message_fields(msg: SipMessage, *, parse_authorization: bool, parse_body: bo
     return sip, event, related.fields(), user_name
 
 
-def _headers(msg: SipMessage, sip: dict[str, Any], related: _Related) -> None:
-    allow: list[str] = []
-    supported: list[str] = []
-    via: list[str] = []
+def _header_values(msg: SipMessage) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(the list headers: allow, supported, via; every other header's one value that counts)."""
+    lists: dict[str, list[str]] = {"allow": [], "supported": [], "via": []}
     values: dict[str, str] = {}
     for name, value in msg.headers:
-        if name == "allow":
-            allow += _list(value)
-        elif name == "supported":
-            supported += _list(value)
+        if name in ("allow", "supported"):
+            lists[name] += _list(value)
         elif name == "via":
-            if value not in via:
-                via.append(value)
+            if value not in lists["via"]:
+                lists["via"].append(value)
         elif name in ("p-associated-uri", "accept", "authorization"):
             values.setdefault(name, value)  # the first one counts
         else:
             values[name] = value  # the last one counts
-    if allow:
-        sip["allow"] = allow
+    return lists, values
+
+
+def _headers(msg: SipMessage, sip: dict[str, Any], related: _Related) -> None:
+    lists, values = _header_values(msg)
+    if lists["allow"]:
+        sip["allow"] = lists["allow"]
     if "call-id" in values:
         sip["call_id"] = values["call-id"]
     length = _int(values.get("content-length"))
@@ -274,12 +276,12 @@ def _headers(msg: SipMessage, sip: dict[str, Any], related: _Related) -> None:
     forwards = _int(values.get("max-forwards"))
     if forwards:
         sip["max_forwards"] = forwards
-    if supported:
-        sip["supported"] = supported
+    if lists["supported"]:
+        sip["supported"] = lists["supported"]
     if values.get("user-agent"):
         sip["user_agent"] = {"original": values["user-agent"]}
-    if via:
-        sip["via"] = {"original": via}
+    if lists["via"]:
+        sip["via"] = {"original": lists["via"]}
     private = values.get("p-associated-uri")
     if private:
         sip["private"] = {"uri": _uri_fields(parse_uri(private), related)}
@@ -293,23 +295,27 @@ def _headers(msg: SipMessage, sip: dict[str, Any], related: _Related) -> None:
         if values.get(name):
             sip[name] = _name_addr_fields(values[name], related)[0]
     if values.get("contact") and values.get("to"):
-        # Packetbeat fills contact.* from the To header (see the module doc).
-        contact, params, uri_params = _name_addr_fields(values["to"], related)
-        contact.pop("tag", None)  # contact has no tag field
-        expires = _int(params.get("expires"))
-        if expires:
-            contact["expires"] = expires
-        q = params.get("q", "")
-        try:
-            if float(q):
-                contact["q"] = float(q)
-        except ValueError:
-            pass
-        if uri_params.get("line"):
-            contact["line"] = uri_params["line"]
-        if uri_params.get("transport"):
-            contact["transport"] = uri_params["transport"].lower()
-        sip["contact"] = contact
+        sip["contact"] = _contact(values["to"], related)
+
+
+def _contact(to: str, related: _Related) -> dict[str, Any]:
+    """Packetbeat fills contact.* from the To header (see the module doc)."""
+    contact, params, uri_params = _name_addr_fields(to, related)
+    contact.pop("tag", None)  # contact has no tag field
+    expires = _int(params.get("expires"))
+    if expires:
+        contact["expires"] = expires
+    q = params.get("q", "")
+    try:
+        if float(q):
+            contact["q"] = float(q)
+    except ValueError:
+        pass
+    if uri_params.get("line"):
+        contact["line"] = uri_params["line"]
+    if uri_params.get("transport"):
+        contact["transport"] = uri_params["transport"].lower()
+    return contact
 
 
 def _authorization(msg: SipMessage, sip: dict[str, Any], related: _Related) -> str:
