@@ -22,10 +22,15 @@ an empty list or set prints as an empty string, and the method name is cut at
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 
+from agent.metrics import Counters
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import Gap
 from agent.protocols.thrift.values import go_float, render_string
-from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
 PROTOCOL = "thrift"
@@ -48,9 +53,6 @@ _VERSION_MASK = 0xFFFF0000
 _VERSION_1 = 0x80010000
 _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
-
-# Parser states
-_FRAME, _HEADER, _BODY, _SKIP, _SUSPENDED = range(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,45 +125,73 @@ class _Map:
         self.want_key = True
 
 
+class State(IntEnum):
+    """Where the parser is in the stream of its direction."""
+
+    FRAME = 0  # TFramed: the 4-byte frame length
+    HEADER = 1  # a message header: version and type, method name, sequence id
+    BODY = 2  # the message's fields, read incrementally through the container stack
+    SKIP = 3  # bytes counted past unread (an oversized frame, a frame's tail)
+    SUSPENDED = 4  # the direction is ignored until `resume` (capture_reply: false on TSocket)
+
+
+# What reading the container on top of the stack gave, besides a value type to read next.
+_NEED_MORE = -1  # the buffered bytes end inside the next item
+_CLOSED = -2  # the container ended and its value went to the one below
+_MESSAGE_END = -3  # the top-level struct ended: the message is complete
+
+
 class ThriftParser:
     """TBinary messages of one direction, incrementally."""
 
-    def __init__(self, direction: Direction, settings: ParserSettings) -> None:
+    def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
-        self._buf = b""
-        self._pos = 0
-        self._consumed = 0  # bytes consumed before _buf[0] (for error offsets)
-        self._state = _FRAME if settings.framed else _HEADER
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_MESSAGE_BYTES)
+        self._first_state = State.FRAME if settings.framed else State.HEADER
+        self._state = self._first_state
         self._frame_left = 0  # TFramed: bytes of the current frame not consumed yet
         self._frame_size = 0
         self._skip_left = 0
         self._msg_ts = 0
-        self._start_ts = 0  # when the oldest byte not yet consumed arrived
         self._msg_bytes = 0
         self._method = ""
         self._mtype = 0
         self._seqid = 0
         self._stack: list[_Struct | _Seq | _Map] = []
+        self._cur = 0  # read position in the buffer while a body is read
         # A string value being streamed: bytes still due, bytes kept, total length.
         self._str_left = -1
         self._str_kept = bytearray()
         self._str_len = 0
-        self.oversized_frames = 0
-        self.skipped_bytes = 0
+        self.counters = counters if counters is not None else Counters(PROTOCOL)
+        self._steps: dict[State, Callable[[list[ThriftMessage]], bool]] = {
+            State.FRAME: self._read_frame_header,
+            State.HEADER: self._read_message_header,
+            State.BODY: self._read_body,
+            State.SKIP: self._skip,
+            State.SUSPENDED: self._skip_suspended,
+        }
 
     # -- public ------------------------------------------------------------------
 
     @property
+    def oversized_frames(self) -> int:
+        return self.counters["oversized_frames"]
+
+    @property
+    def skipped_bytes(self) -> int:
+        return self.counters["skipped_bytes"]
+
+    @property
     def idle(self) -> bool:
         """No message is in progress."""
-        return self._state in (_FRAME, _HEADER) and self._pos >= len(self._buf) and not self._frame_left
+        return self._state in (State.FRAME, State.HEADER) and not self.buf.unread and not self._frame_left
 
     def reset(self) -> None:
         """Forget everything buffered: the next byte fed starts a new message (or frame)."""
-        self._buf = b""
-        self._pos = 0
-        self._state = _FRAME if self.settings.framed else _HEADER
+        self.buf.clear()
+        self._state = self._first_state
         self._frame_left = 0
         self._skip_left = 0
         self._stack.clear()
@@ -170,116 +200,104 @@ class ThriftParser:
 
     def suspend(self) -> None:
         """Ignore this direction until `resume` (capture_reply: false on the socket transport)."""
-        self.skipped_bytes += len(self._buf) - self._pos
+        self.counters["skipped_bytes"] += self.buf.unread
         self.reset()
-        self._state = _SUSPENDED
+        self._state = State.SUSPENDED
 
     def resume(self) -> None:
-        if self._state == _SUSPENDED:
-            self._state = _FRAME if self.settings.framed else _HEADER
+        if self._state == State.SUSPENDED:
+            self._state = self._first_state
 
-    def cut_short(self) -> ThriftMessage | None:
-        """A gap hit this direction: the message in progress, if its header was read, without its fields."""
-        if self._state != _BODY:
-            return None
-        size = self._frame_size if self.settings.framed else self._msg_bytes
-        return ThriftMessage(self._msg_ts, self._method, self._mtype, self._seqid, (), False, size, lost=True)
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[ThriftMessage]:
+        """A gap loses the framing; the message in progress, if its header was read, comes out without
+        its fields."""
+        cut = None
+        if self._state == State.BODY:
+            size = self._frame_size if self.settings.framed else self._msg_bytes
+            cut = ThriftMessage(self._msg_ts, self._method, self._mtype, self._seqid, (), False, size, lost=True)
+        self.reset()
+        return Gap([cut] if cut is not None else [], False)
 
     def feed(self, data: bytes, ts_ns: int) -> list[ThriftMessage]:
-        if self._state == _SUSPENDED:
-            self.skipped_bytes += len(data)
-            return []
-        if self._pos < len(self._buf):
-            self._consumed += self._pos
-            self._buf = self._buf[self._pos:] + data
-        else:
-            self._consumed += len(self._buf)
-            self._buf = data
-            if self._state in (_FRAME, _HEADER) and not self._frame_left:
-                self._start_ts = ts_ns
-        self._pos = 0
         out: list[ThriftMessage] = []
-        while self._pos < len(self._buf):
-            state = self._state
-            if state == _FRAME:
-                if not self._read_frame_header():
-                    break
-            elif state == _SKIP:
-                take = min(self._skip_left, len(self._buf) - self._pos)
-                self._pos += take
-                self._skip_left -= take
-                self.skipped_bytes += take
-                if self._skip_left:
-                    break
-                self._state = _FRAME if self.settings.framed else _HEADER
-                self._start_ts = ts_ns
-            elif state == _HEADER:
-                msg = self._read_message_header()
-                if msg is not None:
-                    out.append(msg)
-                    self._start_ts = ts_ns
-                elif self._state == _HEADER:
-                    break
-            elif state == _BODY:
-                msg = self._read_body()
-                if msg is None:
-                    break
-                out.append(msg)
-                self._start_ts = ts_ns
-            else:  # suspended by the caller between messages
-                self.skipped_bytes += len(self._buf) - self._pos
-                self._pos = len(self._buf)
-                break
+        if self._state == State.SUSPENDED:
+            self.counters["skipped_bytes"] += len(data)
+            return out
+        rb = self.buf
+        rb.feed(data, ts_ns)
+        steps = self._steps
+        while rb.unread and steps[self._state](out):
+            pass
         return out
 
     # -- framing -------------------------------------------------------------------
 
-    def _error(self, reason: str) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._consumed + self._pos, reason)
+    def _error(self, reason: str, at: int = -1) -> ParseError:
+        return self.buf.error(reason, at)
 
-    def _read_frame_header(self) -> bool:
-        buf, pos = self._buf, self._pos
+    def _skip(self, out: list[ThriftMessage]) -> bool:
+        take = self.buf.skip(self._skip_left)
+        self._skip_left -= take
+        self.counters["skipped_bytes"] += take
+        if self._skip_left:
+            return False
+        self._state = self._first_state
+        return True
+
+    def _skip_suspended(self, out: list[ThriftMessage]) -> bool:
+        """Suspended by the caller between messages: what is left is not read."""
+        rb = self.buf
+        self.counters["skipped_bytes"] += rb.unread
+        rb.skip(rb.unread)
+        return False
+
+    def _read_frame_header(self, out: list[ThriftMessage]) -> bool:
+        rb = self.buf
+        buf, pos = rb.data, rb.pos
         if len(buf) - pos < 4:
             return False
         size = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
         if size < 0:
             raise self._error(f"negative frame size {size}")
-        self._pos = pos + 4
-        self._msg_ts = self._start_ts
+        self._msg_ts = rb.ts_at(pos)
+        rb.pos = pos + 4
         if size > MAX_FRAME_BYTES:
-            self.oversized_frames += 1
+            self.counters["oversized_frames"] += 1
             self._skip_left = size
-            self._state = _SKIP
+            self._state = State.SKIP
             return True
         self._frame_size = size
         self._frame_left = size
-        self._state = _HEADER
+        self._state = State.HEADER
         return True
 
     def _window_end(self) -> int:
-        """Where the bytes of the current message may end in _buf (the frame's end, TFramed)."""
-        end = len(self._buf)
+        """Where the bytes of the current message may end in the buffer (the frame's end, TFramed)."""
+        rb = self.buf
+        end = len(rb.data)
         if self.settings.framed:
-            end = min(end, self._pos + self._frame_left)
+            end = min(end, rb.pos + self._frame_left)
         return end
 
     def _advance(self, new_pos: int) -> None:
-        used = new_pos - self._pos
-        self._pos = new_pos
+        rb = self.buf
+        used = new_pos - rb.pos
+        rb.pos = new_pos
         self._msg_bytes += used
         if self.settings.framed:
             self._frame_left -= used
         elif self._msg_bytes > MAX_MESSAGE_BYTES:
             raise self._error(f"message larger than {MAX_MESSAGE_BYTES} bytes")
 
-    def _read_message_header(self) -> ThriftMessage | None:
-        buf, pos = self._buf, self._pos
+    def _read_message_header(self, out: list[ThriftMessage]) -> bool:
+        rb = self.buf
+        buf, pos = rb.data, rb.pos
         end = self._window_end()
         if self.settings.framed and self._frame_left == 0:
             raise self._error("empty frame")
         if end - pos < 9:
             self._check_frame_room(9)
-            return None
+            return False
         first = int.from_bytes(buf[pos:pos + 4], "big")
         if first & 0x80000000:
             if first & _VERSION_MASK != _VERSION_1:
@@ -289,6 +307,7 @@ class ThriftParser:
             name_at = pos + 8
             tail = 4
         else:
+            mtype = -1  # after the name (the old unversioned form)
             name_len = first
             name_at = pos + 4
             tail = 5
@@ -297,30 +316,29 @@ class ThriftParser:
         needed = name_at - pos + name_len + tail
         if end - pos < needed:
             self._check_frame_room(needed)
-            return None
+            return False
         name_end = name_at + name_len
-        if tail == 5:
+        seq_at = name_end
+        if mtype < 0:
             mtype = buf[name_end]
             seq_at = name_end + 1
-        else:
-            seq_at = name_end
         if mtype not in (CALL, REPLY, EXCEPTION, ONEWAY):
             raise self._error(f"message type {mtype} is not call, reply, exception or oneway")
         limit = self.settings.string_max_size
         raw = bytes(buf[name_at:name_end])
-        method = raw[:limit].decode("utf-8", "replace") + ("..." if name_len > limit else "")
-        self._method = method
+        self._method = raw[:limit].decode("utf-8", "replace") + ("..." if name_len > limit else "")
         self._mtype = mtype
         self._seqid = int.from_bytes(buf[seq_at:seq_at + 4], "big")
         if not self.settings.framed:
-            self._msg_ts = self._start_ts
+            self._msg_ts = rb.ts_at(pos)
         self._msg_bytes = 0
         self._advance(seq_at + 4)
         if mtype in (REPLY, EXCEPTION) and not self.settings.capture_reply:
-            return self._reply_header_only()
+            out.append(self._reply_header_only())
+            return True
         self._stack = [_Struct(top=True)]
-        self._state = _BODY
-        return None
+        self._state = State.BODY
+        return True
 
     def _check_frame_room(self, needed: int) -> None:
         if self.settings.framed and self._frame_left < needed:
@@ -332,7 +350,7 @@ class ThriftParser:
             size = self._frame_size
             self._skip_left = self._frame_left
             self._frame_left = 0
-            self._state = _SKIP if self._skip_left else _FRAME
+            self._state = State.SKIP if self._skip_left else State.FRAME
         else:
             size = self._msg_bytes
             self.suspend()
@@ -347,137 +365,158 @@ class ThriftParser:
             if self._frame_left:
                 self._skip_left = self._frame_left
                 self._frame_left = 0
-                self._state = _SKIP
+                self._state = State.SKIP
             else:
-                self._state = _FRAME
+                self._state = State.FRAME
         else:
-            self._state = _HEADER
+            self._state = State.HEADER
         return msg
 
     # -- values --------------------------------------------------------------------
 
-    def _read_body(self) -> ThriftMessage | None:
+    def _read_body(self, out: list[ThriftMessage]) -> bool:
         """Parse as far as the buffered bytes go; the message once its last STOP is read."""
-        buf = self._buf
         end = self._window_end()
-        pos = self._pos
+        self._cur = self.buf.pos
         stack = self._stack
-        settings = self.settings
         try:
             while True:
                 if self._str_left >= 0:
-                    take = min(self._str_left, end - pos)
-                    room = settings.string_max_size - len(self._str_kept)
-                    if room > 0 and take:
-                        self._str_kept += buf[pos:pos + min(take, room)]
-                    pos += take
-                    self._str_left -= take
-                    if self._str_left:
+                    if not self._string_bytes(end):
                         break
-                    value = render_string(bytes(self._str_kept), self._str_len > settings.string_max_size,
-                                          settings.obfuscate_strings)
-                    self._str_left = -1
-                    self._str_kept = bytearray()
-                    self._deliver(stack, value)
                     continue
-                top = stack[-1]
-                kind = type(top)
-                if kind is _Struct:
-                    assert isinstance(top, _Struct)
-                    if top.ftype < 0:
-                        if pos >= end:
-                            break
-                        ftype = buf[pos]
-                        if ftype == T_STOP:
-                            pos += 1
-                            stack.pop()
-                            if not stack:
-                                self._advance(pos)
-                                return self._finish_message(top)
-                            self._deliver(stack, _render_struct(top))
-                            continue
-                        if end - pos < 3:
-                            break
-                        if ftype not in _READABLE:
-                            raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                             f"unknown field type {ftype}")
-                        top.count += 1
-                        if top.count > settings.drop_after_n_struct_fields:
-                            raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                             f"struct has more than {settings.drop_after_n_struct_fields} fields")
-                        top.ftype = ftype
-                        top.fid = (buf[pos + 1] << 8) | buf[pos + 2]
-                        pos += 3
-                    vtype = top.ftype
-                elif kind is _Seq:
-                    assert isinstance(top, _Seq)
-                    if top.remaining == 0:
-                        stack.pop()
-                        joined = ", ".join(top.items)
-                        self._deliver(stack, f"{top.opening}{joined}{top.closing}" if joined else "")
-                        continue
-                    vtype = top.etype
-                else:
-                    assert isinstance(top, _Map)
-                    if top.remaining == 0:
-                        stack.pop()
-                        self._deliver(stack, "{" + ", ".join(top.items) + "}")
-                        continue
-                    vtype = top.ktype if top.want_key else top.vtype
-                size = _FIXED_SIZE.get(vtype)
-                if size is not None:
-                    if end - pos < size:
-                        break
-                    self._deliver(stack, _render_fixed(vtype, buf, pos))
-                    pos += size
+                vtype = self._next_item(stack[-1], end)
+                if vtype == _MESSAGE_END:
+                    self._advance(self._cur)
+                    out.append(self._finish_message(stack[0]))  # type: ignore[arg-type]
+                    return True
+                if vtype == _CLOSED:
                     continue
-                if vtype == T_STRING:
-                    if end - pos < 4:
-                        break
-                    length = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
-                    if length < 0:
-                        raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                         f"negative string length {length}")
-                    pos += 4
-                    self._str_left = length
-                    self._str_len = length
-                    continue
-                if len(stack) >= MAX_DEPTH:
-                    raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                     f"containers nested deeper than {MAX_DEPTH}")
-                if vtype == T_STRUCT:
-                    stack.append(_Struct(top=False))
-                    continue
-                if vtype == T_MAP:
-                    if end - pos < 6:
-                        break
-                    ktype, etype = buf[pos], buf[pos + 1]
-                    count = int.from_bytes(buf[pos + 2:pos + 6], "big", signed=True)
-                    if ktype not in _READABLE or etype not in _READABLE or count < 0:
-                        raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                         f"bad map header ({ktype}, {etype}, {count})")
-                    stack.append(_Map(ktype, etype, count))
-                    pos += 6
-                    continue
-                # list or set
-                if end - pos < 5:
+                if vtype == _NEED_MORE or not self._value(vtype, end):
                     break
-                etype = buf[pos]
-                count = int.from_bytes(buf[pos + 1:pos + 5], "big", signed=True)
-                if etype not in _READABLE or count < 0:
-                    raise ParseError(PROTOCOL, self.direction, self._consumed + pos,
-                                     f"bad list/set header ({etype}, {count})")
-                if vtype == T_SET:
-                    stack.append(_Seq(etype, count, "{", "}"))
-                else:
-                    stack.append(_Seq(etype, count, "[", "]"))
-                pos += 5
         finally:
             if self._stack:
-                self._advance(pos)
+                self._advance(self._cur)
         if self.settings.framed and self._frame_left == 0:
             raise self._error("message longer than its frame")
-        return None
+        return False
+
+    def _string_bytes(self, end: int) -> bool:
+        """Stream a string value's bytes; True once the value is complete (and delivered)."""
+        settings = self.settings
+        pos = self._cur
+        take = min(self._str_left, end - pos)
+        room = settings.string_max_size - len(self._str_kept)
+        if room > 0 and take:
+            self._str_kept += self.buf.data[pos:pos + min(take, room)]
+        self._cur = pos + take
+        self._str_left -= take
+        if self._str_left:
+            return False
+        value = render_string(bytes(self._str_kept), self._str_len > settings.string_max_size,
+                              settings.obfuscate_strings)
+        self._str_left = -1
+        self._str_kept = bytearray()
+        self._deliver(self._stack, value)
+        return True
+
+    def _next_item(self, top: _Struct | _Seq | _Map, end: int) -> int:
+        """The type of the next value in the container on top of the stack, or one of the markers."""
+        if isinstance(top, _Struct):
+            return self._next_field(top, end)
+        stack = self._stack
+        if isinstance(top, _Seq):
+            if top.remaining == 0:
+                stack.pop()
+                joined = ", ".join(top.items)
+                self._deliver(stack, f"{top.opening}{joined}{top.closing}" if joined else "")
+                return _CLOSED
+            return top.etype
+        if top.remaining == 0:
+            stack.pop()
+            self._deliver(stack, "{" + ", ".join(top.items) + "}")
+            return _CLOSED
+        return top.ktype if top.want_key else top.vtype
+
+    def _next_field(self, top: _Struct, end: int) -> int:
+        if top.ftype >= 0:
+            return top.ftype
+        buf, pos = self.buf.data, self._cur
+        if pos >= end:
+            return _NEED_MORE
+        ftype = buf[pos]
+        if ftype == T_STOP:
+            self._cur = pos + 1
+            stack = self._stack
+            if len(stack) == 1:
+                return _MESSAGE_END
+            stack.pop()
+            self._deliver(stack, _render_struct(top))
+            return _CLOSED
+        if end - pos < 3:
+            return _NEED_MORE
+        if ftype not in _READABLE:
+            raise self._error(f"unknown field type {ftype}", pos)
+        top.count += 1
+        limit = self.settings.drop_after_n_struct_fields
+        if top.count > limit:
+            raise self._error(f"struct has more than {limit} fields", pos)
+        top.ftype = ftype
+        top.fid = (buf[pos + 1] << 8) | buf[pos + 2]
+        self._cur = pos + 3
+        return ftype
+
+    def _value(self, vtype: int, end: int) -> bool:
+        """Read a value of `vtype` (or the header of a string or container); False when more bytes are needed."""
+        buf, pos = self.buf.data, self._cur
+        size = _FIXED_SIZE.get(vtype)
+        if size is not None:
+            if end - pos < size:
+                return False
+            self._deliver(self._stack, _render_fixed(vtype, buf, pos))
+            self._cur = pos + size
+            return True
+        if vtype == T_STRING:
+            if end - pos < 4:
+                return False
+            length = int.from_bytes(buf[pos:pos + 4], "big", signed=True)
+            if length < 0:
+                raise self._error(f"negative string length {length}", pos)
+            self._cur = pos + 4
+            self._str_left = length
+            self._str_len = length
+            return True
+        if len(self._stack) >= MAX_DEPTH:
+            raise self._error(f"containers nested deeper than {MAX_DEPTH}", pos)
+        if vtype == T_STRUCT:
+            self._stack.append(_Struct(top=False))
+            return True
+        return self._container_header(vtype, buf, pos, end)
+
+    def _container_header(self, vtype: int, buf: bytes | bytearray, pos: int, end: int) -> bool:
+        if vtype == T_MAP:
+            if end - pos < 6:
+                return False
+            ktype, etype = buf[pos], buf[pos + 1]
+            count = int.from_bytes(buf[pos + 2:pos + 6], "big", signed=True)
+            if ktype not in _READABLE or etype not in _READABLE or count < 0:
+                raise self._error(f"bad map header ({ktype}, {etype}, {count})", pos)
+            self._stack.append(_Map(ktype, etype, count))
+            self._cur = pos + 6
+            return True
+        # list or set
+        if end - pos < 5:
+            return False
+        etype = buf[pos]
+        count = int.from_bytes(buf[pos + 1:pos + 5], "big", signed=True)
+        if etype not in _READABLE or count < 0:
+            raise self._error(f"bad list/set header ({etype}, {count})", pos)
+        if vtype == T_SET:
+            self._stack.append(_Seq(etype, count, "{", "}"))
+        else:
+            self._stack.append(_Seq(etype, count, "[", "]"))
+        self._cur = pos + 5
+        return True
 
     def _deliver(self, stack: list[_Struct | _Seq | _Map], value: str) -> None:
         top = stack[-1]
@@ -518,7 +557,7 @@ def _render_struct(top: _Struct) -> str:
     return "(" + ", ".join(items) + ")"
 
 
-def _render_fixed(vtype: int, buf: bytes, pos: int) -> str:
+def _render_fixed(vtype: int, buf: bytes | bytearray, pos: int) -> str:
     if vtype == T_I32:
         return str(int.from_bytes(buf[pos:pos + 4], "big"))
     if vtype == T_BOOL:

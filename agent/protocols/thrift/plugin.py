@@ -20,26 +20,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 from agent.config.typed import ConfigError, opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
+from agent.protocols.stream import SessionBase
 from agent.protocols.thrift import idl as idl_module
-from agent.protocols.thrift.idl import Idl, IdlError, IdlMethod
-from agent.protocols.thrift.parser import (
-    EXCEPTION,
-    ONEWAY,
-    ParserSettings,
-    ThriftMessage,
-    ThriftParser,
-    format_struct,
-)
-from agent.transport.session import ParseError
+from agent.protocols.thrift.fields import FIELDS, transaction
+from agent.protocols.thrift.idl import Idl, IdlError
+from agent.protocols.thrift.parser import ONEWAY, ParserSettings, ThriftMessage, ThriftParser
 from agent.transport.types import Direction
 
 log = logging.getLogger(__name__)
-
-PACKET_LOSS_NOTE = "Packet loss while capturing the response"
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "parse_errors", "gaps", "oversized_frames",
             "skipped_bytes", "oneway_calls", "mismatched_replies")
@@ -96,27 +87,20 @@ class ThriftConfig(ProtocolConfig):
                               obfuscate_strings=self.obfuscate_strings, capture_reply=self.capture_reply)
 
 
-class ThriftSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, ThriftConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
+class ThriftSession(SessionBase[ThriftConfig]):
+    def __init__(self, ctx: SessionContext[ThriftConfig]) -> None:
+        super().__init__(ctx)
+        config = self.config
         settings = config.parser_settings()
-        self.parsers = (ThriftParser(Direction.TO_SERVER, settings), ThriftParser(Direction.TO_CLIENT, settings))
+        self.parsers = (ThriftParser(Direction.TO_SERVER, settings, ctx.counters),
+                        ThriftParser(Direction.TO_CLIENT, settings, ctx.counters))
         self.idl = load_idl(tuple(config.idl_files)) if config.idl_files else None
         self.call: ThriftMessage | None = None  # the call waiting for its reply
 
     # -- StreamSession -----------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        parser = self.parsers[direction]
-        try:
-            messages = parser.feed(data, ts_ns)
-        finally:
-            self._count_parser(parser)
-        for msg in messages:
+        for msg in self.parsers[direction].feed(data, ts_ns):
             if msg.is_request:
                 self._on_call(msg)
             else:
@@ -124,19 +108,16 @@ class ThriftSession:
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
-        parser = self.parsers[direction]
-        partial = parser.cut_short()
-        parser.reset()
-        if partial is not None and not partial.is_request:
-            self._on_reply(partial)
+        for cut in self.parsers[direction].gap(nbytes, ts_ns).messages:
+            if not cut.is_request:  # a reply cut short still answers its call, with a note
+                self._on_reply(cut)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
         if self.call is not None:
             self._publish_oneway(self.call)
             self.call = None
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
+    def lose_sync(self, direction: Direction) -> None:
         self.parsers[direction].reset()
 
     def expire(self, ts_ns: int) -> None:
@@ -148,14 +129,6 @@ class ThriftSession:
         return 1 if self.call is not None else 0
 
     # -- pairing -------------------------------------------------------------------
-
-    def _count_parser(self, parser: ThriftParser) -> None:
-        if parser.oversized_frames:
-            self.counters["oversized_frames"] += parser.oversized_frames
-            parser.oversized_frames = 0
-        if parser.skipped_bytes:
-            self.counters["skipped_bytes"] += parser.skipped_bytes
-            parser.skipped_bytes = 0
 
     def _on_call(self, msg: ThriftMessage) -> None:
         if self.call is not None:
@@ -184,66 +157,20 @@ class ThriftSession:
 
     # -- events --------------------------------------------------------------------
 
-    def _method(self, name: str) -> IdlMethod | None:
-        return self.idl.find_method(name) if self.idl is not None else None
-
     def _publish_oneway(self, call: ThriftMessage) -> None:
         self.counters["oneway_calls"] += 1
         self._publish(call, None)
 
     def _publish(self, call: ThriftMessage, reply: ThriftMessage | None) -> None:
-        config = self.config
-        limit = config.collection_max_size
-        method = self._method(call.method)
-        params = format_struct(call.fields, call.more_fields, limit, method.params if method else None)
-        service = method.service if method else ""
-        query = call.method + params
-        thrift: dict[str, Any] = {"params": params}
-        if service:
-            thrift["service"] = service
-        fields: dict[str, Any] = {"method": call.method, "path": service, "query": query, "thrift": thrift}
-        if config.send_request:
-            fields["request"] = query
-        status = "OK"
-        notes: list[str] = []
-        if reply is not None:
-            return_value, exceptions = self._reply_values(reply, method, limit)
-            thrift["return_value"] = return_value
-            if exceptions:
-                thrift["exceptions"] = exceptions
-                status = "Error"
-            if config.send_response:
-                fields["response"] = f"Exceptions: {exceptions}" if exceptions else return_value
-            if reply.lost:
-                notes.append(PACKET_LOSS_NOTE)
-        self.ctx.emit(Transaction(
-            type="thrift", conn=self.ctx.conn, ts_ns=call.ts_ns,
-            end_ns=max(reply.ts_ns, call.ts_ns) if reply is not None else None,
-            status=status, client_bytes=call.size or None,
-            server_bytes=(reply.size or None) if reply is not None else None,
-            notes=notes, fields=fields))
-
-    @staticmethod
-    def _reply_values(reply: ThriftMessage, method: IdlMethod | None, limit: int) -> tuple[str, str]:
-        """(return_value, exceptions): field 0 is the return value, any other field an exception."""
-        if not reply.fields:
-            return "", ""
-        first = reply.fields[0]
-        if first.id == 0:
-            return first.value, ""
-        # A TApplicationException (message type EXCEPTION) is not one of the method's declared exceptions.
-        names = method.exceptions if method is not None and reply.type != EXCEPTION else None
-        return "", format_struct(reply.fields, reply.more_fields, limit, names)
-
-
-def _session(ctx: SessionContext) -> ThriftSession:
-    return ThriftSession(ctx)
+        method = self.idl.find_method(call.method) if self.idl is not None else None
+        self.ctx.emit(transaction(self.ctx.conn, self.config, call, reply, method))
 
 
 SPEC = ProtocolSpec(
     name="thrift",
     config_class=ThriftConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=ThriftSession,
     description="Apache Thrift RPC (TBinary protocol over TSocket or TFramed) calls paired with their replies",
     counters=COUNTERS,
 )
