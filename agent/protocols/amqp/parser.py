@@ -143,7 +143,7 @@ class AmqpParser:
         if not buf.feed(data, ts_ns):
             return out
         steps = self._steps
-        while buf.unread and steps[self._state](out):
+        while buf.pos < len(buf.data) and steps[self._state](out):
             pass
         return out
 
@@ -153,10 +153,10 @@ class AmqpParser:
         rb = self.buf
         size = self._left
         pos = rb.pos
-        if rb.unread < size + 1:
+        buf = rb.data
+        if len(buf) - pos < size + 1:
             rb.wait_for(size + 1)
             return False
-        buf = rb.data
         if buf[pos + size] != FRAME_END:
             if self.resync:
                 self._drop_unsynced()
@@ -209,7 +209,7 @@ class AmqpParser:
         rb = self.buf
         buf, pos = rb.data, rb.pos
         avail = len(buf) - pos
-        head = bytes(buf[pos:pos + 4])
+        head = buf[pos:pos + 4]
         if head == _PROTOCOL_HEADER[:len(head)]:  # "AMQP" 0 0 9 1: a protocol header, not a frame
             if avail < 8:
                 return False
@@ -234,7 +234,9 @@ class AmqpParser:
         self._ftype = ftype
         self._channel = channel
         self._left = size
-        self._state = self._payload_state(ftype, channel, size)
+        state = self._state = self._payload_state(ftype, channel, size)
+        if state == State.FRAME_PAYLOAD:  # the usual next step, taken at once
+            return self._frame_payload(out)
         return True
 
     def _payload_state(self, ftype: int, channel: int, size: int) -> State:
