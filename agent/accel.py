@@ -45,7 +45,7 @@ MODULES = (
     "agent.protocols.buffer",
     "agent.protocols.cursor",
     "agent.protocols.dns.names",
-    "agent.protocols.dns.cursor",
+    "agent.protocols.dns.domain",
     "agent.protocols.dns.rdata",
     "agent.protocols.dns.parser",
     "agent.protocols.dns.fields",

@@ -29,6 +29,7 @@ from functools import cache
 from typing import Any
 
 from agent.protocols import registry as protocol_registry
+from agent.protocols.base import prefixed
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,73 +296,6 @@ http.response.code alias=http.response.status_code
 http.response.phrase alias=http.response.status_phrase
 """
 
-_DNS = """
-dns.id keyword
-dns.op_code keyword
-dns.header_flags keyword
-dns.response_code keyword
-dns.type keyword
-dns.resolved_ip ip
-dns.question.name keyword
-dns.question.type keyword
-dns.question.class keyword
-dns.question.registered_domain keyword
-dns.question.subdomain keyword
-dns.question.top_level_domain keyword
-dns.question.etld_plus_one keyword
-dns.flags.authoritative boolean
-dns.flags.recursion_available boolean
-dns.flags.recursion_desired boolean
-dns.flags.authentic_data boolean
-dns.flags.checking_disabled boolean
-dns.flags.truncated_response boolean
-dns.answers object
-dns.answers_count long
-dns.authorities object
-dns.authorities_count long
-dns.additionals object
-dns.additionals_count long
-dns.opt.version keyword
-dns.opt.do boolean
-dns.opt.ext_rcode keyword
-dns.opt.udp_size long
-"""
-
-# One resource record in dns.answers / authorities / additionals.  Beyond name/type/class/ttl/data,
-# Packetbeat adds per-type members (MX, SOA, SRV, DNSSEC) that its template leaves to dynamic mapping;
-# they are mapped here as what Packetbeat emits: numbers as long, stringified numbers as keyword.
-_DNS_RR = """
-name keyword
-type keyword
-class keyword
-ttl long
-data keyword
-preference long
-rname keyword
-serial long
-refresh long
-retry long
-expire long
-minimum long
-priority long
-weight long
-port long
-flags keyword
-protocol keyword
-algorithm keyword
-key_tag keyword
-digest_type keyword
-type_covered keyword
-labels keyword
-original_ttl keyword
-expiration keyword
-inception keyword
-signer_name keyword
-type_bits keyword
-hash keyword
-iterations keyword
-salt keyword
-"""
 
 _TLS_DETAILED = """
 tls.detailed.version keyword
@@ -442,32 +376,25 @@ mongodb.cursorId keyword
 _ENDPOINTS = ("source", "destination", "client", "server")
 
 
-def _prefixed(prefix: str, table: str) -> str:
-    return "\n".join(f"{prefix}.{line}" for line in table.strip().splitlines())
-
-
 def _tables() -> Iterator[tuple[str, str]]:
     yield "ecs", _BASE
     yield "ecs", _HOST
     yield "ecs", _EVENT
     for side in _ENDPOINTS:
-        yield "ecs", _prefixed(side, _ENDPOINT)
+        yield "ecs", prefixed(side, _ENDPOINT)
     for side in ("client", "server"):
-        yield "packetbeat", _prefixed(side, _ENDPOINT_PROCESS)
+        yield "packetbeat", prefixed(side, _ENDPOINT_PROCESS)
     yield "ecs", _NETWORK
     yield "ecs", _URL_USER
     yield "ecs", _TLS
     for side in ("client", "server"):
-        yield "ecs", _prefixed(f"tls.{side}", _TLS_SIDE)
-        yield "ecs", _prefixed(f"tls.{side}.x509", _X509)
+        yield "ecs", prefixed(f"tls.{side}", _TLS_SIDE)
+        yield "ecs", prefixed(f"tls.{side}.x509", _X509)
     yield "packetbeat", _PACKETBEAT_COMMON
     yield "http", _HTTP
-    yield "dns", _DNS
-    for section in ("answers", "authorities", "additionals"):
-        yield "dns", _prefixed(f"dns.{section}", _DNS_RR)
     yield "tls", _TLS_DETAILED
     for chain in ("server_certificate_chain", "client_certificate_chain"):
-        yield "tls", _prefixed(f"tls.detailed.{chain}", _X509)
+        yield "tls", prefixed(f"tls.detailed.{chain}", _X509)
     yield "icmp", _ICMP
     yield "sql", _MYSQL_PGSQL_REDIS
     yield "mongodb", _MONGODB

@@ -1,13 +1,150 @@
-"""A decoded DNS message as Packetbeat's event fields and request/response text."""
+"""DNS's event fields (with their index mapping): a decoded message as Packetbeat's fields and
+request/response text, and the transaction that carries them.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, `__slots__` classes, no classes from uncompiled
+modules in annotations it must check: the config reaches it as plain flags); an
+edit is used natively only after set-up rebuilds (`scripts/accel.py build`).
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
 
+from agent.protocols.base import Transaction, prefixed
 from agent.protocols.dns import names as N
 from agent.protocols.dns.parser import DnsMessage, Edns, Question, Record
 from agent.protocols.dns.rdata import ipv6_text
+from agent.transport.types import ConnectionInfo
+
+_DNS = """
+dns.id keyword
+dns.op_code keyword
+dns.header_flags keyword
+dns.response_code keyword
+dns.type keyword
+dns.resolved_ip ip
+dns.question.name keyword
+dns.question.type keyword
+dns.question.class keyword
+dns.question.registered_domain keyword
+dns.question.subdomain keyword
+dns.question.top_level_domain keyword
+dns.question.etld_plus_one keyword
+dns.flags.authoritative boolean
+dns.flags.recursion_available boolean
+dns.flags.recursion_desired boolean
+dns.flags.authentic_data boolean
+dns.flags.checking_disabled boolean
+dns.flags.truncated_response boolean
+dns.answers object
+dns.answers_count long
+dns.authorities object
+dns.authorities_count long
+dns.additionals object
+dns.additionals_count long
+dns.opt.version keyword
+dns.opt.do boolean
+dns.opt.ext_rcode keyword
+dns.opt.udp_size long
+"""
+
+# One resource record in dns.answers / authorities / additionals.  Beyond name/type/class/ttl/data,
+# Packetbeat adds per-type members (MX, SOA, SRV, DNSSEC) that its template leaves to dynamic mapping;
+# they are mapped here as what Packetbeat emits: numbers as long, stringified numbers as keyword.
+_RR = """
+name keyword
+type keyword
+class keyword
+ttl long
+data keyword
+preference long
+rname keyword
+serial long
+refresh long
+retry long
+expire long
+minimum long
+priority long
+weight long
+port long
+flags keyword
+protocol keyword
+algorithm keyword
+key_tag keyword
+digest_type keyword
+type_covered keyword
+labels keyword
+original_ttl keyword
+expiration keyword
+inception keyword
+signer_name keyword
+type_bits keyword
+hash keyword
+iterations keyword
+salt keyword
+"""
+
+# Besides these: method, query, resource, request, response and related.ip (common fields).
+FIELDS = "\n".join([_DNS.strip(), *(prefixed(f"dns.{section}", _RR) for section in ("answers", "authorities",
+                                                                                       "additionals"))])
+
+
+class Seen:
+    """One decoded message and when and how big it was on the wire."""
+
+    __slots__ = ("msg", "size", "ts_ns")
+
+    def __init__(self, msg: DnsMessage, ts_ns: int, size: int) -> None:
+        self.msg = msg
+        self.ts_ns = ts_ns
+        self.size = size
+
+
+class EventSettings:
+    """What the event carries, from the protocol's config."""
+
+    __slots__ = ("include_additionals", "include_authorities", "send_request", "send_response")
+
+    def __init__(self, send_request: bool, send_response: bool, include_authorities: bool,
+                 include_additionals: bool) -> None:
+        self.send_request = send_request
+        self.send_response = send_response
+        self.include_authorities = include_authorities
+        self.include_additionals = include_additionals
+
+
+def transaction(conn: ConnectionInfo, settings: EventSettings, request: Seen | None, response: Seen | None,
+                notes: list[str]) -> Transaction:
+    """A query and its response (either may be missing) as Packetbeat publishes them."""
+    first = request if request is not None else response
+    assert first is not None
+    txn = Transaction(type="dns", conn=conn, ts_ns=first.ts_ns, has_request=request is not None, notes=notes)
+    fields: dict[str, Any] = {}
+    shown = response if response is not None else first
+    head = first.msg
+    fields["method"] = N.opcode_name(head.opcode)
+    if head.questions:
+        fields["query"] = query_text(head.questions[0])
+        fields["resource"] = head.questions[0].name
+    dns, resolved = dns_fields(shown.msg, settings.include_authorities, settings.include_additionals)
+    dns["type"] = "answer" if response is not None else "query"
+    fields["dns"] = dns
+    if request is not None:
+        txn.client_bytes = request.size
+        if settings.send_request:
+            fields["request"] = message_text(request.msg)
+    if response is not None:
+        txn.server_bytes = response.size
+        txn.end_ns = response.ts_ns
+        if settings.send_response:
+            fields["response"] = message_text(response.msg)
+    if resolved:
+        fields["related"] = {"ip": list(resolved)}
+    txn.status = "OK" if request is not None and response is not None and response.msg.rcode == 0 else "Error"
+    txn.fields = fields
+    return txn
 
 _ADDRESS_TYPES = (N.T_A, N.T_AAAA)
 

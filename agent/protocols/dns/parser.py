@@ -21,10 +21,12 @@ import struct
 from functools import partial
 from typing import Any, NamedTuple
 
+from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.dns import names as N
 from agent.protocols.dns import rdata
-from agent.protocols.dns.cursor import Cursor
-from agent.transport.session import ParseError
+from agent.protocols.dns.domain import NameCursor
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 # Messages are immutable typed records (NamedTuple rather than frozen dataclasses:
@@ -120,7 +122,7 @@ def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage
     ident, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
     if size == HEADER_LEN:
         raise ParseError("dns", direction, size, "a header without question or records is not a DNS message")
-    c = Cursor(data, HEADER_LEN, size, direction)
+    c = NameCursor(data, HEADER_LEN, size, direction)
     if qdcount == 1:
         questions: tuple[Question, ...] = (_question(c),)
     else:
@@ -140,14 +142,14 @@ def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage
     return DnsMessage(ident, flags, rcode, questions, answers, authorities, additionals, edns, size)
 
 
-def _question(c: Cursor) -> Question:
+def _question(c: NameCursor) -> Question:
     name = c.name()
     if len(name) > 1:
         name = name[:-1]
     # A question cut after its name or type is accepted (as Packetbeat does).
     pos = c.pos
     if c.end - pos >= 4:
-        qtype, qclass = _QUESTION_TAIL.unpack_from(c.buf, pos)
+        qtype, qclass = _QUESTION_TAIL.unpack_from(c.data, pos)
         c.pos = pos + 4
         return Question(name, qtype, qclass)
     qtype = 0 if c.at_end() else c.u16()
@@ -155,12 +157,12 @@ def _question(c: Cursor) -> Question:
     return Question(name, qtype, qclass)
 
 
-def _records(c: Cursor, count: int) -> tuple[tuple[Record, ...], Edns | None]:
+def _records(c: NameCursor, count: int) -> tuple[tuple[Record, ...], Edns | None]:
     out: list[Record] = []
     edns: Edns | None = None
-    buf = c.buf
+    buf = c.data
     end = c.end
-    rd = Cursor(buf, 0, 0, c.direction, c.names)  # re-pointed at each record's RDATA
+    rd = NameCursor(buf, 0, 0, c.direction, c.names)  # re-pointed at each record's RDATA
     for _ in range(count):
         if c.pos >= end:
             break  # the header counted more records than the message holds
@@ -191,7 +193,7 @@ def _records(c: Cursor, count: int) -> tuple[tuple[Record, ...], Edns | None]:
     return tuple(out), edns
 
 
-def _edns(c: Cursor, udp_size: int, ttl: int) -> Edns:
+def _edns(c: NameCursor, udp_size: int, ttl: int) -> Edns:
     options = []
     while not c.at_end():
         code = c.u16()
@@ -209,72 +211,77 @@ class TcpFramer:
     one partial message (2 + 65535 bytes) is ever buffered.
     """
 
-    __slots__ = ("_buf", "_skip", "_start_ts")
+    __slots__ = ("_skip", "buf")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self.buf = ReceiveBuffer("dns", None, MAX_MESSAGE + 2)
         self._skip = 0  # bytes still to drop: the rest of a message cut by a gap
-        self._start_ts = 0
 
     @property
     def partial(self) -> int:
         """Bytes of an unfinished message held (0: at a message boundary)."""
-        return len(self._buf) + self._skip
+        self.buf.release()
+        return self.buf.unread + self._skip
 
     def feed(self, data: bytes, ts_ns: int) -> list[tuple[bytes, int]]:
+        rb = self.buf
         if self._skip:
             dropped = min(self._skip, len(data))
             self._skip -= dropped
+            rb.skip_unbuffered(dropped)
             data = data[dropped:]
-        if not data:
-            return []
-        buf = self._buf
-        if not buf:
-            self._start_ts = ts_ns
-        buf += data
         out: list[tuple[bytes, int]] = []
-        pos = 0
+        if not data or not rb.feed(data, ts_ns):
+            return out
+        buf = rb.data
+        pos = rb.pos
         size = len(buf)
         while size - pos >= 2:
             end = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
             if end > size:
-                break
-            out.append((bytes(buf[pos + 2:end]), self._start_ts))
-            self._start_ts = ts_ns  # what follows arrived in this feed
+                rb.pos = pos
+                rb.wait_for(end - pos)
+                return out
+            out.append((bytes(buf[pos + 2:end]), rb.ts_at(pos)))
             pos = end
-        if pos:
-            del buf[:pos]
+        rb.pos = pos
         return out
 
-    def gap(self, nbytes: int) -> bytes | None:
-        """`nbytes` were lost; returns the head of the message they cut short, or None.
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[bytes]:
+        """`nbytes` were lost; the head of the message they cut short comes out.
 
         When the lost bytes fall inside a message whose length is known, the
-        rest of it is skipped and framing resumes on the next message;
-        otherwise the next byte that arrives is taken as a new message.
+        rest of it is skipped and framing resumes on the next message (in
+        sync); otherwise the next byte that arrives is taken as a new message.
         """
-        buf = self._buf
+        rb = self.buf
+        rb.release()
         if self._skip:
             self._skip = max(0, self._skip - nbytes)
-            return None
-        if not buf:
-            return None
-        head = bytes(buf[2:])
-        if len(buf) >= 2:
-            missing = 2 + (buf[0] << 8 | buf[1]) - len(buf)
-            self._skip = missing - nbytes if nbytes <= missing else 0
-        buf.clear()
-        return head
+            return in_sync()
+        if not rb.unread:
+            return lost_sync()
+        buf, pos = rb.data, rb.pos
+        head = bytes(buf[pos + 2:])
+        in_frame = False
+        if rb.unread >= 2:
+            missing = 2 + (buf[pos] << 8 | buf[pos + 1]) - rb.unread
+            in_frame = nbytes <= missing
+            self._skip = missing - nbytes if in_frame else 0
+        rb.clear()
+        return Gap([head], in_frame)
 
     def close(self) -> bytes | None:
         """The stream ended; returns the head of the message it cut short, or None."""
-        head = bytes(self._buf[2:]) if self._buf else None
+        rb = self.buf
+        rb.release()
+        head = bytes(rb.data[rb.pos + 2:]) if rb.unread else None
         if head is None and self._skip:
             head = b""
-        self._buf.clear()
+        rb.clear()
         self._skip = 0
         return head
 
     def reset(self) -> None:
-        self._buf.clear()
+        self.buf.clear()
         self._skip = 0

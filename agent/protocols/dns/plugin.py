@@ -15,18 +15,16 @@ notes in `error.message`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.typed import opt
 from agent.metrics import Counters
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import Emit, ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import KeyedRequests
-from agent.protocols.dns.fields import dns_fields, message_text, query_text
-from agent.protocols.dns.names import opcode_name
+from agent.protocols.dns.fields import FIELDS, EventSettings, Seen, transaction
 from agent.protocols.dns.parser import DnsMessage, TcpFramer, parse_message
-from agent.transport.session import ParseError
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import ConnectionInfo, Direction
 
 ORPHANED_RESPONSE = "Response: received without an associated Query"
@@ -56,21 +54,10 @@ class DnsConfig(ProtocolConfig):
     include_additionals: bool = opt(False, doc="list the additional section (its count is always there)")
 
 
-class _Seen:
-    """One decoded message and when and how big it was on the wire."""
-
-    __slots__ = ("msg", "size", "ts_ns")
-
-    def __init__(self, msg: DnsMessage, ts_ns: int, size: int) -> None:
-        self.msg = msg
-        self.ts_ns = ts_ns
-        self.size = size
-
-
 class _Query:
     __slots__ = ("conn", "notes", "seen")
 
-    def __init__(self, conn: ConnectionInfo, seen: _Seen, notes: list[str]) -> None:
+    def __init__(self, conn: ConnectionInfo, seen: Seen, notes: list[str]) -> None:
         self.conn = conn
         self.seen = seen
         self.notes = notes
@@ -82,13 +69,11 @@ _Key = tuple[bytes, int, bytes, int, int]
 class _Transactions:
     """Queries waiting for their response, and the events both make."""
 
-    def __init__(self, config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters,
-                 max_pending: int) -> None:
-        self.config = config
+    def __init__(self, config: DnsConfig, emit: Emit, counters: Counters, max_pending: int) -> None:
         self.emit = emit
         self.counters = counters
-        self.include_authorities = bool(getattr(config, "include_authorities", False))
-        self.include_additionals = bool(getattr(config, "include_additionals", False))
+        self.settings = EventSettings(config.send_request, config.send_response, config.include_authorities,
+                                      config.include_additionals)
         self.queries: KeyedRequests[_Key, _Query] = KeyedRequests(
             counters, int(config.transaction_timeout * 1e9), max_pending)
 
@@ -96,7 +81,7 @@ class _Transactions:
     def key(conn: ConnectionInfo, ident: int) -> _Key:
         return (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, ident)
 
-    def query(self, conn: ConnectionInfo, seen: _Seen, notes: list[str]) -> _Key:
+    def query(self, conn: ConnectionInfo, seen: Seen, notes: list[str]) -> _Key:
         key = self.key(conn, seen.msg.id)
         previous, evicted = self.queries.put(key, _Query(conn, seen, notes), seen.ts_ns)
         if previous is not None:
@@ -107,7 +92,7 @@ class _Transactions:
             self.unanswered(query)
         return key
 
-    def response(self, conn: ConnectionInfo, seen: _Seen, notes: list[str], udp: bool) -> None:
+    def response(self, conn: ConnectionInfo, seen: Seen, notes: list[str], udp: bool) -> None:
         query = self.queries.pop(self.key(conn, seen.msg.id))
         if query is None:
             self.counters.inc("unmatched_responses")
@@ -121,7 +106,7 @@ class _Transactions:
         self.publish(conn, query.seen if query is not None else None, seen, all_notes)
 
     @staticmethod
-    def _udp_notes(request: DnsMessage | None, seen: _Seen, notes: list[str]) -> None:
+    def _udp_notes(request: DnsMessage | None, seen: Seen, notes: list[str]) -> None:
         response_edns = seen.msg.edns is not None
         if not response_edns and seen.size > MAX_NON_EDNS_UDP:
             notes.append(RESPONSE_PREFIX + OVERSIZE)
@@ -154,35 +139,8 @@ class _Transactions:
         for query in self.queries.drain():
             self.unanswered(query)
 
-    def publish(self, conn: ConnectionInfo, request: _Seen | None, response: _Seen | None, notes: list[str]) -> None:
-        config = self.config
-        first = request if request is not None else response
-        assert first is not None
-        txn = Transaction(type="dns", conn=conn, ts_ns=first.ts_ns, has_request=request is not None, notes=notes)
-        fields: dict[str, Any] = {}
-        shown = response if response is not None else first
-        head = first.msg
-        fields["method"] = opcode_name(head.opcode)
-        if head.questions:
-            fields["query"] = query_text(head.questions[0])
-            fields["resource"] = head.questions[0].name
-        dns, resolved = dns_fields(shown.msg, self.include_authorities, self.include_additionals)
-        dns["type"] = "answer" if response is not None else "query"
-        fields["dns"] = dns
-        if request is not None:
-            txn.client_bytes = request.size
-            if config.send_request:
-                fields["request"] = message_text(request.msg)
-        if response is not None:
-            txn.server_bytes = response.size
-            txn.end_ns = response.ts_ns
-            if config.send_response:
-                fields["response"] = message_text(response.msg)
-        if resolved:
-            fields["related"] = {"ip": list(resolved)}
-        txn.status = "OK" if request is not None and response is not None and response.msg.rcode == 0 else "Error"
-        txn.fields = fields
-        self.emit(txn)
+    def publish(self, conn: ConnectionInfo, request: Seen | None, response: Seen | None, notes: list[str]) -> None:
+        self.emit(transaction(conn, self.settings, request, response, notes))
 
     def __contains__(self, key: _Key) -> bool:
         return self.queries.get(key) is not None
@@ -202,7 +160,7 @@ def _orient(conn: ConnectionInfo, direction: Direction, msg: DnsMessage) -> Conn
 # -- UDP ------------------------------------------------------------------------------
 
 class DnsDatagrams:
-    def __init__(self, config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> None:
+    def __init__(self, config: DnsConfig, emit: Emit, counters: Counters) -> None:
         self.transactions = _Transactions(config, emit, counters, MAX_PENDING_UDP)
 
     def datagram(self, direction: Direction, conn: ConnectionInfo, data: bytes, ts_ns: int) -> None:
@@ -213,7 +171,7 @@ class DnsDatagrams:
             self.transactions.counters.inc("parse_errors")
             raise
         exchange = _orient(conn, direction, msg)
-        seen = _Seen(msg, ts_ns, len(data))
+        seen = Seen(msg, ts_ns, len(data))
         if msg.response:
             self.transactions.response(exchange, seen, [], udp=True)
             return
@@ -231,12 +189,11 @@ class DnsDatagrams:
 
 # -- TCP ------------------------------------------------------------------------------
 
-class DnsStream:
+class DnsStream(SessionBase[DnsConfig]):
     """One TCP connection: length-prefixed messages both ways, any number per segment."""
 
-    def __init__(self, ctx: SessionContext) -> None:
-        self.ctx = ctx
-        self.counters = ctx.counters
+    def __init__(self, ctx: SessionContext[DnsConfig]) -> None:
+        super().__init__(ctx)
         self.transactions = _Transactions(ctx.config, ctx.emit, ctx.counters, MAX_PENDING_TCP)
         self.framers = (TcpFramer(), TcpFramer())
         self.last_query: _Key | None = None  # the query a failed response closes
@@ -258,7 +215,7 @@ class DnsStream:
             self._failed(direction, payload, NON_DNS)
             return
         exchange = _orient(self.ctx.conn, direction, msg)
-        seen = _Seen(msg, ts_ns, len(payload) + TCP_PREFIX)
+        seen = Seen(msg, ts_ns, len(payload) + TCP_PREFIX)
         if msg.response:
             self.transactions.response(exchange, seen, [], udp=False)
             self.last_query = None
@@ -283,8 +240,7 @@ class DnsStream:
             self.last_query = None
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        head = self.framers[direction].gap(nbytes)
-        if head is not None:
+        for head in self.framers[direction].gap(nbytes, ts_ns).messages:
             self._cut(direction, head)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
@@ -297,7 +253,7 @@ class DnsStream:
             self.counters.inc("incomplete_responses")
         self._failed(direction, head, INCOMPLETE)
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+    def lose_sync(self, direction: Direction) -> None:
         self.framers[direction].reset()
 
     def expire(self, ts_ns: int) -> None:
@@ -307,15 +263,12 @@ class DnsStream:
         return len(self.transactions)
 
 
-def _datagrams(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> DnsDatagrams:
-    return DnsDatagrams(config, emit, counters)
-
-
 SPEC = ProtocolSpec(
     name="dns",
     config_class=DnsConfig,
+    fields=FIELDS,
     tcp=DnsStream,
-    udp=_datagrams,
+    udp=DnsDatagrams,
     description="DNS over UDP and TCP (EDNS0, DNSSEC records), queries paired with responses by id",
     counters=COUNTERS,
 )

@@ -22,7 +22,7 @@ from ipaddress import IPv6Address
 from typing import Any
 
 from agent.protocols.dns import names as N
-from agent.protocols.dns.cursor import Cursor, opaque_text, text_string, trim_dot, wire_name
+from agent.protocols.dns.domain import NameCursor, opaque_text, text_string, trim_dot, wire_name
 
 Rendered = dict[str, Any]
 
@@ -45,7 +45,7 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def type_bitmap(c: Cursor) -> list[int]:
+def type_bitmap(c: NameCursor) -> list[int]:
     """An NSEC/NSEC3/CSYNC type bitmap: windows in increasing order, each 1-32 bytes."""
     types: list[int] = []
     last = -1
@@ -73,28 +73,28 @@ def _bitmap_text(types: list[int]) -> str:
 
 # -- the types Packetbeat renders field by field ---------------------------------------
 
-def _a(c: Cursor) -> Rendered | None:
+def _a(c: NameCursor) -> Rendered | None:
     if c.at_end():
         return None  # no address: Packetbeat leaves the record out of the list
     return {"data": socket.inet_ntop(socket.AF_INET, c.take(4))}
 
 
-def _aaaa(c: Cursor) -> Rendered | None:
+def _aaaa(c: NameCursor) -> Rendered | None:
     if c.at_end():
         return None
     return {"data": ipv6_text(c.take(16))}
 
 
-def _target(c: Cursor) -> Rendered:
+def _target(c: NameCursor) -> Rendered:
     return {"data": "" if c.at_end() else trim_dot(c.name())}
 
 
-def _mx(c: Cursor) -> Rendered:
+def _mx(c: NameCursor) -> Rendered:
     pref = 0 if c.at_end() else c.u16()
     return {"preference": pref, "data": "" if c.at_end() else trim_dot(c.name())}
 
 
-def _soa(c: Cursor) -> Rendered:
+def _soa(c: NameCursor) -> Rendered:
     ns = "" if c.at_end() else trim_dot(c.name())
     mbox = "" if c.at_end() else trim_dot(c.name())
     values = [0 if c.at_end() else c.u32() for _ in range(5)]
@@ -102,26 +102,26 @@ def _soa(c: Cursor) -> Rendered:
             "minimum": values[4], "data": ns}
 
 
-def _srv(c: Cursor) -> Rendered:
+def _srv(c: NameCursor) -> Rendered:
     prio, weight, port = (0 if c.at_end() else c.u16() for _ in range(3))
     return {"priority": prio, "weight": weight, "port": port, "data": "" if c.at_end() else trim_dot(c.name())}
 
 
-def _txt(c: Cursor) -> Rendered:
+def _txt(c: NameCursor) -> Rendered:
     parts = []
     while not c.at_end():
         parts.append(text_string(c.counted()))
     return {"data": " ".join(parts)}
 
 
-def _dnskey(c: Cursor) -> Rendered:
+def _dnskey(c: NameCursor) -> Rendered:
     flags = 0 if c.at_end() else c.u16()
     proto = 0 if c.at_end() else c.u8()
     alg = 0 if c.at_end() else c.u8()
     return {"flags": str(flags), "protocol": str(proto), "algorithm": N.algorithm_name(alg), "data": _b64(c.rest())}
 
 
-def _ds(c: Cursor) -> Rendered:
+def _ds(c: NameCursor) -> Rendered:
     tag = 0 if c.at_end() else c.u16()
     alg = 0 if c.at_end() else c.u8()
     digest = 0 if c.at_end() else c.u8()
@@ -129,7 +129,7 @@ def _ds(c: Cursor) -> Rendered:
             "data": c.rest().hex().upper()}
 
 
-def _rrsig(c: Cursor) -> Rendered:
+def _rrsig(c: NameCursor) -> Rendered:
     covered = 0 if c.at_end() else c.u16()
     alg = 0 if c.at_end() else c.u8()
     labels = 0 if c.at_end() else c.u8()
@@ -144,19 +144,19 @@ def _rrsig(c: Cursor) -> Rendered:
             "data": _b64(c.rest())}
 
 
-def _nsec(c: Cursor) -> Rendered:
+def _nsec(c: NameCursor) -> Rendered:
     nxt = "" if c.at_end() else c.name()  # Packetbeat keeps this name's trailing dot
     return {"type_bits": _bitmap_text(type_bitmap(c)), "data": nxt}
 
 
-def _salt(c: Cursor) -> str:
+def _salt(c: NameCursor) -> str:
     if c.at_end():
         return "-"
     salt = c.counted()
     return salt.hex().upper() if salt else "-"
 
 
-def _nsec3(c: Cursor) -> Rendered:
+def _nsec3(c: NameCursor) -> Rendered:
     hash_alg = 0 if c.at_end() else c.u8()
     flags = 0 if c.at_end() else c.u8()
     iterations = 0 if c.at_end() else c.u16()
@@ -166,14 +166,14 @@ def _nsec3(c: Cursor) -> Rendered:
             "type_bits": _bitmap_text(type_bitmap(c)), "data": nxt}
 
 
-def _nsec3param(c: Cursor) -> Rendered:
+def _nsec3param(c: NameCursor) -> Rendered:
     hash_alg = 0 if c.at_end() else c.u8()
     flags = 0 if c.at_end() else c.u8()
     iterations = 0 if c.at_end() else c.u16()
     return {"hash": N.hash_name(hash_alg), "flags": str(flags), "iterations": str(iterations), "data": _salt(c)}
 
 
-_RENDERERS: dict[int, Callable[[Cursor], Rendered | None]] = {
+_RENDERERS: dict[int, Callable[[NameCursor], Rendered | None]] = {
     N.T_A: _a, N.T_AAAA: _aaaa, N.T_CNAME: _target, N.T_NS: _target, N.T_PTR: _target, N.T_MX: _mx,
     N.T_SOA: _soa, N.T_SRV: _srv, N.T_TXT: _txt, N.T_DNSKEY: _dnskey, N.T_DS: _ds, N.T_RRSIG: _rrsig,
     N.T_NSEC: _nsec, N.T_NSEC3: _nsec3, N.T_NSEC3PARAM: _nsec3param,
@@ -205,7 +205,7 @@ _LAYOUTS: dict[int, str] = {
 }
 
 
-def _svcb_params(c: Cursor) -> None:
+def _svcb_params(c: NameCursor) -> None:
     last = -1
     while not c.at_end():
         key = c.u16()
@@ -224,7 +224,7 @@ def _svcb_params(c: Cursor) -> None:
         last = key
 
 
-def _by_layout(c: Cursor, layout: str) -> bytes:
+def _by_layout(c: NameCursor, layout: str) -> bytes:
     out: list[bytes] = []
     for letter in layout:
         if c.at_end():
@@ -256,29 +256,29 @@ def _by_layout(c: Cursor, layout: str) -> bytes:
             _svcb_params(c)
         else:  # "r"
             c.rest()
-        out.append(c.buf[start:c.pos])
+        out.append(c.data[start:c.pos])
     return b"".join(out)
 
 
-def _hip(c: Cursor) -> bytes:
+def _hip(c: NameCursor) -> bytes:
     start = c.pos
     hit_len = c.u8()
     if c.at_end():
-        return c.buf[start:c.pos]
+        return c.data[start:c.pos]
     c.u8()
     if c.at_end():
-        return c.buf[start:c.pos]
+        return c.data[start:c.pos]
     key_len = c.u16()
     c.take(hit_len)
     c.take(key_len)
-    head = c.buf[start:c.pos]
+    head = c.data[start:c.pos]
     servers = []
     while not c.at_end():
         servers.append(wire_name(c.labels()))
     return head + b"".join(servers)
 
 
-def _gateway(c: Cursor, kind: int) -> bytes:
+def _gateway(c: NameCursor, kind: int) -> bytes:
     if kind == 1:
         return c.take(4)
     if kind == 2:
@@ -288,24 +288,24 @@ def _gateway(c: Cursor, kind: int) -> bytes:
     return b""
 
 
-def _ipseckey(c: Cursor) -> bytes:
+def _ipseckey(c: NameCursor) -> bytes:
     start = c.pos
     c.u8()
     kind = c.u8()
     c.u8()
-    head = c.buf[start:c.pos]
+    head = c.data[start:c.pos]
     return head + _gateway(c, kind) + c.rest()
 
 
-def _amtrelay(c: Cursor) -> bytes:
+def _amtrelay(c: NameCursor) -> bytes:
     start = c.pos
     c.u8()
     kind = c.u8() & 0x7F
-    head = c.buf[start:c.pos]
+    head = c.data[start:c.pos]
     return head + _gateway(c, kind)
 
 
-def _apl(c: Cursor) -> bytes:
+def _apl(c: NameCursor) -> bytes:
     start = c.pos
     while not c.at_end():
         family = c.u16()
@@ -314,13 +314,13 @@ def _apl(c: Cursor) -> bytes:
         if family not in (1, 2) or size > (4 if family == 1 else 16):
             raise c.error(f"bad APL item (family {family}, {size} bytes)")
         c.take(size)
-    return c.buf[start:c.pos]
+    return c.data[start:c.pos]
 
 
-_SPECIAL: dict[int, Callable[[Cursor], bytes]] = {55: _hip, 45: _ipseckey, 260: _amtrelay, 42: _apl}
+_SPECIAL: dict[int, Callable[[NameCursor], bytes]] = {55: _hip, 45: _ipseckey, 260: _amtrelay, 42: _apl}
 
 
-def render(c: Cursor, rtype: int) -> Rendered | None:
+def render(c: NameCursor, rtype: int) -> Rendered | None:
     """The fields of one record's RDATA (`c` spans exactly the RDATA); None leaves the record out."""
     renderer = _RENDERERS.get(rtype)
     if renderer is not None:

@@ -7,9 +7,10 @@ import struct
 
 import pytest
 
-from agent.protocols.dns.cursor import opaque_text
+from agent.protocols.dns.domain import opaque_text
 from agent.protocols.dns.fields import dns_fields, domain_parts, message_text, opt_fields
 from agent.protocols.dns.parser import DnsMessage, TcpFramer, parse_message
+from agent.protocols.stream import Gap
 from agent.transport.session import ParseError
 from tests.protocols.dns import vectors as V
 from tests.protocols.dns.vectors import encode_name, header, opt_rr, option, question, rr
@@ -456,9 +457,9 @@ def test_framer_gap_inside_a_message_skips_its_rest() -> None:
     a, b = V.ELASTIC_A_TCP.response, V.GITHUB_PTR_TCP.response
     framer = TcpFramer()
     assert framer.feed(a[:50], 1) == []
-    assert framer.gap(20) == a[2:50]  # bytes 50..70 lost: the head of the cut message comes back
+    assert framer.gap(20, 1) == Gap([a[2:50]], True)  # bytes 50..70 lost: the head of the cut message comes back
     assert framer.feed(a[70:] + b, 2) == [(b[2:], 2)]
-    assert framer.gap(5) is None and TcpFramer().gap(5) is None  # at a boundary: nothing was cut
+    assert framer.gap(5, 1).messages == [] and TcpFramer().gap(5, 1).messages == []  # at a boundary: nothing cut
     assert framer.close() is None
     framer.feed(b"\x00", 3)
     assert framer.close() == b""

@@ -1,9 +1,13 @@
-"""A small cursor over a DNS message: fixed-size reads, counted strings, spans and names.
+"""Domain names on the wire (compression pointers, presentation form) and DNS text forms.
 
-Every read checks its bounds and raises `ParseError` when the data is short,
-so decoders never compare lengths by hand.  A `span` is a sub-cursor over the
-next n bytes that must be consumed exactly (`finish`); names inside it may
-point back into the whole message but never past the span's end.
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, `__slots__` classes); an edit is used natively
+only after set-up rebuilds (`scripts/accel.py build`).
+
+`NameCursor` is the shared message cursor (agent/protocols/cursor.py: bounded
+reads, ShortRead past the end, exact spans) with the one thing DNS adds:
+names.  Names inside a span may point back into the whole message but never
+past the span's end.
 
 Compression pointers may only point backwards: each pointer must land before
 the start of the name (or before the previous pointer's target), so every
@@ -12,93 +16,37 @@ name is read in a bounded number of steps and loops are impossible.
 
 from __future__ import annotations
 
-import struct
 from functools import lru_cache
 
-from agent.transport.session import ParseError
+from agent.protocols.cursor import Cursor
 from agent.transport.types import Direction
 
 MAX_NAME_WIRE = 255  # octets of a name on the wire, root label included (RFC 1035 §2.3.4)
 
-_U16 = struct.Struct("!H").unpack_from
-_U32 = struct.Struct("!I").unpack_from
-_U48 = struct.Struct("!HI").unpack_from
-_U64 = struct.Struct("!Q").unpack_from
 
+class NameCursor(Cursor):
+    """The shared message cursor, plus domain names that may point back into the whole message."""
 
-class Cursor:
-    __slots__ = ("buf", "direction", "end", "names", "pos")
+    __slots__ = ("names",)
 
-    def __init__(self, buf: bytes, pos: int = 0, end: int | None = None, direction: Direction | None = None,
+    def __init__(self, data: bytes, pos: int = 0, end: int = -1, direction: Direction | None = None,
                  names: dict[int, tuple[str, int]] | None = None) -> None:
-        self.buf = buf
-        self.pos = pos
-        self.end = len(buf) if end is None else end
-        self.direction = direction
+        super().__init__(data, pos, end, "dns", direction)
         # Names already read in this message, by offset: (presentation, wire octets).
         self.names: dict[int, tuple[str, int]] = {} if names is None else names
 
-    def error(self, reason: str, offset: int | None = None) -> ParseError:
-        return ParseError("dns", self.direction, self.pos if offset is None else offset, reason)
-
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def at_end(self) -> bool:
-        return self.pos >= self.end
-
-    def _need(self, n: int, what: str) -> int:
-        pos = self.pos
-        if pos + n > self.end:
-            raise self.error(f"{what} needs {n} bytes, {self.end - pos} left")
-        self.pos = pos + n
-        return pos
-
-    def u8(self) -> int:
-        return self.buf[self._need(1, "uint8")]
-
-    def u16(self) -> int:
-        value: int = _U16(self.buf, self._need(2, "uint16"))[0]
-        return value
-
-    def u32(self) -> int:
-        value: int = _U32(self.buf, self._need(4, "uint32"))[0]
-        return value
-
-    def u48(self) -> int:
-        high, low = _U48(self.buf, self._need(6, "uint48"))
-        return int(high) << 32 | int(low)
-
-    def u64(self) -> int:
-        value: int = _U64(self.buf, self._need(8, "uint64"))[0]
-        return value
-
-    def take(self, n: int) -> bytes:
-        pos = self._need(n, "field")
-        return self.buf[pos:pos + n]
+    def span(self, n: int, what: str = "span") -> NameCursor:
+        """The next `n` bytes as a cursor of their own (this one moves past them), sharing the name table."""
+        pos = self._need(n, what)
+        return NameCursor(self.data, pos, pos + n, self.direction, self.names)
 
     def counted(self) -> bytes:
         """A <length uint8><bytes> character-string."""
-        n = self.u8()
-        pos = self._need(n, "character-string")
-        return self.buf[pos:pos + n]
-
-    def rest(self) -> bytes:
-        pos, self.pos = self.pos, self.end
-        return self.buf[pos:self.end]
-
-    def span(self, n: int) -> Cursor:
-        """The next `n` bytes as a cursor of their own (this one moves past them)."""
-        pos = self._need(n, "span")
-        return Cursor(self.buf, pos, pos + n, self.direction, self.names)
-
-    def finish(self) -> None:
-        if self.pos != self.end:
-            raise self.error(f"{self.end - self.pos} bytes left over at the end of the field")
+        return self.take(self.u8(), "character-string")
 
     def labels(self) -> list[bytes]:
         """A possibly compressed domain name, as its labels (the root label excluded)."""
-        buf = self.buf
+        buf = self.data
         end = self.end
         pos = self.pos
         limit = pos  # a pointer must land strictly before this
@@ -123,11 +71,7 @@ class Cursor:
                 out.append(buf[pos + 1:nxt])
                 pos = nxt
             elif kind == 0xC0:
-                if pos + 1 >= end:
-                    raise self.error("compression pointer cut short", pos)
-                target = (length & 0x3F) << 8 | buf[pos + 1]
-                if target >= limit:
-                    raise self.error(f"compression pointer to {target} does not point backwards", pos)
+                target = self._pointer_target(pos, limit)
                 if resume < 0:
                     resume = pos + 2
                 limit = target
@@ -143,17 +87,31 @@ class Cursor:
         Same rules as `labels`; a pointer to a name read before is answered
         from this message's name table instead of being walked again.
         """
-        buf = self.buf
-        end = self.end
+        buf = self.data
         pos = self.pos
-        names = self.names
-        if pos + 1 < end and buf[pos] >= 0xC0:  # the usual owner name: one pointer to a name already read
+        if pos + 1 < self.end and buf[pos] >= 0xC0:  # the usual owner name: one pointer to a name already read
             target = (buf[pos] & 0x3F) << 8 | buf[pos + 1]
             if target < pos:
-                known = names.get(target)
+                known = self.names.get(target)
                 if known is not None:
                     self.pos = pos + 2
                     return known[0]
+        return self._walk_name()
+
+    def _pointer_target(self, pos: int, limit: int) -> int:
+        """Where the compression pointer at `pos` leads; it must point back before `limit`."""
+        if pos + 1 >= self.end:
+            raise self.error("compression pointer cut short", pos)
+        target = (self.data[pos] & 0x3F) << 8 | self.data[pos + 1]
+        if target >= limit:
+            raise self.error(f"compression pointer to {target} does not point backwards", pos)
+        return target
+
+    def _walk_name(self) -> str:
+        buf = self.data
+        end = self.end
+        pos = self.pos
+        names = self.names
         start = pos
         limit = pos
         resume = -1
@@ -178,11 +136,7 @@ class Cursor:
                 parts.append(label_text(buf[pos + 1:nxt]))
                 pos = nxt
             elif kind == 0xC0:
-                if pos + 1 >= end:
-                    raise self.error("compression pointer cut short", pos)
-                target = (length & 0x3F) << 8 | buf[pos + 1]
-                if target >= limit:
-                    raise self.error(f"compression pointer to {target} does not point backwards", pos)
+                target = self._pointer_target(pos, limit)
                 if resume < 0:
                     resume = pos + 2
                 known = names.get(target)
