@@ -357,21 +357,6 @@ pgsql.num_fields keyword
 pgsql.num_rows keyword
 """
 
-_MONGODB = """
-mongodb.error keyword
-mongodb.opcodeName keyword
-mongodb.fullCollectionName keyword
-mongodb.numberToSkip long
-mongodb.numberToReturn long
-mongodb.numberReturned long
-mongodb.startingFrom keyword
-mongodb.query keyword
-mongodb.returnFieldsSelector keyword
-mongodb.selector keyword
-mongodb.update keyword
-mongodb.cursorId keyword
-"""
-
 
 _ENDPOINTS = ("source", "destination", "client", "server")
 
@@ -397,7 +382,6 @@ def _tables() -> Iterator[tuple[str, str]]:
         yield "tls", prefixed(f"tls.detailed.{chain}", _X509)
     yield "icmp", _ICMP
     yield "sql", _MYSQL_PGSQL_REDIS
-    yield "mongodb", _MONGODB
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,10 @@ import zstandard
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.errors import BSONError
 
-from agent.transport.session import ParseError
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.cursor import Cursor
+from agent.protocols.errors import ShortRead
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 PROTOCOL = "mongodb"
@@ -117,71 +121,36 @@ def decode_document(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-class _Reader:
-    """A cursor over one message body; every short read raises BadContent."""
+def _document_length(r: Cursor, what: str) -> int:
+    if r.end - r.pos < 4:
+        raise BadContent(f"{what}: message ends early")
+    (length,) = _I32.unpack_from(r.data, r.pos)
+    if length < MIN_DOCUMENT_BYTES:
+        raise BadContent(f"{what}: document length {length} is too small")
+    if length > r.end - r.pos:
+        raise BadContent(f"{what}: document length {length} is out of bounds")
+    return int(length)
 
-    __slots__ = ("data", "end", "pos")
 
-    def __init__(self, data: bytes | memoryview, pos: int = 0, end: int | None = None) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data) if end is None else end
+def skip_document(r: Cursor, what: str) -> None:
+    if r.end - r.pos < 4:
+        raise BadContent(f"{what}: message ends early")
+    (length,) = _I32.unpack_from(r.data, r.pos)
+    if length < MIN_DOCUMENT_BYTES or length > r.end - r.pos:
+        raise BadContent(f"{what}: document length {length} is out of bounds")
+    r.pos += length
 
-    @property
-    def remaining(self) -> int:
-        return self.end - self.pos
 
-    def i32(self, what: str) -> int:
-        if self.end - self.pos < 4:
-            raise BadContent(f"{what}: message ends early")
-        (value,) = _I32.unpack_from(self.data, self.pos)
-        self.pos += 4
-        return int(value)
+def raw_document(r: Cursor, what: str) -> bytes:
+    return r.take(_document_length(r, what), what)
 
-    def i64(self, what: str) -> int:
-        if self.end - self.pos < 8:
-            raise BadContent(f"{what}: message ends early")
-        (value,) = _I64.unpack_from(self.data, self.pos)
-        self.pos += 8
-        return int(value)
 
-    def byte(self, what: str) -> int:
-        if self.pos >= self.end:
-            raise BadContent(f"{what}: message ends early")
-        value = self.data[self.pos]
-        self.pos += 1
-        return int(value)
+def document(r: Cursor, what: str) -> dict[str, Any]:
+    return decode_document(raw_document(r, what))
 
-    def cstring(self, what: str) -> str:
-        data = bytes(self.data[self.pos:self.end])
-        idx = data.find(b"\x00")
-        if idx < 0:
-            raise BadContent(f"{what}: unterminated string")
-        self.pos += idx + 1
-        return data[:idx].decode("utf-8", "replace")
 
-    def skip_document(self, what: str) -> None:
-        if self.end - self.pos < 4:
-            raise BadContent(f"{what}: message ends early")
-        (length,) = _I32.unpack_from(self.data, self.pos)
-        if length < MIN_DOCUMENT_BYTES or length > self.end - self.pos:
-            raise BadContent(f"{what}: document length {length} is out of bounds")
-        self.pos += length
-
-    def raw_document(self, what: str) -> bytes:
-        if self.end - self.pos < 4:
-            raise BadContent(f"{what}: message ends early")
-        (length,) = _I32.unpack_from(self.data, self.pos)
-        if length < MIN_DOCUMENT_BYTES:
-            raise BadContent(f"{what}: document length {length} is too small")
-        if length > self.end - self.pos:
-            raise BadContent(f"{what}: document length {length} is out of bounds")
-        raw = bytes(self.data[self.pos:self.pos + length])
-        self.pos += length
-        return raw
-
-    def document(self, what: str) -> dict[str, Any]:
-        return decode_document(self.raw_document(what))
+def cstring(r: Cursor, what: str) -> str:
+    return r.cstring(what).decode("utf-8", "replace")
 
 
 def decompress(compressor: int, data: bytes, size: int) -> bytes:
@@ -216,96 +185,130 @@ def decompress(compressor: int, data: bytes, size: int) -> bytes:
     return out
 
 
-def decode_body(opcode: int, body: bytes | memoryview, want_documents: bool) -> dict[str, Any]:
-    """The fields of one message body (after the header); BadContent when it cannot be read."""
-    r = _Reader(body)
-    out: dict[str, Any] = {}
-    if opcode == OP_REPLY:
-        out["flags"] = r.i32("responseFlags")
-        out["cursor_id"] = r.i64("cursorID")
-        out["starting_from"] = r.i32("startingFrom")
-        number = r.i32("numberReturned")
-        if number < 0 or number * MIN_DOCUMENT_BYTES > r.remaining:
-            raise BadContent(f"numberReturned {number} does not fit the message")
-        out["number_returned"] = number
-        docs = []
-        for i in range(number):
-            if i and not want_documents:
-                r.skip_document("reply document")
-                continue
-            raw = r.raw_document("reply document")
-            if i == 0:
-                out["body"] = decode_document(raw)
-            if want_documents:
-                docs.append(raw)
-        out["documents"] = tuple(docs)
-    elif opcode == OP_MSG:
-        flags = r.i32("flagBits")
-        out["flags"] = flags
-        if flags & MSG_CHECKSUM_PRESENT:
-            if r.remaining < 4:
-                raise BadContent("checksum missing")
-            r.end -= 4
-        sections = []
-        while r.remaining > 0:
-            kind = r.byte("section kind")
-            if kind == 0:
-                out["body"] = r.document("body section")
-            elif kind == 1:
-                start = r.pos
-                size = r.i32("section size")
-                if size < 5 or size > r.end - start:
-                    raise BadContent(f"document sequence size {size} does not fit the message")
-                seq = _Reader(r.data, r.pos, start + size)
-                identifier = seq.cstring("sequence identifier")
-                docs = []
-                while seq.remaining > 0:
-                    docs.append(seq.raw_document("sequence document"))
-                sections.append(Section(identifier, tuple(docs)))
-                r.pos = start + size
-            else:
-                raise BadContent(f"unknown section kind {kind}")
-        out["sections"] = tuple(sections)
-    elif opcode == OP_QUERY:
-        out["flags"] = r.i32("flags")
-        out["full_collection_name"] = r.cstring("fullCollectionName")
-        out["number_to_skip"] = r.i32("numberToSkip")
-        out["number_to_return"] = r.i32("numberToReturn")
-        out["body"] = r.document("query")
-        if r.remaining > 0:
-            out["return_fields"] = r.document("returnFieldsSelector")
-    elif opcode == OP_GET_MORE:
-        r.i32("ZERO")
-        out["full_collection_name"] = r.cstring("fullCollectionName")
-        out["number_to_return"] = r.i32("numberToReturn")
-        out["cursor_id"] = r.i64("cursorID")
-    elif opcode == OP_INSERT:
-        out["flags"] = r.i32("flags")
-        out["full_collection_name"] = r.cstring("fullCollectionName")
-        docs = []
-        while r.remaining > 0:
-            docs.append(r.raw_document("insert document"))
-        out["documents"] = tuple(docs)
-    elif opcode == OP_UPDATE:
-        r.i32("ZERO")
-        out["full_collection_name"] = r.cstring("fullCollectionName")
-        out["flags"] = r.i32("flags")
-        out["selector"] = r.document("selector")
-        out["update"] = r.document("update")
-    elif opcode == OP_DELETE:
-        r.i32("ZERO")
-        out["full_collection_name"] = r.cstring("fullCollectionName")
-        out["flags"] = r.i32("flags")
-        out["selector"] = r.document("selector")
-    elif opcode == OP_KILL_CURSORS:
-        r.i32("ZERO")
-        count = r.i32("numberOfCursorIDs")
-        if count < 0 or count * 8 > r.remaining:
-            raise BadContent(f"numberOfCursorIDs {count} does not fit the message")
-        out["cursor_ids"] = tuple(r.i64("cursorID") for _ in range(count))
-    elif opcode == OP_MSG_LEGACY:
-        out["text"] = r.cstring("message")
+def _reply(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"flags": r.i32le("responseFlags"), "cursor_id": r.i64le("cursorID"),
+                           "starting_from": r.i32le("startingFrom")}
+    number = r.i32le("numberReturned")
+    if number < 0 or number * MIN_DOCUMENT_BYTES > r.remaining():
+        raise BadContent(f"numberReturned {number} does not fit the message")
+    out["number_returned"] = number
+    docs = []
+    for i in range(number):
+        if i and not want_documents:
+            skip_document(r, "reply document")
+            continue
+        raw = raw_document(r, "reply document")
+        if i == 0:
+            out["body"] = decode_document(raw)
+        if want_documents:
+            docs.append(raw)
+    out["documents"] = tuple(docs)
     return out
+
+
+def _msg(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    flags = r.i32le("flagBits")
+    out: dict[str, Any] = {"flags": flags}
+    if flags & MSG_CHECKSUM_PRESENT:
+        if r.remaining() < 4:
+            raise BadContent("checksum missing")
+        r.end -= 4
+    sections = []
+    while r.remaining() > 0:
+        kind = r.u8("section kind")
+        if kind == 0:
+            out["body"] = document(r, "body section")
+        elif kind == 1:
+            sections.append(_document_sequence(r))
+        else:
+            raise BadContent(f"unknown section kind {kind}")
+    out["sections"] = tuple(sections)
+    return out
+
+
+def _document_sequence(r: Cursor) -> Section:
+    start = r.pos
+    size = r.i32le("section size")
+    if size < 5 or size > r.end - start:
+        raise BadContent(f"document sequence size {size} does not fit the message")
+    seq = Cursor(r.data, r.pos, start + size, PROTOCOL)
+    identifier = cstring(seq, "sequence identifier")
+    docs = []
+    while seq.remaining() > 0:
+        docs.append(raw_document(seq, "sequence document"))
+    r.pos = start + size
+    return Section(identifier, tuple(docs))
+
+
+def _query(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"flags": r.i32le("flags"), "full_collection_name": cstring(r, "fullCollectionName"),
+                           "number_to_skip": r.i32le("numberToSkip"), "number_to_return": r.i32le("numberToReturn"),
+                           "body": document(r, "query")}
+    if r.remaining() > 0:
+        out["return_fields"] = document(r, "returnFieldsSelector")
+    return out
+
+
+def _get_more(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    r.i32le("ZERO")
+    return {"full_collection_name": cstring(r, "fullCollectionName"), "number_to_return": r.i32le("numberToReturn"),
+            "cursor_id": r.i64le("cursorID")}
+
+
+def _insert(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"flags": r.i32le("flags"), "full_collection_name": cstring(r, "fullCollectionName")}
+    docs = []
+    while r.remaining() > 0:
+        docs.append(raw_document(r, "insert document"))
+    out["documents"] = tuple(docs)
+    return out
+
+
+def _update(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    r.i32le("ZERO")
+    return {"full_collection_name": cstring(r, "fullCollectionName"), "flags": r.i32le("flags"),
+            "selector": document(r, "selector"), "update": document(r, "update")}
+
+
+def _delete(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    r.i32le("ZERO")
+    return {"full_collection_name": cstring(r, "fullCollectionName"), "flags": r.i32le("flags"),
+            "selector": document(r, "selector")}
+
+
+def _kill_cursors(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    r.i32le("ZERO")
+    count = r.i32le("numberOfCursorIDs")
+    if count < 0 or count * 8 > r.remaining():
+        raise BadContent(f"numberOfCursorIDs {count} does not fit the message")
+    return {"cursor_ids": tuple(r.i64le("cursorID") for _ in range(count))}
+
+
+def _legacy_msg(r: Cursor, want_documents: bool) -> dict[str, Any]:
+    return {"text": cstring(r, "message")}
+
+
+# How each opcode's body is read (the fields of MongoMessage it fills).
+_BODIES: dict[int, Callable[[Cursor, bool], dict[str, Any]]] = {
+    OP_REPLY: _reply,
+    OP_MSG: _msg,
+    OP_QUERY: _query,
+    OP_GET_MORE: _get_more,
+    OP_INSERT: _insert,
+    OP_UPDATE: _update,
+    OP_DELETE: _delete,
+    OP_KILL_CURSORS: _kill_cursors,
+    OP_MSG_LEGACY: _legacy_msg,
+}
+
+
+def decode_body(opcode: int, body: bytes, want_documents: bool, start: int = 0) -> dict[str, Any]:
+    """The fields of one message body (at `start`, after the header); BadContent or ShortRead when it cannot
+    be read."""
+    read = _BODIES.get(opcode)
+    if read is None:
+        return {}
+    return read(Cursor(body, start, -1, PROTOCOL), want_documents)
 
 
 def opcode_name(opcode: int, compressed: bool = False) -> str:
@@ -326,104 +329,105 @@ class MongoParser:
     def __init__(self, direction: Direction, *, want_documents: bool = False) -> None:
         self.direction = direction
         self.want_documents = want_documents
-        self._buf = bytearray()
-        self._base = 0
-        self._ts = 0
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_DECODE_BYTES)
         self._skip_left = 0  # bytes of a message being counted past
         self._skipped: MongoMessage | None = None  # what will be emitted once the skip is over
         self.strict = False  # after a resync: an unknown opcode is a framing error, not a message
 
     @property
     def idle(self) -> bool:
-        return not self._buf and not self._skip_left
+        return not self.buf.unread and not self.buf.waiting and not self._skip_left
 
     def reset(self) -> None:
-        self._base += len(self._buf)
-        self._buf = bytearray()
+        self.buf.clear()
         self._skip_left = 0
         self._skipped = None
         self.strict = True
 
-    def _error(self, reason: str, at: int = 0) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._base + at, reason)
-
     def feed(self, data: bytes, ts_ns: int) -> list[MongoMessage]:
         out: list[MongoMessage] = []
+        rb = self.buf
         if self._skip_left:
             take = min(self._skip_left, len(data))
             self._skip_left -= take
-            self._base += take
+            rb.skip_unbuffered(take)
             data = data[take:]
             if self._skip_left:
                 return out
         if self._skipped is not None:
             out.append(self._skipped)
             self._skipped = None
-        if not data:
+        if not data or not rb.feed(data, ts_ns):
             return out
-        if not self._buf:
-            self._ts = ts_ns
-        buf = self._buf
-        buf += data
-        pos = 0
-        try:
-            while len(buf) - pos >= HEADER_SIZE:
-                length, request_id, response_to, opcode = _HEADER.unpack_from(buf, pos)
-                if length < HEADER_SIZE or length > MAX_MESSAGE_BYTES:
-                    raise self._error(f"message length {length} out of range", pos)
-                known = is_known(opcode)
-                if not known and self.strict:
-                    raise self._error(f"unknown opcode {opcode} while resynchronising", pos)
-                if length > MAX_DECODE_BYTES or not known:
-                    notes = (NOTE_TOO_LARGE,) if known else ()
-                    msg = MongoMessage(self._ts, length, request_id, response_to, opcode, known=known, notes=notes)
-                    available = len(buf) - pos
-                    if available >= length:
-                        out.append(msg)
-                        pos += length
-                        self._ts = ts_ns
-                        continue
-                    self._skip_left = length - available
-                    self._skipped = msg
-                    self._base += len(buf)
-                    buf.clear()
-                    pos = 0
-                    break
-                if len(buf) - pos < length:
-                    break
-                out.append(self._decode(bytes(buf[pos:pos + length]), self._ts, length, request_id,
-                                        response_to, opcode))
-                self.strict = False
-                pos += length
-                self._ts = ts_ns
-        finally:
-            if pos:
-                del buf[:pos]
-                self._base += pos
+        buf = rb.data
+        while len(buf) - rb.pos >= HEADER_SIZE and self._message(buf, out):
+            pass
         return out
 
-    def gap(self, nbytes: int) -> bool:
+    def _message(self, buf: bytes | bytearray, out: list[MongoMessage]) -> bool:
+        """The message at the read position, if whole (or counted past); False when more bytes are needed."""
+        rb = self.buf
+        pos = rb.pos
+        length, request_id, response_to, opcode = _HEADER.unpack_from(buf, pos)
+        if length < HEADER_SIZE or length > MAX_MESSAGE_BYTES:
+            raise rb.error(f"message length {length} out of range", pos)
+        known = is_known(opcode)
+        if not known and self.strict:
+            raise rb.error(f"unknown opcode {opcode} while resynchronising", pos)
+        available = len(buf) - pos
+        if length > MAX_DECODE_BYTES or not known:
+            notes = (NOTE_TOO_LARGE,) if known else ()
+            msg = MongoMessage(rb.ts_at(pos), length, request_id, response_to, opcode, known=known, notes=notes)
+            if available >= length:
+                out.append(msg)
+                rb.pos = pos + length
+                return True
+            self._skip_left = length - available
+            self._skipped = msg
+            rb.skip(available)
+            return False
+        if available < length:
+            rb.wait_for(length)
+            return False
+        out.append(self._decode(bytes(buf[pos:pos + length]), rb.ts_at(pos), length, request_id, response_to,
+                                opcode))
+        self.strict = False
+        rb.pos = pos + length
+        return True
+
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[MongoMessage]:
         """Count past a hole when the current message's length covers it (the message is then noted)."""
-        buf = self._buf
+        rb = self.buf
+        rb.release()
         if self._skip_left:
             if nbytes > self._skip_left:
-                return False
+                return lost_sync()
             self._skip_left -= nbytes
-            self._base += nbytes
+            rb.skip_unbuffered(nbytes)
             self._mark_lossy()
-            return True
-        if len(buf) < HEADER_SIZE:
-            return False
-        length, request_id, response_to, opcode = _HEADER.unpack_from(buf)
-        left = length - len(buf)
+            return in_sync(*self._skip_done())
+        if rb.unread < HEADER_SIZE:
+            return lost_sync()
+        pos = rb.pos
+        length, request_id, response_to, opcode = _HEADER.unpack_from(rb.data, pos)
+        left = length - rb.unread
         if nbytes > left:
-            return False
-        self._skipped = MongoMessage(self._ts, length, request_id, response_to, opcode, known=is_known(opcode))
+            return lost_sync()
+        self._skipped = MongoMessage(rb.ts_at(pos), length, request_id, response_to, opcode,
+                                     known=is_known(opcode))
         self._mark_lossy()
         self._skip_left = left - nbytes
-        self._base += len(buf) + nbytes
-        buf.clear()
-        return True
+        rb.skip(rb.unread)
+        rb.skip_unbuffered(nbytes)
+        return in_sync(*self._skip_done())
+
+    def _skip_done(self) -> list[MongoMessage]:
+        """The message counted past, once the skip is over."""
+        skipped = self._skipped
+        if self._skip_left or skipped is None:
+            return []
+        self._skipped = None
+        return [skipped]
 
     def _mark_lossy(self) -> None:
         msg = self._skipped
@@ -436,23 +440,26 @@ class MongoParser:
 
     def _decode(self, view: bytes, ts_ns: int, length: int, request_id: int, response_to: int,
                 opcode: int) -> MongoMessage:
-        body: bytes | memoryview = memoryview(view)[HEADER_SIZE:]
+        body = view
+        start = HEADER_SIZE
         compressed = False
         try:
             if opcode == OP_COMPRESSED:
-                r = _Reader(body)
-                original = r.i32("originalOpcode")
-                size = r.i32("uncompressedSize")
-                compressor = r.byte("compressorId")
+                r = Cursor(view, HEADER_SIZE, -1, PROTOCOL)
+                original = r.i32le("originalOpcode")
+                size = r.i32le("uncompressedSize")
+                compressor = r.u8("compressorId")
                 compressed = True
                 if not is_known(original) or original == OP_COMPRESSED:
                     raise BadContent(f"compressed message with opcode {original}")
                 opcode = original
                 if size < 0 or size > MAX_DECODE_BYTES:
                     raise BadContent(f"uncompressed size {size} out of range")
-                body = decompress(compressor, bytes(body[r.pos:]), size)
-            fields = decode_body(opcode, body, self.want_documents)
-        except BadContent as exc:
+                body = decompress(compressor, r.rest(), size)
+                start = 0
+            fields = decode_body(opcode, body, self.want_documents, start)
+        except (BadContent, ShortRead) as exc:
+            reason = exc.reason if isinstance(exc, ShortRead) else str(exc)
             return MongoMessage(ts_ns, length, request_id, response_to, opcode, compressed=compressed,
-                                notes=(f"MongoDB message could not be decoded: {exc}",))
+                                notes=(f"MongoDB message could not be decoded: {reason}",))
         return MongoMessage(ts_ns, length, request_id, response_to, opcode, compressed=compressed, **fields)

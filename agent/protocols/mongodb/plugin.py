@@ -17,13 +17,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import KeyedRequests
 from agent.protocols.mongodb import parser as wire
 from agent.protocols.mongodb.commands import PLUMBING, is_database_command
+from agent.protocols.mongodb.fields import (
+    FIELDS,
+    Request,
+    number,
+    render_documents,
+    to_json,
+    transaction,
+    unknown_transaction,
+)
 from agent.protocols.mongodb.parser import BadContent, MongoMessage, MongoParser, decode_document
-from agent.protocols.mongodb.render import reconstruct_query, to_json
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 log = logging.getLogger("pktbeat.mongodb")
@@ -51,40 +59,21 @@ class MongodbConfig(ProtocolConfig):
     max_doc_length: int = opt(5000)  # characters per document; 0 (or less): no limit
 
 
-class _Request:
-    __slots__ = ("fields", "method", "msg", "params", "resource")
-
-    def __init__(self, msg: MongoMessage, method: str, resource: str, params: dict[str, Any] | None,
-                 fields: dict[str, Any]) -> None:
-        self.msg = msg
-        self.method = method
-        self.resource = resource
-        self.params = params
-        self.fields = fields
-
-
 def _awaits_reply(msg: MongoMessage) -> bool:
     if msg.opcode == wire.OP_MSG:
         return not msg.more_to_come
     return msg.opcode in (wire.OP_QUERY, wire.OP_GET_MORE)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-class MongoSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, MongodbConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
+class MongoSession(SessionBase[MongodbConfig]):
+    def __init__(self, ctx: SessionContext[MongodbConfig]) -> None:
+        super().__init__(ctx)
+        config = self.config
         want = config.send_response
         self.parsers = (MongoParser(Direction.TO_SERVER, want_documents=config.send_request),
                         MongoParser(Direction.TO_CLIENT, want_documents=want))
         timeout = int(config.transaction_timeout * 1e9)
-        self.requests: KeyedRequests[int, _Request] = KeyedRequests(ctx.counters, timeout, MAX_PENDING_REQUESTS)
+        self.requests: KeyedRequests[int, Request] = KeyedRequests(ctx.counters, timeout, MAX_PENDING_REQUESTS)
         self.early: KeyedRequests[int, MongoMessage] = KeyedRequests(ctx.counters, timeout, MAX_EARLY_REPLIES)
 
     # -- StreamSession -----------------------------------------------------------
@@ -97,19 +86,16 @@ class MongoSession:
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
         parser = self.parsers[direction]
-        if parser.gap(nbytes):
+        outcome = parser.gap(nbytes, ts_ns)
+        if outcome.in_sync:
             self.counters["gaps_skipped"] += 1
-            for msg in parser.feed(b"", ts_ns):
+            for msg in outcome.messages:
                 self._on_message(direction, msg)
             return
-        parser.reset()  # pending requests stay: pairing by id survives the loss
+        self.lose_sync(direction)
 
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters["parse_errors"] += 1
-        self.parsers[direction].reset()
+    def lose_sync(self, direction: Direction) -> None:
+        self.parsers[direction].reset()  # pending requests stay: pairing by id survives the loss
 
     def expire(self, ts_ns: int) -> None:
         self.counters["unmatched_requests"] += len(self.requests.drain())
@@ -163,60 +149,66 @@ class MongoSession:
 
     # -- requests ------------------------------------------------------------------
 
-    def _describe(self, msg: MongoMessage) -> _Request:
+    def _describe(self, msg: MongoMessage) -> Request:
         fields: dict[str, Any] = {}
         name = msg.full_collection_name
         if name is not None:
             fields["fullCollectionName"] = name
         op = msg.opcode
         if op == wire.OP_QUERY:
-            fields["numberToSkip"] = msg.number_to_skip
-            fields["numberToReturn"] = msg.number_to_return
-            if msg.return_fields is not None:
-                fields["returnFieldsSelector"] = to_json(msg.return_fields)
-            query = dict(msg.body or {})
-            collection = name or ""
-            if collection.endswith(".$cmd"):
-                method, resource = "otherCommand", collection
-                for key, value in query.items():
-                    if is_database_command(key, value):
-                        method = key
-                        if isinstance(value, str):
-                            resource = collection[:-4] + value
-                        del query[key]
-                        break
-                return _Request(msg, method, resource, query, fields)
-            if msg.body is not None:
-                fields["query"] = to_json(msg.body)
-            return _Request(msg, "find", collection, query, fields)
+            return self._describe_query(msg, fields)
         if op == wire.OP_MSG:
             return self._describe_op_msg(msg, fields)
         if op == wire.OP_GET_MORE:
             fields["numberToReturn"] = msg.number_to_return
             fields["cursorId"] = msg.cursor_id
-            return _Request(msg, "getMore", name or "", None, fields)
+            return Request(msg, "getMore", name or "", None, fields)
         if op == wire.OP_INSERT:
             params = None
             if msg.documents and self.config.send_request:
                 params = {"documents": _decode_all(msg.documents)}
-            return _Request(msg, "insert", name or "", params, fields)
+            return Request(msg, "insert", name or "", params, fields)
         if op == wire.OP_UPDATE:
             fields["selector"] = to_json(msg.selector)
             fields["update"] = to_json(msg.update)
-            return _Request(msg, "update", name or "", None, fields)
+            return Request(msg, "update", name or "", None, fields)
         if op == wire.OP_DELETE:
             fields["selector"] = to_json(msg.selector)
-            return _Request(msg, "delete", name or "", None, fields)
+            return Request(msg, "delete", name or "", None, fields)
         if op == wire.OP_KILL_CURSORS:
             if msg.cursor_ids:
                 fields["cursorId"] = msg.cursor_ids[0]
-            return _Request(msg, "killCursors", "", None, fields)
-        return _Request(msg, "msg", "", None, fields)  # legacy OP_MSG (1000), or an undecodable body
+            return Request(msg, "killCursors", "", None, fields)
+        return Request(msg, "msg", "", None, fields)  # legacy OP_MSG (1000), or an undecodable body
 
-    def _describe_op_msg(self, msg: MongoMessage, fields: dict[str, Any]) -> _Request:
+    @staticmethod
+    def _describe_query(msg: MongoMessage, fields: dict[str, Any]) -> Request:
+        """A legacy OP_QUERY: a find, or a command on `<db>.$cmd`."""
+        name = msg.full_collection_name
+        fields["numberToSkip"] = msg.number_to_skip
+        fields["numberToReturn"] = msg.number_to_return
+        if msg.return_fields is not None:
+            fields["returnFieldsSelector"] = to_json(msg.return_fields)
+        query = dict(msg.body or {})
+        collection = name or ""
+        if collection.endswith(".$cmd"):
+            method, resource = "otherCommand", collection
+            for key, value in query.items():
+                if is_database_command(key, value):
+                    method = key
+                    if isinstance(value, str):
+                        resource = collection[:-4] + value
+                    del query[key]
+                    break
+            return Request(msg, method, resource, query, fields)
+        if msg.body is not None:
+            fields["query"] = to_json(msg.body)
+        return Request(msg, "find", collection, query, fields)
+
+    def _describe_op_msg(self, msg: MongoMessage, fields: dict[str, Any]) -> Request:
         body = msg.body or {}
         if not body:
-            return _Request(msg, "msg", "", None, fields)
+            return Request(msg, "msg", "", None, fields)
         method = next(iter(body))
         value = body[method]
         db = body.get("$db")
@@ -225,110 +217,30 @@ class MongoSession:
         resource = f"{db}.{collection}" if isinstance(collection, str) else f"{db}.$cmd"
         params = {k: v for k, v in body.items() if k != method and k not in PLUMBING}
         if method == "find":
-            skip, limit = _int(body.get("skip")), _int(body.get("limit"))
+            skip, limit = number(body.get("skip")), number(body.get("limit"))
             if skip is not None:
                 fields["numberToSkip"] = skip
             if limit is not None:
                 fields["numberToReturn"] = limit
         elif method == "getMore":
-            cursor = _int(value)
+            cursor = number(value)
             if cursor is not None:
                 fields["cursorId"] = cursor
         if self.config.send_request:
             for section in msg.sections:
                 params[section.identifier] = _decode_all(section.documents)
-        return _Request(msg, method, resource, params, fields)
-
-    # -- replies -------------------------------------------------------------------
-
-    def _reply_fields(self, msg: MongoMessage) -> tuple[dict[str, Any], str, list[Any]]:
-        """(mongodb.* fields, error text, documents for `response`)."""
-        fields: dict[str, Any] = {}
-        body = msg.body
-        docs: list[Any] = []
-        if msg.opcode == wire.OP_REPLY:
-            if msg.cursor_id is not None:
-                fields["cursorId"] = msg.cursor_id
-                fields["startingFrom"] = msg.starting_from
-                fields["numberReturned"] = msg.number_returned
-            docs = list(msg.documents)
-        elif body is not None:
-            cursor = body.get("cursor")
-            batch = None
-            if isinstance(cursor, dict):
-                batch = cursor.get("firstBatch", cursor.get("nextBatch"))
-                cursor_id = _int(cursor.get("id"))
-                if cursor_id is not None:
-                    fields["cursorId"] = cursor_id
-            if isinstance(batch, list):
-                fields["numberReturned"] = len(batch)
-                docs = batch
-            else:
-                docs = [body]
-            for section in msg.sections:
-                docs.extend(section.documents)
-        return fields, _error_text(body), docs
+        return Request(msg, method, resource, params, fields)
 
     # -- events --------------------------------------------------------------------
 
-    def _publish(self, request: _Request, reply: MongoMessage | None) -> None:
-        req = request.msg
-        mongodb = dict(request.fields)
-        mongodb["opcodeName"] = wire.opcode_name(req.opcode, req.compressed)
-        error = ""
-        docs: list[Any] = []
-        notes = list(req.notes)
-        if reply is not None:
-            reply_fields, error, docs = self._reply_fields(reply)
-            mongodb.update(reply_fields)
-            notes.extend(reply.notes)
-        if error:
-            mongodb["error"] = error
-        skip = mongodb.get("numberToSkip")
-        limit = mongodb.get("numberToReturn")
-        fields: dict[str, Any] = {
-            "mongodb": mongodb, "method": request.method, "resource": request.resource,
-            "query": reconstruct_query(request.resource, request.method, request.params, skip, limit, full=False),
-        }
-        if self.config.send_request:
-            fields["request"] = reconstruct_query(request.resource, request.method, request.params, skip, limit,
-                                                  full=True)
-        if self.config.send_response and docs:
-            fields["response"] = self._render_documents(docs)
-        self.ctx.emit(Transaction(
-            type="mongodb", conn=self.ctx.conn, ts_ns=req.ts_ns,
-            end_ns=max(reply.ts_ns, req.ts_ns) if reply is not None else None,
-            status="Error" if error else "OK", client_bytes=req.size,
-            server_bytes=reply.size if reply is not None else None, notes=notes, fields=fields))
+    def _publish(self, request: Request, reply: MongoMessage | None) -> None:
+        self.ctx.emit(transaction(self.ctx.conn, self.config, request, reply))
 
     def _publish_unknown(self, direction: Direction, msg: MongoMessage) -> None:
-        """Decision: the message is shown (Packetbeat only logs it), status Error, so it can be found."""
-        is_request = direction is Direction.TO_SERVER
-        self.ctx.emit(Transaction(
-            type="mongodb", conn=self.ctx.conn, ts_ns=msg.ts_ns, has_request=is_request,
-            end_ns=None if is_request else msg.ts_ns, status="Error",
-            client_bytes=msg.size if is_request else None, server_bytes=None if is_request else msg.size,
-            notes=[f"Unknown operation code: {msg.opcode}", *msg.notes],
-            fields={"mongodb": {"opcodeName": wire.opcode_name(msg.opcode)}}))
+        self.ctx.emit(unknown_transaction(self.ctx.conn, direction, msg))
 
     def _render_documents(self, docs: list[Any]) -> str:
-        max_docs = self.config.max_docs
-        max_len = self.config.max_doc_length
-        lines: list[str] = []
-        for i, doc in enumerate(docs):
-            if max_docs > 0 and i >= max_docs:
-                lines.append("[...]")
-                break
-            if isinstance(doc, bytes):
-                try:
-                    doc = decode_document(doc)
-                except BadContent:
-                    continue
-            text = to_json(doc)
-            if max_len > 0 and len(text) > max_len:
-                text = text[:max_len] + " ..."
-            lines.append(text)
-        return "\n".join(lines)
+        return render_documents(docs, self.config.max_docs, self.config.max_doc_length)
 
 
 def _decode_all(raw_docs: tuple[bytes, ...]) -> list[Any]:
@@ -341,31 +253,11 @@ def _decode_all(raw_docs: tuple[bytes, ...]) -> list[Any]:
     return out
 
 
-def _error_text(body: dict[str, Any] | None) -> str:
-    """The error a reply document reports: $err, writeErrors, writeConcernError, or ok: 0."""
-    if not body:
-        return ""
-    if "$err" in body:
-        return to_json(body["$err"])
-    if "writeErrors" in body:
-        return to_json(body["writeErrors"])
-    if "writeConcernError" in body:
-        return to_json(body["writeConcernError"])
-    ok = body.get("ok")
-    if isinstance(ok, (int, float)) and not isinstance(ok, bool) and ok == 0:
-        message = body.get("errmsg")
-        return message if isinstance(message, str) and message else to_json(body)
-    return ""
-
-
-def _session(ctx: SessionContext) -> MongoSession:
-    return MongoSession(ctx)
-
-
 SPEC = ProtocolSpec(
     name="mongodb",
     config_class=MongodbConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=MongoSession,
     description="MongoDB wire protocol (OP_MSG, OP_COMPRESSED and the legacy opcodes)",
     counters=COUNTERS,
 )

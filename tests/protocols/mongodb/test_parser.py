@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from agent.protocols.mongodb.fields import to_json
 from agent.protocols.mongodb.parser import (
     MAX_DECODE_BYTES,
     NOTE_TOO_LARGE,
@@ -16,7 +17,6 @@ from agent.protocols.mongodb.parser import (
     decode_document,
     opcode_name,
 )
-from agent.protocols.mongodb.render import to_json
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 from tests.protocols.mongodb.messages import (
@@ -222,7 +222,7 @@ def test_oversized_message_is_counted_past_not_buffered() -> None:
     while sent < size - 65536:
         assert parser.feed(b"\x00" * 65536, 0) == []
         sent += 65536
-        assert parser.idle is False and len(parser._buf) == 0
+        assert parser.idle is False and parser.buf.unread == 0
     (msg,) = parser.feed(b"\x00" * (size - sent) + op_msg({"ping": 1, "$db": "a"}, request_id=6)[:10], 1)
     assert msg.notes == (NOTE_TOO_LARGE,) and msg.request_id == 5 and msg.size == size
 
@@ -231,11 +231,11 @@ def test_gap_inside_a_message_is_counted_past() -> None:
     data = op_msg({"find": "c", "filter": {"pad": "z" * 3000}, "$db": "d"}, request_id=4)
     parser = MongoParser(C2S)
     parser.feed(data[:100], 0)
-    assert parser.gap(1000)
+    assert parser.gap(1000, 1).in_sync
     (msg,) = parser.feed(data[1100:], 1)
     assert msg.request_id == 4 and msg.notes == ("Packet loss while capturing the request",) and msg.body is None
     fresh = MongoParser(C2S)
-    assert not fresh.gap(10)  # nothing known about the bytes lost
+    assert not fresh.gap(10, 1).in_sync  # nothing known about the bytes lost
 
 
 def test_resync_rejects_unknown_opcodes() -> None:

@@ -10,8 +10,8 @@ import pytest
 from agent.metrics import Counters
 from agent.protocols.base import SessionContext, Transaction
 from agent.protocols.mongodb import plugin
+from agent.protocols.mongodb.fields import reconstruct_query, to_json
 from agent.protocols.mongodb.plugin import SPEC, MongoSession
-from agent.protocols.mongodb.render import reconstruct_query, to_json
 from agent.transport.session import ParseError
 from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways, conn_info, protocol_config
 from tests.protocols.mongodb.messages import (
