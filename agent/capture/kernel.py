@@ -56,9 +56,7 @@ class KernelProgram:
             raise ValueError(f"workers must be between 1 and {MAX_WORKERS}")
         if len(settings.ports) > MAX_PORTS:
             raise ValueError(f"at most {MAX_PORTS} (protocol, port) pairs can be matched in the kernel")
-        for name, tunnel_ports in (("VXLAN", settings.vxlan_ports), ("GENEVE", settings.geneve_ports)):
-            if len(tunnel_ports) > record.MAX_TUNNEL_PORTS or not all(0 < p < 65536 for p in tunnel_ports):
-                raise ValueError(f"at most {record.MAX_TUNNEL_PORTS} {name} ports, each 1-65535")
+        _check_tunnel_ports(settings.vxlan_ports, settings.geneve_ports)
         self.settings = settings
         page = os.sysconf("SC_PAGE_SIZE")
         self.ring_size = settings.ring_bytes
@@ -100,6 +98,7 @@ class KernelProgram:
         self._icmp = settings.icmp
         self._snaplen = settings.snaplen
         self._flows = settings.flows
+        self._decap, self._vxlan_ports, self._geneve_ports = settings.decap, settings.vxlan_ports, settings.geneve_ports
         self._write_settings()
         self.set_ports(settings.ports)
 
@@ -120,10 +119,17 @@ class KernelProgram:
         s = self.settings
         ports = record.MAX_TUNNEL_PORTS
         value = record.SETTINGS.pack(min(self._snaplen, record.MAX_SNAPLEN), max(1, s.wake_every),
-                                     int(self._icmp), int(self._flows), int(s.decap), b"\0" * 5,
-                                     *(tuple(s.vxlan_ports) + (0,) * ports)[:ports],
-                                     *(tuple(s.geneve_ports) + (0,) * ports)[:ports])
+                                     int(self._icmp), int(self._flows), int(self._decap), b"\0" * 5,
+                                     *(tuple(self._vxlan_ports) + (0,) * ports)[:ports],
+                                     *(tuple(self._geneve_ports) + (0,) * ports)[:ports])
         self.maps["settings"].update(b"\0\0\0\0", value)
+
+    def set_tunnels(self, decap: bool, vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
+        """Whether to look inside tunnels, and on which UDP ports VXLAN and GENEVE come."""
+        _check_tunnel_ports(vxlan_ports, geneve_ports)
+        with self._lock:
+            self._decap, self._vxlan_ports, self._geneve_ports = decap, vxlan_ports, geneve_ports
+            self._write_settings()
 
     def set_icmp(self, enabled: bool) -> None:
         with self._lock:
@@ -216,6 +222,12 @@ class KernelProgram:
             self.bpf.cleanup()
         except Exception:
             pass
+
+
+def _check_tunnel_ports(vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
+    for name, tunnel_ports in (("VXLAN", vxlan_ports), ("GENEVE", geneve_ports)):
+        if len(tunnel_ports) > record.MAX_TUNNEL_PORTS or not all(0 < p < 65536 for p in tunnel_ports):
+            raise ValueError(f"at most {record.MAX_TUNNEL_PORTS} {name} ports, each 1-65535")
 
 
 def effective_workers(configured: int) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import metrics
+from agent.capture.tunnel import TunnelSettings
 from agent.config.load import AgentConfig
 from agent.events.builder import AgentIdentity, EventBuilder, EventSettings
 from agent.events.direction import DirectionClassifier, local_addresses, parse_networks
@@ -41,6 +42,12 @@ def tune_gc() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def tunnel_settings(config: AgentConfig) -> TunnelSettings:
+    """What replay decapsulates (`packetbeat.tunnels`); live capture passes the same to the kernel."""
+    tunnels = config.tunnels
+    return TunnelSettings(tunnels.enabled, tunnels.vxlan_ports, tunnels.geneve_ports)
 
 
 def agent_identity(config: AgentConfig) -> AgentIdentity:
