@@ -1,0 +1,89 @@
+"""Replay of real traffic captured inside every encapsulation (tests/pcaps/tunnels, made by
+tests/helpers/make_tunnel_pcaps.py): the transactions inside, with the inner addresses and the tunnel.
+
+Each capture holds an HTTP GET over inner IPv4, a DNS query over inner IPv6
+and a line sent to port 9999 (no protocol there), as seen on the underlay.
+manifest.json says what is inside; tshark, which knows every one of these
+encapsulations, confirms it independently of pktbeat.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.replay import replay
+
+PCAPS = Path(__file__).resolve().parents[1] / "pcaps" / "tunnels"
+MANIFEST: dict[str, dict[str, Any]] = json.loads((PCAPS / "manifest.json").read_text())
+PROTOCOLS = [{"type": "http", "ports": [80]}, {"type": "dns", "ports": [53]}]
+SETTINGS = {"packetbeat.flows": {"timeout": "30s", "period": "-1s"}}
+
+
+@pytest.fixture(scope="module")
+def events() -> list[dict[str, Any]]:
+    """Every capture in one replay: each tunnel has inner addresses of its own."""
+    args = [arg for name in sorted(MANIFEST) for arg in ("-I", str(PCAPS / name))]
+    found, _ = replay(args[1], PROTOCOLS, SETTINGS, extra_args=args[2:])
+    return found
+
+
+def test_every_encapsulation_has_a_capture() -> None:
+    kinds = {entry["type4"] for entry in MANIFEST.values()} | {entry["type6"] for entry in MANIFEST.values()}
+    assert kinds == {"vxlan", "geneve", "gre", "erspan1", "erspan2", "ip-in-ip", "ipv6-in-ip", "pppoe"}
+    assert MANIFEST["gre-key-seq.pcap"]["id"] and not MANIFEST["gre.pcap"]["id"]
+    assert ":" in MANIFEST["ipip-over-ipv6.pcap"]["outer"][0]
+    assert all((PCAPS / name).stat().st_size < 8192 for name in MANIFEST)
+
+
+def _tunnel(entry: dict[str, Any], kind: str) -> dict[str, Any]:
+    expected: dict[str, Any] = {"type": kind, "depth": 1}
+    if entry["id"]:
+        expected["id"] = entry["id"]
+    if entry["outer"]:
+        expected["source"] = {"ip": entry["outer"][0]}
+        expected["destination"] = {"ip": entry["outer"][1]}
+    return expected
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_transactions_inside_the_tunnel(events: list[dict[str, Any]], name: str) -> None:
+    entry = MANIFEST[name]
+    http = [e for e in events if e["type"] == "http" and e["client"]["ip"] == entry["client"]]
+    dns = [e for e in events if e["type"] == "dns" and e["client"]["ip"] == entry["client6"]]
+    assert len(http) == 1 and len(dns) == 1, (http, dns)
+    assert (http[0]["server"]["ip"], http[0]["server"]["port"], http[0]["url"]["path"]) == (
+        entry["server"], 80, "/index.html")
+    assert http[0]["http"]["response"]["status_code"] == 200 and http[0]["network"]["type"] == "ipv4"
+    assert (dns[0]["server"]["ip"], dns[0]["dns"]["question"]["name"], dns[0]["network"]["type"]) == (
+        entry["server6"], "inside.example.test", "ipv6")
+    assert http[0]["pktbeat"]["tunnel"] == _tunnel(entry, entry["type4"])
+    assert dns[0]["pktbeat"]["tunnel"] == _tunnel(entry, entry["type6"])
+    inner = {entry["client"], entry["server"], entry["client6"], entry["server6"]}
+    assert not [e for e in events if e["type"] not in ("http", "dns", "flow") and e["client"]["ip"] in inner]
+    flows = [e for e in events if e["type"] == "flow" and e["source"]["ip"] == entry["client"]]
+    assert {f["destination"]["port"] for f in flows} == {80, 9999}
+    assert all(f["pktbeat"]["tunnel"] == _tunnel(entry, entry["type4"]) for f in flows)
+    if entry["outer"]:  # the tunnel's own flow, between the outer addresses
+        assert [e for e in events if e["type"] == "flow" and "pktbeat" not in e
+                and {e["source"]["ip"], e["destination"]["ip"]} == set(entry["outer"])]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_tshark_sees_the_same_inside(name: str) -> None:
+    entry = MANIFEST[name]
+    out = subprocess.run(["tshark", "-r", str(PCAPS / name), "-Y", "http.request or dns.flags.response == 0",
+                          "-T", "fields", "-e", "ip.src", "-e", "ipv6.src", "-e", "http.request.uri",
+                          "-e", "dns.qry.name"], capture_output=True, text=True, check=True, timeout=60).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    # Nested IP headers are listed outer first: the last one is the inner packet's.
+    requests = {(row[0].split(",")[-1], row[2]) for row in rows if row[2]}
+    queries = {(row[1].split(",")[-1], row[3]) for row in rows if row[3]}
+    assert requests == {(entry["client"], "/index.html")}
+    assert queries == {(entry["client6"], "inside.example.test")}
