@@ -249,7 +249,6 @@ class FrameDecoder:
 
     def _decode_ip(self, frame: bytes, offset: int, version: int, ts_ns: int, wire_len: int,
                    encap: _Encap | None, link: LinkInfo | None) -> Packet | None:
-        stats = self.stats
         if version == 4:
             (vihl, _tos, total_len, ident, frag, _ttl, proto, _csum, src, dst) = _ipv4(frame, offset)
             if vihl >> 4 != 4:
@@ -264,41 +263,7 @@ class FrameDecoder:
             frag_id = ident
             family = 4
         else:
-            if frame[offset] >> 4 != 6:
-                raise _Malformed
-            plen = _u16(frame, offset + 4)[0]
-            proto = frame[offset + 6]
-            src = frame[offset + 8:offset + 24]
-            dst = frame[offset + 24:offset + 40]
-            if len(dst) != 16:
-                raise _Malformed
-            l4 = offset + 40
-            end = l4 + plen
-            frag_off = 0
-            more = 0
-            frag_id = 0
-            fragmented = False
-            for _ in range(MAX_IPV6_EXT):
-                if proto in IPV6_EXT_HEADERS:
-                    proto, hlen = frame[l4], (frame[l4 + 1] + 1) * 8
-                    l4 += hlen
-                elif proto == IPV6_FRAGMENT:
-                    nxt = frame[l4]
-                    fo = _u16(frame, l4 + 2)[0]
-                    frag_off = fo & 0xFFF8
-                    more = fo & 1
-                    frag_id = int.from_bytes(frame[l4 + 4:l4 + 8], "big")
-                    fragmented = bool(frag_off or more)
-                    proto = nxt
-                    l4 += 8
-                    if fragmented:
-                        break  # what follows belongs to the fragment; the reassembler reads it
-                else:
-                    break
-            if l4 > end:
-                raise _Malformed
-            if not fragmented:
-                frag_off = more = 0
+            proto, src, dst, l4, end, frag_off, more, frag_id = _ipv6_header(frame, offset)
             family = 6
         captured_end = min(end, len(frame))
         if self.decap and not (frag_off or more) and (proto in _CARRIERS or proto == IPPROTO_UDP):
@@ -306,14 +271,25 @@ class FrameDecoder:
             if inner is not None:
                 if encap is None or len(encap.kinds) < tun.MAX_ENCAP:
                     return self._decap(frame, inner, family, proto, src, dst, l4, ts_ns, wire_len, encap, link)
-                stats["tunnel_too_deep"] += 1
+                self.stats["tunnel_too_deep"] += 1
         if frag_off or more:
-            stats["fragments"] += 1
+            self.stats["fragments"] += 1
             pkt = Packet(ts_ns, family, proto, src, dst, 0, 0, frame[l4:captured_end],
                          flags=F_FRAGMENT | F_LAST_CHUNK | (F_MORE_FRAGS if more else 0),
                          frag_id=frag_id, frag_off=frag_off, wire_len=wire_len,
                          missing=end - captured_end)
-        elif proto == IPPROTO_TCP:
+        else:
+            pkt = self._transport(frame, family, proto, src, dst, l4, end, ts_ns, wire_len)
+        if encap is not None:
+            self._inside(pkt, encap)
+        return pkt
+
+    def _transport(self, frame: bytes, family: int, proto: int, src: bytes, dst: bytes, l4: int, end: int,
+                   ts_ns: int, wire_len: int) -> Packet:
+        """The Packet of a whole (not fragmented) IP datagram whose L4 header starts at `l4`."""
+        stats = self.stats
+        captured_end = min(end, len(frame))
+        if proto == IPPROTO_TCP:
             sport, dport, seq, ack, data_off, tcp_flags, window = _tcp(frame, l4)
             doff = (data_off >> 4) * 4
             if doff < 20:
@@ -327,9 +303,9 @@ class FrameDecoder:
             if missing:
                 flags |= F_TRUNCATED
                 stats["truncated"] += 1
-            pkt = Packet(ts_ns, family, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
-                         tcp_flags=tcp_flags, window=window, wire_len=wire_len, flags=flags, missing=missing)
-        elif proto == IPPROTO_UDP:
+            return Packet(ts_ns, family, proto, src, dst, sport, dport, payload, seq=seq, ack=ack,
+                          tcp_flags=tcp_flags, window=window, wire_len=wire_len, flags=flags, missing=missing)
+        if proto == IPPROTO_UDP:
             sport, dport = _ports(frame, l4)
             udp_len = _u16(frame, l4 + 4)[0]
             if udp_len >= 8 and l4 + udp_len <= end:
@@ -341,20 +317,17 @@ class FrameDecoder:
             if missing:
                 flags |= F_TRUNCATED
                 stats["truncated"] += 1
-            pkt = Packet(ts_ns, family, proto, src, dst, sport, dport, payload, wire_len=wire_len,
-                         flags=flags, missing=missing)
-        elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            return Packet(ts_ns, family, proto, src, dst, sport, dport, payload, wire_len=wire_len,
+                          flags=flags, missing=missing)
+        if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             if captured_end - l4 < 4:
                 raise _Malformed
-            pkt = Packet(ts_ns, family, proto, src, dst, 0, 0, frame[l4:captured_end], wire_len=wire_len,
-                         missing=end - captured_end)
-        else:
-            stats["other_l4"] += 1
-            # Flows still count other transports; no application payload is decoded.
-            pkt = Packet(ts_ns, family, proto, src, dst, 0, 0, b"", wire_len=wire_len)
-        if encap is not None:
-            self._inside(pkt, encap)
-        return pkt
+            return Packet(ts_ns, family, proto, src, dst, 0, 0, frame[l4:captured_end], wire_len=wire_len,
+                          missing=end - captured_end)
+        stats["other_l4"] += 1
+        # Flows still count other transports; no application payload is decoded.
+        return Packet(ts_ns, family, proto, src, dst, 0, 0, b"", wire_len=wire_len)
+
 
     def _tunnel(self, frame: bytes, proto: int, l4: int, end: int) -> tun.Inner | None:
         """Where the inner packet of a tunnel this IP packet carries starts, or None."""
@@ -430,6 +403,39 @@ class FrameDecoder:
         if self.keep_link:
             own = encap.link if encap.link is not None else _NO_LINK
             pkt.link = own._replace(carriers=tuple(encap.carriers))
+
+
+def _ipv6_header(frame: bytes, offset: int) -> tuple[int, bytes, bytes, int, int, int, int, int]:
+    """(protocol, source, destination, L4 offset, end, fragment offset, more fragments, fragment id) of an
+    IPv6 header at `offset`, its extension headers walked."""
+    if frame[offset] >> 4 != 6:
+        raise _Malformed
+    plen = _u16(frame, offset + 4)[0]
+    proto = frame[offset + 6]
+    src = frame[offset + 8:offset + 24]
+    dst = frame[offset + 24:offset + 40]
+    if len(dst) != 16:
+        raise _Malformed
+    l4 = offset + 40
+    end = l4 + plen
+    frag_off = more = frag_id = 0
+    for _ in range(MAX_IPV6_EXT):
+        if proto in IPV6_EXT_HEADERS:
+            proto, hlen = frame[l4], (frame[l4 + 1] + 1) * 8
+            l4 += hlen
+        elif proto == IPV6_FRAGMENT:
+            nxt = frame[l4]
+            fo = _u16(frame, l4 + 2)[0]
+            proto = nxt
+            l4 += 8
+            if fo & 0xFFF9:  # an offset or more fragments: what follows belongs to the fragment
+                frag_off, more, frag_id = fo & 0xFFF8, fo & 1, int.from_bytes(frame[l4 - 4:l4], "big")
+                break
+        else:
+            break
+    if l4 > end:
+        raise _Malformed
+    return proto, src, dst, l4, end, frag_off, more, frag_id
 
 
 def _ethernet(frame: bytes, offset: int) -> tuple[tuple[int, ...], int, int]:

@@ -87,3 +87,29 @@ def test_tshark_sees_the_same_inside(name: str) -> None:
     queries = {(row[1].split(",")[-1], row[3]) for row in rows if row[3]}
     assert requests == {(entry["client"], "/index.html")}
     assert queries == {(entry["client6"], "inside.example.test")}
+
+
+@pytest.mark.parametrize("keep_link", [False, True], ids=["transactions", "flows"])
+def test_the_decoder_never_raises_on_mutated_tunnel_frames(keep_link: bool) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from agent.capture.decode import LINKTYPE_ETHERNET, FrameDecoder
+    from agent.capture.pcapfile import CaptureReader
+
+    frames: list[bytes] = []
+    for name in sorted(MANIFEST):
+        with CaptureReader(PCAPS / name) as reader:
+            frames += [frame for _, frame, _ in reader][:4]
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.sampled_from(frames), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+           st.integers(0, 300))
+    def check(base: bytes, flips: list[tuple[int, int]], cut: int) -> None:
+        frame = bytearray(base)
+        for pos, value in flips:
+            if pos < len(frame):
+                frame[pos] = value
+        FrameDecoder(LINKTYPE_ETHERNET, keep_link=keep_link).decode(bytes(frame[:cut]), 1)  # never raises
+
+    check()
