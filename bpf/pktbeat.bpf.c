@@ -25,7 +25,8 @@
  *      headers it will carry;
  *   5. the `ports` map says whether either port of the innermost packet
  *      belongs to a configured protocol; fragments always go to user space
- *      (only the first carries ports), ICMP when enabled;
+ *      (only the first carries ports; GRE and IP-in-IP ones too, which user
+ *      space opens once reassembled), ICMP when enabled;
  *   6. the record header is prepared in a per-CPU scratch buffer, and the
  *      emitter (pb_emit, a tail call) copies the L4 payload, up to snaplen,
  *      after it and writes it to the ring of the worker the flow hash
@@ -1134,7 +1135,9 @@ static __always_inline int finish(struct __sk_buff *skb, struct pb_parse *p, str
     u8 l4 = p->l4proto;
     int pass;
     if (p->is_frag) {
-        pass = l4 == IPPROTO_TCP || l4 == IPPROTO_UDP || l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6;
+        /* and those of GRE and IP-in-IP, which user space opens once reassembled */
+        pass = l4 == IPPROTO_TCP || l4 == IPPROTO_UDP || l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6 ||
+               (cfg->decap && (l4 == IPPROTO_GRE || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6));
         if (pass)
             count(c, PB_C_FRAGMENT);
     } else if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {

@@ -78,6 +78,7 @@ _u16 = struct.Struct("!H").unpack_from
 _ipv4 = struct.Struct("!BBHHHBBH4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
 _ports = struct.Struct("!HH").unpack_from
+_ports_header = struct.Struct("!HHHH")
 # Ethernet type; IPv4 version/IHL, total length, fragment field, protocol, addresses; TCP up to its flags.
 _ether_ipv4_tcp = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB").unpack_from
 
@@ -235,6 +236,26 @@ class FrameDecoder:
             pkt.link = link
         stats["packets"] += 1
         return pkt
+
+    def reassembled(self, pkt: Packet) -> Packet | None:
+        """The inner packet of a tunnel datagram that arrived IP-fragmented (the dispatcher reassembled it),
+        or None when it carries no tunnel pktbeat follows.  `pkt.payload` is the UDP payload, or the whole
+        L4 datagram of GRE and IP-in-IP."""
+        proto = pkt.l4proto
+        if not self.decap or not (proto in _CARRIERS or proto == IPPROTO_UDP):
+            return None
+        frame = pkt.payload
+        if proto == IPPROTO_UDP:  # the tunnel parsers read the ports: put the header back
+            frame = _ports_header.pack(pkt.sport, pkt.dport, 8 + len(frame), 0) + frame
+        inner = self._tunnel(frame, proto, 0, len(frame))
+        if inner is None:
+            return None
+        try:
+            return self._decap(frame, inner, pkt.family, proto, pkt.src, pkt.dst, 0, pkt.ts_ns, pkt.wire_len, None,
+                               None)
+        except (struct.error, IndexError, _Malformed):
+            self.stats["malformed"] += 1
+            return None
 
     def _pppoe(self, frame: bytes, offset: int, encap: _Encap) -> tuple[int, int]:
         """(ethertype, offset) of what a PPPoE session header at `offset` carries (0: not IP, or too deep)."""

@@ -126,7 +126,12 @@ def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
                     udp_ports[port] = DatagramBinding(entry.name, handler)
         if spec.icmp is not None:
             icmp = DatagramBinding(entry.name, spec.icmp(pc, emit, counters))
-    return Dispatcher(tcp_ports, udp_ports, icmp)
+    decapsulate = None
+    if config.tunnels.enabled:
+        from agent.capture.decode import LINKTYPE_RAW, FrameDecoder
+
+        decapsulate = FrameDecoder(LINKTYPE_RAW, tunnels=tunnel_settings(config)).reassembled
+    return Dispatcher(tcp_ports, udp_ports, icmp, decapsulate=decapsulate)
 
 
 def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:

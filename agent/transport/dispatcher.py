@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agent import metrics
 from agent.capture.packet import (
@@ -47,10 +47,13 @@ class Dispatcher:
         icmp: DatagramBinding | None = None,
         tcp_limits: TcpLimits | None = None,
         fragment_limits: FragmentLimits | None = None,
+        decapsulate: Callable[[Packet], Packet | None] | None = None,
     ) -> None:
         self.tcp_ports = dict(tcp_ports)
         self.udp_ports = dict(udp_ports)
         self.icmp = icmp
+        # Opens a reassembled datagram that carries a tunnel (FrameDecoder.reassembled), when tunnels are on.
+        self.decapsulate = decapsulate
         self.tcp_limits = tcp_limits or TcpLimits()
         self.tcp_counters = metrics.register("tcp", TCP_COUNTERS)
         self.udp_counters = metrics.register("udp", UDP_COUNTERS)
@@ -76,6 +79,11 @@ class Dispatcher:
             whole = self.fragments.add(pkt)
             if whole is None:
                 return
+            if self.decapsulate is not None:
+                inner = self.decapsulate(whole)
+                if inner is not None:  # a tunnel packet fragmented on the underlay
+                    self.handle(inner)
+                    return
             pkt = whole
         proto = pkt.l4proto
         if proto == IPPROTO_TCP:

@@ -113,3 +113,51 @@ def test_the_decoder_never_raises_on_mutated_tunnel_frames(keep_link: bool) -> N
         FrameDecoder(LINKTYPE_ETHERNET, keep_link=keep_link).decode(bytes(frame[:cut]), 1)  # never raises
 
     check()
+
+
+def test_a_tunnel_packet_fragmented_on_the_underlay_is_opened_once_reassembled(tmp_path: Path) -> None:
+    """One HTTP exchange in GRE whose request was fragmented, one in VXLAN whose response was."""
+    import struct
+
+    import dpkt
+
+    from tests.helpers import encap
+
+    client, server = bytes((10, 77, 0, 1)), bytes((10, 77, 0, 2))
+    outer_a, outer_b = bytes((192, 0, 2, 1)), bytes((192, 0, 2, 2))
+    mac = bytes.fromhex("020000000001")
+
+    def exchange(port: int) -> tuple[bytes, bytes]:
+        request = f"GET /fragmented/{port} HTTP/1.1\r\nHost: inside\r\n\r\n".encode()
+        response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        tcp = struct.Struct("!HHIIBBHHH")
+        return (encap.ipv4(client, server, 6, tcp.pack(port, 80, 1, 1, 0x50, 0x18, 512, 0, 0) + request),
+                encap.ipv4(server, client, 6, tcp.pack(80, port, 1, 1 + len(request), 0x50, 0x18, 512, 0, 0)
+                           + response))
+
+    def eth(packet: bytes) -> bytes:
+        return encap.ethernet(mac, mac, encap.ETH_P_IP, packet)
+
+    def gre(src: bytes, dst: bytes, packet: bytes) -> bytes:
+        return encap.ipv4(src, dst, 47, encap.gre(encap.ETH_P_IP, packet, key=9))
+
+    def vxlan(src: bytes, dst: bytes, packet: bytes) -> bytes:
+        return encap.ipv4(src, dst, 17, encap.udp(src, dst, 50000, 4789, encap.vxlan(eth(packet), 9)))
+
+    request, response = exchange(40001)
+    frames = [eth(piece) for piece in encap.ipv4_fragments(gre(outer_a, outer_b, request), 24)]
+    frames.append(eth(gre(outer_b, outer_a, response)))
+    request, response = exchange(40002)
+    frames.append(eth(vxlan(outer_a, outer_b, request)))
+    frames += [eth(piece) for piece in encap.ipv4_fragments(vxlan(outer_b, outer_a, response), 40)]
+    pcap = tmp_path / "fragmented.pcap"
+    with pcap.open("wb") as out:
+        writer = dpkt.pcap.Writer(out)
+        for i, frame in enumerate(frames):
+            writer.writepkt(frame, ts=1_700_000_000 + i / 1000)
+    found, _ = replay(pcap, PROTOCOLS)
+    http = sorted((e for e in found if e["type"] == "http"), key=lambda e: e["client"]["port"])
+    assert [(e["url"]["path"], e["http"]["response"]["status_code"], e["pktbeat"]["tunnel"]["type"],
+             e["pktbeat"]["tunnel"]["id"]) for e in http] == [
+        ("/fragmented/40001", 200, "gre", 9), ("/fragmented/40002", 200, "vxlan", 9)]
+    assert all((e["client"]["ip"], e["server"]["ip"]) == ("10.77.0.1", "10.77.0.2") for e in http)

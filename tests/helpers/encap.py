@@ -138,3 +138,18 @@ def pppoe_session(packet: bytes, session: int) -> bytes:
     """A PPPoE session header (RFC 2516) and the PPP protocol of an IP packet: an 0x8864 Ethernet payload."""
     ppp = 0x0021 if ip_version(packet) == 4 else 0x0057
     return struct.pack("!BBHHH", 0x11, 0, session, len(packet) + 2, ppp) + packet
+
+
+def ipv4_fragments(packet: bytes, size: int) -> list[bytes]:
+    """An IPv4 packet cut in fragments of at most `size` payload bytes (a multiple of 8), as a router would."""
+    header, payload = packet[:20], packet[20:]
+    ident = struct.unpack_from("!H", header, 4)[0] or 0x1234
+    src, dst, proto = header[12:16], header[16:20], header[9]
+    out = []
+    for off in range(0, len(payload), size):
+        piece = payload[off:off + size]
+        more = 0x2000 if off + size < len(payload) else 0
+        head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, more | (off // 8), 64, proto, 0, src,
+                           dst)
+        out.append(head[:10] + struct.pack("!H", checksum(head)) + head[12:] + piece)
+    return out

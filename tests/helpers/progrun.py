@@ -37,7 +37,7 @@ SK_BUFF_GSO_SIZE = 176
 RING_BYTES = 1 << 22
 
 
-class TestRunError(OSError):
+class ProgRunError(OSError):
     pass
 
 
@@ -57,7 +57,7 @@ def test_run(prog_fd: int, data: bytes, repeat: int = 1, gso_segs: int = 0, gso_
                      len(ctx), 0, ct.addressof(ctx_in), 0, 0, 0, 0)
     if _libc.syscall(SYS_BPF, BPF_PROG_TEST_RUN, attr, ct.sizeof(attr)) != 0:
         err = ct.get_errno()
-        raise TestRunError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
+        raise ProgRunError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
     retval, duration = struct.unpack_from("<I", attr, 4)[0], struct.unpack_from("<I", attr, 36)[0]
     return retval, duration
 
