@@ -351,14 +351,7 @@ icmp.response.type long
 icmp.response.code long
 """
 
-_MYSQL_PGSQL_REDIS = """
-mysql.affected_rows long
-mysql.insert_id keyword
-mysql.num_fields keyword
-mysql.num_rows keyword
-mysql.query keyword
-mysql.error_code long
-mysql.error_message keyword
+_PGSQL = """
 pgsql.error_code long
 pgsql.error_message keyword
 pgsql.error_severity keyword
@@ -391,7 +384,7 @@ def _tables() -> Iterator[tuple[str, str]]:
     for chain in ("server_certificate_chain", "client_certificate_chain"):
         yield "tls", prefixed(f"tls.detailed.{chain}", _X509)
     yield "icmp", _ICMP
-    yield "sql", _MYSQL_PGSQL_REDIS
+    yield "pgsql", _PGSQL
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

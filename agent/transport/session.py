@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.transport.types import ConnectionInfo, Direction
 
@@ -28,6 +28,9 @@ class ParseError(Exception):
         self.direction = direction
         self.offset = offset
         self.reason = reason
+        # Messages the parser completed in the same call before the error, for the session to handle
+        # (a parser that returns its messages as a list would otherwise lose them with the exception).
+        self.messages: list[Any] = []
 
 
 class StreamSession(Protocol):

@@ -2,8 +2,9 @@
 
 `Framer` joins 16 MiB continuation packets into one logical packet and
 keeps at most the prefix its caller asks for (the rest of a large packet is
-skipped as it streams past, never buffered).  Its input buffer holds one
-feed plus at most a partial header.
+skipped as it streams past, never buffered).  Its input is the shared
+receive buffer, which holds one feed plus at most a partial header; a
+packet takes the time of the segment that brought its first byte.
 
 `Inflater` undoes the compressed protocol: 7-byte frame headers
 (compressed length, sequence, uncompressed length; 0 = stored), zlib or
@@ -19,7 +20,9 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.mysql.wire import MAX_PACKET
+from agent.transport.types import Direction
 
 INFLATE_CHUNK = 256 << 10
 MAX_ZSTD_FRAME = 1 << 24  # zstd frames are buffered whole: a frame is at most 16 MiB by the protocol
@@ -66,57 +69,43 @@ KeepFn = Callable[[int, int], int]
 class Framer:
     """Logical packets out of a byte stream; `keep(first_byte, length)` says how much payload to hold."""
 
-    __slots__ = ("_boundary", "_buf", "_cur", "_off", "_prev_ts", "_ts", "bytes_skipped")
+    __slots__ = ("_cur", "buf", "bytes_skipped")
 
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._off = 0
+    def __init__(self, direction: Direction | None = None) -> None:
+        self.buf = ReceiveBuffer("mysql", direction, MAX_PACKET + 4)
         self._cur: _Partial | None = None
-        self._ts = 0
-        self._prev_ts = 0
-        self._boundary = 0
         self.bytes_skipped = 0
 
     def push(self, data: bytes | bytearray, ts_ns: int) -> None:
-        buf = self._buf
-        if self._off:
-            if self._off >= self._boundary:
-                self._prev_ts = self._ts  # what is left came with the last push
-            del buf[:self._off]
-            self._off = 0
-        if not buf:
-            self._prev_ts = ts_ns
-        self._boundary = len(buf)
-        buf += data
-        self._ts = ts_ns
+        self.buf.feed(bytes(data), ts_ns)
 
     def reset(self) -> None:
-        self._buf.clear()
-        self._off = 0
+        self.buf.clear()
         self._cur = None
-        self._boundary = 0
 
     @property
     def idle(self) -> bool:
         """No partial packet and no buffered bytes."""
-        return self._cur is None and self._off >= len(self._buf)
+        return self._cur is None and not self.buf.unread
 
     @property
     def in_packet(self) -> bool:
-        return self._cur is not None or self._off < len(self._buf)
+        return self._cur is not None or self.buf.unread > 0
 
     def peek(self) -> bytes:
-        return bytes(self._buf[self._off:])
+        rb = self.buf
+        return bytes(rb.data[rb.pos:])
 
     def drop_buffered(self) -> None:
         """Discard what is buffered (resynchronising at the next feed)."""
         self.reset()
 
     def next(self, keep: KeepFn) -> Packet | None:
-        buf = self._buf
+        rb = self.buf
+        buf = rb.data
         cur = self._cur
         while True:
-            off = self._off
+            off = rb.pos
             if cur is None:
                 avail = len(buf) - off
                 if avail < 4:
@@ -124,10 +113,10 @@ class Framer:
                 length = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16
                 if length and avail < 5:
                     return None
-                ts = self._prev_ts if off < self._boundary else self._ts
+                ts = rb.ts_at(off)
                 limit = keep(buf[off + 4] if length else -1, length)
                 if length < MAX_PACKET and avail >= 4 + length and limit >= length:
-                    self._off = off + 4 + length
+                    rb.pos = off + 4 + length
                     return Packet(buf[off + 3], bytes(buf[off + 4:off + 4 + length]), length, 4 + length, ts)
                 cur = self._cur = _Partial(buf[off + 3], limit, length, ts)
                 off += 4
@@ -140,14 +129,14 @@ class Framer:
                     self.bytes_skipped += take - max(room, 0)
                 off += take
                 cur.left -= take
-            self._off = off
+            rb.pos = off
             if cur.left:
                 return None
             if cur.more:
                 if len(buf) - off < 4:
                     return None
                 length = buf[off] | buf[off + 1] << 8 | buf[off + 2] << 16
-                self._off = off + 4
+                rb.pos = off + 4
                 cur.left = length
                 cur.length += length
                 cur.wire += 4 + length

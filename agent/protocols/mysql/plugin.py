@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolSpec, SessionContext
+from agent.protocols.errors import ParseError
 from agent.protocols.mysql import values, wire
+from agent.protocols.mysql.fields import FIELDS, Request, transaction
 from agent.protocols.mysql.parser import (
     AuthResult,
     Command,
@@ -35,7 +37,7 @@ from agent.protocols.mysql.parser import (
 from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import sql_method, sql_trim
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 UNKNOWN_STATEMENT = "The actual query being used is unknown"
@@ -64,70 +66,51 @@ class _Statement:
         self.types: tuple[tuple[int, bool], ...] | None = None
 
 
-class _Txn:
-    __slots__ = ("cmd", "fields", "method", "notes", "params", "query", "request")
-
-    def __init__(self, cmd: Command, method: str, query: str, request: str) -> None:
-        self.cmd = cmd
-        self.method = method
-        self.query = query
-        self.request = request
-        self.params: list[str] | None = None
-        self.notes: list[str] = []
-
-
 _QUERY_LIKE = frozenset({wire.COM_QUERY, wire.COM_STMT_PREPARE, wire.COM_STMT_EXECUTE})
 
 
-class MysqlSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, MysqlConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
+class MysqlSession(SessionBase[MysqlConfig]):
+    def __init__(self, ctx: SessionContext[MysqlConfig]) -> None:
+        super().__init__(ctx)
+        config = self.config
         self.parser = MysqlParser(max_rows=config.max_rows, max_row_length=config.max_row_length,
-                                  keep_response=config.send_response)
+                                  keep_response=config.send_response, counters=ctx.counters)
         conn = ctx.conn
         self.conn_key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
         self.store: StatementStore[Any] = shared_store(config, ctx.counters, int(config.statement_timeout * 1e9))
-        self.open: dict[int, _Txn] = {}
+        self.open: dict[int, Request] = {}
         self.long_data: dict[int, dict[int, bytes]] = {}
-        self._parser_counts: dict[str, int] = {}
 
     # -- StreamSession ---------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        out: list[Message] = []
         try:
-            self.parser.feed(direction, data, ts_ns, out)
-        finally:
-            self._handle(out, ts_ns)
+            messages = self.parser.feed(direction, data, ts_ns)
+        except ParseError as exc:
+            self._handle(exc.messages)  # what the segment completed before the error still counts
+            raise
+        self._handle(messages)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        out: list[Message] = []
-        self.parser.gap(direction, nbytes, ts_ns, out)
-        self._handle(out, ts_ns)
+        self._handle(self.parser.gap(direction, nbytes, ts_ns).messages)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
         self.store.drop_connection(self.conn_key)  # statement ids die with the connection
-        self._sync_counters()
 
     def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.parser.recover(direction)
+        self.parser.reset(direction)  # counted by the transport layer, as before
 
     def expire(self, ts_ns: int) -> None:
         if self.open:
             self.counters.inc("unmatched_requests", len(self.open))
             self.open.clear()
-        self._sync_counters()
 
     def pending(self) -> int:
         return len(self.open)
 
     # -- messages ----------------------------------------------------------------------------------
 
-    def _handle(self, out: list[Message], ts_ns: int) -> None:
+    def _handle(self, out: list[Message]) -> None:
         for msg in out:
             if isinstance(msg, Reply):
                 self._reply(msg)
@@ -146,16 +129,6 @@ class MysqlSession:
                     self.counters.inc("compressed_connections")
             elif isinstance(msg, AuthResult) and not msg.ok:
                 self.counters.inc("failed_logins")
-        if self.parser.counters:
-            self._sync_counters()
-
-    def _sync_counters(self) -> None:
-        counts = self.parser.counters
-        for name, value in counts.items():
-            seen = self._parser_counts.get(name, 0)
-            if value != seen:
-                self.counters.inc(name, value - seen)
-                self._parser_counts[name] = value
 
     def _command(self, cmd: Command) -> None:
         code = cmd.code
@@ -169,7 +142,7 @@ class MysqlSession:
             self.long_data.pop(cmd.stmt_id, None)
             if config.all_commands:
                 query = stmt.sql if stmt is not None else CLOSE_UNKNOWN
-                txn = _Txn(cmd, "STMT_CLOSE", query, query)
+                txn = Request(cmd, "STMT_CLOSE", query, query)
                 if stmt is None:
                     txn.notes.append(UNKNOWN_STATEMENT)
                 self._publish(txn, None)
@@ -178,7 +151,7 @@ class MysqlSession:
             return
         if code in (wire.COM_QUERY, wire.COM_STMT_PREPARE):
             query = sql_trim(cmd.text)
-            txn = _Txn(cmd, sql_method(query) if code == wire.COM_QUERY else "PREPARE", query, cmd.text)
+            txn = Request(cmd, sql_method(query) if code == wire.COM_QUERY else "PREPARE", query, cmd.text)
             if cmd.truncated:
                 txn.notes.append(TRUNCATED_QUERY)
         elif code == wire.COM_STMT_EXECUTE:
@@ -194,14 +167,14 @@ class MysqlSession:
         found = self.store.get(self.conn_key, stmt_id, ts_ns)
         return found if isinstance(found, _Statement) else None
 
-    def _execute(self, cmd: Command) -> _Txn:
+    def _execute(self, cmd: Command) -> Request:
         stmt = self._statement(cmd.stmt_id, cmd.ts_ns)
         if stmt is None:
-            txn = _Txn(cmd, "EXECUTE", EXECUTE_UNKNOWN, "")
+            txn = Request(cmd, "EXECUTE", EXECUTE_UNKNOWN, "")
             txn.notes.append(UNKNOWN_STATEMENT)
             return txn
         query = sql_trim(stmt.sql)
-        txn = _Txn(cmd, sql_method(query), query, stmt.sql)
+        txn = Request(cmd, sql_method(query), query, stmt.sql)
         long_data = self.long_data.pop(cmd.stmt_id, None)
         params, types = values.execute_params(
             cmd.body, stmt.num_params, stmt.types, long_data,
@@ -232,16 +205,16 @@ class MysqlSession:
         if len(kept) < limit:
             per_stmt[param] = kept + body[6:6 + limit - len(kept)]
 
-    def _other(self, cmd: Command) -> _Txn:
+    def _other(self, cmd: Command) -> Request:
         name = wire.COMMAND_NAMES.get(cmd.code, f"COMMAND_{cmd.code:#04x}")
         if cmd.code in (wire.COM_STMT_RESET, wire.COM_STMT_FETCH, wire.COM_STMT_BULK_EXECUTE):
             stmt = self._statement(cmd.stmt_id, cmd.ts_ns)
             if cmd.code == wire.COM_STMT_RESET:
                 self.long_data.pop(cmd.stmt_id, None)
             query = stmt.sql if stmt is not None else f"COM_{name} {cmd.stmt_id}"
-            return _Txn(cmd, name, sql_trim(query), query)
+            return Request(cmd, name, sql_trim(query), query)
         query = f"COM_{name} {cmd.text}" if cmd.text else f"COM_{name}"
-        return _Txn(cmd, name, query, cmd.text)
+        return Request(cmd, name, query, cmd.text)
 
     def _reply(self, reply: Reply) -> None:
         if reply.serial < 0:
@@ -256,43 +229,15 @@ class MysqlSession:
             self.long_data.pop(reply.stmt_id, None)
         self._publish(txn, reply)
 
-    def _publish(self, txn: _Txn, reply: Reply | None) -> None:
-        cmd = txn.cmd
-        config = self.config
-        mysql: dict[str, Any] = {"affected_rows": 0, "insert_id": 0, "num_fields": 0, "num_rows": 0}
-        fields: dict[str, Any] = {"method": txn.method, "query": txn.query, "mysql": mysql}
-        out = Transaction(type="mysql", conn=self.ctx.conn, ts_ns=cmd.ts_ns, client_bytes=cmd.size,
-                          notes=list(txn.notes), fields=fields)
-        if txn.params:
-            fields["params"] = txn.params
-        if config.send_request:
-            fields["request"] = txn.request
-        if reply is not None:
-            mysql.update(affected_rows=reply.affected_rows, insert_id=reply.insert_id,
-                         num_fields=reply.num_fields, num_rows=reply.num_rows)
-            if reply.error:
-                mysql["error_code"] = reply.error_code
-                mysql["error_message"] = reply.error_message
-                out.status = "Error"
-            if reply.tables:
-                fields["path"] = ", ".join(reply.tables)
-            if config.send_response:
-                fields["response"] = reply.response
-            out.end_ns = reply.ts_ns
-            out.server_bytes = reply.size
-            out.client_bytes = cmd.size + reply.client_extra
-            out.notes.extend(reply.notes)
-        self.ctx.emit(out)
-
-
-def _session(ctx: SessionContext) -> MysqlSession:
-    return MysqlSession(ctx)
+    def _publish(self, txn: Request, reply: Reply | None) -> None:
+        self.ctx.emit(transaction(self.ctx.conn, self.config, txn, reply))
 
 
 SPEC = ProtocolSpec(
     name="mysql",
     config_class=MysqlConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=MysqlSession,
     description="MySQL and MariaDB: queries, prepared statements, compressed connections",
     counters=("unmatched_requests", "unmatched_responses", "parse_errors", "queue_overflow", "pending_overflow",
               "resync_skipped_bytes", "unsolicited_packets", "unexpected_reply_packets", "binlog_bytes",

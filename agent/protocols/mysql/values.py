@@ -3,7 +3,7 @@
 Each value becomes the text MySQL itself would print for it (integers,
 floats in their shortest exact form, 'YYYY-MM-DD hh:mm:ss[.ffffff]' dates,
 '[-][d ]hh:mm:ss' times, strings as sent).  A value the payload does not
-hold in full (a truncated packet) raises `Short`.
+hold in full (a truncated packet) raises `ShortRead`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import struct
 
+from agent.protocols.cursor import Cursor
+from agent.protocols.errors import ShortRead
 from agent.protocols.mysql import wire
-from agent.protocols.mysql.wire import Reader, Short
+from agent.protocols.mysql.wire import lenenc, lenenc_bytes
 
 _F32 = struct.Struct("<f")
 _F64 = struct.Struct("<d")
@@ -46,21 +48,21 @@ def _plain(text: str) -> str:
     return text
 
 
-def _int(reader: Reader, size: int, unsigned: bool) -> str:
+def _int(reader: Cursor, size: int, unsigned: bool) -> str:
     raw = reader.take(size)
     return str(int.from_bytes(raw, "little", signed=not unsigned))
 
 
-def _datetime(reader: Reader, with_time: bool) -> str:
+def _datetime(reader: Cursor, with_time: bool) -> str:
     length = reader.u8()
-    body = Reader(reader.take(length))
+    body = Cursor(reader.take(length))
     year = month = day = hour = minute = second = micro = 0
     if length >= 4:
-        year, month, day = body.u16(), body.u8(), body.u8()
+        year, month, day = body.u16le(), body.u8(), body.u8()
     if length >= 7:
         hour, minute, second = body.u8(), body.u8(), body.u8()
     if length >= 11:
-        micro = body.u32()
+        micro = body.u32le()
     text = f"{year:04d}-{month:02d}-{day:02d}"
     if with_time:
         text += f" {hour:02d}:{minute:02d}:{second:02d}"
@@ -69,13 +71,13 @@ def _datetime(reader: Reader, with_time: bool) -> str:
     return text
 
 
-def _time(reader: Reader) -> str:
+def _time(reader: Cursor) -> str:
     length = reader.u8()
-    body = Reader(reader.take(length))
+    body = Cursor(reader.take(length))
     if length < 8:
         return "00:00:00"
-    negative, days, hour, minute, second = body.u8(), body.u32(), body.u8(), body.u8(), body.u8()
-    micro = body.u32() if length >= 12 else 0
+    negative, days, hour, minute, second = body.u8(), body.u32le(), body.u8(), body.u8(), body.u8()
+    micro = body.u32le() if length >= 12 else 0
     hours = days * 24 + hour
     text = f"{'-' if negative else ''}{hours:02d}:{minute:02d}:{second:02d}"
     if micro:
@@ -83,7 +85,7 @@ def _time(reader: Reader) -> str:
     return text
 
 
-def read_value(reader: Reader, typ: int, unsigned: bool) -> bytes:
+def read_value(reader: Cursor, typ: int, unsigned: bool) -> bytes:
     """One binary-protocol value as text bytes."""
     size = _INT_SIZES.get(typ)
     if size is not None:
@@ -101,18 +103,18 @@ def read_value(reader: Reader, typ: int, unsigned: bool) -> bytes:
     if typ == wire.T_NULL:
         return b"NULL"
     if typ in _STRING_TYPES:
-        value = reader.lenenc_bytes()
+        value = lenenc_bytes(reader)
         return b"NULL" if value is None else value
-    raise Short  # an unknown type: its size is unknown, nothing after it can be read
+    raise reader.short(f"value of type {typ}")  # an unknown type: its size is unknown, nothing after it can be read
 
 
-def read_value_prefix(reader: Reader, typ: int, unsigned: bool) -> bytes:
+def read_value_prefix(reader: Cursor, typ: int, unsigned: bool) -> bytes:
     """Like read_value, but a string cut by the end of a truncated payload gives what is there."""
     if typ in _STRING_TYPES:
-        length = reader.lenenc()
+        length = lenenc(reader)
         if length is None:
             return b"NULL"
-        take = min(length, reader.remaining)
+        take = min(length, reader.remaining())
         value = reader.take(take)
         if take < length:
             raise _Partial(value)
@@ -133,11 +135,11 @@ def binary_row(payload: bytes, columns: list[tuple[int, int]]) -> list[bytes | N
     truncated payload ends.
     """
     count = len(columns)
-    reader = Reader(payload, 1)
+    reader = Cursor(payload, 1)
     bitmap_len = (count + 9) // 8
     try:
         bitmap = reader.take(bitmap_len)
-    except Short:
+    except ShortRead:
         return []
     out: list[bytes | None] = []
     for index, (typ, flags) in enumerate(columns):
@@ -150,24 +152,24 @@ def binary_row(payload: bytes, columns: list[tuple[int, int]]) -> list[bytes | N
         except _Partial as partial:
             out.append(partial.value)
             break
-        except Short:
+        except ShortRead:
             break
     return out
 
 
 def text_row(payload: bytes) -> list[bytes | None]:
     """A text result row: length-encoded strings, 0xfb for NULL; stops where a truncated payload ends."""
-    reader = Reader(payload)
+    reader = Cursor(payload)
     out: list[bytes | None] = []
-    while reader.remaining:
+    while reader.remaining():
         try:
-            length = reader.lenenc()
-        except Short:
+            length = lenenc(reader)
+        except ShortRead:
             break
         if length is None:
             out.append(None)
             continue
-        take = min(length, reader.remaining)
+        take = min(length, reader.remaining())
         out.append(reader.take(take))
         if take < length:
             break
@@ -185,13 +187,13 @@ def execute_params(body: bytes, num_params: int, saved_types: tuple[tuple[int, b
     executes); params is None when the packet cannot be decoded (unknown
     types, truncation).
     """
-    reader = Reader(body)
+    reader = Cursor(body)
     try:
         reader.skip(4)  # statement id
         flags = reader.u8()
         reader.skip(4)  # iteration count
         if query_attributes and flags & 0x08:  # PARAMETER_COUNT_AVAILABLE
-            count = reader.lenenc()
+            count = lenenc(reader)
             if count is not None:
                 num_params = count
         if num_params <= 0:
@@ -204,7 +206,7 @@ def execute_params(body: bytes, num_params: int, saved_types: tuple[tuple[int, b
                 typ = reader.u8()
                 flag = reader.u8()
                 if query_attributes:
-                    reader.lenenc_bytes()  # parameter name
+                    lenenc_bytes(reader)  # parameter name
                 types.append((typ, bool(flag & 0x80)))
             saved_types = tuple(types)
         if saved_types is None or len(saved_types) != num_params:
@@ -218,5 +220,5 @@ def execute_params(body: bytes, num_params: int, saved_types: tuple[tuple[int, b
             else:
                 params.append(read_value(reader, typ, unsigned).decode("utf-8", "replace"))
         return params, saved_types
-    except Short:
+    except ShortRead:
         return None, saved_types

@@ -1,8 +1,8 @@
-"""MySQL/MariaDB wire constants and a bounds-checked reader for packet payloads."""
+"""MySQL/MariaDB wire constants, and its length-encoded values read through the shared cursor."""
 
 from __future__ import annotations
 
-import struct
+from agent.protocols.cursor import Cursor
 
 # -- commands (the first payload byte of a client packet with sequence 0) ------------
 COM_SLEEP = 0x00
@@ -122,114 +122,34 @@ UNSIGNED_FLAG = 0x20
 
 MAX_PACKET = 0xFFFFFF  # a payload of this length continues in the next packet
 
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
+# -- length-encoded values over the shared cursor (every read past the payload raises ShortRead) --------
 
 
-class Short(Exception):
-    """The payload ended inside a field (callers turn it into ParseError or a note)."""
+def lenenc(c: Cursor) -> int | None:
+    """A length-encoded integer; None for the NULL marker 0xfb."""
+    first = c.u8()
+    if first < 0xFB:
+        return first
+    if first == 0xFC:
+        return c.u16le()
+    if first == 0xFD:
+        return c.u24le()
+    if first == 0xFE:
+        return c.u64le()
+    if first == 0xFB:
+        return None
+    raise c.short("length-encoded integer")  # 0xff is not a length
 
 
-class Reader:
-    """A cursor over one packet payload; every read past the end raises Short."""
-
-    __slots__ = ("data", "end", "pos")
-
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self.data = data
-        self.pos = pos
-        self.end = len(data)
-
-    @property
-    def remaining(self) -> int:
-        return self.end - self.pos
-
-    def u8(self) -> int:
-        if self.pos >= self.end:
-            raise Short
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
-
-    def u16(self) -> int:
-        if self.pos + 2 > self.end:
-            raise Short
-        value: int = _U16.unpack_from(self.data, self.pos)[0]
-        self.pos += 2
-        return value
-
-    def u24(self) -> int:
-        if self.pos + 3 > self.end:
-            raise Short
-        d = self.data
-        p = self.pos
-        self.pos += 3
-        return d[p] | d[p + 1] << 8 | d[p + 2] << 16
-
-    def u32(self) -> int:
-        if self.pos + 4 > self.end:
-            raise Short
-        value: int = _U32.unpack_from(self.data, self.pos)[0]
-        self.pos += 4
-        return value
-
-    def u64(self) -> int:
-        if self.pos + 8 > self.end:
-            raise Short
-        value: int = _U64.unpack_from(self.data, self.pos)[0]
-        self.pos += 8
-        return value
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > self.end:
-            raise Short
-        value = self.data[self.pos:self.pos + n]
-        self.pos += n
-        return bytes(value)
-
-    def skip(self, n: int) -> None:
-        if n < 0 or self.pos + n > self.end:
-            raise Short
-        self.pos += n
-
-    def lenenc(self) -> int | None:
-        """A length-encoded integer; None for the NULL marker 0xfb."""
-        first = self.u8()
-        if first < 0xFB:
-            return first
-        if first == 0xFC:
-            return self.u16()
-        if first == 0xFD:
-            return self.u24()
-        if first == 0xFE:
-            return self.u64()
-        if first == 0xFB:
-            return None
-        raise Short  # 0xff is not a length
-
-    def lenenc_bytes(self) -> bytes | None:
-        n = self.lenenc()
-        if n is None:
-            return None
-        return self.take(n)
-
-    def cstring(self) -> bytes:
-        end = self.data.find(b"\0", self.pos, self.end)
-        if end == -1:
-            raise Short
-        value = bytes(self.data[self.pos:end])
-        self.pos = end + 1
-        return value
-
-    def rest(self) -> bytes:
-        value = bytes(self.data[self.pos:self.end])
-        self.pos = self.end
-        return value
+def lenenc_bytes(c: Cursor) -> bytes | None:
+    n = lenenc(c)
+    if n is None:
+        return None
+    return c.take(n)
 
 
 def read_lenenc(data: bytes, pos: int) -> tuple[int | None, int]:
-    """(value, next position) of the length-encoded integer at `pos`; raises Short."""
-    reader = Reader(data, pos)
-    value = reader.lenenc()
-    return value, reader.pos
+    """(value, next position) of the length-encoded integer at `pos`; raises ShortRead."""
+    c = Cursor(data, pos, -1, "mysql")
+    value = lenenc(c)
+    return value, c.pos

@@ -50,9 +50,8 @@ def test_value_decoders_never_raise(body: bytes, num_params: int, types: list[tu
 @given(st.lists(st.tuples(st.booleans(), st.binary(max_size=64)), max_size=20))
 def test_parser_raises_only_parse_error(items: list[tuple[bool, bytes]]) -> None:
     parser = MysqlParser(max_rows=2, keep_response=True)
-    out: list = []
     for to_server, data in items:
         try:
-            parser.feed(C2S if to_server else S2C, data, 0, out)
+            parser.feed(C2S if to_server else S2C, data, 0)
         except ParseError:
             pass

@@ -7,9 +7,11 @@ import zlib
 
 import pytest
 
+from agent.protocols.cursor import Cursor
+from agent.protocols.errors import ShortRead
 from agent.protocols.mysql import wire
 from agent.protocols.mysql.framing import Framer, Inflater
-from agent.protocols.mysql.wire import Reader, Short
+from agent.protocols.mysql.wire import lenenc
 from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways, run_stream
 from tests.protocols.mysql import messages as m
 
@@ -77,14 +79,14 @@ def test_windows_line_ending_and_leading_whitespace() -> None:
 
 
 def test_length_encoded_integers_and_null() -> None:
-    assert Reader(b"\xfa").lenenc() == 250
-    assert Reader(b"\xfc\x01\x02").lenenc() == 0x0201
-    assert Reader(b"\xfd\x01\x02\x03").lenenc() == 0x030201
-    assert Reader(b"\xfe" + struct.pack("<Q", 1 << 40)).lenenc() == 1 << 40
-    assert Reader(b"\xfb").lenenc() is None
+    assert lenenc(Cursor(b"\xfa")) == 250
+    assert lenenc(Cursor(b"\xfc\x01\x02")) == 0x0201
+    assert lenenc(Cursor(b"\xfd\x01\x02\x03")) == 0x030201
+    assert lenenc(Cursor(b"\xfe" + struct.pack("<Q", 1 << 40))) == 1 << 40
+    assert lenenc(Cursor(b"\xfb")) is None
     for short in (b"", b"\xfc\x01", b"\xfd\x01\x02", b"\xfe\x01", b"\xff"):
-        with pytest.raises(Short):
-            Reader(short).lenenc()
+        with pytest.raises(ShortRead):
+            lenenc(Cursor(short))
     rows = [[b"a", None], [b"x" * 300, b"y" * 70000]]
     steps = [Step(C2S, m.query("select a, b from t")),
              Step(S2C, m.text_result([m.column(b"db", b"t", b"a"), m.column(b"db", b"t", b"b")], rows))]

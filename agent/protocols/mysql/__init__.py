@@ -1,0 +1,1 @@
+"""MySQL and MariaDB: the protocol (parser.py, replies.py), its sessions (plugin.py) and events (fields.py)."""
