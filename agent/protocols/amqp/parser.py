@@ -143,7 +143,8 @@ class AmqpParser:
         if not buf.feed(data, ts_ns):
             return out
         steps = self._steps
-        while buf.pos < len(buf.data) and steps[self._state](out):
+        data = buf.data
+        while buf.pos < len(data) and steps[self._state](out):
             pass
         return out
 
@@ -234,9 +235,10 @@ class AmqpParser:
         self._ftype = ftype
         self._channel = channel
         self._left = size
-        state = self._state = self._payload_state(ftype, channel, size)
-        if state == State.FRAME_PAYLOAD:  # the usual next step, taken at once
+        if ftype != FRAME_BODY and size <= MAX_FRAME_BYTES:  # a method or header frame, read whole at once
+            self._state = State.FRAME_PAYLOAD
             return self._frame_payload(out)
+        self._state = self._payload_state(ftype, channel, size)
         return True
 
     def _payload_state(self, ftype: int, channel: int, size: int) -> State:
