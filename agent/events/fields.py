@@ -351,14 +351,6 @@ icmp.response.type long
 icmp.response.code long
 """
 
-_PGSQL = """
-pgsql.error_code long
-pgsql.error_message keyword
-pgsql.error_severity keyword
-pgsql.num_fields keyword
-pgsql.num_rows keyword
-"""
-
 
 _ENDPOINTS = ("source", "destination", "client", "server")
 
@@ -384,7 +376,6 @@ def _tables() -> Iterator[tuple[str, str]]:
     for chain in ("server_certificate_chain", "client_certificate_chain"):
         yield "tls", prefixed(f"tls.detailed.{chain}", _X509)
     yield "icmp", _ICMP
-    yield "pgsql", _PGSQL
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

@@ -229,6 +229,16 @@ class ReceiveBuffer:
         if len(self.data) - self.pos > limit:
             raise LineTooLong(self.protocol, self.direction, self.offset, f"line longer than {limit} bytes")
 
+    def last_segment(self) -> tuple[int, int]:
+        """(index in `data` where the bytes of the latest segment begin, its time): every message starting
+        at or after that index takes that time, without a `ts_at` per message."""
+        marks = self._marks
+        if not marks:
+            return 0, 0
+        ts = marks[-1][1]
+        start = marks[-2][0] if len(marks) > 1 else self.base
+        return max(start - self.base, 0), ts
+
     def ts_at(self, pos: int) -> int:
         """The time of the segment that brought data[pos] (older marks are dropped on the way)."""
         absolute = self.base + pos

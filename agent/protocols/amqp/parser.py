@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.metrics import Counters
 from agent.protocols.amqp.methods import CONTENT, METHODS, REQUEST, MethodSpec
@@ -95,6 +95,9 @@ class State(IntEnum):
 class AmqpParser:
     """The frames of one direction."""
 
+    # One handler per state, called with the instance (a class-level table: no bound methods per AmqpParser).
+    _STEPS: ClassVar[dict[State, Callable[[AmqpParser, list[AmqpMessage]], bool]]]
+
     def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
@@ -108,13 +111,6 @@ class AmqpParser:
         self._content: dict[int, _Content] = {}
         self.resync = False  # after a gap or error: accept only a frame that checks out whole
         self.counters = counters if counters is not None else Counters(PROTOCOL)
-        self._steps: dict[State, Callable[[list[AmqpMessage]], bool]] = {
-            State.FRAME_HEADER: self._frame_header,
-            State.FRAME_PAYLOAD: self._frame_payload,
-            State.BODY_STREAM: self._body_stream,
-            State.SKIP: self._skip,
-            State.FRAME_END: self._frame_end,
-        }
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -142,9 +138,9 @@ class AmqpParser:
         out: list[AmqpMessage] = []
         if not buf.feed(data, ts_ns):
             return out
-        steps = self._steps
-        data = buf.data
-        while buf.pos < len(data) and steps[self._state](out):
+        steps = self._STEPS
+        buffered = buf.data  # replaced only by feed: fixed for this loop
+        while buf.pos < len(buffered) and steps[self._state](self, out):
             pass
         return out
 
@@ -346,3 +342,12 @@ class AmqpParser:
     def _drop_content(self, channel: int) -> None:
         if self._content.pop(channel, None) is not None:
             self._count("incomplete_content")
+
+
+AmqpParser._STEPS = {
+    State.FRAME_HEADER: AmqpParser._frame_header,
+    State.FRAME_PAYLOAD: AmqpParser._frame_payload,
+    State.BODY_STREAM: AmqpParser._body_stream,
+    State.SKIP: AmqpParser._skip,
+    State.FRAME_END: AmqpParser._frame_end,
+}

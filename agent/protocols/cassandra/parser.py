@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from agent.metrics import Counters
 from agent.protocols.buffer import ReceiveBuffer
@@ -121,6 +121,9 @@ class State(IntEnum):
 class CqlParser:
     """The frames of one direction."""
 
+    # One handler per state, called with the instance (a class-level table: no bound methods per CqlParser).
+    _STEPS: ClassVar[dict[State, Callable[[CqlParser, list[CqlFrame]], bool]]]
+
     def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
@@ -133,11 +136,6 @@ class CqlParser:
         self._note = ""  # why the body being skipped is not decoded
         self.resync = False
         self.counters = counters if counters is not None else Counters(PROTOCOL)
-        self._steps: dict[State, Callable[[list[CqlFrame]], bool]] = {
-            State.HEADER: self._read_header,
-            State.BODY: self._read_body,
-            State.SKIP: self._skip_body,
-        }
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
@@ -177,8 +175,8 @@ class CqlParser:
         out: list[CqlFrame] = []
         if not rb.feed(data, ts_ns):
             return out
-        steps = self._steps
-        while rb.unread and steps[self._state](out):
+        steps = self._STEPS
+        while rb.unread and steps[self._state](self, out):
             pass
         return out
 
@@ -311,3 +309,10 @@ class CqlParser:
         else:
             data.update(decode_request(op, reader))
         return data
+
+
+CqlParser._STEPS = {
+    State.HEADER: CqlParser._read_header,
+    State.BODY: CqlParser._read_body,
+    State.SKIP: CqlParser._skip_body,
+}

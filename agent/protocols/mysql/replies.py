@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import ClassVar
 
 from agent.metrics import Counters
 from agent.protocols.cursor import Cursor
@@ -107,6 +108,9 @@ def _is_terminator(first: int, length: int) -> bool:
 class Replies:
     """The commands waiting for a reply, in order, and the reply being read."""
 
+    # One handler per state, called with the instance (a class-level table: no bound methods per Replies).
+    _HANDLERS: ClassVar[dict[ReplyState, Callable[[Replies, _Reply, Packet, int, list[Message]], None]]]
+
     def __init__(self, counters: Counters, max_rows: int, max_row_length: int, keep_response: bool) -> None:
         self.counters = counters
         self.max_rows = max_rows
@@ -120,17 +124,6 @@ class Replies:
         self.stmt_columns: OrderedDict[int, list[Column]] = OrderedDict()
         self.last_prepared = 0
         self.dump_started = False  # a COM_BINLOG_DUMP was answered: the server now streams the binlog
-        self._handlers: dict[ReplyState, Callable[[_Reply, Packet, int, list[Message]], None]] = {
-            ReplyState.FIRST: self._first,
-            ReplyState.COLUMNS: self._columns,
-            ReplyState.FIELD_LIST: self._columns,
-            ReplyState.AFTER_COLUMNS: self._after_columns,
-            ReplyState.ROWS: self._rows,
-            ReplyState.PREP_DEFS: self._prepare_packet,
-            ReplyState.STATS: self._statistics,
-            ReplyState.AUTH: self._ok_ends,
-            ReplyState.INFILE: self._ok_ends,
-        }
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -164,7 +157,7 @@ class Replies:
         if first == 0xFF and reply.state != ReplyState.STATS:
             self._error(reply, pkt, out)
             return
-        self._handlers[reply.state](reply, pkt, first, out)
+        self._HANDLERS[reply.state](self, reply, pkt, first, out)
 
     def _unsolicited(self, pkt: Packet, out: list[Message]) -> None:
         payload = pkt.payload
@@ -491,3 +484,16 @@ def column_definition(payload: bytes, capabilities: int) -> Column:
     except ShortRead:
         pass
     return Column(text(schema), text(table), text(org_table), text(name), typ, flags)
+
+
+Replies._HANDLERS = {
+    ReplyState.FIRST: Replies._first,
+    ReplyState.COLUMNS: Replies._columns,
+    ReplyState.FIELD_LIST: Replies._columns,
+    ReplyState.AFTER_COLUMNS: Replies._after_columns,
+    ReplyState.ROWS: Replies._rows,
+    ReplyState.PREP_DEFS: Replies._prepare_packet,
+    ReplyState.STATS: Replies._statistics,
+    ReplyState.AUTH: Replies._ok_ends,
+    ReplyState.INFILE: Replies._ok_ends,
+}

@@ -17,10 +17,29 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from enum import IntEnum
+from typing import ClassVar
 
-from agent.transport.session import ParseError
+from agent.metrics import Counters
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
+from agent.protocols.pgsql.messages import (
+    Backend,
+    DataRows,
+    EncryptionReply,
+    ErrorNotice,
+    Frontend,
+    Message,
+    ParameterDescription,
+    RowDescription,
+    Startup,
+)
+from agent.protocols.stream import Gap
 from agent.transport.types import Direction
+
+__all__ = ["Backend", "DataRows", "EncryptionReply", "ErrorNotice", "Frontend", "Message", "ParameterDescription",
+           "PgsqlParser", "RowDescription", "SideState", "Startup"]
 
 PROTOCOL = "pgsql"
 
@@ -46,131 +65,35 @@ _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 
 
-# -- messages -----------------------------------------------------------------------------------------
+class SideState(IntEnum):
+    """Where one side is in its stream of messages."""
 
-
-@dataclass(frozen=True, slots=True)
-class Startup:
-    ts_ns: int
-    kind: str  # "startup", "ssl", "gss", "cancel"
-    user: str = ""
-    database: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class EncryptionReply:
-    ts_ns: int
-    accepted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Frontend:
-    """A client message: type (one letter) and its fields, as far as pktbeat uses them."""
-
-    type: str
-    ts_ns: int
-    size: int
-    sql: str = ""  # Query, Parse
-    name: str = ""  # Parse: statement; Bind/Execute: portal; Describe/Close: the object
-    statement: str = ""  # Bind: the statement
-    kind: str = ""  # Describe/Close: "S" or "P"
-    param_oids: tuple[int, ...] = ()  # Parse
-    param_formats: tuple[int, ...] = ()  # Bind
-    params: tuple[bytes | None, ...] = ()  # Bind values (kept prefix)
-    result_formats: tuple[int, ...] = ()  # Bind
-    truncated: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RowDescription:
-    ts_ns: int
-    size: int
-    names: tuple[str, ...]
-    formats: tuple[int, ...]
-    type_oids: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class DataRows:
-    """Consecutive DataRow (copy=False) or server CopyData (copy=True) messages."""
-
-    ts_ns: int
-    size: int
-    count: int
-    rows: tuple[tuple[bytes | None, ...], ...]
-    copy: bool = False
-    malformed: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """Any other server message: CommandComplete (text = tag), ReadyForQuery (text = status), ..."""
-
-    type: str
-    ts_ns: int
-    size: int
-    text: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorNotice:
-    """ErrorResponse (type "E") or NoticeResponse (type "N")."""
-
-    type: str
-    ts_ns: int
-    size: int
-    severity: str
-    code: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ParameterDescription:
-    ts_ns: int
-    size: int
-    oids: tuple[int, ...]
-
-
-Message = (Startup | EncryptionReply | Frontend | RowDescription | DataRows | Backend | ErrorNotice
-           | ParameterDescription)
-
-
-# -- per-direction framing ----------------------------------------------------------------------------
+    STARTUP = 0  # the client's first messages: length-prefixed, no type byte (startup, SSL, GSS, cancel)
+    MESSAGE = 1  # a type byte and a length: the next message
+    BODY = 2  # a message body streaming in over several feeds (kept up to its limit)
 
 
 class _Side:
-    __slots__ = (
-        "buf",
-        "held",
-        "hunting",
-        "keep",
-        "kept",
-        "left",
-        "length",
-        "prev_ts",
-        "skip_type",
-        "start_ts",
-        "typ",
-        "untyped",
-    )
+    __slots__ = ("buf", "held", "hunting", "keep", "kept", "left", "length", "start_ts", "state", "typ")
 
-    def __init__(self, untyped: bool) -> None:
-        self.buf = bytearray()
+    def __init__(self, direction: Direction) -> None:
+        self.buf = ReceiveBuffer(PROTOCOL, direction, MAX_MESSAGE)
         self.held = b""  # bytes too few to judge a message boundary yet
         self.hunting = True
-        self.untyped = untyped  # the next client message may be a startup-phase message
-        self.typ = -1  # type of the message in progress (-1: none)
+        # The next client message may be a startup-phase message.
+        self.state = SideState.STARTUP if direction == C2S else SideState.MESSAGE
+        self.typ = -1  # type of the message whose body streams in
         self.length = 0
         self.left = 0
         self.keep = 0
         self.kept = bytearray()
-        self.skip_type = -1
         self.start_ts = 0
-        self.prev_ts = 0
 
     def reset(self) -> None:
         self.held = b""
         self.buf.clear()
+        if self.state == SideState.BODY:
+            self.state = SideState.MESSAGE
         self.typ = -1
         self.kept = bytearray()
         self.left = 0
@@ -186,25 +109,31 @@ def _cstr(data: bytes, pos: int) -> tuple[str, int]:
 class PgsqlParser:
     """Both directions of one PostgreSQL connection."""
 
-    def __init__(self, *, max_row_length: int = 1024) -> None:
+    # One step per side state, called with the instance (a class-level table: no bound methods per parser).
+    _STEPS: ClassVar[dict[SideState, Callable[[PgsqlParser, Direction, _Side, list[Message]], bool]]]
+
+    def __init__(self, *, max_row_length: int = 1024, counters: Counters | None = None) -> None:
         self.max_row_length = max_row_length
         self.rows_per_result = 0  # rows of each result the session wants decoded (its max_rows, or 0)
         self.row_budget = 0  # rows still to decode in the current result
         self.row_formats: tuple[int, ...] = ()  # per column: 0 text, 1 binary (from RowDescription / Bind)
         self.row_format_all = 0  # for columns past row_formats (Bind may give one format for all)
         self._bind_formats: deque[tuple[int, ...]] = deque(maxlen=MAX_BINDS)
-        self._sides = (_Side(untyped=True), _Side(untyped=False))
+        self._sides = (_Side(C2S), _Side(S2C))
         self.encrypted = False
         self._expect_encryption_reply = False
         self._rows: _RowBatch | None = None
         self._pending_batches: list[_RowBatch] = []
-        self.counters: dict[str, int] = {}
+        self.counters = counters if counters is not None else Counters(PROTOCOL)
 
     # -- public ----------------------------------------------------------------------------------------
 
-    def feed(self, direction: Direction, data: bytes, ts_ns: int, out: list[Message]) -> None:
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> list[Message]:
+        """Parse `data`; the messages it completed.  A ParseError carries those completed before it
+        (`error.messages`)."""
+        out: list[Message] = []
         if self.encrypted or not data:
-            return
+            return out
         side = self._sides[int(direction)]
         if side.hunting:
             if side.held:
@@ -212,140 +141,156 @@ class PgsqlParser:
             verdict = self._probe(direction, side, data)
             if verdict is None and len(data) < PROBE_MAX:
                 side.held = data
-                return
+                return out
             side.held = b""
             if not verdict:
                 self._count("resync_skipped_bytes", len(data))
-                return
-        buf = side.buf
-        if not buf and side.typ == -1:
-            side.prev_ts = ts_ns
-        boundary = len(buf)
-        buf += data
+                return out
+        side.buf.feed(data, ts_ns)
         try:
-            self._drain(direction, side, ts_ns, boundary, out)
-        finally:
+            self._drain(direction, side, out)
+        except ParseError as exc:
             self._flush_rows(out)
+            exc.messages = out
+            raise
+        self._flush_rows(out)
+        return out
 
-    def gap(self, direction: Direction, nbytes: int) -> None:
-        side = self._sides[int(direction)]
-        side.reset()
-        side.hunting = True
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> Gap[Message]:
+        """A gap loses the side's framing: it looks for a plausible message start again."""
+        self.reset(direction)
+        return Gap([], False)
 
-    def recover(self, direction: Direction) -> None:
+    def reset(self, direction: Direction) -> None:
         side = self._sides[int(direction)]
         side.reset()
         side.hunting = True
 
     def in_message(self, direction: Direction) -> bool:
         side = self._sides[int(direction)]
-        return side.typ != -1 or bool(side.buf)
+        return side.state == SideState.BODY or side.buf.unread > 0
 
-    # -- framing ----------------------------------------------------------------------------------------
+    # -- framing: each step consumes what it can; False when it needs more bytes ---------------------------
 
-    def _drain(self, direction: Direction, side: _Side, ts_ns: int, boundary: int, out: list[Message]) -> None:
-        buf = side.buf
-        pos = 0
+    def _drain(self, direction: Direction, side: _Side, out: list[Message]) -> None:
+        steps = self._STEPS
+        rb = side.buf
+        while not self.encrypted and (rb.pos < len(rb.data) or side.state == SideState.BODY):
+            if not steps[side.state](self, direction, side, out):
+                break
+
+    def _body_step(self, direction: Direction, side: _Side, out: list[Message]) -> bool:
+        """More of a message whose body streams in; the message once it is complete."""
+        rb = side.buf
+        pos = rb.pos
+        take = min(side.left, len(rb.data) - pos)
+        room = side.keep - len(side.kept)
+        if room > 0:
+            side.kept += rb.data[pos:pos + min(take, room)]
+        rb.pos = pos + take
+        side.left -= take
+        if side.left:
+            return False
+        typ = side.typ
+        side.typ = -1
+        side.state = SideState.MESSAGE
+        body = bytes(side.kept)
+        side.kept = bytearray()
+        if direction == S2C and typ in (0x44, 0x64):
+            _finish_streamed_row(self, side, body, typ)
+            return True
+        self._message(direction, typ, body, side.length, side.start_ts, out)
+        return True
+
+    def _startup_step(self, direction: Direction, side: _Side, out: list[Message]) -> bool:
+        """A startup-phase message (no type byte), while the client's first messages may be one."""
+        rb = side.buf
+        buf, pos = rb.data, rb.pos
+        avail = len(buf) - pos
+        if avail < 8:
+            return False
+        length = _I32.unpack_from(buf, pos)[0]
+        if not 8 <= length <= 10000:
+            side.state = SideState.MESSAGE
+            return True
+        if avail < length:
+            return False
+        self._startup(bytes(buf[pos:pos + length]), rb.ts_at(pos), out)
+        rb.pos = pos + length
+        return True
+
+    def _message_step(self, direction: Direction, side: _Side, out: list[Message]) -> bool:
+        """The messages at the read position, one after the other while each is whole (a data row or the
+        start of a long body changes the state)."""
+        rb = side.buf
+        buf = rb.data
         end = len(buf)
         client = direction == C2S
         valid = FRONTEND_TYPES if client else BACKEND_TYPES
+        seg_start, seg_ts = rb.last_segment()
+        pos = rb.pos
         while True:
-            if side.typ != -1:  # a message whose body is still streaming in
-                take = min(side.left, end - pos)
-                room = side.keep - len(side.kept)
-                if room > 0:
-                    side.kept += buf[pos:pos + min(take, room)]
-                pos += take
-                side.left -= take
-                if side.left:
-                    break
-                typ = side.typ
-                side.typ = -1
-                body = bytes(side.kept)
-                side.kept = bytearray()
-                if not client and typ in (0x44, 0x64):
-                    _finish_streamed_row(self, side, body, typ)
-                    continue
-                self._message(direction, typ, body, side.length, side.start_ts, out)
-                if self.encrypted:
-                    break
-                continue
-            avail = end - pos
-            if not avail:
-                break
-            msg_ts = side.prev_ts if pos < boundary else ts_ns
-            if client and side.untyped:
-                if avail < 8:
-                    break
-                length = _I32.unpack_from(buf, pos)[0]
-                if not 8 <= length <= 10000:
-                    side.untyped = False
-                    continue
-                if avail < length:
-                    break
-                self._startup(bytes(buf[pos:pos + length]), msg_ts, out)
-                pos += length
-                continue
             if not client and self._expect_encryption_reply:
-                self._expect_encryption_reply = False
-                reply = buf[pos]
-                if reply in b"SG":
-                    out.append(EncryptionReply(msg_ts, True))
-                    self.encrypted = True
-                    break
-                if reply == ord("N"):
-                    out.append(EncryptionReply(msg_ts, False))
-                    pos += 1
-                    continue
-                # an old server answers with an ErrorResponse: read it as a message
+                rb.pos = pos
+                return self._encryption_reply(rb, out)
+            avail = end - pos
             if avail < 5:
-                break
+                rb.pos = pos
+                return False
             typ = buf[pos]
             length = _I32.unpack_from(buf, pos + 1)[0]
             if typ not in valid or length < 4 or length > MAX_MESSAGE:
-                side.buf = bytearray()
-                side.typ = -1
+                rb.clear()
                 raise ParseError(PROTOCOL, direction, pos, f"invalid message: type {typ:#04x}, length {length}")
             body_len = length - 4
-            if typ == 0x44 and not client:  # DataRow
-                self._data_row(buf, pos, body_len, avail, side, msg_ts, copy=False)
-                if side.typ == -1:
-                    pos += 5 + body_len
-                    continue
-                pos += 5
-                continue
-            if typ == 0x64 and not client:  # server CopyData
-                self._data_row(buf, pos, body_len, avail, side, msg_ts, copy=True)
-                if side.typ == -1:
-                    pos += 5 + body_len
-                    continue
-                pos += 5
+            msg_ts = seg_ts if pos >= seg_start else rb.ts_at(pos)
+            if not client and typ in (0x44, 0x64):  # DataRow, server CopyData
+                self._data_row(buf, pos, body_len, avail, side, msg_ts, copy=typ == 0x64)
+                if side.state != SideState.MESSAGE:
+                    rb.pos = pos + 5
+                    return True
+                pos += 5 + body_len
                 continue
             self._flush_rows(out)
-            if avail >= 5 + body_len and body_len <= MAX_KEPT:
-                body = bytes(buf[pos + 5:pos + 5 + body_len])
-                pos += 5 + body_len
-                self._message(direction, typ, body, body_len, msg_ts, out)
-                if self.encrypted:
-                    break
-                continue
-            side.typ = typ
-            side.length = body_len
-            side.left = body_len
-            side.keep = MAX_KEPT
-            side.kept = bytearray()
-            side.start_ts = msg_ts
-            pos += 5
-        if pos >= len(buf):
-            side.buf = bytearray()
-        else:
-            if pos >= boundary:
-                side.prev_ts = ts_ns
-            del buf[:pos]
+            if avail < 5 + body_len or body_len > MAX_KEPT:
+                self._start_body(side, typ, body_len, msg_ts)
+                rb.pos = pos + 5
+                return True
+            self._message(direction, typ, bytes(buf[pos + 5:pos + 5 + body_len]), body_len, msg_ts, out)
+            pos += 5 + body_len
+            if self.encrypted:
+                rb.pos = pos
+                return False
+
+    @staticmethod
+    def _start_body(side: _Side, typ: int, body_len: int, ts_ns: int) -> None:
+        """A message too long to wait for whole: its body streams in, kept up to MAX_KEPT."""
+        side.state = SideState.BODY
+        side.typ = typ
+        side.length = body_len
+        side.left = body_len
+        side.keep = MAX_KEPT
+        side.kept = bytearray()
+        side.start_ts = ts_ns
+
+    def _encryption_reply(self, rb: ReceiveBuffer, out: list[Message]) -> bool:
+        """The one-byte answer to an SSLRequest or GSSENCRequest."""
+        self._expect_encryption_reply = False
+        pos = rb.pos
+        reply = rb.data[pos]
+        if reply in b"SG":
+            out.append(EncryptionReply(rb.ts_at(pos), True))
+            self.encrypted = True
+            return False
+        if reply == ord("N"):
+            out.append(EncryptionReply(rb.ts_at(pos), False))
+            rb.pos = pos + 1
+        # otherwise an old server answers with an ErrorResponse: read it as a message
+        return True
 
     # -- data rows -----------------------------------------------------------------------------------------
 
-    def _data_row(self, buf: bytearray, pos: int, body_len: int, avail: int, side: _Side, ts_ns: int,
+    def _data_row(self, buf: bytes | bytearray, pos: int, body_len: int, avail: int, side: _Side, ts_ns: int,
                   copy: bool) -> None:
         want = self.row_budget > 0
         if avail >= 5 + body_len:
@@ -357,6 +302,7 @@ class PgsqlParser:
                 batch.rows.append(self._decode_row(bytes(buf[pos + 5:pos + 5 + body_len]), copy))
             return
         # the row continues in later segments: keep what decoding needs, skip the rest
+        side.state = SideState.BODY
         side.typ = 0x64 if copy else 0x44
         side.length = body_len
         side.left = body_len
@@ -420,7 +366,7 @@ class PgsqlParser:
     # -- startup --------------------------------------------------------------------------------------------
 
     def _probe(self, direction: Direction, side: _Side, data: bytes) -> bool | None:
-        if direction == C2S and side.untyped:
+        if direction == C2S and side.state == SideState.STARTUP:
             if len(data) < 8:
                 return None
             length = _I32.unpack_from(data, 0)[0]
@@ -430,12 +376,13 @@ class PgsqlParser:
                 self._sides[1].hunting = False  # a connection seen from its start
                 self._sides[1].held = b""
                 return True
-            side.untyped = False
+            side.state = SideState.MESSAGE
         valid = FRONTEND_TYPES if direction == C2S else BACKEND_TYPES
         verdict = _plausible(data, valid)
         if verdict:
             side.hunting = False
             side.buf.clear()
+            side.state = SideState.MESSAGE
             side.typ = -1
         return verdict
 
@@ -447,10 +394,10 @@ class PgsqlParser:
             out.append(Startup(ts_ns, "ssl" if code == SSL_REQUEST else "gss"))
             return
         if code == CANCEL_REQUEST:
-            client.untyped = False
+            client.state = SideState.MESSAGE
             out.append(Startup(ts_ns, "cancel"))
             return
-        client.untyped = False
+        client.state = SideState.MESSAGE
         params: dict[str, str] = {}
         pos = 8
         while pos < len(message) and message[pos]:
@@ -520,7 +467,7 @@ class PgsqlParser:
         return Frontend(letter, ts_ns, size)
 
     def _count(self, name: str, amount: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + amount
+        self.counters[name] += amount
 
 
 class _RowBatch:
@@ -627,3 +574,10 @@ def _bind(body: bytes, size: int, ts_ns: int, truncated: bool, max_value: int) -
         truncated = True
     return Frontend("B", ts_ns, size, name=portal, statement=statement, param_formats=tuple(formats),
                     params=tuple(params), result_formats=tuple(result_formats), truncated=truncated)
+
+
+PgsqlParser._STEPS = {
+    SideState.STARTUP: PgsqlParser._startup_step,
+    SideState.MESSAGE: PgsqlParser._message_step,
+    SideState.BODY: PgsqlParser._body_step,
+}

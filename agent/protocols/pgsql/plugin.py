@@ -22,12 +22,16 @@ set-up) are not reported.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolSpec, SessionContext
+from agent.protocols.errors import ParseError
 from agent.protocols.pgsql import values
+from agent.protocols.pgsql.fields import FIELDS, Request, transaction
 from agent.protocols.pgsql.parser import (
     Backend,
     DataRows,
@@ -41,8 +45,8 @@ from agent.protocols.pgsql.parser import (
 )
 from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
-from agent.protocols.sql.text import RowText, sql_method, truncate_row
-from agent.transport.session import ParseError
+from agent.protocols.sql.text import truncate_row
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 LOST_RESPONSE = "Packet loss while capturing the response"
@@ -80,42 +84,23 @@ class _Portal:
         self.names: tuple[str, ...] | None = stmt.names if stmt is not None else None
 
 
-class _Txn:
-    __slots__ = ("client_bytes", "end_ns", "error", "ignored", "method", "names", "notes", "num_fields",
-                 "num_rows", "params", "query", "server_bytes", "started", "text", "ts_ns")
+class SlotKind(IntEnum):
+    """What a client message waits for from the server: the kind of its slot in the FIFO."""
 
-    def __init__(self, ts_ns: int, query: str, client_bytes: int, keep_rows: int | None) -> None:
-        self.ts_ns = ts_ns
-        self.query = query
-        self.method = sql_method(query)
-        self.client_bytes = client_bytes
-        self.server_bytes = 0
-        self.end_ns: int | None = None
-        self.num_rows = 0
-        self.num_fields = 0
-        self.names: tuple[str, ...] = ()
-        self.error: tuple[str, str, str] | None = None
-        self.notes: list[str] = []
-        self.params: list[str] | None = None
-        self.text = RowText(keep_rows) if keep_rows is not None else None
-        self.ignored = False
-        self.started = False  # a result message arrived
-
-    def fields(self, names: tuple[str, ...]) -> None:
-        self.num_fields = len(names)
-        self.names = names
-        if self.text is not None:
-            self.text.header(names)
-
-
-# slot kinds
-_PARSE, _BIND, _DESCRIBE, _EXECUTE, _CLOSE, _SYNC, _QUERY, _FUNCTION = range(8)
+    PARSE = 0  # ParseComplete
+    BIND = 1  # BindComplete
+    DESCRIBE = 2  # ParameterDescription / RowDescription / NoData
+    EXECUTE = 3  # rows, then CommandComplete (its transaction)
+    CLOSE = 4  # CloseComplete
+    SYNC = 5  # ReadyForQuery ends the batch
+    QUERY = 6  # a simple Query: one transaction per statement, then ReadyForQuery
+    FUNCTION = 7  # FunctionCallResponse
 
 
 class _Slot:
     __slots__ = ("index", "kind", "portal", "stmt", "txns")
 
-    def __init__(self, kind: int, txns: list[_Txn] | None = None, stmt: _Statement | None = None,
+    def __init__(self, kind: SlotKind, txns: list[Request] | None = None, stmt: _Statement | None = None,
                  portal: _Portal | None = None) -> None:
         self.kind = kind
         self.txns = txns or []
@@ -124,18 +109,15 @@ class _Slot:
         self.portal = portal
 
     @property
-    def txn(self) -> _Txn | None:
+    def txn(self) -> Request | None:
         return self.txns[self.index] if self.index < len(self.txns) else None
 
 
-class PgsqlSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        config = ctx.config
-        assert isinstance(config, PgsqlConfig)
-        self.ctx = ctx
-        self.config = config
-        self.counters = ctx.counters
-        self.parser = PgsqlParser(max_row_length=config.max_row_length)
+class PgsqlSession(SessionBase[PgsqlConfig]):
+    def __init__(self, ctx: SessionContext[PgsqlConfig]) -> None:
+        super().__init__(ctx)
+        config = self.config
+        self.parser = PgsqlParser(max_row_length=config.max_row_length, counters=ctx.counters)
         self.keep_rows = config.max_rows if config.send_response else None
         self.parser.rows_per_result = self.keep_rows or 0
         conn = ctx.conn
@@ -147,30 +129,29 @@ class PgsqlSession:
         self.open = 0  # transactions created and not yet published or dropped
         self.pending_bytes = 0  # client bytes of the batch before its next Execute
         self.batch_ts: int | None = None
-        self.last_exec: _Txn | None = None
+        self.last_exec: Request | None = None
         self.carry_bytes = 0  # Describe's answer, counted with the Execute that follows
         self.carry_names: tuple[str, ...] | None = None
         self.resp_ts: int | None = None
-        self.copy_in: _Txn | None = None
+        self.copy_in: Request | None = None
         self.failed = False  # an error: the server skips the rest of the batch until Sync
-        self._parser_counts: dict[str, int] = {}
 
     # -- StreamSession -------------------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        out: list[Message] = []
+        messages: list[Message] = []
         try:
-            self.parser.feed(direction, data, ts_ns, out)
+            messages = self.parser.feed(direction, data, ts_ns)
+        except ParseError as exc:
+            messages = exc.messages  # what the segment completed before the error still counts
+            raise
         finally:
-            for msg in out:
-                if direction == Direction.TO_SERVER:
-                    self._client(msg)
-                else:
-                    self._server(msg)
-            self._sync_counters()
+            handle = self._client if direction == Direction.TO_SERVER else self._server
+            for msg in messages:
+                handle(msg)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        self.parser.gap(direction, nbytes)
+        self.parser.gap(direction, nbytes, ts_ns)
         if direction == Direction.TO_SERVER:
             self.pending_bytes = 0
             self.batch_ts = None
@@ -184,28 +165,19 @@ class PgsqlSession:
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
         self.store.drop_connection(self.conn_key)
-        self._sync_counters()
 
     def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.parser.recover(direction)
+        self.parser.reset(direction)  # counted by the transport layer, as before
         if direction == Direction.TO_CLIENT:
             self._drop_all()
 
     def expire(self, ts_ns: int) -> None:
         self._drop_all()
-        self._sync_counters()
 
     def pending(self) -> int:
         return self.open
 
     # -- helpers ---------------------------------------------------------------------------------------------
-
-    def _sync_counters(self) -> None:
-        for name, value in self.parser.counters.items():
-            seen = self._parser_counts.get(name, 0)
-            if value != seen:
-                self.counters.inc(name, value - seen)
-                self._parser_counts[name] = value
 
     def _push(self, slot: _Slot) -> None:
         self.slots.append(slot)
@@ -229,9 +201,9 @@ class PgsqlSession:
         self.carry_names = None
         self.resp_ts = None
 
-    def _new_txn(self, ts_ns: int, query: str, client_bytes: int) -> _Txn:
+    def _new_txn(self, ts_ns: int, query: str, client_bytes: int) -> Request:
         self.open += 1
-        return _Txn(ts_ns, query, client_bytes, self.keep_rows)
+        return Request(ts_ns, query, client_bytes, self.keep_rows)
 
     def _statement(self, name: str, ts_ns: int) -> _Statement | None:
         if not name:
@@ -262,15 +234,7 @@ class PgsqlSession:
         if kind in "Xp":
             return
         if kind in "SH":
-            if self.last_exec is not None:
-                self.last_exec.client_bytes += msg.size
-            else:
-                self.pending_bytes += msg.size
-            if kind == "S":
-                self._push(_Slot(_SYNC))
-                self.last_exec = None
-                self.pending_bytes = 0
-                self.batch_ts = None
+            self._sync_or_flush(msg)
             return
         if self.batch_ts is None:
             self.batch_ts = msg.ts_ns
@@ -278,39 +242,58 @@ class PgsqlSession:
             self._execute(msg)
             return
         self.pending_bytes += msg.size
-        if kind == "P":
-            stmt = _Statement(msg.sql, msg.param_oids)
+        handler = _FRONTEND.get(kind)
+        if handler is not None:
+            handler(self, msg)
+
+    def _sync_or_flush(self, msg: Frontend) -> None:
+        if self.last_exec is not None:
+            self.last_exec.client_bytes += msg.size
+        else:
+            self.pending_bytes += msg.size
+        if msg.type == "S":
+            self._push(_Slot(SlotKind.SYNC))
+            self.last_exec = None
+            self.pending_bytes = 0
+            self.batch_ts = None
+
+    def _parse(self, msg: Frontend) -> None:
+        stmt = _Statement(msg.sql, msg.param_oids)
+        if msg.name:
+            self.store.put(self.conn_key, msg.name, stmt, len(msg.sql) + 64, msg.ts_ns)
+        else:
+            self.unnamed = stmt
+        self._push(_Slot(SlotKind.PARSE, stmt=stmt))
+
+    def _bind(self, msg: Frontend) -> None:
+        bound = self._statement(msg.statement, msg.ts_ns)
+        params = None
+        if msg.params:
+            oids = bound.oids if bound is not None else ()
+            params = values.bind_params(msg.params, msg.param_formats, oids, self.config.max_row_length)
+        portal = _Portal(bound, params)
+        if msg.name not in self.portals and len(self.portals) >= MAX_PORTALS:
+            self.portals.pop(next(iter(self.portals)))
+        self.portals[msg.name] = portal
+        self._push(_Slot(SlotKind.BIND, portal=portal))
+
+    def _describe(self, msg: Frontend) -> None:
+        target_stmt = self._statement(msg.name, msg.ts_ns) if msg.kind == "S" else None
+        target_portal = self.portals.get(msg.name) if msg.kind == "P" else None
+        self._push(_Slot(SlotKind.DESCRIBE, stmt=target_stmt, portal=target_portal))
+
+    def _close(self, msg: Frontend) -> None:
+        if msg.kind == "S":
             if msg.name:
-                self.store.put(self.conn_key, msg.name, stmt, len(msg.sql) + 64, msg.ts_ns)
+                self.store.delete(self.conn_key, msg.name)
             else:
-                self.unnamed = stmt
-            self._push(_Slot(_PARSE, stmt=stmt))
-        elif kind == "B":
-            bound = self._statement(msg.statement, msg.ts_ns)
-            params = None
-            if msg.params:
-                oids = bound.oids if bound is not None else ()
-                params = values.bind_params(msg.params, msg.param_formats, oids, self.config.max_row_length)
-            portal = _Portal(bound, params)
-            if msg.name not in self.portals and len(self.portals) >= MAX_PORTALS:
-                self.portals.pop(next(iter(self.portals)))
-            self.portals[msg.name] = portal
-            self._push(_Slot(_BIND, portal=portal))
-        elif kind == "D":
-            target_stmt = self._statement(msg.name, msg.ts_ns) if msg.kind == "S" else None
-            target_portal = self.portals.get(msg.name) if msg.kind == "P" else None
-            self._push(_Slot(_DESCRIBE, stmt=target_stmt, portal=target_portal))
-        elif kind == "C":
-            if msg.kind == "S":
-                if msg.name:
-                    self.store.delete(self.conn_key, msg.name)
-                else:
-                    self.unnamed = None
-            else:
-                self.portals.pop(msg.name, None)
-            self._push(_Slot(_CLOSE))
-        elif kind == "F":
-            self._push(_Slot(_FUNCTION))
+                self.unnamed = None
+        else:
+            self.portals.pop(msg.name, None)
+        self._push(_Slot(SlotKind.CLOSE))
+
+    def _function(self, msg: Frontend) -> None:
+        self._push(_Slot(SlotKind.FUNCTION))
 
     def _query(self, msg: Frontend) -> None:
         txns = []
@@ -319,7 +302,7 @@ class PgsqlSession:
             if msg.truncated:
                 txn.notes.append(TRUNCATED_QUERY)
             txns.append(txn)
-        self._push(_Slot(_QUERY, txns))
+        self._push(_Slot(SlotKind.QUERY, txns))
 
     def _execute(self, msg: Frontend) -> None:
         portal = self.portals.get(msg.name)
@@ -340,17 +323,16 @@ class PgsqlSession:
             if portal.names is not None:
                 txn.fields(portal.names)
         self.last_exec = txn
-        self._push(_Slot(_EXECUTE, [txn], portal=portal))
+        self._push(_Slot(SlotKind.EXECUTE, [txn], portal=portal))
 
     # -- server messages ----------------------------------------------------------------------------------------
 
     def _server(self, msg: Message) -> None:
         slots = self.slots
-        if not slots:
+        if not slots:  # a server message no client message waits for
             if isinstance(msg, ErrorNotice) and msg.type == "E":
                 self.counters.inc("unmatched_responses")
-            elif isinstance(msg, (DataRows, RowDescription)) or \
-                    (isinstance(msg, Backend) and msg.type in "CI12"):
+            elif isinstance(msg, (DataRows, RowDescription)) or (isinstance(msg, Backend) and msg.type in "CI12"):
                 self.counters.inc("unexpected_messages")
             return
         if self.resp_ts is None and not (isinstance(msg, Backend) and msg.type in "SAKv"):
@@ -362,33 +344,32 @@ class PgsqlSession:
                 self.counters.inc("unexpected_messages")
                 return
             self._rows(txn, msg, head)
-            return
-        if isinstance(msg, RowDescription):
+        elif isinstance(msg, RowDescription):
             self._row_description(head, msg)
-            return
-        if isinstance(msg, ErrorNotice):
+        elif isinstance(msg, ErrorNotice):
             if msg.type == "N":
-                txn = head.txn
-                if txn is not None:
-                    txn.server_bytes += msg.size
-                    if len(txn.notes) < MAX_NOTES:
-                        txn.notes.append(f"{msg.severity} {msg.code}: {msg.message}")
-                else:
-                    self.counters.inc("notices_without_statement")
-                return
-            self._error(head, msg)
-            return
-        if isinstance(msg, ParameterDescription):
-            if head.kind == _DESCRIBE:
+                self._notice(head, msg)
+            else:
+                self._error(head, msg)
+        elif isinstance(msg, ParameterDescription):
+            if head.kind == SlotKind.DESCRIBE:
                 self.carry_bytes += msg.size
                 if head.stmt is not None and msg.oids and not head.stmt.oids:
                     head.stmt.oids = msg.oids
-            return
-        if isinstance(msg, Backend):
+        elif isinstance(msg, Backend):
             self._backend(head, msg)
 
-    def _rows(self, txn: _Txn, msg: DataRows, head: _Slot) -> None:
-        if head.kind == _EXECUTE:
+    def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
+        txn = head.txn
+        if txn is None:
+            self.counters.inc("notices_without_statement")
+            return
+        txn.server_bytes += msg.size
+        if len(txn.notes) < MAX_NOTES:
+            txn.notes.append(f"{msg.severity} {msg.code}: {msg.message}")
+
+    def _rows(self, txn: Request, msg: DataRows, head: _Slot) -> None:
+        if head.kind == SlotKind.EXECUTE:
             self._take_carry(txn)  # the Describe's RowDescription heads the rows
         txn.num_rows += msg.count
         txn.server_bytes += msg.size
@@ -402,7 +383,7 @@ class PgsqlSession:
                 text.add_row(truncate_row(list(row), limit, None))
 
     def _row_description(self, head: _Slot, msg: RowDescription) -> None:
-        if head.kind == _DESCRIBE:
+        if head.kind == SlotKind.DESCRIBE:
             if head.stmt is not None:
                 head.stmt.names = msg.names
             if head.portal is not None:
@@ -419,7 +400,7 @@ class PgsqlSession:
         txn.started = True
         txn.fields(msg.names)
 
-    def _take_carry(self, txn: _Txn) -> None:
+    def _take_carry(self, txn: Request) -> None:
         if self.carry_bytes:
             txn.server_bytes += self.carry_bytes
             self.carry_bytes = 0
@@ -430,56 +411,59 @@ class PgsqlSession:
 
     def _backend(self, head: _Slot, msg: Backend) -> None:
         kind = msg.type
-        if kind in "CIs":
-            txn = head.txn
-            if txn is None:
-                self.counters.inc("unexpected_messages")
-                return
-            txn.server_bytes += msg.size
-            if kind == "C" and msg.text.startswith("COPY "):
-                count = msg.text[5:].strip()
-                if count.isdigit() and not txn.num_rows:
-                    txn.num_rows = int(count)
-            self._complete(head, txn)
-            return
-        if kind == "Z":
-            while self.slots:
-                slot = self.slots.popleft()
-                self._drop_slot(slot)
-                if slot.kind in (_SYNC, _QUERY):
-                    break
-            self.failed = False
-            self.resp_ts = None
-            self.carry_bytes = 0
-            self.carry_names = None
-            return
-        if (kind == "1" and head.kind == _PARSE) or (kind == "2" and head.kind == _BIND) or \
-                (kind == "3" and head.kind == _CLOSE) or (kind == "n" and head.kind == _DESCRIBE) or \
-                (kind == "V" and head.kind == _FUNCTION):
+        handler = _BACKEND.get(kind)
+        if handler is not None:
+            handler(self, head, msg)
+        elif _COMPLETES.get(kind) == head.kind:  # ParseComplete, BindComplete... answer their slot
             self.slots.popleft()
-            return
-        if kind in "GHW":
-            txn = head.txn
-            if txn is not None:
-                txn.server_bytes += msg.size
-                txn.started = True
-                if kind == "G":
-                    self.copy_in = txn
-                elif kind == "W":  # replication: the stream never ends; report the command now
-                    self._complete(head, txn)
-            return
-        if kind == "c":
-            txn = head.txn
-            if txn is not None:
-                txn.server_bytes += msg.size
-            return
-        if kind in "123nV":
+        elif kind in _COMPLETES:
             self.counters.inc("unexpected_messages")
+
+    def _command_end(self, head: _Slot, msg: Backend) -> None:
+        """CommandComplete, EmptyQueryResponse, PortalSuspended: the transaction is done."""
+        txn = head.txn
+        if txn is None:
+            self.counters.inc("unexpected_messages")
+            return
+        txn.server_bytes += msg.size
+        if msg.type == "C" and msg.text.startswith("COPY "):
+            count = msg.text[5:].strip()
+            if count.isdigit() and not txn.num_rows:
+                txn.num_rows = int(count)
+        self._complete(head, txn)
+
+    def _ready(self, head: _Slot, msg: Backend) -> None:
+        """ReadyForQuery: the batch (or Query) is over; what was skipped after an error is dropped."""
+        while self.slots:
+            slot = self.slots.popleft()
+            self._drop_slot(slot)
+            if slot.kind in (SlotKind.SYNC, SlotKind.QUERY):
+                break
+        self.failed = False
+        self.resp_ts = None
+        self.carry_bytes = 0
+        self.carry_names = None
+
+    def _copy_or_replication(self, head: _Slot, msg: Backend) -> None:
+        txn = head.txn
+        if txn is None:
+            return
+        txn.server_bytes += msg.size
+        txn.started = True
+        if msg.type == "G":
+            self.copy_in = txn
+        elif msg.type == "W":  # replication: the stream never ends; report the command now
+            self._complete(head, txn)
+
+    def _copy_done(self, head: _Slot, msg: Backend) -> None:
+        txn = head.txn
+        if txn is not None:
+            txn.server_bytes += msg.size
 
     def _error(self, head: _Slot, msg: ErrorNotice) -> None:
         txn = head.txn
         error = (msg.code, msg.message, msg.severity)
-        if head.kind == _QUERY:
+        if head.kind == SlotKind.QUERY:
             if txn is None:
                 self.counters.inc("unmatched_responses")
                 return
@@ -489,16 +473,16 @@ class PgsqlSession:
             self._drop_slot(head)  # the rest of the Query is not executed
             return
         # extended protocol: the error belongs to the first Execute of the batch; the rest is skipped
-        target: _Txn | None = None
+        target: Request | None = None
         parse_stmt: _Statement | None = None
         while self.slots:
             slot = self.slots[0]
-            if slot.kind in (_SYNC, _QUERY):
+            if slot.kind in (SlotKind.SYNC, SlotKind.QUERY):
                 break
             self.slots.popleft()
-            if slot.kind == _PARSE and parse_stmt is None:
+            if slot.kind == SlotKind.PARSE and parse_stmt is None:
                 parse_stmt = slot.stmt
-            if slot.kind == _EXECUTE and target is None and slot.txn is not None:
+            if slot.kind == SlotKind.EXECUTE and target is None and slot.txn is not None:
                 target = slot.txn
                 slot.index = 1
                 continue
@@ -513,11 +497,11 @@ class PgsqlSession:
         self._take_carry(target)
         self._publish(target)
 
-    def _complete(self, slot: _Slot, txn: _Txn) -> None:
-        if slot.kind == _EXECUTE:
+    def _complete(self, slot: _Slot, txn: Request) -> None:
+        if slot.kind == SlotKind.EXECUTE:
             self._take_carry(txn)
         slot.index += 1
-        if slot.kind == _EXECUTE and self.slots and self.slots[0] is slot:
+        if slot.kind == SlotKind.EXECUTE and self.slots and self.slots[0] is slot:
             self.slots.popleft()
         if self.copy_in is txn:
             self.copy_in = None
@@ -525,39 +509,39 @@ class PgsqlSession:
             self.last_exec = None
         self._publish(txn)
 
-    def _publish(self, txn: _Txn) -> None:
+    def _publish(self, txn: Request) -> None:
         self.open -= 1
         if txn.end_ns is None:
             txn.end_ns = self.resp_ts if self.resp_ts is not None else txn.ts_ns
         self.resp_ts = None
         if txn.ignored:
             return
-        pgsql: dict[str, Any] = {"num_rows": txn.num_rows, "num_fields": txn.num_fields}
-        fields: dict[str, Any] = {"method": txn.method, "query": txn.query, "pgsql": pgsql}
-        out = Transaction(type="pgsql", conn=self.ctx.conn, ts_ns=txn.ts_ns, end_ns=txn.end_ns,
-                          client_bytes=txn.client_bytes, server_bytes=txn.server_bytes, notes=txn.notes,
-                          fields=fields)
-        if txn.error is not None:
-            code, message, severity = txn.error
-            pgsql.update(error_code=code, error_message=message, error_severity=severity)
-            out.status = "Error"
-        if txn.params:
-            fields["params"] = txn.params
-        if self.config.send_request:
-            fields["request"] = txn.query
-        if txn.text is not None:
-            fields["response"] = txn.text.text()
-        self.ctx.emit(out)
+        self.ctx.emit(transaction(self.ctx.conn, self.config, txn))
 
 
-def _session(ctx: SessionContext) -> PgsqlSession:
-    return PgsqlSession(ctx)
+# The server messages that answer one client message: type letter -> the slot it closes.
+_COMPLETES = {"1": SlotKind.PARSE, "2": SlotKind.BIND, "3": SlotKind.CLOSE, "n": SlotKind.DESCRIBE,
+              "V": SlotKind.FUNCTION}
+
+
+# How each client message of the extended protocol is followed, by its type letter (the others wait for nothing).
+_FRONTEND: dict[str, Callable[[PgsqlSession, Frontend], None]] = {
+    "P": PgsqlSession._parse, "B": PgsqlSession._bind, "D": PgsqlSession._describe, "C": PgsqlSession._close,
+    "F": PgsqlSession._function,
+}
+# Server messages handled by type letter (the rest answer their slot: _COMPLETES).
+_BACKEND: dict[str, Callable[[PgsqlSession, _Slot, Backend], None]] = {
+    "C": PgsqlSession._command_end, "I": PgsqlSession._command_end, "s": PgsqlSession._command_end,
+    "Z": PgsqlSession._ready, "G": PgsqlSession._copy_or_replication, "H": PgsqlSession._copy_or_replication,
+    "W": PgsqlSession._copy_or_replication, "c": PgsqlSession._copy_done,
+}
 
 
 SPEC = ProtocolSpec(
     name="pgsql",
     config_class=PgsqlConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=PgsqlSession,
     description="PostgreSQL: simple and extended queries, COPY, errors and notices",
     counters=("unmatched_requests", "unmatched_responses", "parse_errors", "queue_overflow",
               "unexpected_messages", "notices_without_statement", "resync_skipped_bytes", "malformed_rows",

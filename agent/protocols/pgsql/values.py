@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import struct
 import uuid
+from collections.abc import Callable
 
 _EPOCH = datetime.datetime(2000, 1, 1)
 _EPOCH_DATE = datetime.date(2000, 1, 1)
@@ -42,44 +43,69 @@ def _numeric(raw: bytes) -> str:
     return ("-" if sign == 0x4000 else "") + out
 
 
+def _unpacked(fmt: str) -> Callable[[bytes], str]:
+    def render(raw: bytes) -> str:
+        return str(struct.unpack(fmt, raw)[0])
+    return render
+
+
+def _float(fmt: str) -> Callable[[bytes], str]:
+    def render(raw: bytes) -> str:
+        return repr(struct.unpack(fmt, raw)[0])
+    return render
+
+
+def _bool(raw: bytes) -> str:
+    return "t" if raw[:1] == b"\x01" else "f"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _jsonb(raw: bytes) -> str:
+    return raw[1:].decode("utf-8", "replace")
+
+
+def _uuid(raw: bytes) -> str:
+    return str(uuid.UUID(bytes=raw))
+
+
+def _date(raw: bytes) -> str:
+    return (_EPOCH_DATE + datetime.timedelta(days=struct.unpack("!i", raw)[0])).isoformat()
+
+
+def _timestamp(raw: bytes) -> str:
+    return (_EPOCH + datetime.timedelta(microseconds=struct.unpack("!q", raw)[0])).isoformat(sep=" ")
+
+
+def _timestamptz(raw: bytes) -> str:
+    return _timestamp(raw) + "+00"
+
+
+def _time(raw: bytes) -> str:
+    micro = struct.unpack("!q", raw)[0]
+    seconds, micro = divmod(micro, 1_000_000)
+    text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return text + (f".{micro:06d}" if micro else "")
+
+
+# How each binary format known here is printed, by type OID.
+_BINARY: dict[int, Callable[[bytes], str]] = {
+    INT2: _unpacked("!h"), INT4: _unpacked("!i"), INT8: _unpacked("!q"), OID: _unpacked("!I"), BOOL: _bool,
+    FLOAT4: _float("!f"), FLOAT8: _float("!d"), JSONB: _jsonb, UUID: _uuid, DATE: _date, TIMESTAMP: _timestamp,
+    TIMESTAMPTZ: _timestamptz, TIME: _time, NUMERIC: _numeric, **dict.fromkeys(_TEXTUAL, _text),
+}
+
+
 def binary_text(oid: int, raw: bytes) -> str:
     """A binary-format value of type `oid` as PostgreSQL would print it; hex for types not known here."""
-    try:
-        if oid == INT2:
-            return str(struct.unpack("!h", raw)[0])
-        if oid == INT4:
-            return str(struct.unpack("!i", raw)[0])
-        if oid in (INT8,):
-            return str(struct.unpack("!q", raw)[0])
-        if oid == OID:
-            return str(struct.unpack("!I", raw)[0])
-        if oid == BOOL:
-            return "t" if raw[:1] == b"\x01" else "f"
-        if oid == FLOAT4:
-            return repr(struct.unpack("!f", raw)[0])
-        if oid == FLOAT8:
-            return repr(struct.unpack("!d", raw)[0])
-        if oid in _TEXTUAL:
-            return raw.decode("utf-8", "replace")
-        if oid == JSONB:
-            return raw[1:].decode("utf-8", "replace")
-        if oid == UUID:
-            return str(uuid.UUID(bytes=raw))
-        if oid == DATE:
-            return (_EPOCH_DATE + datetime.timedelta(days=struct.unpack("!i", raw)[0])).isoformat()
-        if oid in (TIMESTAMP, TIMESTAMPTZ):
-            moment = _EPOCH + datetime.timedelta(microseconds=struct.unpack("!q", raw)[0])
-            text = moment.isoformat(sep=" ")
-            return text + "+00" if oid == TIMESTAMPTZ else text
-        if oid == TIME:
-            micro = struct.unpack("!q", raw)[0]
-            seconds, micro = divmod(micro, 1_000_000)
-            text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-            return text + (f".{micro:06d}" if micro else "")
-        if oid == NUMERIC:
-            return _numeric(raw)
-    except (struct.error, ValueError, OverflowError):
-        pass
+    render = _BINARY.get(oid)
+    if render is not None:
+        try:
+            return render(raw)
+        except (struct.error, ValueError, OverflowError):
+            pass
     return "\\x" + raw.hex()
 
 
@@ -106,6 +132,65 @@ def bind_params(values: tuple[bytes | None, ...], formats: tuple[int, ...], oids
     return out
 
 
+def _quoted_end(sql: str, i: int) -> int:
+    """Where the '...' or "..." string starting at `i` ends (a doubled quote stays inside)."""
+    quote = sql[i]
+    n = len(sql)
+    end = i + 1
+    while True:
+        end = sql.find(quote, end)
+        if end == -1:
+            return n
+        if end + 1 < n and sql[end + 1] == quote:  # doubled quote
+            end += 2
+            continue
+        return end + 1
+
+
+def _block_comment_end(sql: str, i: int) -> int:
+    """Where the /* ... */ comment starting at `i` ends (they nest)."""
+    depth = 0
+    n = len(sql)
+    j = i
+    while j < n:
+        if sql.startswith("/*", j):
+            depth += 1
+            j += 2
+        elif sql.startswith("*/", j):
+            depth -= 1
+            j += 2
+            if depth == 0:
+                break
+        else:
+            j += 1
+    return j
+
+
+def _dollar_quoted_end(sql: str, i: int) -> int:
+    """Where the $tag$ ... $tag$ string starting at `i` ends; i + 1 when `$` does not open one."""
+    end = sql.find("$", i + 1)
+    tag = sql[i:end + 1] if end != -1 else ""
+    if tag and (len(tag) == 2 or (tag[1:-1].replace("_", "a").isalnum() and not tag[1].isdigit())):
+        close = sql.find(tag, end + 1)
+        return len(sql) if close == -1 else close + len(tag)
+    return i + 1
+
+
+def _skip(sql: str, i: int) -> int:
+    """Past the quoted string or comment starting at `i`, or past the one character there."""
+    c = sql[i]
+    if c in "'\"":
+        return _quoted_end(sql, i)
+    if c == "-" and sql.startswith("--", i):
+        end = sql.find("\n", i)
+        return len(sql) if end == -1 else end + 1
+    if c == "/" and sql.startswith("/*", i):
+        return _block_comment_end(sql, i)
+    if c == "$":
+        return _dollar_quoted_end(sql, i)
+    return i + 1
+
+
 def split_statements(sql: str) -> list[str]:
     """The statements of a simple Query, split at semicolons outside quotes, comments and dollar quotes.
 
@@ -119,53 +204,14 @@ def split_statements(sql: str) -> list[str]:
     i = 0
     n = len(sql)
     while i < n:
-        c = sql[i]
-        if c == ";":
+        if sql[i] == ";":
             piece = sql[start:i].strip()
             if piece:
                 out.append(piece)
             start = i + 1
             i += 1
-        elif c in "'\"":
-            end = i + 1
-            while True:
-                end = sql.find(c, end)
-                if end == -1:
-                    i = n
-                    break
-                if end + 1 < n and sql[end + 1] == c:  # doubled quote
-                    end += 2
-                    continue
-                i = end + 1
-                break
-        elif c == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif c == "/" and sql.startswith("/*", i):
-            depth = 0
-            j = i
-            while j < n:
-                if sql.startswith("/*", j):
-                    depth += 1
-                    j += 2
-                elif sql.startswith("*/", j):
-                    depth -= 1
-                    j += 2
-                    if depth == 0:
-                        break
-                else:
-                    j += 1
-            i = j
-        elif c == "$":
-            end = sql.find("$", i + 1)
-            tag = sql[i:end + 1] if end != -1 else ""
-            if tag and (len(tag) == 2 or (tag[1:-1].replace("_", "a").isalnum() and not tag[1].isdigit())):
-                close = sql.find(tag, end + 1)
-                i = n if close == -1 else close + len(tag)
-            else:
-                i += 1
         else:
-            i += 1
+            i = _skip(sql, i)
     piece = sql[start:].strip()
     if piece:
         out.append(piece)

@@ -25,6 +25,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import ClassVar
 
 from agent.metrics import Counters
 from agent.protocols.buffer import ReceiveBuffer
@@ -144,6 +145,9 @@ _MESSAGE_END = -3  # the top-level struct ended: the message is complete
 class ThriftParser:
     """TBinary messages of one direction, incrementally."""
 
+    # One handler per state, called with the instance (a class-level table: no bound methods per ThriftParser).
+    _STEPS: ClassVar[dict[State, Callable[[ThriftParser, list[ThriftMessage]], bool]]]
+
     def __init__(self, direction: Direction, settings: ParserSettings, counters: Counters | None = None) -> None:
         self.direction = direction
         self.settings = settings
@@ -165,13 +169,6 @@ class ThriftParser:
         self._str_kept = bytearray()
         self._str_len = 0
         self.counters = counters if counters is not None else Counters(PROTOCOL)
-        self._steps: dict[State, Callable[[list[ThriftMessage]], bool]] = {
-            State.FRAME: self._read_frame_header,
-            State.HEADER: self._read_message_header,
-            State.BODY: self._read_body,
-            State.SKIP: self._skip,
-            State.SUSPENDED: self._skip_suspended,
-        }
 
     # -- public ------------------------------------------------------------------
 
@@ -225,8 +222,8 @@ class ThriftParser:
             return out
         rb = self.buf
         rb.feed(data, ts_ns)
-        steps = self._steps
-        while rb.unread and steps[self._state](out):
+        steps = self._STEPS
+        while rb.unread and steps[self._state](self, out):
             pass
         return out
 
@@ -580,3 +577,12 @@ def format_struct(fields: tuple[ThriftField, ...], more: bool, limit: int, names
     if more:
         parts.append("...")
     return "(" + ", ".join(parts) + ")"
+
+
+ThriftParser._STEPS = {
+    State.FRAME: ThriftParser._read_frame_header,
+    State.HEADER: ThriftParser._read_message_header,
+    State.BODY: ThriftParser._read_body,
+    State.SKIP: ThriftParser._skip,
+    State.SUSPENDED: ThriftParser._skip_suspended,
+}

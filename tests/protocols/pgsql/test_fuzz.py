@@ -50,9 +50,8 @@ def test_helpers_never_raise(sql: str, oid: int, raw: bytes) -> None:
 def test_parser_raises_only_parse_error(items: list[tuple[bool, bytes]]) -> None:
     parser = PgsqlParser()
     parser.rows_per_result = 2
-    out: list = []
     for to_server, data in items:
         try:
-            parser.feed(C2S if to_server else S2C, data, 0, out)
+            parser.feed(C2S if to_server else S2C, data, 0)
         except ParseError:
             pass

@@ -1,0 +1,1 @@
+"""PostgreSQL: the frontend/backend protocol (parser.py), its sessions (plugin.py) and events (fields.py)."""
