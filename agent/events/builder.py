@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import socket
+import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -29,6 +30,8 @@ from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 CONN_CACHE_LIMIT = 65536
+SEQUENCE_LIMIT = 16384  # connections whose last request time is remembered for event ids
+_ID_EXTRA = struct.Struct("<qI")  # request time (ns), sequence among the connection's events of that time
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered
 
 
@@ -97,12 +100,36 @@ class EventBuilder:
         self._agent = identity.fields()
         self._ephemeral = identity.ephemeral_id.encode()
         self.id_salt = b""  # mixed into event ids: keeps the loops of `-l N` apart
+        # Per connection: (request time, how many of its events had that time); see _sequence_of.
+        self._sequence: dict[tuple[object, ...], tuple[int, int]] = {}
+        self._id_extra = b""  # set by transaction_event() for the encode() that follows it
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
         self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
         self.dropped_by_processors = 0
 
+    def new_run(self, salt: bytes) -> None:
+        """A new loop of `-l N`: ids mixed with `salt`, connections numbered afresh."""
+        self.id_salt = salt
+        self._sequence.clear()
+
     # -- transactions -----------------------------------------------------------
+
+    def _sequence_of(self, txn: Transaction) -> bytes:
+        """What tells apart two transactions whose events would be identical byte for byte (pipelined
+        requests in one segment answered in one segment): the request's nanosecond time, and how many
+        earlier events of the same connection had that very time.  Both come from the packets alone, so
+        ids are the same on every run and whatever the number of workers (a connection's packets all
+        reach one worker, in order)."""
+        conn = txn.conn
+        key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, conn.transport)
+        sequence = self._sequence
+        last = sequence.get(key)
+        count = last[1] + 1 if last is not None and last[0] == txn.ts_ns else 0
+        if last is None and len(sequence) >= SEQUENCE_LIMIT:
+            sequence.clear()
+        sequence[key] = (txn.ts_ns, count)
+        return _ID_EXTRA.pack(txn.ts_ns, count)
 
     def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
         """What every event of a connection shares: texts, community id, direction (cached)."""
@@ -132,6 +159,8 @@ class EventBuilder:
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
+        extra = self._sequence_of(txn)
+        self._id_extra = b""
         conn = txn.conn
         facts = self._endpoints(conn, txn.icmp)
         fmt = format_ns
@@ -213,7 +242,10 @@ class EventBuilder:
         event["related"] = related
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
-        return self.finish(event, settings, nulls_stripped=True)
+        result = self.finish(event, settings, nulls_stripped=True)
+        if result is not None:
+            self._id_extra = extra
+        return result
 
     # -- shared by transactions and flows ------------------------------------
 
@@ -270,8 +302,13 @@ class EventBuilder:
             data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
         # The id must come out the same when a crashed run is replayed again, so the per-run
-        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and a transaction's
+        # request time and sequence (set by transaction_event just before) keep identical-looking
+        # transactions apart.
         hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
+        if self._id_extra:
+            hasher.update(self._id_extra)
+            self._id_extra = b""
         ephemeral = self._ephemeral
         at = data.find(ephemeral)
         if at < 0:
