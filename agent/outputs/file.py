@@ -108,7 +108,7 @@ class FileOutput:
             index = last[1] + 1 if rotate and last[2].stat().st_size > 0 else last[1]
         name = f"{self.config.filename}-{today}" + (f"-{index}" if index else "") + ".ndjson"
         path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.mode)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.mode)  # read: a torn tail
         try:
             self._size = _cut_torn_line(fd, path)
         except OSError:

@@ -310,7 +310,7 @@ class Spool:
         now = time.monotonic()
         if self.write_error is None:
             self._error_since = now
-            self._last_error_log = None
+            self._refused_while_blocked = 0
         self.write_error = exc
         self.counters["write_errors"] += 1
         self._retry_at = now + self.retry_interval
@@ -377,7 +377,8 @@ class Spool:
                 out.append(fmt.decode(source(at + header, length - header)))
                 consumed += length
             else:
-                consumed = self._skip_damage(segment, at) - offset
+                known = segment.known_damage.get(at)
+                consumed = (known if known is not None else self._skip_damage(segment, at)) - offset
         return consumed
 
     def _skip_damage(self, segment: _Segment, start: int) -> int:
@@ -450,6 +451,12 @@ class Spool:
                 for segment in list(self._segments):
                     self._remove_segment(segment)
                 self._ack = self._read = Position(self._next_seq, 0)
+                if self.write_error is not None:
+                    log.warning("spool: every event held in memory while %s could not be written was delivered "
+                                "(%d refused meanwhile); the next ones are written there again",
+                                self.directory, self._refused_while_blocked)
+                    self.write_error = None
+                    self._refused_while_blocked = 0
             self._save_ack()
 
     def _at_end(self, pos: Position) -> bool:
@@ -576,18 +583,16 @@ def recover_state(directory: Path, announce: bool = False) -> RecoveredState:
         except ValueError:
             continue
     found.sort()
+    # Segments before the acknowledged one are gone for good only when the ack position itself checks out.
+    at_ack = next((_scan_file(first, path, ack.offset) for first, path in found if first == ack.segment), None)
+    ack_trusted = at_ack is not None and at_ack.scan.boundaries_hit
     for first, path in found:
-        if first < ack.segment and ack.segment in {f for f, _ in found}:
+        if ack_trusted and first < ack.segment:
             state.acknowledged.append(path)
             continue
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as handle:
-                result = fmt.scan(_file_source(handle.fileno()), size, ack.offset if first == ack.segment else -1)
-        except OSError as exc:
-            log.error("spool: cannot read %s: %s; skipped", path, exc.strerror)
-            continue
-        state.segments.append(_Found(first, path, size, result))
+        scanned = at_ack if at_ack is not None and first == ack.segment else _scan_file(first, path, -1)
+        if scanned is not None:
+            state.segments.append(scanned)
     _account(state, announce)
     state.start, trusted = _start_position(state, ack)
     if announce and ack_problem:
@@ -598,6 +603,16 @@ def recover_state(directory: Path, announce: bool = False) -> RecoveredState:
                     ack.segment, ack.offset, _why_untrusted(state, ack))
     state.pending = _pending_from(state, state.start)
     return state
+
+
+def _scan_file(first: int, path: Path, probe: int) -> _Found | None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            return _Found(first, path, size, fmt.scan(_file_source(handle.fileno()), size, probe))
+    except OSError as exc:
+        log.error("spool: cannot read %s: %s; skipped", path, exc.strerror)
+        return None
 
 
 def _load_ack(directory: Path) -> tuple[Position, str]:
