@@ -132,6 +132,7 @@ class FileOutput:
 
     def publish(self, batch: list[EncodedEvent]) -> list[Outcome]:
         done = 0
+        error: OSError | None = None
         try:
             if self._fd < 0:
                 self._open(rotate=False)
@@ -140,17 +141,21 @@ class FileOutput:
             for event in batch:
                 line = b"{" + METADATA + event.data[1:] + b"\n"
                 if self._size + run_bytes and self._size + run_bytes + len(line) > self.limit:
-                    done += self._write(run, run_bytes)
+                    written, error = self._write(run, run_bytes)
+                    done += written
+                    if error is not None:
+                        break
                     run, run_bytes = [], 0
                     self._rotate()
                 run.append(line)
                 run_bytes += len(line)
-            done += self._write(run, run_bytes)
+            if error is None:
+                written, error = self._write(run, run_bytes)
+                done += written
         except OSError as exc:
-            if isinstance(exc, _PartialWrite):
-                done += exc.complete
-                exc = exc.cause
-            self._failed(exc, len(batch) - done)
+            error = exc
+        if error is not None:
+            self._failed(error, len(batch) - done)
             return [Outcome.ACKED] * done + [Outcome.RETRY] * (len(batch) - done)
         if self._error is not None:
             log.warning("output.file: writing to %s again after %.0fs", self._path,
@@ -158,11 +163,11 @@ class FileOutput:
             self._error = None
         return [Outcome.ACKED] * len(batch)
 
-    def _write(self, lines: list[bytes], total: int) -> int:
-        """Write whole lines; on a failure cut the file back to the last complete line and raise
-        _PartialWrite, which says how many lines are in the file."""
+    def _write(self, lines: list[bytes], total: int) -> tuple[int, OSError | None]:
+        """Write whole lines: (lines in the file, None), or after a failure, the file cut back to the
+        last complete line: (lines in the file, the error)."""
         if not lines:
-            return 0
+            return 0, None
         data = memoryview(b"".join(lines))
         written = 0
         try:
@@ -177,9 +182,9 @@ class FileOutput:
                     log.error("output.file: cannot remove a partly written line from %s: %s", self._path,
                               cut.strerror)
             self._size += end
-            raise _PartialWrite(exc, complete) from None
+            return complete, exc
         self._size += total
-        return len(lines)
+        return len(lines), None
 
     def _failed(self, exc: OSError, waiting: int) -> None:
         now = time.monotonic()
@@ -201,15 +206,6 @@ class FileOutput:
 
     def close(self) -> None:
         self._close_fd()
-
-
-class _PartialWrite(OSError):
-    """A write failed after `complete` whole lines of the run reached the file."""
-
-    def __init__(self, cause: OSError, complete: int) -> None:
-        super().__init__(cause.errno, cause.strerror)
-        self.cause = cause
-        self.complete = complete
 
 
 def _complete_lines(lines: list[bytes], written: int) -> tuple[int, int]:

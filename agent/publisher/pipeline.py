@@ -229,8 +229,9 @@ class Pipeline:
         if spool is None:
             return f"the memory queue is full ({self.max_events} events, no disk spool)"
         if counter == "disk_full_drops":
-            return f"the disk under the spool cannot be written ({spool.describe_error() or spool.directory}) " \
-                   f"and the memory queue is full"
+            error = spool.describe_error()
+            now = f"cannot be written ({error})" if error else f"could not be written ({spool.directory})"
+            return f"the disk under the spool {now} and the memory queue is full"
         return f"the disk spool is full (cap {spool.max_size} bytes, now {spool.size}; {spool.directory})"
 
     def _drop_log_due(self) -> bool:
