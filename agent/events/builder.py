@@ -115,14 +115,12 @@ class EventBuilder:
 
     # -- transactions -----------------------------------------------------------
 
-    def _sequence_of(self, txn: Transaction) -> bytes:
+    def _sequence_of(self, txn: Transaction, key: tuple[object, ...]) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
         requests in one segment answered in one segment): the request's nanosecond time, and how many
         earlier events of the same connection had that very time.  Both come from the packets alone, so
         ids are the same on every run and whatever the number of workers (a connection's packets all
         reach one worker, in order)."""
-        conn = txn.conn
-        key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, conn.transport)
         sequence = self._sequence
         last = sequence.get(key)
         count = last[1] + 1 if last is not None and last[0] == txn.ts_ns else 0
@@ -131,11 +129,9 @@ class EventBuilder:
         sequence[key] = (txn.ts_ns, count)
         return _ID_EXTRA.pack(txn.ts_ns, count)
 
-    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
-        """What every event of a connection shares: texts, community id, direction (cached)."""
-        client, server = conn.client, conn.server
-        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp)
+    def _endpoints(self, conn: ConnectionInfo, key: tuple[object, ...],
+                   icmp: tuple[int, int] | None) -> _ConnFacts:
+        """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:
@@ -159,10 +155,13 @@ class EventBuilder:
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
-        extra = self._sequence_of(txn)
-        self._id_extra = b""
         conn = txn.conn
-        facts = self._endpoints(conn, txn.icmp)
+        client, server = conn.client, conn.server
+        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
+        conn_key = (client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp)
+        extra = self._sequence_of(txn, conn_key)
+        self._id_extra = b""
+        facts = self._endpoints(conn, conn_key, txn.icmp)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
