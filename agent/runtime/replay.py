@@ -30,17 +30,14 @@ from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.config.load import AgentConfig
 from agent.publisher.pipeline import Pipeline, PublishTimeout
 from agent.runtime import wiring
+from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
 
 log = logging.getLogger("pktbeat")
 
 TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
 
-EXIT_OK = 0
-EXIT_INPUT = 2
-EXIT_PUBLISH_TIMEOUT = 3  # events not delivered
 INTERRUPT_GRACE = 1.0  # after a stop with shutdown_timeout 0: time left for a fast output
-
 
 @dataclass
 class ReplayOptions:
@@ -96,10 +93,10 @@ class ReplayRunner:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self) -> Exit:
         log.info("Process watcher disabled when file input is used")
         wiring.tune_gc()
-        code = EXIT_OK
+        code = Exit.OK
         now_ns = 0
         loops = max(1, self.options.loops)
         try:
@@ -111,13 +108,13 @@ class ReplayRunner:
                         break
                     result = self._replay_file(path, now_ns)
                     if result is None:
-                        code = EXIT_INPUT
+                        code = Exit.INPUT
                         continue
                     now_ns = max(now_ns, result)
             now_ns = self._drain_timeouts(now_ns)
             self._finish(now_ns)
             if self._input_error:
-                code = EXIT_INPUT
+                code = Exit.INPUT
         finally:
             code = self._close(code)
         return code
@@ -236,7 +233,7 @@ class ReplayRunner:
             log.info("%d request(s) had no response by the end of the input and were not published", pending)
             metrics.register("replay").inc("pending_at_end", pending)
 
-    def _close(self, code: int) -> int:
+    def _close(self, code: Exit) -> Exit:
         timeout = self.config.shutdown_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
         pipeline = self.pipeline
@@ -247,7 +244,7 @@ class ReplayRunner:
             kept = " (they stay in the disk queue for the next run)" if pipeline.spool is not None else \
                 " (lost: without queue.disk they are kept in memory only; replaying the file again sends them)"
             log.error("%s %s%s", exc, when, kept)
-            return EXIT_PUBLISH_TIMEOUT
+            return Exit.PUBLISH_TIMEOUT
         undelivered = pipeline.undelivered()
         if undelivered:
             counters = pipeline.counters
@@ -257,7 +254,7 @@ class ReplayRunner:
                       "no room in the queue": counters["queue_full_drops"] + counters["disk_full_drops"]}
             log.error("%d event(s) were not delivered: %s", undelivered,
                       ", ".join(f"{n} {why}" for why, n in causes.items() if n))
-            return EXIT_PUBLISH_TIMEOUT
+            return Exit.PUBLISH_TIMEOUT
         return code
 
     def _show_progress(self) -> bool:
