@@ -129,6 +129,15 @@ class EventBuilder:
         sequence[key] = (txn.ts_ns, count)
         return _ID_EXTRA.pack(txn.ts_ns, count)
 
+    def _connection(self, txn: Transaction) -> tuple[_ConnFacts, bytes]:
+        """The connection's shared event facts, and what goes into this transaction's id besides its JSON."""
+        conn = txn.conn
+        client, server = conn.client, conn.server
+        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
+        key = (client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp)
+        self._id_extra = b""
+        return self._endpoints(conn, key, txn.icmp), self._sequence_of(txn, key)
+
     def _endpoints(self, conn: ConnectionInfo, key: tuple[object, ...],
                    icmp: tuple[int, int] | None) -> _ConnFacts:
         """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
@@ -156,12 +165,7 @@ class EventBuilder:
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
         conn = txn.conn
-        client, server = conn.client, conn.server
-        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        conn_key = (client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp)
-        extra = self._sequence_of(txn, conn_key)
-        self._id_extra = b""
-        facts = self._endpoints(conn, conn_key, txn.icmp)
+        facts, extra = self._connection(txn)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
@@ -217,7 +221,6 @@ class EventBuilder:
             "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
-        related_ips = list(facts.related_ips)
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None
         settings = self.settings.get(txn.type, self._default_settings)
@@ -230,15 +233,8 @@ class EventBuilder:
                     _merge(current, value)
                 else:
                     event[key] = value
-        related: dict[str, Any] = {"ip": related_ips}
-        if extra_related:
-            for key, values in extra_related.items():
-                bucket = related.setdefault(key, [])
-                for value in values:
-                    if value and value not in bucket:
-                        bucket.append(value)
-            related = {k: v for k, v in related.items() if v}
-        event["related"] = related
+        event["related"] = _related(facts.related_ips, extra_related) if extra_related else \
+            {"ip": list(facts.related_ips)}
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         result = self.finish(event, settings, nulls_stripped=True)
@@ -327,6 +323,17 @@ class EventBuilder:
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)
         return settings.index if settings and settings.index else None
+
+
+def _related(ips: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    """related.*: the connection's addresses, plus what the protocol found (users, hosts, hashes)."""
+    related: dict[str, Any] = {"ip": list(ips)}
+    for key, values in extra.items():
+        bucket = related.setdefault(key, [])
+        for value in values:
+            if value and value not in bucket:
+                bucket.append(value)
+    return {k: v for k, v in related.items() if v}
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

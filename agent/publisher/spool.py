@@ -12,13 +12,9 @@ a segment is deleted once every record in it is acknowledged.  A restart reads
 the spool and the output; an event acknowledged just before a crash may be
 resent, which the deterministic document id makes harmless.
 
-Damage: start-up checks every segment.  A damaged record is skipped by
-resynchronising on the next valid one, so one damaged byte costs the record
-holding it; what was skipped is counted (`spool.corrupt_records`) and logged.
-An `ack.json` that does not point at a record boundary of an existing segment
-(mid-record, past the end, a segment that does not exist) is not trusted: the
-spool resends from the start of its oldest segment, the last position that is
-certainly acknowledged (segments are deleted only once fully acknowledged).
+Damage (agent/publisher/spoolrecovery.py): a damaged record is skipped by
+resynchronising on the next valid one, counted (`spool.corrupt_records`) and
+logged; a bad `ack.json` means resending from the oldest segment.
 
 Writes: appends are buffered in memory up to `write_ahead` records
 (Packetbeat's setting) and handed to the kernel by `flush()` (called by the
@@ -34,6 +30,7 @@ a spool whose every record is acknowledged gives its space back at once.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import logging
 import os
@@ -44,18 +41,18 @@ from pathlib import Path
 
 from agent import metrics
 from agent.publisher import spoolformat as fmt
+from agent.publisher.spoolrecovery import ACK_FILE, SEGMENT_SUFFIX, Position, recover_state, spool_pending
 from agent.publisher.types import EncodedEvent
 
 log = logging.getLogger("pktbeat.publisher.spool")
 
-_SUFFIX = ".seg"
-_ACK_FILE = "ack.json"
 DEFAULT_SEGMENT_MAX = 32 * 1024 * 1024  # space comes back one segment at a time; start-up scans stay short
 MIN_SEGMENT = 4096
 _FLUSH_BYTES = 16 * 1024 * 1024  # write-ahead bytes that force a write whatever `write_ahead` says
 _HELD_BYTES_MAX = 64 * 1024 * 1024  # bytes held in memory while the disk cannot be written
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 SPOOL_COUNTERS = ("appended", "acked", "full_drops", "disk_full_drops", "too_large_drops", "corrupt_records",
                   "segments_deleted", "recovered", "write_errors")
@@ -71,12 +68,6 @@ class Refusal(enum.Enum):
     FULL = "full"  # max_size reached
     DISK = "disk"  # the disk cannot be written (full, quota, I/O error) and the memory buffer is full
     TOO_LARGE = "too_large"  # the event alone is larger than max_size: it can never be spooled
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    segment: int  # first sequence number of the segment (its file name)
-    offset: int  # byte offset of a record in it
 
 
 @dataclass
@@ -96,6 +87,9 @@ def default_segment_size(max_size: int) -> int:
     return max(MIN_SEGMENT, min(max_size // 10, DEFAULT_SEGMENT_MAX))
 
 
+__all__ = ["Position", "Refusal", "Spool", "SpoolError", "default_segment_size", "spool_pending"]
+
+
 class Spool:
     def __init__(self, directory: str | os.PathLike[str], max_size: int, *, segment_size: int | None = None,
                  write_ahead: int = 2048, sync_interval: float = 1.0, retry_interval: float = 1.0,
@@ -111,7 +105,7 @@ class Spool:
         self.refusal: Refusal | None = None  # why the last append() was refused
         self.write_error: OSError | None = None  # set while the disk cannot be written
         self._lock = threading.Lock()
-        _private_directory(self.directory)
+        self._dir_ready = _private_directory(self.directory)  # False: a full disk; made with the first write
         self._segments: list[_Segment] = []
         self._by_first: dict[int, _Segment] = {}
         self._total = 0  # logical bytes of every segment: what max_size limits
@@ -232,8 +226,14 @@ class Spool:
         """Start a new segment; False (the current one stays in use) when the disk cannot take it."""
         if self._buffer and not self._flush_locked():
             return False  # the old segment's tail must reach the disk before it is left
+        if not self._dir_ready:
+            try:
+                self._dir_ready = _private_directory(self.directory, raise_full=True)
+            except OSError as exc:
+                self._write_failed(exc)
+                return False
         while True:
-            path = self.directory / f"{self._next_seq:016d}{_SUFFIX}"
+            path = self.directory / f"{self._next_seq:016d}{SEGMENT_SUFFIX}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, _PRIVATE_FILE)
                 break
@@ -466,7 +466,7 @@ class Spool:
         return pos.segment == last.first and pos.offset >= last.size
 
     def _save_ack(self) -> None:
-        tmp = self.directory / f".{_ACK_FILE}.tmp"
+        tmp = self.directory / f".{ACK_FILE}.tmp"
         data = json.dumps({"segment": self._ack.segment, "offset": self._ack.offset}).encode()
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, _PRIVATE_FILE)
@@ -474,7 +474,7 @@ class Spool:
                 os.write(fd, data)
             finally:
                 os.close(fd)
-            os.replace(tmp, self.directory / _ACK_FILE)
+            os.replace(tmp, self.directory / ACK_FILE)
         except OSError as exc:
             now = time.monotonic()
             if self._last_ack_error is None or now - self._last_ack_error >= self.log_interval:
@@ -551,154 +551,17 @@ def _payload_start(segment: _Segment) -> int:
     return 8 if segment.legacy else fmt.RECORD_OVERHEAD
 
 
-# -- start-up state, shared with spool_pending() ------------------------------------------------------
-
-
-@dataclass
-class _Found:
-    first: int
-    path: Path
-    size: int
-    scan: fmt.Scan
-
-
-@dataclass
-class RecoveredState:
-    segments: list[_Found] = field(default_factory=list)
-    acknowledged: list[Path] = field(default_factory=list)  # segments before the ack position
-    start: Position = Position(-1, 0)
-    pending: int = 0
-    lost: int = 0
-    next_seq: int = 0
-
-
-def recover_state(directory: Path, announce: bool = False) -> RecoveredState:
-    """What a spool directory holds: its segments checked, where sending starts, how much is pending."""
-    state = RecoveredState()
-    ack, ack_problem = _load_ack(directory)
-    found: list[tuple[int, Path]] = []
-    for path in directory.glob("*" + _SUFFIX):
-        try:
-            found.append((int(path.stem), path))
-        except ValueError:
-            continue
-    found.sort()
-    # Segments before the acknowledged one are gone for good only when the ack position itself checks out.
-    at_ack = next((_scan_file(first, path, ack.offset) for first, path in found if first == ack.segment), None)
-    ack_trusted = at_ack is not None and at_ack.scan.boundaries_hit
-    for first, path in found:
-        if ack_trusted and first < ack.segment:
-            state.acknowledged.append(path)
-            continue
-        scanned = at_ack if at_ack is not None and first == ack.segment else _scan_file(first, path, -1)
-        if scanned is not None:
-            state.segments.append(scanned)
-    _account(state, announce)
-    state.start, trusted = _start_position(state, ack)
-    if announce and ack_problem:
-        log.warning("spool: %s", ack_problem)
-    elif announce and not trusted:
-        log.warning("spool: %s points at segment %d, offset %d: %s; resending from the start of the oldest "
-                    "segment (events already delivered get the same ids, so none is stored twice)", _ACK_FILE,
-                    ack.segment, ack.offset, _why_untrusted(state, ack))
-    state.pending = _pending_from(state, state.start)
-    return state
-
-
-def _scan_file(first: int, path: Path, probe: int) -> _Found | None:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            return _Found(first, path, size, fmt.scan(_file_source(handle.fileno()), size, probe))
-    except OSError as exc:
-        log.error("spool: cannot read %s: %s; skipped", path, exc.strerror)
-        return None
-
-
-def _load_ack(directory: Path) -> tuple[Position, str]:
-    try:
-        state = json.loads((directory / _ACK_FILE).read_bytes())
-        return Position(int(state["segment"]), int(state["offset"])), ""
-    except FileNotFoundError:
-        return Position(-1, 0), ""
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return Position(-1, 0), f"{_ACK_FILE} unreadable ({exc}); resending everything spooled"
-
-
-def _account(state: RecoveredState, announce: bool) -> None:
-    """Damage counts (exact where the next segment's name says how many records a segment held)."""
-    for i, seg in enumerate(state.segments):
-        following = state.segments[i + 1].first if i + 1 < len(state.segments) else None
-        expected = following - seg.first if following is not None else None
-        lost = max(0, expected - seg.scan.records) if expected is not None else seg.scan.lost
-        state.lost += lost
-        state.next_seq = max(state.next_seq, seg.first + max(seg.scan.records + seg.scan.lost, expected or 0))
-        if not announce:
-            continue
-        if seg.size < len(fmt.SEGMENT_HEADER) and not seg.scan.legacy:
-            if expected:
-                log.warning("spool: %s is empty: its %d event(s) are lost", seg.path.name, expected)
-            elif seg.size:
-                log.warning("spool: %s ends after %d byte(s); nothing to read in it", seg.path.name, seg.size)
-        elif lost or seg.scan.damage:
-            where = ", ".join(f"bytes {d.start}-{d.end}" for d in seg.scan.damage[:5]) or "missing records"
-            log.warning("spool: %s: %d damaged or missing event(s) skipped (%s); %d good event(s) kept",
-                        seg.path.name, lost, where, seg.scan.records)
-
-
-def _start_position(state: RecoveredState, ack: Position) -> tuple[Position, bool]:
-    """Where sending starts, and whether ack.json was trusted."""
-    if not state.segments:
-        return Position(state.next_seq, 0), True
-    oldest = state.segments[0]
-    if ack.segment < oldest.first:
-        return Position(oldest.first, oldest.scan.data_start), True  # older segments were acknowledged
-    for seg in state.segments:
-        if seg.first == ack.segment and seg.scan.boundaries_hit:
-            return Position(seg.first, max(ack.offset, seg.scan.data_start)), True
-    return Position(oldest.first, oldest.scan.data_start), False
-
-
-def _why_untrusted(state: RecoveredState, ack: Position) -> str:
-    for seg in state.segments:
-        if seg.first == ack.segment:
-            return "past the end of the segment" if ack.offset > seg.size else "not at the start of a record"
-    return "no such segment"
-
-
-def _pending_from(state: RecoveredState, start: Position) -> int:
-    pending = 0
-    for seg in state.segments:
-        if seg.first < start.segment:
-            continue
-        if seg.first == start.segment and start.offset > seg.scan.data_start:
-            pending += seg.scan.records - _records_before(seg, start.offset)
-        else:
-            pending += seg.scan.records
-    return pending
-
-
-def _records_before(seg: _Found, offset: int) -> int:
-    with open(seg.path, "rb") as handle:
-        return fmt.scan(_file_source(handle.fileno()), min(offset, seg.size)).records
-
-
-def _file_source(fd: int) -> fmt.Source:
-    def read(offset: int, length: int) -> bytes:
-        return os.pread(fd, length, offset)
-
-    return read
-
-
-def spool_pending(directory: str | os.PathLike[str]) -> int:
-    """Unacknowledged events in a spool directory (for tools and tests; opens nothing for writing)."""
-    return recover_state(Path(directory)).pending
-
-
-def _private_directory(path: Path) -> None:
+def _private_directory(path: Path, raise_full: bool = False) -> bool:
+    """Make the spool directory (0700); False when the disk is too full to (tried again at the first write)."""
     try:
         path.mkdir(parents=True, exist_ok=True, mode=_PRIVATE_DIR)
     except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            if raise_full:
+                raise
+            log.warning("spool: cannot create %s yet (%s); events are held in memory until it can be",
+                        path, exc.strerror)
+            return False
         raise SpoolError(f"cannot create the spool directory {path}: {exc.strerror}") from None
     if not path.is_dir():
         raise SpoolError(f"the spool path {path} is not a directory")
@@ -711,6 +574,7 @@ def _private_directory(path: Path) -> None:
         raise SpoolError(f"cannot make the spool directory {path} private: {exc.strerror}") from None
     if not os.access(path, os.W_OK):
         raise SpoolError(f"the spool directory {path} is not writable")
+    return True
 
 
 def _private_file(path: Path) -> None:
