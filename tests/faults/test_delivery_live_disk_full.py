@@ -17,8 +17,8 @@ from tests.helpers.live import live_agent, live_available
 from tests.helpers.netns import veth_pair
 from tests.helpers.tmpfs import tmpfs_available
 
-pytestmark = pytest.mark.skipif(live_available() is not None or tmpfs_available() is not None,
-                                reason=live_available() or tmpfs_available() or "")
+pytestmark = [pytest.mark.live, pytest.mark.skipif(live_available() is not None or tmpfs_available() is not None,
+                                                  reason=live_available() or tmpfs_available() or "")]
 
 
 def test_capture_goes_on_through_a_full_disk_and_delivers_everything_not_counted_as_dropped() -> None:
