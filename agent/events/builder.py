@@ -102,7 +102,6 @@ class EventBuilder:
         self.id_salt = b""  # mixed into event ids: keeps the loops of `-l N` apart
         # Per connection: (request time, how many of its events had that time); see _sequence_of.
         self._sequence: dict[tuple[object, ...], tuple[int, int]] = {}
-        self._id_extra = b""  # set by transaction_event() for the encode() that follows it
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
         self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
@@ -115,12 +114,21 @@ class EventBuilder:
 
     # -- transactions -----------------------------------------------------------
 
-    def _sequence_of(self, txn: Transaction, key: tuple[object, ...]) -> bytes:
+    def encode_transaction(self, txn: Transaction) -> EncodedEvent | None:
+        """The encoded event for `txn` (None when it is dropped), its id set apart by _sequence_of."""
+        event = self.transaction_event(txn)
+        if event is None:
+            return None
+        return self.encode(event, self.index_for(event["type"]), self._sequence_of(txn))
+
+    def _sequence_of(self, txn: Transaction) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
         requests in one segment answered in one segment): the request's nanosecond time, and how many
         earlier events of the same connection had that very time.  Both come from the packets alone, so
         ids are the same on every run and whatever the number of workers (a connection's packets all
         reach one worker, in order)."""
+        conn = txn.conn
+        key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, conn.transport)
         sequence = self._sequence
         last = sequence.get(key)
         count = last[1] + 1 if last is not None and last[0] == txn.ts_ns else 0
@@ -129,18 +137,11 @@ class EventBuilder:
         sequence[key] = (txn.ts_ns, count)
         return _ID_EXTRA.pack(txn.ts_ns, count)
 
-    def _connection(self, txn: Transaction) -> tuple[_ConnFacts, bytes]:
-        """The connection's shared event facts, and what goes into this transaction's id besides its JSON."""
-        conn = txn.conn
+    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
+        """What every event of a connection shares: texts, community id, direction (cached)."""
         client, server = conn.client, conn.server
         # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        key = (client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp)
-        self._id_extra = b""
-        return self._endpoints(conn, key, txn.icmp), self._sequence_of(txn, key)
-
-    def _endpoints(self, conn: ConnectionInfo, key: tuple[object, ...],
-                   icmp: tuple[int, int] | None) -> _ConnFacts:
-        """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
+        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp)
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:
@@ -165,7 +166,7 @@ class EventBuilder:
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
         conn = txn.conn
-        facts, extra = self._connection(txn)
+        facts = self._endpoints(conn, txn.icmp)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
@@ -237,10 +238,7 @@ class EventBuilder:
             {"ip": list(facts.related_ips)}
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
-        result = self.finish(event, settings, nulls_stripped=True)
-        if result is not None:
-            self._id_extra = extra
-        return result
+        return self.finish(event, settings, nulls_stripped=True)
 
     # -- shared by transactions and flows ------------------------------------
 
@@ -290,20 +288,18 @@ class EventBuilder:
             event = result
         return event
 
-    def encode(self, event: dict[str, Any], index: str | None = None) -> EncodedEvent:
+    def encode(self, event: dict[str, Any], index: str | None = None, id_extra: bytes = b"") -> EncodedEvent:
         try:
             data = orjson.dumps(event, default=_json_default)
         except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
             data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
         # The id must come out the same when a crashed run is replayed again, so the per-run
-        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and a transaction's
-        # request time and sequence (set by transaction_event just before) keep identical-looking
-        # transactions apart.
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and `id_extra` (a
+        # transaction's request time and sequence) keeps identical-looking transactions apart.
         hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
-        if self._id_extra:
-            hasher.update(self._id_extra)
-            self._id_extra = b""
+        if id_extra:
+            hasher.update(id_extra)
         ephemeral = self._ephemeral
         at = data.find(ephemeral)
         if at < 0:

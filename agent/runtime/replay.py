@@ -76,11 +76,11 @@ class ReplayRunner:
     # -- event path ------------------------------------------------------------
 
     def _emit(self, txn: object) -> None:
-        event = self.builder.transaction_event(txn)  # type: ignore[arg-type]
-        if event is None:
+        encoded = self.builder.encode_transaction(txn)  # type: ignore[arg-type]
+        if encoded is None:
             return
         self.stats["events"] += 1
-        self.pipeline.publish(self.builder.encode(event, self.builder.index_for(event["type"])))
+        self.pipeline.publish(encoded)
 
     def _publish_flow(self, event: dict[str, object]) -> None:
         from agent.events.builder import EventSettings

@@ -80,10 +80,10 @@ class CaptureWorker:
         self._newest_ns = 0  # wall-clock time of the newest packet processed
 
     def _emit(self, txn: Transaction) -> None:
-        event = self.builder.transaction_event(txn)
-        if event is None:
+        encoded = self.builder.encode_transaction(txn)
+        if encoded is None:
             return
-        self._batch.append(self.builder.encode(event, self.builder.index_for(event["type"])))
+        self._batch.append(encoded)
         if len(self._batch) >= EVENT_BATCH:
             self._send_events()
 
