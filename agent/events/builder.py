@@ -117,32 +117,28 @@ class EventBuilder:
 
     def encode_transaction(self, txn: Transaction) -> EncodedEvent | None:
         """The encoded event for `txn` (None when it is dropped), its id set apart by _sequence_of."""
-        event = self.transaction_event(txn)
+        key = _connection_key(txn)
+        event = self._transaction_event(txn, key)
         if event is None:
             return None
-        return self.encode(event, self.index_for(event["type"]), self._sequence_of(txn))
+        return self.encode(event, self.index_for(event["type"]), self._sequence_of(txn.ts_ns, key))
 
-    def _sequence_of(self, txn: Transaction) -> bytes:
+    def _sequence_of(self, ts_ns: int, key: tuple[object, ...]) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
         requests in one segment answered in one segment): the request's nanosecond time, and how many
         earlier events of the same connection had that very time.  Both come from the packets alone, so
         ids are the same on every run and whatever the number of workers (a connection's packets all
         reach one worker, in order)."""
-        conn = txn.conn
-        key = (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, conn.transport, conn.tunnel)
         sequence = self._sequence
         last = sequence.get(key)
-        count = last[1] + 1 if last is not None and last[0] == txn.ts_ns else 0
+        count = last[1] + 1 if last is not None and last[0] == ts_ns else 0
         if last is None and len(sequence) >= SEQUENCE_LIMIT:
             sequence.clear()
-        sequence[key] = (txn.ts_ns, count)
-        return _ID_EXTRA.pack(txn.ts_ns, count)
+        sequence[key] = (ts_ns, count)
+        return _ID_EXTRA.pack(ts_ns, count)
 
-    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
-        """What every event of a connection shares: texts, community id, direction (cached)."""
-        client, server = conn.client, conn.server
-        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp, conn.tunnel)
+    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None, key: tuple[object, ...]) -> _ConnFacts:
+        """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:
@@ -168,8 +164,11 @@ class EventBuilder:
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
+        return self._transaction_event(txn, _connection_key(txn))
+
+    def _transaction_event(self, txn: Transaction, conn_key: tuple[object, ...]) -> dict[str, Any] | None:
         conn = txn.conn
-        facts = self._endpoints(conn, txn.icmp)
+        facts = self._endpoints(conn, txn.icmp, conn_key)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
@@ -302,9 +301,8 @@ class EventBuilder:
         # The id must come out the same when a crashed run is replayed again, so the per-run
         # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and `id_extra` (a
         # transaction's request time and sequence) keeps identical-looking transactions apart.
-        hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
-        if id_extra:
-            hasher.update(id_extra)
+        # SHA-256 runs in hardware here: twice blake2b's speed.
+        hasher = hashlib.sha256(self.id_salt + id_extra if self.id_salt else id_extra)
         ephemeral = self._ephemeral
         at = data.find(ephemeral)
         if at < 0:
@@ -324,6 +322,14 @@ class EventBuilder:
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)
         return settings.index if settings and settings.index else None
+
+
+def _connection_key(txn: Transaction) -> tuple[object, ...]:
+    """A connection (and ICMP exchange) as plain values: hashing the endpoint dataclasses would run Python
+    code per event."""
+    conn = txn.conn
+    client, server = conn.client, conn.server
+    return client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp, conn.tunnel
 
 
 def _related(ips: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:

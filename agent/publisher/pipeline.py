@@ -146,19 +146,22 @@ class Pipeline:
         if not staged:
             return
         self._staged = []
+        mem = self._mem
+        limit = self.max_events
         with self._cond:
             self.counters["published"] += len(staged)
             for event in staged:
-                while len(self._mem) >= self.max_events and not self._stopping and not self._interrupted:
-                    self._check_sender()
-                    self._cond.wait(0.5)
-                if len(self._mem) >= self.max_events:
-                    self._drop("interrupted_drops")
-                    continue
-                if not self._mem:
+                if len(mem) >= limit:
+                    while len(mem) >= limit and not self._stopping and not self._interrupted:
+                        self._check_sender()
+                        self._cond.wait(0.5)
+                    if len(mem) >= limit:
+                        self._drop("interrupted_drops")
+                        continue
+                if not mem:
                     self._oldest = self._clock()
-                self._mem.append(event)
-            if len(self._mem) >= self.flush_min_events:
+                mem.append(event)
+            if len(mem) >= self.flush_min_events:
                 self._cond.notify_all()
 
     def _publish_to_spool(self, event: EncodedEvent) -> bool:
