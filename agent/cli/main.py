@@ -118,7 +118,8 @@ def run(
     except ConfigError as exc:
         _fail_config(exc)
         return
-    logs.setup(cfg.logging, to_stderr, _selectors(debug), cfg.path.logs)
+    logs_where = logs.setup(cfg.logging, to_stderr, _selectors(debug), cfg.path.logs)
+    logs.announce(cfg.output.name, cfg.output.config, logs_where)
     for warning in cfg.warnings:
         log.warning("config: %s", warning)
     if read_file:
