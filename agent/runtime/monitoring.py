@@ -19,6 +19,7 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import queue
 import selectors
 import socket
@@ -26,12 +27,17 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import metrics
 from agent.config.model import HttpEndpointConfig
 from agent.runtime.prometheus import Sources, registry_for
 from agent.version import VERSION
+
+if TYPE_CHECKING:
+    from agent.publisher.pipeline import Pipeline
+    from agent.runtime.status import LiveCounters
+    from agent.runtime.worker import WorkerPool
 
 log = logging.getLogger("pktbeat.monitoring")
 
@@ -249,6 +255,38 @@ class MonitoringServer:
                     self._busy.discard(sock)
                 with contextlib.suppress(OSError):
                     sock.close()
+
+
+def live_sources(counters: LiveCounters, pipeline: Pipeline | None, pool: WorkerPool | None,
+                 protocols: list[str]) -> Sources:
+    """What /metrics reads in a live run (from the monitoring thread: every read tolerates a concurrent change)."""
+    from agent.capture.record import COUNTER_NAMES
+
+    def interfaces() -> dict[str, dict[str, int]]:
+        for _ in range(3):
+            try:
+                by_name = counters.interfaces.per_interface(dict(counters.kernel_by_if))
+                return {name: dict(zip(COUNTER_NAMES, values, strict=True)) for name, values in by_name.items()}
+            except RuntimeError:  # the attached set changed during the read
+                continue
+        return {}
+
+    def gauges() -> dict[str, float]:
+        spool = pipeline.spool if pipeline is not None else None
+        spooled = spool.pending if spool is not None else 0
+        pending = pipeline.pending() if pipeline is not None else 0
+        ring = sum(w.stats.get("capture.ring_pending_bytes", 0) for w in pool.workers) if pool is not None else 0
+        return {"queue_events": max(0, pending - spooled), "spool_events": spooled,
+                "spool_bytes": spool.size if spool is not None else 0, "ring_pending_bytes": ring}
+
+    def processes() -> dict[str, int]:
+        pids = {"main": os.getpid()}
+        if pool is not None:
+            pids.update({f"worker-{w.index}": w.pid for w in pool.workers if not w.exited})
+        return pids
+
+    return Sources(counters=counters.snapshot, interfaces=interfaces, gauges=gauges, processes=processes,
+                   protocols=protocols)
 
 
 class MetricsLogger:

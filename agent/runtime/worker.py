@@ -66,6 +66,7 @@ class CaptureWorker:
         self.control_fd = control_fd
         self._baseline = metrics.snapshot()
         self.counters = metrics.register("capture", WORKER_COUNTERS)
+        self.by_status = metrics.register("events")  # events.<type>.<status>: /metrics' pktbeat_events_total
         self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
         self.builder = wiring.event_builder(setup.config, setup.identity)
         self.dispatcher = wiring.dispatcher(setup.config, self._emit)
@@ -83,7 +84,9 @@ class CaptureWorker:
         event = self.builder.transaction_event(txn)
         if event is None:
             return
-        self._batch.append(self.builder.encode(event, self.builder.index_for(event["type"])))
+        kind = event["type"]
+        self.by_status.inc(f"{kind}.{event.get('status', '')}")
+        self._batch.append(self.builder.encode(event, self.builder.index_for(kind)))
         if len(self._batch) >= EVENT_BATCH:
             self._send_events()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -149,3 +150,53 @@ def test_idle_connections_cost_no_thread_and_do_not_delay_stop() -> None:
             sock.close()
     assert took < 1.0
     assert threading.active_count() <= before
+
+
+@pytest.mark.live
+def test_live_metrics_match_stats_localhost_only_and_fast_sigint() -> None:
+    """During a live capture: /metrics parses, the veth's seen counter is the kernel's /stats counter, the
+    endpoint is unreachable from another namespace, and SIGINT with an idle connection open exits in < 2 s."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.helpers.live import live_agent
+    from tests.helpers.netns import veth_pair
+
+    with veth_pair() as pair:
+        pair.b.popen(["python3", "-m", "http.server", "8080", "--bind", pair.b_ip])
+        pair.b.wait_port(8080, pair.b_ip)
+        with live_agent(pair.a, [pair.a_if], [{"type": "http", "ports": [8080]}], {"http.enabled": True}) as agent:
+            for _ in range(3):
+                pair.a.run(["curl", "-s", "-o", "/dev/null", f"http://{pair.b_ip}:8080/"])
+            text, stats = "", {}
+            for _ in range(40):
+                time.sleep(0.25)
+                text = pair.a.run(["curl", "-s", "http://127.0.0.1:5066/metrics"]).stdout
+                stats = json.loads(pair.a.run(["curl", "-s", "http://127.0.0.1:5066/stats"]).stdout)
+                if stats.get("events", {}).get("http", {}).get("OK", 0) >= 3 and \
+                        f'counter="seen",interface="{pair.a_if}"' in text:
+                    text = pair.a.run(["curl", "-s", "http://127.0.0.1:5066/metrics"]).stdout
+                    stats = json.loads(pair.a.run(["curl", "-s", "http://127.0.0.1:5066/stats"]).stdout)
+                    break
+            samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                       for family in text_string_to_metric_families(text) for s in family.samples}
+            seen = samples[("pktbeat_kernel_packets_total", (("counter", "seen"), ("interface", pair.a_if)))]
+            assert seen == stats["kernel"]["seen"] > 0
+            assert samples[("pktbeat_events_total", (("protocol", "http"), ("status", "OK")))] == 3
+            assert ("pktbeat_parse_errors_total", (("protocol", "http"),)) in samples
+            assert samples[("pktbeat_process_resident_memory_bytes", (("process", "worker-0"),))] > 0
+            assert ("pktbeat_output_events_total", (("outcome", "acked"),)) in samples
+            assert ("pktbeat_spool_events", ()) in samples
+            refused = pair.b.run(["curl", "-s", "--max-time", "3", f"http://{pair.a_ip}:5066/metrics"], check=False)
+            assert refused.returncode != 0 and not refused.stdout
+            idle = pair.a.popen(["python3", "-c", "import socket, time; s = socket.create_connection("
+                                 "('127.0.0.1', 5066)); time.sleep(30)"])
+            time.sleep(0.5)
+            assert idle.poll() is None
+            started = time.monotonic()
+            agent.signal(signal.SIGINT)
+            code = agent.proc.wait(timeout=10)
+            took = time.monotonic() - started
+            agent.exit_code = code
+            agent._keep_results()
+    assert code == 0, agent.log()[-2000:]
+    assert took < 2.0, took
