@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.cli.top import top as top_command
 from agent.config.load import AgentConfig, load
 from agent.config.typed import ConfigError
 from agent.runtime.exitcodes import Exit
@@ -259,6 +260,9 @@ def export_template(config: ConfigOpt = None, settings: SettingsOpt = None) -> N
         return
     module = registry.module("elasticsearch")
     typer.echo(json.dumps(module.index_template(cfg), indent=2))
+
+
+app.command("top")(top_command)
 
 
 @app.command()

@@ -1,8 +1,9 @@
 """Monitoring: the `http.*` endpoint (`/`, `/stats`, `/metrics`) and libbeat's periodic metrics log line.
 
 `/` answers with the beat's identity, `/stats` with every counter (nested by its dotted name), as
-Beats' monitoring endpoint does, and `/metrics` with the same in Prometheus' text format
-(agent/runtime/prometheus.py).  The endpoint binds to localhost unless `http.host` says otherwise.
+Beats' monitoring endpoint does, `/metrics` with the same in Prometheus' text format
+(agent/runtime/prometheus.py), and `/top` with the transaction summaries `pktbeat top` shows
+(agent/runtime/topstats.py).  The endpoint binds to localhost unless `http.host` says otherwise.
 
 The server is bounded, so that a scraper gone wrong (or a hostile local user) cannot cost the agent
 memory, threads or a slow exit: one thread accepts and watches connections with a selector, and
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import metrics
 from agent.config.model import HttpEndpointConfig
+from agent.runtime import topstats
 from agent.runtime.prometheus import Sources, registry_for
 from agent.version import VERSION
 
@@ -83,6 +85,8 @@ class _Handler(BaseHTTPRequestHandler):
             body: Any = {**outer.info, "uptime_ms": int((time.time() - outer.started) * 1000)}
         elif path == "/stats":
             body = nest(outer.snapshot())
+        elif path == "/top" and outer.sources.top is not None:
+            body = outer.sources.top()
         else:
             self.send_error(404)
             return
@@ -108,7 +112,8 @@ class MonitoringServer:
         self.snapshot = snapshot
         self.info = {**info, "version": VERSION, "beat": "packetbeat"}
         self.started = time.time()
-        self.registry = registry_for(sources or Sources(counters=snapshot))
+        self.sources = sources or Sources(counters=snapshot)
+        self.registry = registry_for(self.sources)
         self.counters = metrics.register("monitoring", COUNTERS)
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
@@ -285,8 +290,11 @@ def live_sources(counters: LiveCounters, pipeline: Pipeline | None, pool: Worker
             pids.update({f"worker-{w.index}": w.pid for w in pool.workers if not w.exited})
         return pids
 
+    def top() -> dict[str, Any]:
+        return topstats.merge([w.top for w in pool.workers] if pool is not None else [])
+
     return Sources(counters=counters.snapshot, interfaces=interfaces, gauges=gauges, processes=processes,
-                   protocols=protocols)
+                   protocols=protocols, top=top)
 
 
 class MetricsLogger:

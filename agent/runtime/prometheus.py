@@ -19,6 +19,7 @@ Named metrics:
                                                     retried, dropped (queue and spool full)
 - `pktbeat_process_resident_memory_bytes{process}`, `pktbeat_process_cpu_seconds_total{process}`
   for the main process and each capture worker
+- `pktbeat_transaction_duration_seconds{protocol}`  a latency histogram
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from agent import metrics
+from agent.runtime.topstats import LATENCY_BOUNDS_S
 
 Flat = dict[str, int]
 PerInterface = dict[str, dict[str, int]]
@@ -56,6 +59,7 @@ class Sources:
     gauges: Callable[[], dict[str, float]] | None = None
     processes: Callable[[], dict[str, int]] | None = None  # role -> pid
     protocols: Iterable[str] = field(default_factory=tuple)
+    top: Callable[[], dict[str, Any]] | None = None  # topstats.merge() of the workers' snapshots
 
 
 def metric_name(dotted: str) -> str:
@@ -79,6 +83,8 @@ class AgentCollector(Collector):
         yield from _gauges(self.sources.gauges() if self.sources.gauges is not None else {})
         if self.sources.processes is not None:
             yield from _processes(self.sources.processes())
+        if self.sources.top is not None:
+            yield _latency(self.sources.top())
         yield from _generic(flat, used)
 
 
@@ -182,6 +188,18 @@ def process_sample(pid: int) -> tuple[int, float] | None:
         return rss, (int(fields[11]) + int(fields[12])) / _TICKS
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _latency(top: dict[str, Any]) -> Metric:
+    family = HistogramMetricFamily("pktbeat_transaction_duration_seconds", "Transaction latency (request to "
+                                   "response), by protocol", labels=["protocol"])
+    for protocol, counts in sorted(top.get("latency", {}).items()):
+        running, buckets = 0, []
+        for bound, count in zip((*LATENCY_BOUNDS_S, float("inf")), counts, strict=False):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric([protocol], buckets, top.get("latency_sum_ns", {}).get(protocol, 0) / 1e9)
+    return family
 
 
 def _generic(flat: Flat, used: set[str]) -> Iterator[Metric]:
