@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pty
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -129,13 +130,12 @@ def test_to_stderr_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert not any(tmp_path.iterdir())
 
 
-def test_run_on_a_terminal_says_where_events_and_logs_go(tmp_path: Path) -> None:
-    """Without -e, a terminal user learns where the events and the logs are (replay: same start-up)."""
+def _run_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Run pktbeat with stderr on a pseudo-terminal; (exit code, what the terminal showed)."""
     main_fd, child_fd = pty.openpty()
     try:
-        proc = subprocess.run([PKTBEAT, "run", "-c", "/dev/null", "-I", str(CORPUS / "http_minitwit.pcap"), "-t",
-                               "-E", f"path.home={tmp_path}"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=child_fd, timeout=60, cwd=tmp_path)
+        proc = subprocess.run([PKTBEAT, *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=child_fd, timeout=60, cwd=cwd, env={**os.environ, "COLUMNS": "160"})
         os.close(child_fd)
         child_fd = -1
         out = b""
@@ -151,7 +151,17 @@ def test_run_on_a_terminal_says_where_events_and_logs_go(tmp_path: Path) -> None
         os.close(main_fd)
         if child_fd >= 0:
             os.close(child_fd)
-    assert proc.returncode == 0
-    text = out.decode(errors="replace")
+    return proc.returncode, out.decode(errors="replace")
+
+
+def test_run_on_a_terminal_says_where_events_and_logs_go(tmp_path: Path) -> None:
+    """Without -e, a terminal user learns where the events and the logs are, and sees replay's progress bar."""
+    code, text = _run_on_a_terminal(["run", "-c", "/dev/null", "-I", str(CORPUS / "http_minitwit.pcap"), "-t",
+                                     "-E", f"path.home={tmp_path}", "-E", "packetbeat.protocols=[{type: http}]"],
+                                    tmp_path)
+    assert code == 0
     line = next(line for line in text.splitlines() if "events go to" in line)
     assert f"{tmp_path}/data/packetbeat-*.ndjson" in line and f"logs go to {tmp_path}/logs/pktbeat-" in line
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).replace("\r", "\n")
+    bar = [line for line in plain.splitlines() if "http_minitwit.pcap" in line][-1]
+    assert "100%" in bar and re.search(r"\d+ pkt/s", bar) and re.search(r"events \d+", bar) and "ETA" in bar
