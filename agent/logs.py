@@ -11,6 +11,7 @@
   `log.origin`, `message`, `service.name`, `ecs.version`, the `extra=` fields of the call, and
   `error.*` for exceptions.
 - `logging.level` and `-d`/`logging.selectors`: debug records of only the selected loggers.
+- `logging.to_syslog: true` also sends them to the local syslog socket (when there is one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import logging.handlers
 import os
 import re
 import sys
@@ -105,6 +107,7 @@ class RotatingFiles(logging.Handler):
         self._stream: TextIO | None = None
         self._size = 0
         self._next_rotation = float("inf")
+        self._pid = os.getpid()  # forked capture workers append to the parent's file and never rotate it
         self.path: Path | None = None
         self.directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         newest = self._existing()[-1:] if not rotate_on_startup else []
@@ -193,6 +196,23 @@ def file_mode(text: str | int) -> int:
     return value if 0 <= value <= 0o777 else 0o600
 
 
+class _SyslogFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"pktbeat[{os.getpid()}]: {record.levelname} [{record.name}] {record.getMessage()}"
+
+
+def _syslog() -> logging.Handler | None:
+    for address in ("/dev/log", "/var/run/syslog"):
+        if os.path.exists(address):
+            try:
+                handler = logging.handlers.SysLogHandler(address=address)
+            except OSError:
+                continue
+            handler.setFormatter(_SyslogFormat())
+            return handler
+    return None
+
+
 def setup(config: LoggingConfig, to_stderr: bool, selectors: tuple[str, ...], logs_path: str) -> str:
     """Configure the root logger; returns where logs go ("stderr", a file path, or "nowhere")."""
     root = logging.getLogger()
@@ -224,6 +244,12 @@ def setup(config: LoggingConfig, to_stderr: bool, selectors: tuple[str, ...], lo
                              f"logging to stderr\n")
     for handler in handlers:
         handler.setFormatter(fmt)
+    if config.to_syslog and not (to_stderr or config.to_stderr):
+        syslog = _syslog()
+        if syslog is not None:
+            handlers.append(syslog)
+            where = "syslog" if where == "nowhere" else f"{where} and syslog"
+    for handler in handlers:
         if all_selectors:
             handler.addFilter(_SelectorFilter(all_selectors))
         root.addHandler(handler)
