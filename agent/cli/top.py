@@ -15,25 +15,20 @@ started).  `q` or Ctrl-C quits.  The screen is drawn with rich.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import select
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import termios
 import time
-import tty
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    import subprocess
+
+# Everything else is imported where it is used: `pktbeat run` imports this module at every start.
 
 DEFAULT_URL = "http://localhost:5066"
 START_TIMEOUT_S = 90.0  # the child compiles the eBPF program first
@@ -59,6 +54,10 @@ class Reading:
 
 
 def read_agent(url: str, timeout: float = 2.0) -> Reading:
+    import json
+    import urllib.error
+    import urllib.request
+
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout) as reply:
@@ -228,6 +227,9 @@ def _endpoints(view: View, table_class: Any) -> list[Any]:
 @contextlib.contextmanager
 def _keys() -> Iterator[int | None]:
     """stdin in cbreak mode (keys without Enter), restored on exit; None when stdin is not a terminal."""
+    import termios
+    import tty
+
     fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
     if fd is None:
         yield None
@@ -241,6 +243,8 @@ def _keys() -> Iterator[int | None]:
 
 
 def _quit_pressed(fd: int | None, timeout: float) -> bool:
+    import select
+
     if fd is None:
         time.sleep(timeout)
         return False
@@ -276,6 +280,8 @@ def show(url: str, source: str, interval: float, child: subprocess.Popen[bytes] 
 
 
 def _free_port() -> int:
+    import socket
+
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -297,6 +303,11 @@ def _child_config(config: str | None, work: Path) -> Path:
 
 
 def capture_and_show(interfaces: list[str], config: str | None, settings: list[str], interval: float) -> int:
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
     from agent.cli.main import PATH_ENV, _config_file
 
     if config is None:  # the config `pktbeat run` would read, when there is one
@@ -338,13 +349,13 @@ def capture_and_show(interfaces: list[str], config: str | None, settings: list[s
         if child.returncode not in (0, None) and code == 0:
             sys.stderr.write(f"pktbeat top: the capture exited with {child.returncode}:\n"
                              f"{log_path.read_text()[-1500:]}")
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
     return code
 
 
 def _wait_endpoint(url: str, child: subprocess.Popen[bytes]) -> bool:
+    import urllib.request
+
     sys.stderr.write("pktbeat top: starting the capture (compiling the eBPF program)...\n")
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and child.poll() is None:
