@@ -20,7 +20,8 @@ they reach is 100% when the agent kept up (no drop), else the agent's own event 
 percent of it.
 
 Every --sample seconds (10) a CSV row: the agent's RSS and CPU (main process and workers), events/s per
-protocol, kernel counters (seen, matched, drops), queue, spool and ring depth, output acked.  At the end:
+protocol, kernel counters (seen, matched, drops), queue, spool and ring depth, output acked, and the
+machine's load average (the machine may be shared: a load above its two cores starves the agent).  At the end:
 a PNG plot (matplotlib), the CSV, and one summary line with the acceptance checks:
 - publishing never stalls longer than one sample (acked grows in every sample after the first);
 - RSS grows by less than 10% after minute 5;
@@ -486,7 +487,7 @@ def soak(the_lab: Lab, rate: float, minutes: float, sample_s: float, flood_pps: 
             writer = csv.writer(f)
             writer.writerow(["t_s", "rss_mb", "cpu_pct", *(f"{p}_events_per_s" for p in PORTS), "kernel_seen_per_s",
                              "drops", "acked_per_s", "queue", "spool", "ring_pending_bytes",
-                             *(f"{p}_client_txn" for p in PORTS)])
+                             *(f"{p}_client_txn" for p in PORTS), "loadavg_1m"])
             while time.monotonic() - started < seconds:
                 time.sleep(max(0.0, sample_s - (time.monotonic() - started) % sample_s))
                 sample = take_sample(time.monotonic() - started, agent, traffic)
@@ -503,7 +504,7 @@ def soak(the_lab: Lab, rate: float, minutes: float, sample_s: float, flood_pps: 
                                  f"{rate_of(sample.seen, prev.seen if prev else 0):.0f}", f"{sample.drops:.0f}",
                                  f"{rate_of(sample.acked, prev.acked if prev else 0):.0f}", f"{sample.queue:.0f}",
                                  f"{sample.spool:.0f}", f"{sample.ring:.0f}",
-                                 *(sample.clients[p] for p in PORTS)])
+                                 *(sample.clients[p] for p in PORTS), f"{os.getloadavg()[0]:.2f}"])
                 f.flush()
         traffic.wait()
         time.sleep(12)  # transaction_timeout: the last requests' events (DNS without answer) come out
