@@ -559,7 +559,8 @@ def plot(csv_path: Path, png: Path, title: str) -> None:
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     t = [float(r["t_s"]) / 60 for r in rows]
-    fig, axes = plt.subplots(4, 1, figsize=(11, 12), sharex=True)
+    loaded = "loadavg_1m" in rows[0] if rows else False
+    fig, axes = plt.subplots(5 if loaded else 4, 1, figsize=(11, 15 if loaded else 12), sharex=True)
     axes[0].plot(t, [float(r["rss_mb"]) for r in rows], label="RSS (MB, agent + workers)")
     axes[0].axvline(5, color="grey", linestyle=":")
     axes[0].set_ylabel("MB")
@@ -582,8 +583,12 @@ def plot(csv_path: Path, png: Path, title: str) -> None:
     axes[3].plot(t, [float(r["spool"]) for r in rows], label="spool events")
     axes[3].plot(t, [float(r["ring_pending_bytes"]) / 1024 for r in rows], label="ring pending KiB")
     axes[3].set_ylabel("depth")
-    axes[3].set_xlabel("minutes")
     axes[3].legend(loc="upper left")
+    if loaded:
+        axes[4].plot(t, [float(r["loadavg_1m"]) for r in rows], label="machine load average (1 min)")
+        axes[4].axhline(os.cpu_count() or 2, color="grey", linestyle=":", label="cores")
+        axes[4].legend(loc="upper left")
+    axes[-1].set_xlabel("minutes")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
