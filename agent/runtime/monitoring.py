@@ -117,7 +117,8 @@ class MonitoringServer:
         self.counters = metrics.register("monitoring", COUNTERS)
         self._listener: socket.socket | None = None
         self._stopping = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._work: queue.Queue[socket.socket | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._idle: collections.OrderedDict[socket.socket, float] = collections.OrderedDict()
@@ -143,6 +144,7 @@ class MonitoringServer:
             return
         listener.setblocking(False)
         self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
         self._threads = [threading.Thread(target=self._accept_loop, name="monitoring", daemon=True)]
         self._threads += [threading.Thread(target=self._worker, name=f"monitoring-{i}", daemon=True)
                           for i in range(WORKERS)]
@@ -159,6 +161,7 @@ class MonitoringServer:
         if self._listener is None:
             return
         self._stopping.set()
+        assert self._wake_r is not None and self._wake_w is not None
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         for _ in range(WORKERS):
@@ -172,6 +175,9 @@ class MonitoringServer:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._listener = None
+        if not self._threads[0].is_alive():
+            self._wake_r.close()
+            self._wake_w.close()
 
     # -- the accepting thread ----------------------------------------------------------------
 
@@ -180,27 +186,35 @@ class MonitoringServer:
         assert listener is not None
         sel = selectors.DefaultSelector()
         sel.register(listener, selectors.EVENT_READ, "accept")
+        assert self._wake_r is not None
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
         try:
             while not self._stopping.is_set():
-                for key, _ in sel.select(timeout=1.0):
-                    if key.data == "accept":
-                        self._accept(listener, sel)
-                    elif key.data == "ready":
-                        sock = key.fileobj
-                        assert isinstance(sock, socket.socket)
-                        sel.unregister(sock)
-                        self._idle.pop(sock, None)
-                        with self._lock:
-                            self._busy.add(sock)
-                        self._work.put(sock)
-                self._expire_idle(sel)
+                try:
+                    self._accept_once(listener, sel)
+                except Exception as exc:  # never let one bad connection end the endpoint
+                    self.counters["errors"] += 1
+                    log.debug("monitoring endpoint: %s", exc)
         finally:
             for sock in list(self._idle):
                 sock.close()
             self._idle.clear()
             sel.close()
             listener.close()
+
+    def _accept_once(self, listener: socket.socket, sel: selectors.BaseSelector) -> None:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "accept":
+                self._accept(listener, sel)
+            elif key.data == "ready":
+                sock = key.fileobj
+                assert isinstance(sock, socket.socket)
+                sel.unregister(sock)
+                self._idle.pop(sock, None)
+                with self._lock:
+                    self._busy.add(sock)
+                self._work.put(sock)
+        self._expire_idle(sel)
 
     def _accept(self, listener: socket.socket, sel: selectors.BaseSelector) -> None:
         for _ in range(64):
