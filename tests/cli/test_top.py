@@ -80,3 +80,28 @@ def test_top_under_tmux_shows_interface_and_protocol_then_quits_on_q() -> None:
     finally:
         _tmux(socket, "kill-server")
         shutil.rmtree(done.parent, ignore_errors=True)
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux missing")
+def test_top_without_an_agent_says_so_and_quits_on_ctrl_c() -> None:
+    socket = f"pktbeat-top-c-{os.getpid()}"
+    done = Path(tempfile.mkdtemp(prefix="pktbeat-top-test-")) / "exit"
+    try:
+        command = shlex.join([PKTBEAT, "top", "--url", "http://127.0.0.1:9"])
+        started = _tmux(socket, "new-session", "-d", "-s", "top", "-x", "120", "-y", "30",
+                        f"{command}; echo $? > {done}; sleep 30")
+        assert started.returncode == 0, started.stderr
+        screen = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "cannot read" not in screen:
+            time.sleep(0.2)
+            screen = _tmux(socket, "capture-pane", "-p", "-t", "top").stdout
+        assert "cannot read http://127.0.0.1:9" in screen and "pktbeat top" in screen, screen
+        _tmux(socket, "send-keys", "-t", "top", "C-c")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (done.exists() and done.read_text().strip()):
+            time.sleep(0.1)
+        assert done.read_text().strip() == "0"
+    finally:
+        _tmux(socket, "kill-server")
+        shutil.rmtree(done.parent, ignore_errors=True)
