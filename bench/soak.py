@@ -224,6 +224,7 @@ class Lab:
     pair: VethPair
     work: Path
     flooder: Path
+    flood_target: str  # an address a's veth receives (its MAC) but that no socket answers: no ICMP comes back
 
 
 def _nginx_conf(root: Path, listen: str) -> str:
@@ -284,7 +285,11 @@ def lab() -> Iterator[Lab]:
                     "-q", "postgres"], timeout=120)
         flooder = work / "capture_flood"
         subprocess.run(["gcc", "-O2", "-o", str(flooder), str(ROOT / "bench" / "capture_flood.c")], check=True)
-        yield Lab(pair, work, flooder)
+        # The flooder's connected socket would stop at the first ICMP port-unreachable from a real address.
+        target = pair.a_ip.rsplit(".", 1)[0] + ".250"
+        mac = pair.a.run(["cat", f"/sys/class/net/{pair.a_if}/address"]).stdout.strip()
+        b.run(["ip", "neigh", "replace", target, "lladdr", mac, "dev", pair.b_if, "nud", "permanent"])
+        yield Lab(pair, work, flooder, target)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ class Traffic:
             pg += ["-R", str(pg_rate)]
         self.procs["pgsql"] = pair.a.popen([*pg, "postgres"], log=self.lab.work / f"{self.tag}-pgsql.log")
         if self.flood_pps:
-            self.procs["flood"] = pair.b.popen([str(self.lab.flooder), pair.a_ip, str(FLOOD_PORT),
+            self.procs["flood"] = pair.b.popen([str(self.lab.flooder), self.lab.flood_target, str(FLOOD_PORT),
                                                 str(self.flood_pps), str(int(self.seconds)), "64", pair.b_ip])
 
     def counts(self) -> dict[str, int]:
