@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agent import metrics
 from agent.capture import preflight
 from agent.capture.ring import ring_size_bytes
 from agent.config.load import AgentConfig
@@ -131,10 +132,12 @@ class LiveRunner:
         except BaseException:
             self._cleanup_after_failed_start()
             raise
-        from agent.runtime.monitoring import MonitoringServer
+        from agent.runtime.monitoring import MonitoringServer, live_sources
 
         monitor = MonitoringServer(self.config.http, self.counters.snapshot,
-                                   {"name": self.config.name or socket.gethostname(), "mode": "live"})
+                                   {"name": self.config.name or socket.gethostname(), "mode": "live"},
+                                   sources=live_sources(self.counters, self.pipeline, self.pool,
+                                                        [p.name for p in self.config.protocols]))
         monitor.start()
         try:
             self._loop()
@@ -325,6 +328,7 @@ class LiveRunner:
         if finished is None:
             return
         self.counters.parent["events_received"] += 1
+        metrics.register("events").inc("flow.")
         self.pipeline.publish(self.builder.encode(finished, self.builder.index_for("flow")))
 
     def _tick_flows(self) -> None:

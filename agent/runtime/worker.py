@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from agent import metrics
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
@@ -36,6 +36,7 @@ from agent.events.builder import AgentIdentity
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.runtime import channel, wiring
+from agent.runtime.topstats import TransactionStats
 
 log = logging.getLogger("pktbeat")
 
@@ -66,6 +67,8 @@ class CaptureWorker:
         self.control_fd = control_fd
         self._baseline = metrics.snapshot()
         self.counters = metrics.register("capture", WORKER_COUNTERS)
+        self.by_status = metrics.register("events")  # events.<type>.<status>: /metrics' pktbeat_events_total
+        self.top = TransactionStats()  # latency and endpoints: /metrics and `pktbeat top`
         self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
         self.builder = wiring.event_builder(setup.config, setup.identity)
         self.dispatcher = wiring.dispatcher(setup.config, self._emit)
@@ -83,7 +86,10 @@ class CaptureWorker:
         event = self.builder.transaction_event(txn)
         if event is None:
             return
-        self._batch.append(self.builder.encode(event, self.builder.index_for(event["type"])))
+        kind = event["type"]
+        self.by_status.inc(f"{kind}.{event.get('status', '')}")
+        self.top.add(event)
+        self._batch.append(self.builder.encode(event, self.builder.index_for(kind)))
         if len(self._batch) >= EVENT_BATCH:
             self._send_events()
 
@@ -103,6 +109,7 @@ class CaptureWorker:
         delta = {k: v - self._baseline.get(k, 0) for k, v in now.items() if v != self._baseline.get(k, 0)}
         delta["capture.ring_pending_bytes"] = self.reader.pending_bytes()
         self.chan.send(channel.STATS, json.dumps(delta).encode(), droppable=False)
+        self.chan.send(channel.TOP, json.dumps(self.top.snapshot()).encode(), droppable=True)
 
     def _process(self, packets: list[Packet]) -> None:
         handle = self.dispatcher.handle
@@ -227,6 +234,7 @@ class WorkerHandle:
     reader: channel.ChannelReader
     control_fd: int
     stats: dict[str, int] = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)  # its last TransactionStats snapshot
     done: bool = False  # said goodbye: it stopped because it was asked to
     exited: bool = False
 
@@ -270,6 +278,9 @@ class WorkerPool:
             elif kind == channel.STATS:
                 with contextlib.suppress(ValueError):
                     worker.stats = json.loads(payload)
+            elif kind == channel.TOP:
+                with contextlib.suppress(ValueError):
+                    worker.top = json.loads(payload)
             elif kind == channel.DONE:
                 worker.done = True
         if worker.reader.eof:
