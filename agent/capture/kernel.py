@@ -13,9 +13,12 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.capture import record
 from agent.capture.bpfmap import BPF_ANY, BpfMap, possible_cpus
+from agent.capture.sockets import SocketSettings, SocketsUnavailable, SocketTracer, socket_cflags
+from agent.capture.sockrecord import SOCK_PROGRAM_FILE
 
 log = logging.getLogger("pktbeat.capture")
 
@@ -40,6 +43,7 @@ class KernelSettings:
     ports: Mapping[tuple[int, int], int] = field(default_factory=dict)
     wake_every: int = DEFAULT_WAKE_EVERY
     chunk: int | None = None  # PB_CHUNK override (tests exercise record splitting with it)
+    procs: SocketSettings | None = None  # process attribution (bpf/sockets.bpf.c), None: off
 
 
 class KernelProgram:
@@ -67,14 +71,28 @@ class KernelProgram:
         ]
         if settings.chunk is not None:
             cflags.append(f"-DPB_CHUNK={settings.chunk}")
+        # Process attribution: None when off or unavailable (`procs_unavailable` says why).
+        self.sockets: SocketTracer | None = None
+        self.procs_unavailable: str | None = None
+        procs_flags: list[str] = []
+        if settings.procs is not None:
+            try:
+                procs_flags = socket_cflags(settings.procs)
+            except SocketsUnavailable as exc:
+                self.procs_unavailable = str(exc)
         try:
-            self.bpf = BPF(src_file=str(record.PROGRAM_FILE).encode(), cflags=cflags)
+            self.bpf = _compile(cflags, procs_flags)
             self.ingress = self.bpf.load_func(b"pb_ingress", BPF.SCHED_CLS)
             self.egress = self.bpf.load_func(b"pb_egress", BPF.SCHED_CLS)
             self.emitter = self.bpf.load_func(b"pb_emit", BPF.SCHED_CLS)
             self.bpf.get_table("emitters")[ct.c_int(0)] = ct.c_int(self.emitter.fd)
         except Exception as exc:  # BCC raises bare Exceptions
             raise KernelLoadError(str(exc)) from exc
+        if settings.procs is not None and self.procs_unavailable is None:
+            try:
+                self.sockets = SocketTracer(self.bpf, settings.procs)
+            except SocketsUnavailable as exc:
+                self.procs_unavailable = str(exc)
         self.ring_fds = [self._fd(f"ring{i}") for i in range(settings.workers)]
         self.maps = {
             "settings": BpfMap("settings", self._fd("settings"), 4, record.SETTINGS.size, 1),
@@ -199,10 +217,26 @@ class KernelProgram:
         return self.maps["flows"]
 
     def close(self) -> None:
+        if self.sockets is not None:
+            self.sockets.close()
         try:
             self.bpf.cleanup()
         except Exception:
             pass
+
+
+def _compile(cflags: list[str], procs_flags: list[str]) -> Any:
+    """One BCC module: the capture program, followed by the socket programs when `procs_flags` are given.
+
+    One text rather than an #include: BCC only rewrites and loads functions of the main file.
+    """
+    from bcc import BPF
+
+    if not procs_flags:
+        return BPF(src_file=str(record.PROGRAM_FILE).encode(), cflags=cflags)
+    text = (f'#line 1 "{record.PROGRAM_FILE.name}"\n{record.PROGRAM_FILE.read_text()}\n'
+            f'#line 1 "{SOCK_PROGRAM_FILE.name}"\n{SOCK_PROGRAM_FILE.read_text()}')
+    return BPF(text=text.encode(), cflags=cflags + procs_flags)
 
 
 def effective_workers(configured: int) -> int:
