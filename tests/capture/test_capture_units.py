@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from agent import metrics
-from agent.capture import channel, preflight
+from agent.capture import preflight
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
 from agent.capture.devices import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE, Device, DeviceSpec, DeviceSpecError
 from agent.capture.packet import F_LAST_CHUNK, IPPROTO_TCP, IPPROTO_UDP, Packet
 from agent.capture.record import encode_record
 from agent.capture.ring import BUSY_BIT, DISCARD_BIT, RingReader, ring_size_bytes
 from agent.capture.tc import FilterInfo, filter_name
+from agent.runtime import channel
 
 PAGE = mmap.PAGESIZE
 V4A, V4B = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
