@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from agent.capture import sockrecord
 from agent.capture.bpfmap import BpfMap
-from agent.capture.btf import Btf, BtfError
+from agent.capture.btf import VMLINUX, Btf, BtfError
 from agent.capture.sockrecord import TaskFacts
 
 log = logging.getLogger("pktbeat.capture")
@@ -75,12 +76,13 @@ class SocketsUnavailable(Exception):
 class SocketSettings:
     max_sockets: int = DEFAULT_MAX_SOCKETS  # connecting, attributed and owners maps
     max_execs: int = DEFAULT_MAX_EXECS  # execve facts by process
+    btf_file: str = str(VMLINUX)  # the running kernel's BTF
 
 
 def socket_cflags(settings: SocketSettings, btf: Btf | None = None) -> list[str]:
     """The -D options of bpf/sockets.bpf.c for the running kernel; SocketsUnavailable when BTF lacks a fact."""
     try:
-        btf = btf or Btf.load()
+        btf = btf or Btf.load(Path(settings.btf_file))
         flags = []
         for name, (struct_name, path) in OFFSETS.items():
             member = btf.member(struct_name, path)

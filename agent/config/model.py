@@ -91,6 +91,8 @@ class ProcsConfig:
     # pktbeat's own: sockets the kernel and each worker remember, processes each worker describes.
     max_sockets: int = opt(65536, check=positive)
     max_processes: int = opt(4096, check=positive)
+    # pktbeat's own: where the running kernel's BTF is (a BTFHub file for kernels built without it).
+    btf_file: str = opt("/sys/kernel/btf/vmlinux")
 
     UNSUPPORTED: ClassVar[dict[str, str]] = {
         "max_proc_read_freq": "not needed; the kernel reports each socket's process as it happens",

@@ -164,8 +164,8 @@ class LiveRunner:
             max_flows=config.flows.max_flows if config.flows is not None else 1024,
             snaplen=config.interfaces.snaplen, icmp=wiring.icmp_enabled(config), flows=config.flows is not None,
             ports=wiring.kernel_port_map(config),
-            procs=SocketSettings(config.procs.max_sockets, config.procs.max_processes) if config.procs.enabled
-            else None,
+            procs=SocketSettings(config.procs.max_sockets, config.procs.max_processes, config.procs.btf_file)
+            if config.procs.enabled else None,
         )
         started = time.monotonic()
         try:

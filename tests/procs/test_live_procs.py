@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -154,50 +153,29 @@ def test_clients_and_servers_are_attributed(servers: dict[str, Any]) -> None:
     assert db and all(e["destination"]["process"]["ppid"] == postmaster for e in db)
 
 
-# Forks `count` children, `parallel` at a time; each makes one HTTP request and exits at once.
-# Prints the children's pids.
-SHORT_LIVED = r"""
-import os, socket, sys
-host, port, count, parallel = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-request = b"GET /index.html HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
-pids, running, failed = [], 0, 0
-for _ in range(count):
-    if running >= parallel:
-        _, status = os.wait()
-        running -= 1
-        failed += status != 0
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            s = socket.create_connection((host, port), timeout=10)
-            s.sendall(request)
-            while s.recv(65536):
-                pass
-            code = 0
-        finally:
-            os._exit(code)
-    pids.append(pid)
-    running += 1
-while running:
-    _, status = os.wait()
-    running -= 1
-    failed += status != 0
-print(" ".join(map(str, pids)))
-sys.exit(1 if failed else 0)
-"""
 SHORT_LIVED_COUNT = 5000
+
+
+def short_lived_client(directory: Path) -> str:
+    """tests/procs/short_lived.c, compiled into `directory`."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    binary = directory / "short_lived"
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(binary), str(Path(__file__).with_name("short_lived.c"))],
+                   check=True, capture_output=True, timeout=60)
+    return str(binary)
 
 
 def test_short_lived_clients_are_attributed(servers: dict[str, Any]) -> None:
     """5000 connections, each from a child that exits as soon as it has its response: >= 99.9% attributed."""
     pair: VethPair = servers["pair"]
     nginx_pid, _ = servers["nginx"]
+    client = short_lived_client(servers["root"])
     settings = {"packetbeat.interfaces.buffer_size_mb": 16}
     with live_agent(pair.a, [pair.a_if], PROTOCOLS[:1], settings) as agent:
         started = time.monotonic()
-        run = pair.a.run([sys.executable, "-c", SHORT_LIVED, pair.b_ip, str(NGINX_PORT), str(SHORT_LIVED_COUNT), "4"],
-                         timeout=180)
+        run = pair.a.run([client, pair.b_ip, str(NGINX_PORT), str(SHORT_LIVED_COUNT), "4"], timeout=180)
         elapsed = time.monotonic() - started
         time.sleep(0.5)
         assert agent.stop() == 0, agent.log()[-3000:]
@@ -212,4 +190,18 @@ def test_short_lived_clients_are_attributed(servers: dict[str, Any]) -> None:
     assert rate >= 0.999, agent.log()[-3000:]
     # The children never exec'd: their program is the parent's, from the kernel's record of its execve.
     sample = attributed[0]["source"]["process"]
-    assert _same_file(sample["executable"], sys.executable) and sample["args"][1] == "-c"
+    assert sample["executable"] == client and sample["args"] == [client, pair.b_ip, str(NGINX_PORT),
+                                                                  str(SHORT_LIVED_COUNT), "4"], sample
+
+
+def test_without_btf_capture_goes_on_and_one_line_says_why(servers: dict[str, Any]) -> None:
+    pair: VethPair = servers["pair"]
+    settings = {"packetbeat.procs.btf_file": "/nonexistent/vmlinux"}
+    with live_agent(pair.a, [pair.a_if], PROTOCOLS[:1], settings) as agent:
+        pair.a.run([_binary("curl"), "-sS", "-o", "/dev/null", f"http://{pair.b_ip}:{NGINX_PORT}/index.html"])
+        time.sleep(0.3)
+        assert agent.stop() == 0, agent.log()[-3000:]
+    lines = [line for line in agent.log().splitlines() if "packetbeat.procs" in line]
+    assert len(lines) == 1 and "is off: no usable BTF (/nonexistent/vmlinux: No such file or directory)" in lines[0]
+    events = agent.events("http")
+    assert events and not any("process" in e or "process" in e["source"] for e in events)
