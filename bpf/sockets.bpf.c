@@ -18,11 +18,12 @@
  *                        by tgid (`execs`), so a process that is gone by the
  *                        time user space looks is still described.
  *
- * An attribution is one record, written to the ring of the worker that
- * decodes the socket's packets (TCP: the same symmetric 5-tuple hash as the
- * TC program; UDP is keyed by address pair there, unknown for an unconnected
- * socket, so UDP records go to every ring), and into `owners`, where the
- * parent looks flows up.  `attributed` remembers what was sent per socket;
+ * An attribution goes into `owners`, where the parent looks flows up, and,
+ * when the socket is on a configured protocol port (it may make
+ * transactions), into a record in the ring of the worker that decodes its
+ * packets (TCP: the same symmetric 5-tuple hash as the TC program; UDP is
+ * keyed by address pair there, unknown for an unconnected socket, so UDP
+ * records go to every ring).  `attributed` remembers what was sent per socket;
  * a record is sent again when another process uses the socket (after
  * PB_RECHECK_NS) or PB_REFRESH_NS later, so a reader that lost one (ring
  * full, table eviction) learns it again.
@@ -234,8 +235,34 @@ static __always_inline struct pb_exec *exec_of(struct pb_task *t, u8 *flags)
 
 /* ---- sending ----------------------------------------------------------------------- */
 
+/* Only a socket on a configured protocol port can make transactions; the others are for flows only. */
+static __always_inline int decoded_port(struct pb_sock_tuple *tu)
+{
+    struct pb_port_key k = {.l4proto = tu->l4proto, .pad = 0, .port = tu->lport};
+    if (ports.lookup(&k))
+        return 1;
+    k.port = tu->rport;
+    return tu->rport && ports.lookup(&k) != NULL;
+}
+
 static __always_inline void attribute(struct pb_sock_tuple *tu, struct pb_task *task, u8 how, u32 slot)
 {
+    task->netns = tu->netns;
+    struct pb_owner_key ok;
+    __builtin_memset(&ok, 0, sizeof(ok));
+    ok.family = tu->family;
+    ok.l4proto = tu->l4proto;
+    ok.lport = tu->lport;
+    ok.rport = tu->rport;
+    __builtin_memcpy(ok.laddr, tu->laddr, 16);
+    __builtin_memcpy(ok.raddr, tu->raddr, 16);
+    if (owners.update(&ok, task) != 0)
+        sock_count(PB_S_OWNERS_FAILED);
+    if (!decoded_port(tu)) {
+        sock_count(PB_S_FLOWS_ONLY);
+        return;
+    }
+
     struct pb_sock_full *s = sock_scratch.lookup(&slot);
     if (!s)
         return;
@@ -243,7 +270,6 @@ static __always_inline void attribute(struct pb_sock_tuple *tu, struct pb_task *
     r->marker = PB_SOCK_MARKER;
     r->ts_ns = bpf_ktime_get_boot_ns();
     __builtin_memcpy(&r->task, task, sizeof(*task));
-    r->task.netns = tu->netns;
     r->lport = tu->lport;
     r->rport = tu->rport;
     r->family = tu->family;
@@ -262,17 +288,6 @@ static __always_inline void attribute(struct pb_sock_tuple *tu, struct pb_task *
         sock_count(PB_S_EXEC_KNOWN);
     }
     r->exec_flags = flags;
-
-    struct pb_owner_key ok;
-    __builtin_memset(&ok, 0, sizeof(ok));
-    ok.family = tu->family;
-    ok.l4proto = tu->l4proto;
-    ok.lport = tu->lport;
-    ok.rport = tu->rport;
-    __builtin_memcpy(ok.laddr, tu->laddr, 16);
-    __builtin_memcpy(ok.raddr, tu->raddr, 16);
-    if (owners.update(&ok, &r->task) != 0)
-        sock_count(PB_S_OWNERS_FAILED);
 
     if (tu->l4proto == IPPROTO_TCP) {
         u32 ring = pb_tuple_hash(tu->laddr, tu->raddr, tu->lport, tu->rport, 1) % PB_WORKERS;

@@ -90,6 +90,7 @@ enum pb_sock_counter {
     PB_S_REFRESHED,          /* attributions sent again after PB_REFRESH_NS */
     PB_S_OWNER_CHANGED,      /* sockets used by another process than the one they were attributed to */
     PB_S_THROTTLED,          /* owner changes not sent (a socket shared by processes, within PB_RECHECK_NS) */
+    PB_S_FLOWS_ONLY,         /* sockets on no configured port: in `owners` for flows, no record sent */
     PB_S_SENT,               /* socket records written to a ring */
     PB_S_RING_FULL,          /* socket records lost: the ring was full */
     PB_S_EXECS,              /* execve calls recorded */

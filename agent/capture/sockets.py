@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class SocketTracer:
         if found is None:
             return task
         _exec_ns, exe, args, truncated = found
-        return replace(task, exe=exe, args=args, args_truncated=truncated, exec_inherited=inherited)
+        return task._replace(exe=exe, args=args, args_truncated=truncated, exec_inherited=inherited)
 
     def _exec_of(self, tgid: int, start_ns: int) -> tuple[int, str, tuple[str, ...], bool] | None:
         raw = self.execs.lookup(tgid.to_bytes(4, "little"))

@@ -8,7 +8,7 @@ checks every format here against the C header by compiling it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.capture.record import BPF_DIR, Buffer
 
@@ -87,6 +87,7 @@ SOCK_COUNTER_NAMES: tuple[str, ...] = (
     "refreshed",
     "owner_changed",
     "throttled",
+    "flows_only",
     "sent",
     "ring_full",
     "execs",
@@ -101,9 +102,8 @@ class SockRecordError(ValueError):
     """A socket record that does not fit the layout."""
 
 
-@dataclass(frozen=True, slots=True)
-class TaskFacts:
-    """What the kernel knew about a process when it used a socket."""
+class TaskFacts(NamedTuple):
+    """What the kernel knew about a process when it used a socket (a tuple: one is made per record)."""
 
     tgid: int
     tid: int
@@ -120,8 +120,7 @@ class TaskFacts:
     exec_inherited: bool = False  # exe/args are the parent's (forked, not exec'd since)
 
 
-@dataclass(frozen=True, slots=True)
-class SocketOwner:
+class SocketOwner(NamedTuple):
     """One attribution: a local socket and its process."""
 
     ts_ns: int  # boot-time ns
@@ -133,6 +132,7 @@ class SocketOwner:
     rport: int
     how: int
     task: TaskFacts
+    exec_flags: int = 0  # EXEC_*: exe/args follow the record (decode_exec_text reads them)
 
 
 def is_socket_record(buf: Buffer, offset: int) -> bool:
@@ -154,7 +154,9 @@ def split_args(raw: bytes) -> tuple[str, ...]:
     return tuple(p.decode("utf-8", "replace") for p in parts)
 
 
-def decode_socket_record(buf: Buffer, offset: int = 0, length: int | None = None) -> SocketOwner:
+def decode_socket_record(buf: Buffer, offset: int = 0, length: int | None = None, with_exec: bool = True
+                         ) -> SocketOwner:
+    """The record at `offset`; exe and args only `with_exec` (a reader that knows the process skips them)."""
     end = len(buf) if length is None else offset + length
     if end - offset < SOCK_RECORD_SIZE:
         raise SockRecordError(f"socket record of {end - offset} bytes, expected at least {SOCK_RECORD_SIZE}")
@@ -166,18 +168,20 @@ def decode_socket_record(buf: Buffer, offset: int = 0, length: int | None = None
         laddr, raddr = laddr[:4], raddr[:4]
     elif family != 6:
         raise SockRecordError(f"socket record with address family {family}")
-    exe = ""
-    args: tuple[str, ...] = ()
-    if exec_flags & (EXEC_OWN | EXEC_INHERITED):
-        at = offset + SOCK_RECORD_SIZE
-        if end - at < EXEC_TEXT.size:
-            raise SockRecordError("socket record announces exec text it does not carry")
-        exe_raw, args_raw, args_len, _truncated = EXEC_TEXT.unpack_from(buf, at)
-        exe = _text(exe_raw)
-        args = split_args(args_raw[:min(args_len, ARGS_LEN)])
-    task = TaskFacts(tgid, tid, ppid, uid, gid, start_ns, parent_start_ns, netns, _text(comm), exe, args,
-                     bool(exec_flags & EXEC_ARGS_TRUNCATED), bool(exec_flags & EXEC_INHERITED))
-    return SocketOwner(ts_ns, family, l4proto, laddr, lport, raddr, rport, how, task)
+    if exec_flags & (EXEC_OWN | EXEC_INHERITED) and end - offset < SOCK_RECORD_SIZE + EXEC_TEXT.size:
+        raise SockRecordError("socket record announces exec text it does not carry")
+    task = TaskFacts(tgid, tid, ppid, uid, gid, start_ns, parent_start_ns, netns, _text(comm))
+    if with_exec and exec_flags & (EXEC_OWN | EXEC_INHERITED):
+        task = with_exec_text(task, buf, offset, exec_flags)
+    return SocketOwner(ts_ns, family, l4proto, laddr, lport, raddr, rport, how, task, exec_flags)
+
+
+def with_exec_text(task: TaskFacts, buf: Buffer, offset: int, exec_flags: int) -> TaskFacts:
+    """`task` with the exe and args that follow the socket record at `offset` (checked to be there)."""
+    exe_raw, args_raw, args_len, _truncated = EXEC_TEXT.unpack_from(buf, offset + SOCK_RECORD_SIZE)
+    return task._replace(exe=_text(exe_raw), args=split_args(args_raw[:min(args_len, ARGS_LEN)]),
+                         args_truncated=bool(exec_flags & EXEC_ARGS_TRUNCATED),
+                         exec_inherited=bool(exec_flags & EXEC_INHERITED))
 
 
 def decode_task(raw: bytes) -> TaskFacts:

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 from agent import metrics
 from agent.capture.clock import boot_offset_ns
-from agent.capture.sockrecord import SocketOwner, SockRecordError, TaskFacts, decode_socket_record
+from agent.capture.sockrecord import (
+    SocketOwner,
+    SockRecordError,
+    TaskFacts,
+    decode_socket_record,
+    with_exec_text,
+)
 from agent.procs import procfs
 from agent.procs.process import ProcessInfo, make_process
 
@@ -92,10 +98,12 @@ class ProcessTable:
 
     # -- filling -----------------------------------------------------------------------
 
-    def add_record(self, raw: bytes | memoryview) -> SocketOwner | None:
+    def add_record(self, raw: bytes) -> SocketOwner | None:
         """Decode one socket record from a ring and file it; a malformed one is counted and dropped."""
         try:
-            owner = decode_socket_record(raw)
+            owner = decode_socket_record(raw, with_exec=False)
+            if owner.exec_flags and not self._known(owner.task, owner.ts_ns):
+                owner = owner._replace(task=with_exec_text(owner.task, raw, 0, owner.exec_flags))
         except SockRecordError:
             self.counters["bad_records"] += 1
             return None
@@ -121,14 +129,19 @@ class ProcessTable:
         sockets[key] = by_netns  # re-inserted: the most recently attributed sockets are evicted last
         return info
 
+    def _known(self, task: TaskFacts, now_boot_ns: int) -> bool:
+        """True when `describe` would answer from the cache (so exe and args need not be decoded)."""
+        cached = self._processes.get((task.tgid, task.start_ns))
+        if cached is None:
+            return False
+        read_at = cached[1]
+        return not read_at or not now_boot_ns or now_boot_ns - read_at < PROCESS_REFRESH_NS
+
     def describe(self, task: TaskFacts, now_boot_ns: int = 0) -> ProcessInfo:
         """The process behind `task`, from the cache, /proc or the kernel's facts."""
         ident = (task.tgid, task.start_ns)
-        cached = self._processes.get(ident)
-        if cached is not None:
-            info, read_at = cached
-            if not read_at or not now_boot_ns or now_boot_ns - read_at < PROCESS_REFRESH_NS:
-                return info
+        if self._known(task, now_boot_ns):
+            return self._processes[ident][0]
         details = procfs.read_details(task.tgid, task.start_ns, self.proc_root)
         if details is not None:
             self.counters["proc_details"] += 1

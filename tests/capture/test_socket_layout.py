@@ -82,12 +82,14 @@ def test_socket_records_round_trip() -> None:
     raw = sockrecord.encode_socket_record(owner, sockrecord.EXEC_OWN)
     assert sockrecord.is_socket_record(raw, 0)
     assert len(raw) == sockrecord.SOCK_RECORD_SIZE + sockrecord.EXEC_TEXT.size
-    assert sockrecord.decode_socket_record(raw) == owner
+    assert sockrecord.decode_socket_record(raw) == owner._replace(exec_flags=sockrecord.EXEC_OWN)
+    lazy = sockrecord.decode_socket_record(raw, with_exec=False)  # a reader that knows the process
+    assert lazy.task.exe == "" and sockrecord.with_exec_text(lazy.task, raw, 0, lazy.exec_flags) == TASK
     bare = sockrecord.encode_socket_record(owner)  # without exec text: exe and args unknown
     decoded = sockrecord.decode_socket_record(bare)
     assert (decoded.task.exe, decoded.task.args, decoded.task.comm) == ("", (), "curl")
     v6 = SocketOwner(1, 6, 17, b"\xfd" + b"\0" * 15, 53, b"\0" * 16, 0, sockrecord.HOW_IO, TASK)
-    assert sockrecord.decode_socket_record(sockrecord.encode_socket_record(v6, sockrecord.EXEC_OWN)) == v6
+    assert sockrecord.decode_socket_record(sockrecord.encode_socket_record(v6, sockrecord.EXEC_OWN)).task == TASK
 
 
 def test_malformed_socket_records_are_refused() -> None:

@@ -3,7 +3,6 @@ and the event builder's hook for transactions."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ class FakeOwners:
 
 
 def test_flow_events_get_the_processes_of_local_endpoints(tmp_path: Path) -> None:
-    dns = replace(TASK, tgid=53, comm="named", start_ns=TASK.start_ns + 1)
+    dns = TASK._replace(tgid=53, comm="named", start_ns=TASK.start_ns + 1)
     source = FakeOwners({
         (4, 6, b"\x0a\0\0\x01", 40000, b"\x0a\0\0\x02", 80): TASK,
         (6, 17, b"\0" * 16, 53, b"\0" * 16, 0): dns,  # a dual-stack server bound to any address

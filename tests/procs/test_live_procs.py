@@ -172,7 +172,8 @@ def test_short_lived_clients_are_attributed(servers: dict[str, Any]) -> None:
     pair: VethPair = servers["pair"]
     nginx_pid, _ = servers["nginx"]
     client = short_lived_client(servers["root"])
-    settings = {"packetbeat.interfaces.buffer_size_mb": 16}
+    # Two workers: each socket's owner must reach the worker its packets go to (the same flow hash).
+    settings = {"packetbeat.interfaces.buffer_size_mb": 16, "packetbeat.interfaces.workers": 2}
     with live_agent(pair.a, [pair.a_if], PROTOCOLS[:1], settings) as agent:
         started = time.monotonic()
         run = pair.a.run([client, pair.b_ip, str(NGINX_PORT), str(SHORT_LIVED_COUNT), "4"], timeout=180)

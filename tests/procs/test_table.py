@@ -4,7 +4,6 @@ bounds and counters, Packetbeat's monitored names, and the fields events get."""
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from agent import metrics
 from agent.capture.sockrecord import EXEC_OWN, HOW_IO, SocketOwner, TaskFacts, encode_socket_record
+from agent.events import fields
 from agent.procs import procfs
 from agent.procs.annotate import annotate
 from agent.procs.process import process_fields
@@ -74,13 +74,13 @@ def test_an_exited_or_reused_pid_falls_back_to_the_kernels_facts(tmp_path: Path)
     assert t.counters["proc_gone"] == 1 and t.counters["exec_from_kernel"] == 1
     # pid 200 exists, but started at another time: another process now has it
     fake_proc(tmp_path, 200, START + 5 * 10**9, "/usr/bin/other", ["other"], "/")
-    reused = t.add(owner(replace(TASK, tgid=200, exe="", args=()), lport=40001))
+    reused = t.add(owner(TASK._replace(tgid=200, exe="", args=()), lport=40001))
     assert (reused.pid, reused.name, reused.executable, reused.args) == (200, "curl", "", ())
 
 
 def test_comm_cut_at_15_bytes_is_completed_from_argv(tmp_path: Path) -> None:
     t = table(tmp_path)
-    long_name = replace(TASK, comm="a-long-program-", args=("/opt/bin/a-long-program-name", "--x"))
+    long_name = TASK._replace(comm="a-long-program-", args=("/opt/bin/a-long-program-name", "--x"))
     assert t.add(owner(long_name)).name == "a-long-program-name"
 
 
@@ -88,18 +88,18 @@ def test_monitored_processes_get_their_configured_name(tmp_path: Path) -> None:
     monitored = (Monitored("web", "nginx: worker"), Monitored("curl-client"), Monitored("never", "zzz"))
     fake_proc(tmp_path, 300, START, "/usr/sbin/nginx", ["nginx: worker process"], "/")
     t = table(tmp_path, monitored=monitored)
-    nginx = replace(TASK, tgid=300, comm="nginx", exe="", args=())
+    nginx = TASK._replace(tgid=300, comm="nginx", exe="", args=())
     assert t.add(owner(nginx, laddr=SERVER, lport=80, raddr=CLIENT, rport=40000)).name == "web"
     # no cmdline_grep: the process name is the pattern; without /proc the kernel's argv is searched
-    assert t.add(owner(replace(TASK, args=("/usr/bin/curl-client", "-v")))).name == "curl-client"
+    assert t.add(owner(TASK._replace(args=("/usr/bin/curl-client", "-v")))).name == "curl-client"
 
 
 def test_finding_sockets_tcp_exact_udp_wildcards(tmp_path: Path) -> None:
     t = table(tmp_path)
     t.add(owner())
-    dns = replace(TASK, tgid=53, comm="named", start_ns=START + 1)
+    dns = TASK._replace(tgid=53, comm="named", start_ns=START + 1)
     t.add(owner(dns, l4proto=17, laddr=b"\0" * 16, lport=53, raddr=b"\0" * 16, rport=0))  # dual-stack, any address
-    resolver = replace(TASK, tgid=54, comm="resolver", start_ns=START + 2)
+    resolver = TASK._replace(tgid=54, comm="resolver", start_ns=START + 2)
     t.add(owner(resolver, l4proto=17, laddr=CLIENT, lport=5353, raddr=b"\0" * 4, rport=0))  # bound, unconnected
     assert t.find(6, CLIENT, 40000, SERVER, 80).pid == 100  # type: ignore[union-attr]
     assert t.find(6, CLIENT, 40000, SERVER, 81) is None  # TCP: the exact 4-tuple only
@@ -112,21 +112,21 @@ def test_finding_sockets_tcp_exact_udp_wildcards(tmp_path: Path) -> None:
 
 def test_one_tuple_in_several_namespaces(tmp_path: Path) -> None:
     t = table(tmp_path)
-    other = replace(TASK, tgid=501, netns=111, comm="elsewhere", start_ns=START + 1)
-    newer = replace(TASK, tgid=502, netns=222, comm="newer", start_ns=START + 2)
+    other = TASK._replace(tgid=501, netns=111, comm="elsewhere", start_ns=START + 1)
+    newer = TASK._replace(tgid=502, netns=222, comm="newer", start_ns=START + 2)
     t.add(owner(other))
     t.add(owner(newer))
     assert t.find(6, CLIENT, 40000, SERVER, 80).name == "newer"  # type: ignore[union-attr]
     assert t.counters["ambiguous"] == 1
-    t.add(owner(replace(TASK, tgid=500, comm="mine", start_ns=START + 3)))  # the agent's own namespace wins
-    t.add(owner(replace(newer, start_ns=START + 4)))
+    t.add(owner(TASK._replace(tgid=500, comm="mine", start_ns=START + 3)))  # the agent's own namespace wins
+    t.add(owner(newer._replace(start_ns=START + 4)))
     assert t.find(6, CLIENT, 40000, SERVER, 80).name == "mine"  # type: ignore[union-attr]
 
 
 def test_tables_are_bounded_and_count_what_they_drop(tmp_path: Path) -> None:
     t = table(tmp_path, max_sockets=3, max_processes=2)
     for i in range(5):
-        t.add(owner(replace(TASK, tgid=1000 + i, start_ns=START + i), lport=41000 + i))
+        t.add(owner(TASK._replace(tgid=1000 + i, start_ns=START + i), lport=41000 + i))
     assert len(t) == 3 and t.counters["sockets_evicted"] == 2 and t.counters["processes_evicted"] == 3
     assert t.find(6, CLIENT, 41000, SERVER, 80) is None
     assert t.find(6, CLIENT, 41004, SERVER, 80).pid == 1004  # type: ignore[union-attr]
@@ -143,7 +143,7 @@ def test_annotate_names_source_destination_and_the_serving_process(tmp_path: Pat
     fake_proc(tmp_path, 300, START, "/usr/sbin/nginx", ["nginx"], "/", "0::/kubepods/burstable/pod1/" + "cd" * 32)
     t = table(tmp_path)
     t.add(owner())
-    t.add(owner(replace(TASK, tgid=300, comm="nginx", exe="", args=()), laddr=SERVER, lport=80, raddr=CLIENT,
+    t.add(owner(TASK._replace(tgid=300, comm="nginx", exe="", args=()), laddr=SERVER, lport=80, raddr=CLIENT,
                 rport=40000))
     event: dict[str, Any] = {"source": {"ip": "10.0.0.1"}, "destination": {"ip": "10.0.0.2"}}
     annotate(event, t, 6, CLIENT, 40000, SERVER, 80)
@@ -151,6 +151,7 @@ def test_annotate_names_source_destination_and_the_serving_process(tmp_path: Pat
     assert event["process"] == event["destination"]["process"] and event["process"] is not \
         event["destination"]["process"]
     assert event["container"] == {"id": "cd" * 32}
+    assert not fields.unmapped(fields.flatten_keys(event))  # the index template maps every new field
     t.add(owner(raddr=b"\x08\x08\x08\x08", lport=40001))
     only_client: dict[str, Any] = {"source": {}, "destination": {}}
     annotate(only_client, t, 6, CLIENT, 40001, b"\x08\x08\x08\x08", 80)
