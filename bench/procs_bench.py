@@ -13,10 +13,11 @@ makes `--connections` HTTP/1.1 requests with "Connection: close":
 
 Modes: `none` (no agent), `off` (the agent on a's veth, packetbeat.procs.enabled:
 false) and `on` (the default).  Modes run in blocks (none, off, on) repeated
-`--blocks` times, `--rounds` runs each; the table gives the median time of a
-run as the client measures it, its cost relative to `off` (what enabling
-attribution costs the traced programs) and to `none`, and the agent's CPU
-time per run (parent and workers, from /proc).  The raw tracepoints are
+`--blocks` times, `--rounds` runs each; per connection, the table gives the
+median wall time as the client measures it, the CPU time of the workload (the
+client, its children and nginx: the kernel programs run in their context),
+each relative to `off` (what enabling attribution costs the traced programs)
+and to `none`, and the agent's own CPU time (parent and workers, from /proc).  The raw tracepoints are
 global: nothing else on the machine should run an agent with attribution
 while the bench runs, or `off` is not off.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,12 +92,21 @@ def pin_group(pgid: int, cpus: set[int]) -> None:
                 continue
 
 
-def run_client(pair: VethPair, client: str, connections: int, parallel: int, pin: str = "") -> float:
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_client(pair: VethPair, client: str, connections: int, parallel: int, pin: str = "") -> tuple[float, float]:
+    """(wall seconds as the client measured them, CPU seconds of the client, its children and nginx)."""
     prefix = ["taskset", "-c", pin] if pin else []
+    servers = [p.pid for p in pair.b.processes]
+    cpu0 = children_cpu_s() + sum(group_cpu_s(pid) for pid in servers)
     proc = pair.a.run([*prefix, client, pair.b_ip, str(NGINX_PORT), str(connections), str(parallel)], timeout=600)
+    cpu = children_cpu_s() + sum(group_cpu_s(pid) for pid in servers) - cpu0
     for line in proc.stderr.splitlines():
         if line.startswith("elapsed "):
-            return int(line.split()[1]) / 1e9
+            return int(line.split()[1]) / 1e9, cpu
     raise RuntimeError(f"no elapsed time from the client: {proc.stderr!r}")
 
 
@@ -113,22 +124,25 @@ def raw_tracepoint_stats(pid: int) -> dict[str, tuple[int, int]]:
     return out
 
 
+Results = dict[tuple[str, str], list[tuple[float, float, float]]]  # (workload, mode) -> (wall, work cpu, agent cpu)
+
+
 def measure(pair: VethPair, client: str, mode: str, workloads: list[str], args: argparse.Namespace,
-            results: dict[tuple[str, str], list[tuple[float, float]]], kernel_ns: dict[str, list[float]]) -> None:
+            results: Results, kernel_ns: dict[str, list[float]]) -> None:
     def rounds(pgid: int | None) -> None:
         for workload in workloads:
             run_client(pair, client, min(500, args.connections), PARALLEL[workload], args.pin_workload)  # warm-up
             for _ in range(args.rounds):
                 cpu0 = group_cpu_s(pgid) if pgid else 0.0
                 stats0 = raw_tracepoint_stats(pgid) if pgid and args.bpf_stats else {}
-                elapsed = run_client(pair, client, args.connections, PARALLEL[workload], args.pin_workload)
+                elapsed, work_cpu = run_client(pair, client, args.connections, PARALLEL[workload], args.pin_workload)
                 if stats0 and pgid:
                     stats = raw_tracepoint_stats(pgid)
                     spent = sum(stats[tag][0] - stats0.get(tag, (0, 0))[0] for tag in stats)
                     kernel_ns.setdefault(workload, []).append(spent / args.connections)
                 time.sleep(0.3)  # the agent catches up: its CPU for this run counts here
                 cpu = group_cpu_s(pgid) - cpu0 if pgid else 0.0
-                results.setdefault((workload, mode), []).append((elapsed, cpu))
+                results.setdefault((workload, mode), []).append((elapsed, work_cpu, cpu))
 
     if mode == "none":
         rounds(None)
@@ -159,7 +173,7 @@ def main() -> int:
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if nginx is None:
         raise SystemExit("nginx is needed (nginx-light)")
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    results: Results = {}
     kernel_ns: dict[str, list[float]] = {}
     stats_file = Path("/proc/sys/kernel/bpf_stats_enabled")
     stats_before = stats_file.read_text().strip() if args.bpf_stats else ""
@@ -184,16 +198,19 @@ def main() -> int:
                     if args.bpf_stats:
                         stats_file.write_text(stats_before)
     print(f"{args.connections} connections per run, {args.rounds} runs x {args.blocks} blocks per mode (medians)")
-    print(f"{'workload':8} {'mode':5} {'run s':>8} {'per conn':>10} {'vs off':>8} {'vs none':>8} {'agent cpu s':>12}")
+    print(f"{'workload':8} {'mode':5} {'wall/conn':>10} {'vs off':>7} {'vs none':>8} "
+          f"{'work cpu/conn':>14} {'vs off':>7} {'vs none':>8} {'agent cpu/conn':>15}")
+    per = 1e6 / args.connections
     for workload in workloads:
-        base = {mode: statistics.median(e for e, _ in results[(workload, mode)]) for mode in MODES}
+        runs = {mode: results[(workload, mode)] for mode in MODES}
+        wall = {mode: statistics.median(r[0] for r in runs[mode]) for mode in MODES}
+        work = {mode: statistics.median(r[1] for r in runs[mode]) for mode in MODES}
         for mode in MODES:
-            runs = results[(workload, mode)]
-            elapsed = base[mode]
-            cpu = statistics.median(c for _, c in runs)
-            print(f"{workload:8} {mode:5} {elapsed:8.3f} {elapsed / args.connections * 1e6:8.1f}us "
-                  f"{(elapsed / base['off'] - 1) * 100:+7.1f}% {(elapsed / base['none'] - 1) * 100:+7.1f}% "
-                  f"{cpu:12.2f}")
+            agent_cpu = statistics.median(r[2] for r in runs[mode])
+            print(f"{workload:8} {mode:5} {wall[mode] * per:8.1f}us {(wall[mode] / wall['off'] - 1) * 100:+6.1f}% "
+                  f"{(wall[mode] / wall['none'] - 1) * 100:+7.1f}% {work[mode] * per:12.1f}us "
+                  f"{(work[mode] / work['off'] - 1) * 100:+6.1f}% {(work[mode] / work['none'] - 1) * 100:+7.1f}% "
+                  f"{agent_cpu * per:13.1f}us")
     for workload, values in kernel_ns.items():
         print(f"{workload}: socket programs ran {statistics.median(values) / 1000:.2f}us per connection (bpf_stats)")
     return 0

@@ -235,14 +235,17 @@ static __always_inline struct pb_exec *exec_of(struct pb_task *t, u8 *flags)
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-/* Only a socket on a configured protocol port can make transactions; the others are for flows only. */
+/* Only a socket on a configured protocol port can make transactions; the others are for flows only.
+ * An unconnected UDP socket may talk to any port: it always counts. */
 static __always_inline int decoded_port(struct pb_sock_tuple *tu)
 {
+    if (tu->rport == 0)
+        return 1;
     struct pb_port_key k = {.l4proto = tu->l4proto, .pad = 0, .port = tu->lport};
     if (ports.lookup(&k))
         return 1;
     k.port = tu->rport;
-    return tu->rport && ports.lookup(&k) != NULL;
+    return ports.lookup(&k) != NULL;
 }
 
 static __always_inline void attribute(struct pb_sock_tuple *tu, struct pb_task *task, u8 how, u32 slot)
@@ -341,12 +344,16 @@ static __always_inline int on_io(void *sk, u32 slot)
             if (age < PB_REFRESH_NS)
                 return 0;
             how = PB_HOW_REFRESH;
-        } else if (age < PB_RECHECK_NS) {
-            sock_count(PB_S_THROTTLED);
-            return 0;
-        } else if ((sent->sig & 0xffffffff) == (sig & 0xffffffff)) {
-            sock_count(PB_S_OWNER_CHANGED); /* same ports: the socket is shared, or passed on */
+        } else if ((u32)sent->sig == (u32)sig) {
+            /* Same ports, another process: shared (a fork's inherited fd) or passed on.
+             * Told at most every PB_RECHECK_NS, or two processes taking turns would flood. */
+            if (age < PB_RECHECK_NS) {
+                sock_count(PB_S_THROTTLED);
+                return 0;
+            }
+            sock_count(PB_S_OWNER_CHANGED);
         }
+        /* Other ports: a new socket at a recycled address, or a UDP socket that connected. */
     }
     struct pb_sock_tuple tu;
     if (pb_sock_tuple_of(sk, &tu) < 0)

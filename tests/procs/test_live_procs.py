@@ -30,7 +30,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_PORT = 5432
 REDIS_PORT = 6379
 PROTOCOLS = [{"type": "http", "ports": [NGINX_PORT]}, {"type": "pgsql", "ports": [PG_PORT]},
-             {"type": "redis", "ports": [REDIS_PORT]}]
+             {"type": "redis", "ports": [REDIS_PORT]}, {"type": "dns", "ports": [53]}]
 
 
 def _binary(name: str) -> str:
@@ -52,7 +52,7 @@ def servers() -> Iterator[dict[str, Any]]:
         pytest.skip(reason)
     if not (PG_BIN / "postgres").exists():
         pytest.skip("postgresql 15 is not installed")
-    nginx, redis = _binary("nginx"), _binary("redis-server")
+    nginx, redis, dnsmasq = _binary("nginx"), _binary("redis-server"), _binary("dnsmasq")
     with tempfile.TemporaryDirectory(prefix="pktbeat-procs-") as tmp, veth_pair("pbq") as pair:
         root = Path(tmp)
         os.chmod(root, 0o755)
@@ -64,6 +64,10 @@ def servers() -> Iterator[dict[str, Any]]:
         redis_proc = pair.b.popen([redis, "--port", str(REDIS_PORT), "--bind", pair.b_ip, "--save", "",
                                    "--appendonly", "no", "--protected-mode", "no", "--dir", str(root)],
                                   log=root / "redis.log")
+        dnsmasq_proc = pair.b.popen([dnsmasq, "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                                     "--port=53", f"--listen-address={pair.b_ip}", "--bind-interfaces",
+                                     "--pid-file=", "--user=root", "--group=root",
+                                     "--host-record=host.example.test,192.0.2.10"], log=root / "dnsmasq.log")
         data = root / "pg"
         data.mkdir(mode=0o700)
         shutil.chown(data, "postgres", "postgres")
@@ -77,10 +81,11 @@ def servers() -> Iterator[dict[str, Any]]:
                      log=root / "pg.log")
         for port in (NGINX_PORT, REDIS_PORT):
             pair.b.wait_port(port, pair.b_ip)
+        pair.b.wait_port(53, pair.b_ip, udp=True)
         pair.b.wait_port(PG_PORT, pair.b_ip, timeout=60)
         postmaster = int((data / "postmaster.pid").read_text().split()[0])
         yield {"pair": pair, "root": root, "nginx": (nginx_proc.pid, nginx), "redis": (redis_proc.pid, redis),
-               "postgres": (postmaster, str(PG_BIN / "postgres"))}
+               "postgres": (postmaster, str(PG_BIN / "postgres")), "dnsmasq": (dnsmasq_proc.pid, dnsmasq)}
 
 
 def _start(ns: Namespace, args: list[str]) -> subprocess.Popen[bytes]:
@@ -108,7 +113,7 @@ def _assert_process(part: dict[str, Any], pid: int | None, name: str, executable
 
 def test_clients_and_servers_are_attributed(servers: dict[str, Any]) -> None:
     pair: VethPair = servers["pair"]
-    curl, psql, redis_cli = _binary("curl"), _binary("psql"), _binary("redis-cli")
+    curl, psql, redis_cli, dig = _binary("curl"), _binary("psql"), _binary("redis-cli"), _binary("dig")
     clients: dict[str, int] = {}
     flows = {"packetbeat.flows": {"timeout": "30s", "period": "30s"}}
     with live_agent(pair.a, [pair.a_if], PROTOCOLS, flows) as agent:
@@ -117,6 +122,7 @@ def test_clients_and_servers_are_attributed(servers: dict[str, Any]) -> None:
             ("psql", [psql, "-X", "-h", pair.b_ip, "-p", str(PG_PORT), "-U", "postgres", "-d", "postgres",
                       "-c", "SELECT 42"]),
             ("redis-cli", [redis_cli, "-h", pair.b_ip, "-p", str(REDIS_PORT), "SET", "procs", "yes"]),
+            ("dig", [dig, f"@{pair.b_ip}", "+tries=1", "host.example.test"]),
         ):
             proc = _start(pair.a, args)
             clients[name] = proc.pid
@@ -124,7 +130,7 @@ def test_clients_and_servers_are_attributed(servers: dict[str, Any]) -> None:
         time.sleep(0.3)
         assert agent.stop() == 0, agent.log()[-3000:]
     events = agent.events()
-    by_type = {t: [e for e in events if e.get("type") == t] for t in ("http", "pgsql", "redis")}
+    by_type = {t: [e for e in events if e.get("type") == t] for t in ("http", "pgsql", "redis", "dns")}
     assert all(by_type.values()), {t: len(v) for t, v in by_type.items()}
 
     nginx_pid, nginx = servers["nginx"]
@@ -144,6 +150,10 @@ def test_clients_and_servers_are_attributed(servers: dict[str, Any]) -> None:
         _assert_process(event["source"], clients["redis-cli"], "redis-cli", _binary("redis-cli"))
         _assert_process(event["destination"], redis_pid, "redis-server", redis)
         assert event["source"]["process"]["args"][:3] == [redis_cli, "-h", pair.b_ip]
+    dnsmasq_pid, dnsmasq = servers["dnsmasq"]
+    for event in by_type["dns"]:  # UDP: the server's socket is bound to its address, not connected
+        _assert_process(event["source"], clients["dig"], "dig", dig)
+        _assert_process(event["destination"], dnsmasq_pid, "dnsmasq", dnsmasq)
 
     # Flows (reported by the parent from the kernel's socket owners) carry the same processes.
     web = [e for e in events if e.get("type") == "flow" and e["destination"].get("port") == NGINX_PORT]
