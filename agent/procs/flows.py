@@ -57,8 +57,13 @@ class FlowProcesses:
                 tries.append((6, _ZERO[6], _ZERO[6], 0))
         for fam, laddr, raddr, port in tries:
             task = self.source.owner(fam, l4proto, laddr, lport, raddr, port)
-            if task is not None:
-                return self.table.describe(task, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+            if task is None:
+                continue
+            if laddr == _ZERO[fam]:  # bound to any address: only if `local` is one of its namespace's
+                self.table.addresses.learn(task.netns, task.tgid)
+                if not self.table.addresses.holds(task.netns, local):
+                    continue
+            return self.table.describe(task, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
         return None
 
     def annotate_flow(self, event: dict[str, Any]) -> None:

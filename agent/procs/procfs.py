@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import socket
 from dataclasses import dataclass
 
 from agent.capture.sockrecord import split_args
 
 CMDLINE_LIMIT = 32 * 1024  # bytes of /proc/PID/cmdline read at most
+FIB_TRIE_LIMIT = 4 * 1024 * 1024  # bytes of a namespace's fib_trie read at most (a router's can be huge)
 CGROUP_LIMIT = 16 * 1024
 USER_CACHE_LIMIT = 4096
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -91,6 +93,37 @@ def read_details(pid: int, start_ns: int, root: str = "/proc") -> ProcDetails | 
     )
     # Read again: had it exited and its pid been reused in between, the details are another's.
     return details if same_process(pid, start_ns, root) else None
+
+
+def local_addresses(net_dir: str = "/proc/net") -> set[bytes]:
+    """The addresses of a network namespace (packed), from its LOCAL routes and IPv6 address list.
+
+    `net_dir` is /proc/net (this process's namespace) or /proc/PID/net (PID's).
+    """
+    found: set[bytes] = set()
+    try:
+        with open(f"{net_dir}/fib_trie", encoding="ascii") as handle:
+            previous = ""
+            read = 0
+            for line in handle:
+                read += len(line)
+                if read > FIB_TRIE_LIMIT:
+                    break
+                stripped = line.strip()
+                if stripped.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+                    found.add(socket.inet_aton(previous[4:]))
+                previous = stripped
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"{net_dir}/if_inet6", encoding="ascii") as handle:
+            for line in handle:
+                hexaddr = line.split(" ", 1)[0]
+                if len(hexaddr) == 32:
+                    found.add(bytes.fromhex(hexaddr))
+    except (OSError, ValueError):
+        pass
+    return found
 
 
 _users: dict[int, str] = {}

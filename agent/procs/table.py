@@ -10,7 +10,11 @@ Keys are the socket's own view: (protocol, local address, local port,
 remote address, remote port), with b"" for an unspecified address.  A TCP
 socket is found by its exact 4-tuple; a UDP socket also by its local
 address and port alone (unconnected), then by its port alone (bound to any
-address), as Packetbeat matches UDP.  Several network namespaces may hold
+address), as Packetbeat matches UDP.  That last match needs the address to
+be one of the socket's network namespace (read from /proc/PID/net, cached):
+a datagram forwarded past this host, or broadcast, was not for a local
+socket bound to "any" (Packetbeat, too, attributes local addresses only).
+Several network namespaces may hold
 the same 4-tuple (containers reuse addresses): the entry of the agent's own
 namespace wins, otherwise the most recent one (counted as `ambiguous`).
 
@@ -43,12 +47,14 @@ IPPROTO_UDP = 17
 DEFAULT_MAX_SOCKETS = 65536
 DEFAULT_MAX_PROCESSES = 8192
 MAX_NAMESPACES_PER_TUPLE = 8
+MAX_NAMESPACES = 256  # namespaces whose addresses are remembered
+NETNS_REFRESH_NS = 30 * 1_000_000_000
 PROCESS_REFRESH_NS = 30 * 1_000_000_000  # a live process's /proc details are read again after this (Packetbeat: 30 s)
 COMM_LEN = 15  # TASK_COMM_LEN - 1: a name this long may have been cut
 
 PROCS_COUNTERS = (
     "records", "bad_records", "sockets_evicted", "processes_evicted", "proc_details", "proc_gone",
-    "exec_from_kernel", "lookups", "found", "ambiguous",
+    "exec_from_kernel", "lookups", "found", "ambiguous", "not_local",
 )
 
 SocketKey = tuple[int, bytes, int, bytes, int]
@@ -67,6 +73,44 @@ class Monitored:
 
 def _addr(raw: bytes) -> bytes:
     return raw if any(raw) else b""
+
+
+def _loopback(addr: bytes) -> bool:
+    return addr[0] == 127 if len(addr) == 4 else addr == b"\0" * 15 + b"\1"
+
+
+class NetnsAddresses:
+    """The local addresses of network namespaces, read through a process inside each (bounded, refreshed)."""
+
+    def __init__(self, proc_root: str = "/proc", limit: int = MAX_NAMESPACES) -> None:
+        self.proc_root = proc_root
+        self.limit = limit
+        # netns -> (addresses, a pid inside, monotonic ns of the next refresh)
+        self._known: dict[int, tuple[frozenset[bytes], int, int]] = {}
+
+    def learn(self, netns: int, pid: int) -> None:
+        known = self._known.get(netns)
+        now = time.monotonic_ns()
+        if known is not None and now < known[2]:
+            return
+        addresses = procfs.local_addresses(f"{self.proc_root}/{pid}/net")
+        if not addresses and known is not None:
+            addresses = set(known[0])  # that process is gone: keep what was read through it
+        self._known.pop(netns, None)
+        if len(self._known) >= self.limit:
+            del self._known[next(iter(self._known))]
+        self._known[netns] = (frozenset(addresses), pid, now + NETNS_REFRESH_NS)
+
+    def holds(self, netns: int, addr: bytes) -> bool:
+        if _loopback(addr):
+            return True
+        known = self._known.get(netns)
+        if known is None:
+            return False
+        if time.monotonic_ns() >= known[2]:
+            self.learn(netns, known[1])
+            known = self._known[netns]
+        return addr in known[0]
 
 
 def own_netns() -> int:
@@ -90,6 +134,7 @@ class ProcessTable:
         self._offset_at = time.monotonic()
         self.counters = counters if counters is not None else metrics.register("procs", PROCS_COUNTERS)
         self._sockets: dict[SocketKey, dict[int, ProcessInfo]] = {}
+        self.addresses = NetnsAddresses(proc_root)
         # (tgid, start boot ns) -> (process, boot ns when described from /proc, 0 when it could not be)
         self._processes: dict[tuple[int, int], tuple[ProcessInfo, int]] = {}
 
@@ -114,6 +159,8 @@ class ProcessTable:
         self.counters["records"] += 1
         info = self.describe(owner.task, owner.ts_ns)
         key = (owner.l4proto, _addr(owner.laddr), owner.lport, _addr(owner.raddr), owner.rport)
+        if not key[1] and not key[3]:  # bound to any address: which ones are its namespace's?
+            self.addresses.learn(owner.task.netns, owner.task.tgid)
         sockets = self._sockets
         by_netns = sockets.pop(key, None)
         if by_netns is None:
@@ -187,7 +234,14 @@ class ProcessTable:
         sockets = self._sockets
         by_netns = sockets.get((l4proto, local, lport, remote, rport))
         if by_netns is None and l4proto == IPPROTO_UDP:
-            by_netns = sockets.get((l4proto, local, lport, b"", 0)) or sockets.get((l4proto, b"", lport, b"", 0))
+            by_netns = sockets.get((l4proto, local, lport, b"", 0))
+            if by_netns is None:
+                anywhere = sockets.get((l4proto, b"", lport, b"", 0))
+                if anywhere is not None:
+                    holds = self.addresses.holds
+                    by_netns = {ns: info for ns, info in anywhere.items() if holds(ns, local)}
+                    if not by_netns:
+                        counters["not_local"] += 1
         if not by_netns:
             return None
         counters["found"] += 1

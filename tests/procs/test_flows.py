@@ -12,7 +12,7 @@ from agent.events.direction import DirectionClassifier
 from agent.procs.flows import FlowProcesses
 from agent.protocols.base import Transaction
 from agent.transport.types import ConnectionInfo, Endpoint
-from tests.procs.test_table import TASK, owner, table
+from tests.procs.test_table import START, TASK, fake_proc, owner, table
 
 
 class FakeOwners:
@@ -28,7 +28,8 @@ class FakeOwners:
 
 
 def test_flow_events_get_the_processes_of_local_endpoints(tmp_path: Path) -> None:
-    dns = TASK._replace(tgid=53, comm="named", start_ns=TASK.start_ns + 1)
+    dns = TASK._replace(tgid=53, comm="named", start_ns=START + 1)
+    fake_proc(tmp_path, 53, START + 1, "/usr/sbin/named", ["named"], "/", addresses=("10.0.0.2",))
     source = FakeOwners({
         (4, 6, b"\x0a\0\0\x01", 40000, b"\x0a\0\0\x02", 80): TASK,
         (6, 17, b"\0" * 16, 53, b"\0" * 16, 0): dns,  # a dual-stack server bound to any address
@@ -43,6 +44,10 @@ def test_flow_events_get_the_processes_of_local_endpoints(tmp_path: Path) -> Non
                            "destination": {"ip": ["192.0.2.2", "10.0.0.2"], "port": 53}}
     flows.annotate_flow(udp)  # a tunnel's flow: the inner addresses are the sockets'
     assert udp["destination"]["process"]["name"] == "named"
+    elsewhere: dict[str, Any] = {"network": {"transport": "udp"}, "source": {"ip": "10.0.0.1", "port": 999},
+                                 "destination": {"ip": "10.9.9.9", "port": 53}}
+    flows.annotate_flow(elsewhere)  # to port 53 of another host: not the local server bound to any address
+    assert "process" not in elsewhere["destination"]
     asked = len(source.asked)
     flows.annotate_flow(dict(udp, source=dict(udp["source"]), destination=dict(udp["destination"])))
     assert len(source.asked) == asked  # remembered for a while

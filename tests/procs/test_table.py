@@ -3,6 +3,7 @@ bounds and counters, Packetbeat's monitored names, and the fields events get."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,15 @@ TASK = TaskFacts(tgid=100, tid=100, ppid=1, uid=0, gid=0, start_ns=START, parent
 
 
 def fake_proc(root: Path, pid: int, start_ns: int, exe: str, args: list[str], cwd: str, cgroup: str = "0::/\n",
-              comm: str = "x") -> None:
+              comm: str = "x", addresses: tuple[str, ...] = ()) -> None:
     base = root / str(pid)
-    base.mkdir(parents=True)
+    (base / "net").mkdir(parents=True)
+    v4 = [a for a in addresses if ":" not in a]
+    v6 = [a for a in addresses if ":" in a]
+    (base / "net" / "fib_trie").write_text("Main:\n  +-- 0.0.0.0/0 3 0 5\n" + "".join(
+        f"     |-- {a}\n        /32 host LOCAL\n" for a in v4))
+    (base / "net" / "if_inet6").write_text("".join(
+        f"{ipaddress.ip_address(a).packed.hex()} 02 40 00 80     eth0\n" for a in v6))
     ticks = start_ns * TCK // 10**9
     rest = " ".join(["S", "1"] + ["0"] * 17 + [str(ticks), "0"])  # field 22 is starttime
     (base / "stat").write_text(f"{pid} ({comm}) {rest}\n")
@@ -97,6 +104,7 @@ def test_monitored_processes_get_their_configured_name(tmp_path: Path) -> None:
 def test_finding_sockets_tcp_exact_udp_wildcards(tmp_path: Path) -> None:
     t = table(tmp_path)
     t.add(owner())
+    fake_proc(tmp_path, 53, START + 1, "/usr/sbin/named", ["named"], "/", addresses=("10.0.0.2", "fd00::2"))
     dns = TASK._replace(tgid=53, comm="named", start_ns=START + 1)
     t.add(owner(dns, l4proto=17, laddr=b"\0" * 16, lport=53, raddr=b"\0" * 16, rport=0))  # dual-stack, any address
     resolver = TASK._replace(tgid=54, comm="resolver", start_ns=START + 2)
@@ -105,9 +113,15 @@ def test_finding_sockets_tcp_exact_udp_wildcards(tmp_path: Path) -> None:
     assert t.find(6, CLIENT, 40000, SERVER, 81) is None  # TCP: the exact 4-tuple only
     assert t.find(6, SERVER, 80, CLIENT, 40000) is None
     assert t.find(17, SERVER, 53, CLIENT, 33333).name == "named"  # type: ignore[union-attr]
+    assert t.find(17, b"\xfd" + b"\0" * 14 + b"\2", 53, b"\xfd" + b"\0" * 14 + b"\1", 33333) is not None
+    assert t.find(17, b"\x7f\0\0\1", 53, b"\x7f\0\0\1", 33333) is not None  # loopback is every namespace's
+    # Bound to any address, but the datagram was for an address of no local namespace: forwarded, or broadcast.
+    assert t.find(17, b"\x0a\x09\x09\x09", 53, CLIENT, 33333) is None
+    assert t.find(17, b"\xff\xff\xff\xff", 53, CLIENT, 68) is None
+    assert t.counters["not_local"] == 2
     assert t.find(17, CLIENT, 5353, SERVER, 53).name == "resolver"  # type: ignore[union-attr]
     assert t.find(17, SERVER, 5353, CLIENT, 53) is None  # bound to CLIENT's address only
-    assert t.counters["lookups"] == 6 and t.counters["found"] == 3
+    assert t.counters["lookups"] == 10 and t.counters["found"] == 5
 
 
 def test_one_tuple_in_several_namespaces(tmp_path: Path) -> None:
@@ -180,3 +194,4 @@ def test_the_running_process_is_itself() -> None:
     assert details is not None and Path(details.executable).exists() and details.working_directory == os.getcwd()
     assert procfs.read_details(os.getpid(), (ticks + 500) * 10**9 // TCK) is None
     assert procfs.user_name(0) == "root" and procfs.user_name(2**31 - 7) == ""
+    assert b"\x7f\0\0\x01" in procfs.local_addresses() == procfs.local_addresses(f"/proc/{os.getpid()}/net")
