@@ -148,10 +148,10 @@ def split_args(raw: bytes) -> tuple[str, ...]:
     """argv from the NUL-separated bytes of a process's argument area."""
     if not raw:
         return ()
-    parts = raw.split(b"\0")
-    if parts and parts[-1] == b"":
+    parts = raw.decode("utf-8", "replace").split("\0")
+    if parts[-1] == "":
         parts.pop()
-    return tuple(p.decode("utf-8", "replace") for p in parts)
+    return tuple(parts)
 
 
 def decode_socket_record(buf: Buffer, offset: int = 0, length: int | None = None, with_exec: bool = True

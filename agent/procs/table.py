@@ -71,8 +71,11 @@ class Monitored:
         return (self.cmdline_grep or self.process) in command_line
 
 
+_UNSPECIFIED = frozenset((b"\0" * 4, b"\0" * 16))
+
+
 def _addr(raw: bytes) -> bytes:
-    return raw if any(raw) else b""
+    return b"" if raw in _UNSPECIFIED else raw
 
 
 def _loopback(addr: bytes) -> bool:
