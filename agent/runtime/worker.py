@@ -58,6 +58,8 @@ class WorkerSetup:
     identity: AgentIdentity
     ring_bytes: int
     dump_path: str | None
+    procs: bool = False  # the kernel sends socket owners: attribute transactions to processes
+    close_fds: tuple[int, ...] = ()  # the parent's fds a worker must not keep (raw tracepoint links)
 
 
 class CaptureWorker:
@@ -73,6 +75,8 @@ class CaptureWorker:
         self.builder = wiring.event_builder(setup.config, setup.identity)
         self.dispatcher = wiring.dispatcher(setup.config, self._emit)
         self.reader = RingReader(ring_fd, setup.ring_bytes)
+        self.processes = wiring.process_table(setup.config) if setup.procs else None
+        self.builder.processes = self.processes
         self.chan = channel.ChannelWriter(chan_fd)
         self.dump = None
         if setup.dump_path:
@@ -111,6 +115,15 @@ class CaptureWorker:
         self.chan.send(channel.STATS, json.dumps(delta).encode(), droppable=False)
         self.chan.send(channel.TOP, json.dumps(self.top.snapshot()).encode(), droppable=True)
 
+    def _learn_sockets(self) -> None:
+        """Socket owners read with the packets: known before any of those packets makes an event."""
+        records = self.reader.sockets
+        if self.processes is not None:
+            add = self.processes.add_record
+            for raw in records:
+                add(raw)
+        records.clear()
+
     def _process(self, packets: list[Packet]) -> None:
         handle = self.dispatcher.handle
         joiner = self.joiner
@@ -147,6 +160,8 @@ class CaptureWorker:
         stopping = False
         while not stopping:
             packets = self.reader.read(READ_BATCH, offset)
+            if self.reader.sockets:
+                self._learn_sockets()
             if packets:
                 self._process(packets)
             else:
@@ -186,6 +201,7 @@ class CaptureWorker:
         deadline = time.monotonic() + WORKER_DRAIN_S
         while time.monotonic() < deadline:
             packets = self.reader.read(READ_BATCH, offset)
+            self._learn_sockets()
             if not packets:
                 break
             self._process(packets)
@@ -259,7 +275,7 @@ class WorkerPool:
             parent_fds += [chan_r, ctl_w]
             pid = os.fork()
             if pid == 0:
-                _worker_main(self.setup, index, ring_fd, chan_w, ctl_r, parent_fds)
+                _worker_main(self.setup, index, ring_fd, chan_w, ctl_r, [*parent_fds, *self.setup.close_fds])
             os.close(chan_w)
             os.close(ctl_r)
             self.workers.append(WorkerHandle(index, pid, channel.ChannelReader(chan_r), ctl_w))
