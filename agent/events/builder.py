@@ -24,6 +24,7 @@ from agent.events.direction import DirectionClassifier
 from agent.events.timefmt import format_ns
 from agent.events.tunnel import outer_ips, tunnel_fields
 from agent.processors import Processor, run_chain
+from agent.procs.annotate import Finder, annotate
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.transport.types import ConnectionInfo, ip_text
@@ -107,6 +108,7 @@ class EventBuilder:
         self.dropped_outgoing = 0
         self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
         self.dropped_by_processors = 0
+        self.processes: Finder | None = None  # process attribution (live capture with packetbeat.procs)
 
     def new_run(self, salt: bytes) -> None:
         """A new loop of `-l N`: ids mixed with `salt`, connections numbered afresh."""
@@ -115,13 +117,13 @@ class EventBuilder:
 
     # -- transactions -----------------------------------------------------------
 
-    def encode_transaction(self, txn: Transaction) -> EncodedEvent | None:
-        """The encoded event for `txn` (None when it is dropped), its id set apart by _sequence_of."""
+    def encode_transaction(self, txn: Transaction) -> tuple[dict[str, Any], EncodedEvent] | None:
+        """The event for `txn` and its encoding (None when it is dropped), its id set apart by _sequence_of."""
         key = _connection_key(txn)
         event = self._transaction_event(txn, key)
         if event is None:
             return None
-        return self.encode(event, self.index_for(event["type"]), self._sequence_of(txn.ts_ns, key))
+        return event, self.encode(event, self.index_for(event["type"]), self._sequence_of(txn.ts_ns, key))
 
     def _sequence_of(self, ts_ns: int, key: tuple[object, ...]) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
@@ -224,6 +226,11 @@ class EventBuilder:
             "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
+        finder = self.processes
+        if finder is not None:
+            l4proto = _PROTO_NUMBER.get(conn.transport, 0)
+            if l4proto in (6, 17):
+                annotate(event, finder, l4proto, conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
         if conn.tunnel is not None:
             event["pktbeat"] = {"tunnel": tunnel_fields(conn.tunnel)}
         proto_fields = txn.fields

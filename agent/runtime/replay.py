@@ -39,6 +39,7 @@ TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
 
 INTERRUPT_GRACE = 1.0  # after a stop with shutdown_timeout 0: time left for a fast output
 
+
 @dataclass
 class ReplayOptions:
     files: list[str]
@@ -76,11 +77,11 @@ class ReplayRunner:
     # -- event path ------------------------------------------------------------
 
     def _emit(self, txn: object) -> None:
-        encoded = self.builder.encode_transaction(txn)  # type: ignore[arg-type]
-        if encoded is None:
+        built = self.builder.encode_transaction(txn)  # type: ignore[arg-type]
+        if built is None:
             return
         self.stats["events"] += 1
-        self.pipeline.publish(encoded)
+        self.pipeline.publish(built[1])
 
     def _publish_flow(self, event: dict[str, object]) -> None:
         from agent.events.builder import EventSettings
@@ -177,7 +178,7 @@ class ReplayRunner:
                         if last_ns >= next_tick:
                             self._tick(last_ns)
                             next_tick = last_ns + TICK_NS
-                            progress.update(reader.offset)
+                            progress.update(reader.offset, count, stats["events"])
                     elif ts_ns < last_ns - 1_000_000_000:
                         log.debug("time went backwards in %s", path)
                     if not count & 1023 and self._stop:
@@ -188,7 +189,7 @@ class ReplayRunner:
                 self._input_error = True
             finally:
                 self.stats["packets"] += count
-                progress.done()
+                progress.done(count, stats["events"])
         return last_ns
 
     def _tick(self, now_ns: int) -> None:

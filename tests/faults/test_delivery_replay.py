@@ -54,9 +54,9 @@ def ids_for(packets: list[Any], shards: int = 1) -> list[str]:
         builder = wiring.event_builder(config, identity)
 
         def emit(txn: Transaction, builder: Any = builder) -> None:
-            encoded = builder.encode_transaction(txn)
-            if encoded is not None:
-                ids.append(encoded.event_id)
+            built = builder.encode_transaction(txn)
+            if built is not None:
+                ids.append(built[1].event_id)
 
         dispatcher = wiring.dispatcher(config, emit)
         last = 0
@@ -100,9 +100,9 @@ def test_identical_looking_transactions_get_distinct_ids(tmp_path: Path) -> None
     encoded = []
 
     def emit(txn: Transaction) -> None:
-        event = builder.encode_transaction(txn)
-        if event is not None:
-            encoded.append(event)
+        built = builder.encode_transaction(txn)
+        if built is not None:
+            encoded.append(built[1])
 
     dispatcher = wiring.dispatcher(config, emit)
     for pkt in packets:
