@@ -565,13 +565,14 @@ def _private_directory(path: Path, raise_full: bool = False) -> bool:
         raise SpoolError(f"cannot create the spool directory {path}: {exc.strerror}") from None
     if not path.is_dir():
         raise SpoolError(f"the spool path {path} is not a directory")
-    try:
-        mode = path.stat().st_mode & 0o777
-        if mode != _PRIVATE_DIR:
+    mode = path.stat().st_mode & 0o777
+    if mode != _PRIVATE_DIR:
+        try:
             os.chmod(path, _PRIVATE_DIR)  # spooled events carry captured payloads
             log.info("spool: %s was mode %04o; made it %04o", path, mode, _PRIVATE_DIR)
-    except OSError as exc:
-        raise SpoolError(f"cannot make the spool directory {path} private: {exc.strerror}") from None
+        except OSError as exc:  # another user's directory: spooling still beats losing events
+            log.warning("spool: cannot make %s private (mode %04o): %s; other users may read the events "
+                        "spooled there", path, mode, exc.strerror)
     if not os.access(path, os.W_OK):
         raise SpoolError(f"the spool directory {path} is not writable")
     return True
