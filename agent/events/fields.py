@@ -299,28 +299,6 @@ pktbeat.tunnel.source.ip ip
 pktbeat.tunnel.destination.ip ip
 """
 
-_HTTP = """
-http.version keyword
-http.request.method keyword
-http.request.bytes long
-http.request.body.bytes long
-http.request.body.content wildcard +text
-http.request.mime_type keyword
-http.request.referrer keyword
-http.request.id keyword
-http.request.headers object dynamic=keyword
-http.request.params alias=url.query
-http.response.status_code long
-http.response.status_phrase keyword
-http.response.bytes long
-http.response.body.bytes long
-http.response.body.content wildcard +text
-http.response.mime_type keyword
-http.response.headers object dynamic=keyword
-http.response.code alias=http.response.status_code
-http.response.phrase alias=http.response.status_phrase
-"""
-
 
 _TLS_DETAILED = """
 tls.detailed.version keyword
@@ -390,7 +368,6 @@ def _tables() -> Iterator[tuple[str, str]]:
         yield "ecs", prefixed(f"tls.{side}.x509", _X509)
     yield "packetbeat", _PACKETBEAT_COMMON
     yield "pktbeat", _PKTBEAT_TUNNEL
-    yield "http", _HTTP
     yield "tls", _TLS_DETAILED
     for chain in ("server_certificate_chain", "client_certificate_chain"):
         yield "tls", prefixed(f"tls.detailed.{chain}", _X509)

@@ -58,7 +58,7 @@ class ReceiveBuffer:
         self._scan_sep = b""
         # (stream offset where a segment's bytes end, its time), oldest first
         self._marks: deque[tuple[int, int]] = deque()
-        self._held: list[bytes] = []  # segments held while waiting for a frame (wait_for)
+        self._held: list[bytes] | None = None  # segments held while waiting for a frame (wait_for)
         self._held_bytes = 0
         self._wanted = 0  # bytes the frame being waited for still lacks; 0: not waiting
 
@@ -67,7 +67,10 @@ class ReceiveBuffer:
     def feed(self, data: bytes, ts_ns: int) -> bool:
         """Add the next in-order bytes; False while a `wait_for` is still short (the bytes are held)."""
         if self._wanted:
-            self._held.append(data)
+            held = self._held
+            if held is None:
+                held = self._held = []
+            held.append(data)
             self._held_bytes += len(data)
             if self._held_bytes < self._wanted:
                 return False
@@ -109,14 +112,14 @@ class ReceiveBuffer:
         marks.append((self.base + len(self.data), ts_ns))
 
     def _join_held(self, ts_ns: int) -> None:
-        held = self._held
+        held = self._held or []
         pos = self.pos
         if pos < len(self.data):
             held.insert(0, bytes(self.data[pos:]))
         self.base += pos
         self.data = b"".join(held)
         self.pos = 0
-        self._held = []
+        self._held = None
         self._held_bytes = 0
         self._wanted = 0
         self._mark(ts_ns)
@@ -154,7 +157,7 @@ class ReceiveBuffer:
         self.data = b""
         self.pos = 0
         self._marks.clear()
-        self._held = []
+        self._held = None
         self._held_bytes = 0
         self._wanted = 0
 

@@ -82,6 +82,8 @@ class DuplexParser(Protocol[M]):
 class SessionBase(Generic[C]):
     """Defaults of a `StreamSession`; `ctx.config` is the protocol's own config class, typed."""
 
+    __slots__ = ("config", "counters", "ctx")  # a subclass without __slots__ still gets its __dict__
+
     def __init__(self, ctx: SessionContext[C]) -> None:
         self.ctx = ctx
         self.config: C = ctx.config

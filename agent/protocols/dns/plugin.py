@@ -21,7 +21,7 @@ from agent.config.typed import opt
 from agent.metrics import Counters
 from agent.protocols.base import Emit, ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import KeyedRequests
-from agent.protocols.dns.fields import FIELDS, EventSettings, Seen, transaction
+from agent.protocols.dns.fields import FIELDS, EventSettings, transaction
 from agent.protocols.dns.parser import DnsMessage, TcpFramer, parse_message
 from agent.protocols.errors import ParseError
 from agent.protocols.stream import SessionBase
@@ -52,6 +52,17 @@ COUNTERS = ("unmatched_requests", "unmatched_responses", "duplicate_queries", "p
 class DnsConfig(ProtocolConfig):
     include_authorities: bool = opt(False, doc="list the authority section (its count is always there)")
     include_additionals: bool = opt(False, doc="list the additional section (its count is always there)")
+
+
+class Seen:
+    """One decoded message and when and how big it was on the wire."""
+
+    __slots__ = ("msg", "size", "ts_ns")
+
+    def __init__(self, msg: DnsMessage, ts_ns: int, size: int) -> None:
+        self.msg = msg
+        self.ts_ns = ts_ns
+        self.size = size
 
 
 class _Query:

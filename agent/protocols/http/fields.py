@@ -1,296 +1,354 @@
-"""Rendering request details the way Packetbeat does: URL, parameters, Host, cookies, Basic auth.
+"""HTTP's event fields (with their index mapping), and the request/response pair turned into a Transaction
+with Packetbeat's HTTP fields.
 
-Packetbeat uses Go's net/url; these helpers reproduce its results (path
-unescaping, `Values.Encode` sorting and escaping, `URL.String` escaping) on
-bytes, so non-ASCII and invalid UTF-8 behave the same.
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, `__slots__`/frozen classes; the config reaches it
+as `EventSettings`, never as the uncompiled config class); an edit is used
+natively only after set-up rebuilds (`scripts/accel.py build`).
 """
 
 from __future__ import annotations
 
-import binascii
-import ipaddress
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, NamedTuple
 
-HIDDEN_VALUE = b"xxxxx"
+from agent.protocols.base import Transaction
+from agent.protocols.http import url as f
+from agent.protocols.http.body import decode_body
+from agent.protocols.http.parser import HttpMessage, ParserConfig
+from agent.transport.types import ConnectionInfo, Direction
 
-_HEX = b"0123456789ABCDEF"
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
-# Go's url.shouldEscape: what stays as is in each part.
-_PATH_KEEP = _UNRESERVED | frozenset(b"$&+,/:;=@")
-_HOST_KEEP = _UNRESERVED | frozenset(b"!$&'()*+,;=:[]<>\"")
-_QUERY_KEEP = _UNRESERVED
+# Packetbeat's http fields.yml (the header maps take any header as a keyword).  Besides these: url.*,
+# user_agent.*, user.name, method, query, request, response (common fields).
+FIELDS = """
+http.version keyword
+http.request.method keyword
+http.request.bytes long
+http.request.body.bytes long
+http.request.body.content wildcard +text
+http.request.mime_type keyword
+http.request.referrer keyword
+http.request.id keyword
+http.request.headers object dynamic=keyword
+http.request.params alias=url.query
+http.response.status_code long
+http.response.status_phrase keyword
+http.response.bytes long
+http.response.body.bytes long
+http.response.body.content wildcard +text
+http.response.mime_type keyword
+http.response.headers object dynamic=keyword
+http.response.code alias=http.response.status_code
+http.response.phrase alias=http.response.status_phrase
+"""
 
+NOTE_UNMATCHED_REQUEST = "Unmatched request"
+NOTE_UNMATCHED_RESPONSE = "Unmatched response"
+NOTE_HOST_PORT_MISMATCH = "Host header port number mismatch"
 
-def _escape_table(keep: frozenset[int], space_plus: bool) -> list[bytes]:
-    table = []
-    for byte in range(256):
-        if byte in keep:
-            table.append(bytes([byte]))
-        elif byte == 32 and space_plus:
-            table.append(b"+")
-        else:
-            table.append(b"%" + _HEX[byte >> 4:(byte >> 4) + 1] + _HEX[byte & 15:(byte & 15) + 1])
-    return table
+# Request-targets with their Host header whose url.* fields are remembered: entries, and the
+# longest input cached (so the cache holds at most a few MB whatever the traffic).
+TARGET_CACHE_ENTRIES = 4096
+CACHED_TARGET_BYTES = 1024
 
-
-_PATH_TABLE = _escape_table(_PATH_KEEP, False)
-_HOST_TABLE = _escape_table(_HOST_KEEP, False)
-_QUERY_TABLE = _escape_table(_QUERY_KEEP, True)
-# The same sets as bytes, for `translate(None, keep)` (deletes them: empty means nothing to escape).
-_PATH_KEEP_BYTES = bytes(sorted(_PATH_KEEP))
-_HOST_KEEP_BYTES = bytes(sorted(_HOST_KEEP))
-_QUERY_KEEP_BYTES = bytes(sorted(_QUERY_KEEP))
-
-
-def _escape(data: bytes, table: list[bytes], keep: bytes) -> bytes:
-    if not data.translate(None, keep):
-        return data  # nothing to escape: the common case
-    return b"".join([table[b] for b in data])
-
-
-def query_escape(data: bytes) -> bytes:
-    """Go's url.QueryEscape."""
-    return _escape(data, _QUERY_TABLE, _QUERY_KEEP_BYTES)
-
-
-def _hexval(byte: int) -> int:
-    if 48 <= byte <= 57:
-        return byte - 48
-    if 97 <= byte <= 102:
-        return byte - 87
-    if 65 <= byte <= 70:
-        return byte - 55
-    return -1
+REDACTED = "REDACTED"
+_AUTH_HEADERS = ("authorization", "proxy-authorization")
+_AUTH_MARK = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
 
 
-def unescape(data: bytes, plus_is_space: bool) -> bytes | None:
-    """%XX decoding (and '+' as space in query components); None on a malformed escape, as Go."""
-    if b"%" not in data:
-        return data.replace(b"+", b" ") if plus_is_space else data
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        byte = data[i]
-        if byte == 37:  # %
-            if i + 2 >= n:
-                return None
-            hi, lo = _hexval(data[i + 1]), _hexval(data[i + 2])
-            if hi < 0 or lo < 0:
-                return None
-            out.append(hi << 4 | lo)
-            i += 3
-            continue
-        out.append(32 if byte == 43 and plus_is_space else byte)
-        i += 1
+@dataclass(frozen=True, slots=True)
+class EventSettings:
+    """The HTTP options, prepared once per protocol config."""
+
+    parser: ParserConfig
+    send_request: bool = False
+    send_response: bool = False
+    send_headers: bool = False
+    send_all_headers: bool = False
+    header_whitelist: frozenset[str] = frozenset()
+    split_cookie: bool = False
+    real_ip_header: str = ""
+    hide_keywords: frozenset[bytes] = frozenset()
+    redact_authorization: bool = False
+    redact_headers: tuple[str, ...] = ()
+    decode_body: bool = True
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
+
+
+def _redact_raw_authorization(raw: bytes) -> bytes:
+    """Authorization values in the raw header text become '*', one per byte (as Packetbeat)."""
+    lower = raw.lower()
+    at = lower.find(_AUTH_MARK)
+    if at < 0:
+        return raw
+    out = bytearray(raw)
+    while at >= 0:
+        start = at + len(_AUTH_MARK)
+        end = raw.find(b"\r\n", start)
+        if end < 0:
+            end = len(raw)
+        out[start:end] = b"*" * (end - start)
+        at = lower.find(_AUTH_MARK, end)
     return bytes(out)
 
 
-def parse_query(raw: bytes) -> list[tuple[bytes, bytes]]:
-    """Go's url.ParseQuery, keeping the pairs it accepts (bad escapes and ';' pairs are skipped)."""
-    pairs: list[tuple[bytes, bytes]] = []
-    for part in raw.split(b"&"):
-        if not part or b";" in part:
-            continue
-        key, _, value = part.partition(b"=")
-        key_text = unescape(key, True)
-        value_text = unescape(value, True)
-        if key_text is None or value_text is None:
-            continue
-        pairs.append((key_text, value_text))
-    return pairs
-
-
-def encode_params(params: dict[bytes, list[bytes]]) -> bytes:
-    """Go's url.Values.Encode: keys sorted, values in order, query-escaped."""
-    out = []
-    for key in sorted(params):
-        escaped = query_escape(key)
-        for value in params[key]:
-            out.append(escaped + b"=" + query_escape(value))
-    return b"&".join(out)
-
-
-def collect_params(pairs: list[tuple[bytes, bytes]], hidden: frozenset[bytes]) -> dict[bytes, list[bytes]]:
-    params: dict[bytes, list[bytes]] = {}
-    for key, value in pairs:
-        if hidden and key.lower() in hidden:
-            value = HIDDEN_VALUE
-        params.setdefault(key, []).append(value)
-    return params
-
-
-def normalize_query(raw: bytes, hidden: frozenset[bytes]) -> bytes:
-    """A query string as Packetbeat re-encodes it (sorted, escaped, hidden values replaced)."""
-    return encode_params(collect_params(parse_query(raw), hidden))
-
-
-def censor_query(raw: bytes, hidden: frozenset[bytes]) -> bytes:
-    """The same query text with the values of hidden keys replaced, everything else untouched."""
-    if not hidden or not raw:
+def _censor_start_line(raw: bytes, hidden: frozenset[bytes]) -> bytes:
+    line_end = raw.find(b"\r\n")
+    line = raw[:line_end]
+    query_at = line.find(b"?")
+    if query_at < 0:
         return raw
-    parts = raw.split(b"&")
-    changed = False
-    for index, part in enumerate(parts):
-        key, _sep, _ = part.partition(b"=")
-        name = unescape(key, True)
-        if name is not None and name.lower() in hidden:
-            parts[index] = key + b"=" + HIDDEN_VALUE
-            changed = True
-    return b"&".join(parts) if changed else raw
+    version_at = line.rfind(b" ")
+    if version_at < query_at:
+        return raw
+    censored = f.censor_query(line[query_at + 1:version_at], hidden)
+    return line[:query_at + 1] + censored + raw[version_at:]
 
 
-class RequestTarget:
-    """What Packetbeat reads from a request-target: the unescaped path and the raw query."""
+class _Target(NamedTuple):
+    """What a request-target and Host header give an event; the same for every repeat of them."""
 
-    __slots__ = ("path", "query", "query_start")
-
-    def __init__(self, path: bytes, query: bytes, query_start: int) -> None:
-        self.path = path
-        self.query = query
-        self.query_start = query_start  # offset of the query in the target, -1 without one
-
-
-def _scheme_length(uri: bytes) -> int:
-    """Length of a leading 'scheme:' (Go's getScheme), 0 when there is none."""
-    for index, byte in enumerate(uri):
-        if 97 <= byte <= 122 or 65 <= byte <= 90:
-            continue
-        if 48 <= byte <= 57 or byte in (43, 45, 46):
-            if index == 0:
-                return 0
-            continue
-        if byte == 58:
-            return index + 1 if index > 0 else 0
-        return 0
-    return 0
+    url: dict[str, Any]  # url.* in Packetbeat's order: copied into each event, never changed
+    path: str
+    host: str
+    host_is_ip: bool
+    port_mismatch: bool  # the Host header names another port than the server's
 
 
-def split_target(uri: bytes) -> RequestTarget:
-    """Path and query of a request-target, as Go's url.Parse sees them.
-
-    Origin form (/a?b), absolute form (http://host/a?b), asterisk form (*).
-    A malformed escape in the path keeps the path as sent (Packetbeat would
-    drop path and query together).
-    """
-    hash_at = uri.find(b"#")
-    if hash_at >= 0:
-        uri = uri[:hash_at]
-    if uri == b"*":
-        return RequestTarget(b"*", b"", -1)
-    query_at = uri.find(b"?")
-    if query_at >= 0:
-        rest, query = uri[:query_at], uri[query_at + 1:]
-    else:
-        rest, query = uri, b""
-    scheme = _scheme_length(rest)
-    if scheme:
-        rest = rest[scheme:]
-        if not rest.startswith(b"/"):
-            return RequestTarget(b"", query, query_at)  # opaque (mailto:x, host:port of CONNECT)
-    if rest.startswith(b"//") and (scheme or not rest.startswith(b"///")):
-        slash = rest.find(b"/", 2)
-        rest = rest[slash:] if slash >= 0 else b""
-    path = unescape(rest, False)
-    return RequestTarget(rest if path is None else path, query, query_at)
+def _target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
+            hidden: frozenset[bytes]) -> _Target:
+    """Request-targets repeat: the same inputs give the same fields, cached while they are short."""
+    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) <= CACHED_TARGET_BYTES:
+        return _cached_target(uri, form_query, host_value, server_port, hidden)
+    return _build_target(uri, form_query, host_value, server_port, hidden)
 
 
-def escape_path(path: bytes) -> bytes:
-    if path == b"*":
-        return path
-    return _escape(path, _PATH_TABLE, _PATH_KEEP_BYTES)
-
-
-def full_url(host: str, port: int, path: bytes, query: bytes) -> str:
-    """Go's url.URL{Scheme: "http", Host, Path, RawQuery}.String() as Packetbeat builds it."""
+def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
+                  hidden: frozenset[bytes]) -> _Target:
+    target = f.split_target(uri)
+    query = form_query
+    if query is None:
+        query = f.normalize_query(target.query, hidden) if target.query else b""
+    if b", " in host_value:
+        host_value = host_value.split(b", ", 1)[0]
+    host, port = f.split_host(_text(host_value)) if host_value else ("", 0)
+    mismatch = False
+    if port == 0:
+        port = server_port
+    elif port != server_port:
+        mismatch = True
+    path = _text(target.path)
+    url: dict[str, Any] = {"scheme": "http"}
+    if host:
+        url["domain"] = host
     if port != 80:
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    elif ":" in host:
-        authority = f"[{host}]"
-    else:
-        authority = host
-    host_bytes = _escape(authority.encode("utf-8", "surrogateescape"), _HOST_TABLE, _HOST_KEEP_BYTES)
-    escaped = escape_path(path)
-    out = b"http://" + host_bytes
-    if escaped and escaped[:1] != b"/":
-        out += b"/"
-    out += escaped
+        url["port"] = port
+    if path:
+        url["path"] = path
+        extension = f.path_extension(path)
+        if extension:
+            url["extension"] = extension
     if query:
-        out += b"?" + query
-    return out.decode("utf-8", "replace")
+        url["query"] = _text(query)
+    if host:
+        url["full"] = f.full_url(host, port, target.path, query)
+    return _Target(url, path, host, f.is_ip(host), mismatch)
 
 
-def _atoi(text: str) -> int | None:
-    """Go's strconv.Atoi: optional sign, ASCII digits only."""
-    body = text[1:] if text[:1] in ("+", "-") else text
-    if not body or not body.isascii() or not body.isdigit():
-        return None
-    return int(text)
+_cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
 
 
-@lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+class EventAssembler:
+    """Builds the Transaction of a request and/or response."""
 
+    __slots__ = ("settings",)
 
-def is_ip(text: str) -> bool:
-    # 45 characters hold any IPv6 text form; longer strings are not cached (the cache stays small).
-    return bool(text) and len(text) <= 45 and "%" not in text and _is_ip(text)
+    def __init__(self, settings: EventSettings) -> None:
+        self.settings = settings
 
+    def transaction(self, conn: ConnectionInfo, request: HttpMessage | None,
+                    response: HttpMessage | None) -> Transaction:
+        # The sender of the request (else the receiver of the response) is the client.
+        if request is not None:
+            reverse = request.direction == Direction.TO_CLIENT
+        else:
+            assert response is not None
+            reverse = response.direction == Direction.TO_SERVER
+        if reverse:
+            conn = conn.reversed()
+        status = "OK"
+        notes: list[str] = []
+        http: dict[str, Any] = {}
+        event: dict[str, Any] = {"http": http}
+        related: dict[str, list[str]] = {}
+        txn = Transaction(type="http", conn=conn, ts_ns=0, fields=event, may_hold_nulls=False)
+        if request is not None:
+            txn.ts_ns = request.ts_ns
+            txn.client_bytes = request.size
+            notes.extend(request.notes)
+            if response is None:
+                notes.append(NOTE_UNMATCHED_REQUEST)
+                status = "Error"
+            self._request(conn, request, event, http, notes, related, txn)
+        if response is not None:
+            if request is None:
+                txn.ts_ns = response.ts_ns
+                txn.has_request = False
+                status = "Error"
+            txn.end_ns = response.ts_ns
+            txn.server_bytes = response.size
+            notes.extend(response.notes)
+            if request is None:
+                notes.append(NOTE_UNMATCHED_RESPONSE)
+            if response.status_code >= 400:
+                status = "Error"
+            self._response(response, event, http, notes)
+        txn.status = status
+        txn.notes = notes
+        if related:
+            event["related"] = related
+        return txn
 
-def split_host(header: str) -> tuple[str, int]:
-    """(host, port) from a Host header: port 0 when absent or invalid; IPv6 brackets removed."""
-    if not header or is_ip(header):
-        return header, 0
-    port = 0
-    colon = header.rfind(":")
-    if colon >= 0:
-        number = _atoi(header[colon + 1:])
-        if number is not None and 0 < number < 65536:
-            header, port = header[:colon], number
-    if len(header) >= 2 and header[0] == "[" and header[-1] == "]" and is_ip(header[1:-1]):
-        header = header[1:-1]
-    return header, port
+    # -- request ---------------------------------------------------------------
 
+    def _request(self, conn: ConnectionInfo, msg: HttpMessage, event: dict[str, Any], http: dict[str, Any],
+                 notes: list[str], related: dict[str, list[str]], txn: Transaction) -> None:
+        settings = self.settings
+        hidden = settings.hide_keywords
+        body = msg.body
+        if body and msg.save_body and msg.encodings and settings.decode_body:
+            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
+            if note:
+                notes.append(note)
+        urlencoded = b"urlencoded" in msg.content_type
+        form_query: bytes | None = None  # the query as Packetbeat reports it when a form body adds to it
+        if msg.content_length > 0 and msg.save_body and urlencoded:
+            parsed = f.split_target(msg.uri)
+            params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
+            params.update(f.collect_params(f.parse_query(body), hidden))
+            form_query = f.encode_params(params)
+        decoded_length = len(body)
+        if hidden and urlencoded and body:
+            body = f.censor_query(body, hidden)
 
-def split_cookies(value: str) -> dict[str, str]:
-    """Cookie / Set-Cookie as a map: lower-cased names, quotes stripped, parts without '=' ignored."""
-    cookies: dict[str, str] = {}
-    for part in value.split(";"):
-        name, sep, raw = part.partition("=")
-        if not sep:
-            continue
-        raw = raw.strip()
-        if len(raw) > 1 and raw[0] == '"' and raw[-1] == '"':
-            raw = raw[1:-1]
-        cookies[name.strip().lower()] = raw
-    return cookies
+        headers = msg.headers
+        target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port, hidden)
+        host = target.host
+        if target.host_is_ip:
+            related.setdefault("ip", []).append(host)
+        elif host:
+            txn.domain = host
+            related.setdefault("hosts", []).append(host)
+        if target.port_mismatch:
+            notes.append(NOTE_HOST_PORT_MISMATCH)
+        if settings.real_ip_header:
+            real = headers.get(settings.real_ip_header)
+            if real:
+                candidate = _text(real.split(b",", 1)[0].strip(b" \t"))
+                if candidate.startswith("[") and candidate.endswith("]"):
+                    candidate = candidate[1:-1]
+                if f.is_ip(candidate):
+                    event["network"] = {"forwarded_ip": candidate}
+                    related.setdefault("ip", []).append(candidate)
 
+        method = _text(msg.method)
+        path = target.path
+        request: dict[str, Any] = {"method": method, "bytes": msg.size}
+        body_bytes = msg.content_length
+        include = msg.send_body and body
+        if include:
+            body_bytes = decoded_length
+        if body_bytes:
+            request["body"] = {"bytes": body_bytes}
+        if include:
+            request["body"]["content"] = _text(body)
+        referrer = headers.get("referer")
+        if referrer:
+            request["referrer"] = _text(referrer)
+            related.setdefault("hosts", []).append(request["referrer"])
+        request["headers"] = self._headers(msg)
+        http["version"] = msg.version
+        http["request"] = request
 
-def basic_auth_user(value: bytes) -> str:
-    """The user name of a Basic Authorization value ('' when absent or malformed)."""
-    if len(value) < 6 or value[:6].lower() != b"basic ":
-        return ""
-    token = value[6:].replace(b"\r", b"").replace(b"\n", b"")
-    try:
-        decoded = binascii.a2b_base64(token, strict_mode=True)
-    except (binascii.Error, ValueError):
-        try:
-            decoded = binascii.a2b_base64(token + b"=" * (-len(token) % 4), strict_mode=True)
-        except (binascii.Error, ValueError):
-            return ""
-    user, sep, _ = decoded.partition(b":")
-    if not sep:
-        return ""
-    return user.decode("utf-8", "replace")
+        event["url"] = target.url.copy()
+        agent = headers.get("user-agent")
+        if agent:
+            event["user_agent"] = {"original": _text(agent)}
+        event["method"] = method
+        event["query"] = f"{method} {path}"
+        if settings.send_request:
+            raw = msg.raw_headers
+            if settings.redact_authorization:
+                raw = _redact_raw_authorization(raw)
+            if hidden:
+                raw = _censor_start_line(raw, hidden)
+            event["request"] = _text(raw + body if msg.send_body else raw)
+        if not settings.redact_authorization:
+            auth = headers.get("authorization")
+            user = f.basic_auth_user(auth) if auth else ""
+            if user:
+                event["user"] = {"name": user}
+                related.setdefault("user", []).append(user)
 
+    # -- response --------------------------------------------------------------
 
-def path_extension(path: str) -> str:
-    """The extension of the last path segment ('zip' for /files.zip), '' without one."""
-    segment = path[path.rfind("/") + 1:]
-    dot = segment.rfind(".")
-    return segment[dot + 1:] if dot >= 0 else ""
+    def _response(self, msg: HttpMessage, event: dict[str, Any], http: dict[str, Any], notes: list[str]) -> None:
+        settings = self.settings
+        body = msg.body
+        if body and msg.save_body and msg.encodings and settings.decode_body:
+            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
+            if note:
+                notes.append(note)
+        response: dict[str, Any] = {}
+        if msg.status_code:
+            response["status_code"] = msg.status_code
+        if msg.status_phrase:
+            response["status_phrase"] = _text(msg.status_phrase.lower())
+        response["bytes"] = msg.size
+        body_bytes = msg.content_length
+        include = msg.send_body and body
+        if include:
+            body_bytes = len(body)
+        if body_bytes:
+            response["body"] = {"bytes": body_bytes}
+        if include:
+            response["body"]["content"] = _text(body)
+        response["headers"] = self._headers(msg)
+        http["response"] = response
+        if settings.send_response:
+            raw = msg.raw_headers
+            event["response"] = _text(raw + body if msg.send_body else raw)
+
+    # -- headers ---------------------------------------------------------------
+
+    def _headers(self, msg: HttpMessage) -> dict[str, Any]:
+        settings = self.settings
+        out: dict[str, Any] = {"content-length": msg.content_length}
+        if msg.content_type:
+            out["content-type"] = _text(msg.content_type)
+        if not settings.send_headers:
+            return out
+        send_all = settings.send_all_headers
+        whitelist = settings.header_whitelist
+        cookie = "cookie" if msg.is_request else "set-cookie"
+        for name, value in msg.headers.items():
+            if name in {"content-length", "content-type"}:
+                continue
+            if not send_all and name not in whitelist:
+                continue
+            if name == cookie and settings.split_cookie:
+                out[name] = f.split_cookies(_text(value))
+            else:
+                out[name] = _text(value)
+        for name in settings.redact_headers:
+            if name in out and name not in ("content-length", "content-type"):
+                out[name] = REDACTED
+        if msg.is_request and settings.redact_authorization:
+            for name in _AUTH_HEADERS:
+                if out.get(name):
+                    out[name] = "*"
+        return out

@@ -1,9 +1,16 @@
 """Sans-IO HTTP/1.x framing, one parser per TCP direction.
 
-Bytes go in with `feed`; `next_message` returns each complete `HttpMessage`
-(or None when more bytes are needed) and raises `ParseError` on input that
-is not HTTP.  After a `ParseError`, a gap in a header block, or a connection
-picked up mid-stream, `resync` skips to the next line that starts a message.
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, `__slots__` classes, NamedTuple messages built
+with `tuple.__new__`); an edit is used natively only after set-up rebuilds
+(`scripts/accel.py build`).
+
+Bytes go in with `feed`, which returns the complete `HttpMessage`s they make
+(h11's model underneath: `receive` appends, `next_message` returns each
+complete message, or None when more bytes are needed) and raises `ParseError`
+on input that is not HTTP.  Its bytes sit in the shared receive buffer.
+After a `ParseError`, a gap in a header block, or a connection picked up
+mid-stream, `resync` skips to the next line that starts a message.
 
 Framing follows RFC 9112 and Packetbeat's HTTP parser:
 
@@ -28,7 +35,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from agent.metrics import Counters
-from agent.transport.session import ParseError
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import Gap
 from agent.transport.types import Direction
 
 PROTOCOL = "http"
@@ -39,7 +48,6 @@ MAX_START_LINE = 64 * 1024  # request line or status line without its CRLF
 MAX_CHUNK_LINE = 4096  # chunk size plus extensions
 MAX_PENDING_METHODS = 1024  # requests whose response head has not been seen yet
 _PROBE_LEN = 24  # bytes enough to tell a start line from garbage
-_MAX_MARKS = 64  # segment timestamps remembered for bytes still buffered
 
 NOTE_LOSS_REQUEST = "Packet loss while capturing the request"
 NOTE_LOSS_RESPONSE = "Packet loss while capturing the response"
@@ -129,6 +137,7 @@ class HttpMessage(NamedTuple):
 
 
 _new_message = tuple.__new__
+_NO_MESSAGES: list[HttpMessage] = []  # what feed returns when nothing completed (shared: never appended to)
 
 
 class _Head:
@@ -292,11 +301,10 @@ def parse_header_block(block: bytes, head: _Head) -> str | None:
 class HttpStreamParser:
     """Framing state of one direction of one connection."""
 
-    __slots__ = ("_at_line_start", "_base", "_body", "_body_bytes", "_buf", "_counters", "_detached",
-                 "_direction", "_head", "_head_scan", "_header_limit", "_marks", "_methods", "_notes", "_pos",
-                 "_remaining",
-                 "_save", "_send", "_size", "_start_checked", "_state", "_store_cap", "_stored", "_truncated",
-                 "config")
+    __slots__ = ("_at_line_start", "_body", "_body_bytes", "_counters", "_detached", "_direction", "_head",
+                 "_head_scan", "_header_limit", "_may_switch", "_methods", "_notes", "_remaining", "_save", "_send",
+                 "_size", "_start_checked", "_state", "_store_cap", "_stored", "_truncated", "buf", "config",
+                 "paused")
 
     def __init__(self, direction: Direction, config: ParserConfig, counters: Counters,
                  methods: deque[bytes] | None = None) -> None:
@@ -306,12 +314,9 @@ class HttpStreamParser:
         self._counters = counters
         # Methods of requests whose response head is still to come: HEAD and CONNECT change response framing.
         self._methods: deque[bytes] = methods if methods is not None else deque()
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
-        self._base = 0  # absolute stream offset of _buf[0]
-        self._marks: deque[tuple[int, int]] = deque()  # (absolute end offset, ts) of each fed segment
+        self.buf = ReceiveBuffer(PROTOCOL, direction, HEADER_LIMIT)
         self._state = _HEAD
-        self._head_scan = 0  # where to resume looking for the end of the header block
+        self._head_scan = 0  # stream offset where to resume looking for the end of the header block
         self._start_checked = False  # the start line of the head being buffered was found valid
         self._at_line_start = True
         self._head = _EMPTY_HEAD
@@ -326,10 +331,38 @@ class HttpStreamParser:
         self._truncated = False
         self._notes: list[str] = []
         self._detached = False  # handed out early by take_in_progress
+        self._may_switch = False  # the message just completed may switch protocols (101, 2xx to CONNECT)
+        self.paused = False  # feed stopped after such a message; feed(b"") goes on
 
     # -- input -----------------------------------------------------------------
 
-    def feed(self, data: bytes, ts_ns: int) -> bool:
+    def feed(self, data: bytes, ts_ns: int) -> list[HttpMessage]:
+        """The messages `data` completes, in order (`receive` then `next_message` until None).
+
+        Parsing pauses after a response that may switch protocols (101, a 2xx
+        to CONNECT): what follows it may not be HTTP.  The session decides;
+        `feed(b"", ts)` goes on with the bytes already buffered.  A ParseError
+        carries the messages completed before it (`error.messages`).
+        """
+        if data and not self.receive(data, ts_ns):
+            return _NO_MESSAGES
+        self.paused = False
+        out: list[HttpMessage] = []
+        try:
+            while True:
+                msg = self.next_message()
+                if msg is None:
+                    return out
+                out.append(msg)
+                if self._may_switch:
+                    self._may_switch = False
+                    self.paused = True
+                    return out
+        except ParseError as exc:
+            exc.messages = out
+            raise
+
+    def receive(self, data: bytes, ts_ns: int) -> bool:
         """Append the next in-order bytes of this direction; False when they cannot complete anything.
 
         Body bytes that are neither stored nor the end of the body are only
@@ -337,52 +370,21 @@ class HttpStreamParser:
         """
         if not data:
             return False
-        buf = self._buf
-        n = len(data)
-        if self._pos >= len(buf):
-            state = self._state
-            if n < self._remaining and not self._save and state in _COUNT_ONLY_STATES:
+        rb = self.buf
+        if rb.pos >= len(rb.data):
+            n = len(data)
+            if n < self._remaining and not self._save and self._state in _COUNT_ONLY_STATES:
                 self._remaining -= n
                 self._size += n
                 self._body_bytes += n
-                self._base += len(buf) + n
-                self._buf = b""
-                self._pos = 0
+                rb.skip_unbuffered(n)
                 return False
-            self._base += len(buf)
-            self._buf = data
-            self._pos = 0
-            self._head_scan = 0
-            marks = self._marks
-            marks.clear()
-            marks.append((self._base + n, ts_ns))
-            return True
-        if not isinstance(buf, bytearray):
-            self._base += self._pos
-            self._head_scan = max(0, self._head_scan - self._pos)
-            buf = bytearray(buf[self._pos:])
-            self._pos = 0
-        elif self._pos > 65536:
-            del buf[:self._pos]
-            self._base += self._pos
-            self._head_scan = max(0, self._head_scan - self._pos)
-            self._pos = 0
-        buf += data
-        self._buf = buf
-        marks = self._marks
-        consumed = self._base + self._pos
-        while len(marks) > 1 and marks[0][0] <= consumed:
-            marks.popleft()
-        if marks and marks[-1][1] == ts_ns:
-            marks.pop()  # same time as the previous segment: one mark covers both
-        elif len(marks) >= _MAX_MARKS:
-            marks.popleft()  # bounded: the oldest buffered bytes take the next segment's time
-        marks.append((self._base + len(buf), ts_ns))
+        rb.feed(data, ts_ns)
         return True
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return self.buf.unread
 
     @property
     def state_name(self) -> str:
@@ -392,14 +394,14 @@ class HttpStreamParser:
     @property
     def in_message(self) -> bool:
         """A message has started (bytes of it are buffered or its head is parsed)."""
-        return self._state in _BODY_STATES or (self._state == _HEAD and self._pos < len(self._buf))
+        return self._state in _BODY_STATES or (self._state == _HEAD and self.buf.unread > 0)
 
     # -- output ----------------------------------------------------------------
 
     def next_message(self) -> HttpMessage | None:
         """The next complete message, or None when more bytes are needed."""
         while True:
-            if self._pos >= len(self._buf):
+            if self.buf.pos >= len(self.buf.data):
                 return None  # every state needs bytes to make progress
             state = self._state
             if state == _HEAD:
@@ -408,10 +410,10 @@ class HttpStreamParser:
                 state = self._state
                 if state == _HEAD:  # a message without a body
                     msg = self._complete()
-                elif state == _BODY_LENGTH and not self._save and len(self._buf) - self._pos >= self._remaining:
+                elif state == _BODY_LENGTH and not self._save and len(self.buf.data) - self.buf.pos >= self._remaining:
                     # The whole body is here and is not kept: counted in one step (the common case).
                     length = self._remaining
-                    self._pos += length
+                    self.buf.pos += length
                     self._size += length
                     self._body_bytes += length
                     self._remaining = 0
@@ -448,29 +450,34 @@ class HttpStreamParser:
             if msg is not None:
                 return msg
 
-    def gap(self, nbytes: int) -> HttpMessage | None:
-        """`nbytes` of this direction were lost; returns a message the gap completed, if any."""
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[HttpMessage]:
+        """`nbytes` of this direction were lost: the message the gap completed, if any, and whether the framing
+        survived (the hole fell inside a body of known length)."""
+        msg, synced = self._gap(nbytes)
+        return Gap([msg] if msg is not None else [], synced)
+
+    def _gap(self, nbytes: int) -> tuple[HttpMessage | None, bool]:
         state = self._state
         if state in (_HEAD, _RESYNC):
-            if state == _HEAD and self._pos < len(self._buf):
+            if state == _HEAD and self.buf.pos < len(self.buf.data):
                 self._counters.inc("gaps_in_headers")
             self._lose_sync()
-            return None
+            return None, False
         self._counters.inc("gaps_in_body")
         self._add_loss_note()
         if state == _BODY_CLOSE:
             self._size += nbytes
             self._body_bytes += nbytes
-            return None
+            return None, True
         if state in (_BODY_LENGTH, _CHUNK_DATA) and nbytes <= self._remaining:
             self._remaining -= nbytes
             self._size += nbytes
             self._body_bytes += nbytes
             if self._remaining == 0:
                 if state == _BODY_LENGTH:
-                    return self._complete()
+                    return self._complete(), True
                 self._state = _CHUNK_CRLF
-            return None
+            return None, True
         over = nbytes
         if state in (_BODY_LENGTH, _CHUNK_DATA):
             over -= self._remaining
@@ -484,7 +491,8 @@ class HttpStreamParser:
         if over or state != _BODY_LENGTH:
             # The gap ran past where this message ended (or its framing is lost): find the next one.
             self._lose_sync()
-        return msg
+            return msg, False
+        return msg, True
 
     def close(self) -> HttpMessage | None:
         """The direction ended (FIN, or the connection is being forgotten): what was in progress."""
@@ -496,7 +504,7 @@ class HttpStreamParser:
             msg = self._complete()
             if state != _BODY_CLOSE:
                 self._counters.inc("incomplete_at_close")
-        elif state == _HEAD and self._pos < len(self._buf):
+        elif state == _HEAD and self.buf.pos < len(self.buf.data):
             self._counters.inc("incomplete_at_close")
         self._discard_buffer()
         self._state = _HEAD
@@ -519,8 +527,8 @@ class HttpStreamParser:
     def resync(self) -> None:
         """After a ParseError: drop the partial message and look for the next message start."""
         self._counters.inc("resyncs")
-        if self._pos < len(self._buf):
-            self._pos += 1  # the byte the failed message started at is not a message start
+        if self.buf.pos < len(self.buf.data):
+            self.buf.pos += 1  # the byte the failed message started at is not a message start
             self._counters.inc("resync_skipped_bytes")
         self._at_line_start = False
         self._start_checked = False
@@ -536,20 +544,21 @@ class HttpStreamParser:
     # -- head --------------------------------------------------------------------
 
     def _parse_head(self) -> bool:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf.data
+        pos = self.buf.pos
         end = len(buf)
         # Empty lines between messages are tolerated (RFC 9112 section 2.2).
         while pos < end and buf[pos] in (13, 10):
             if buf[pos] == 13 and pos + 1 < end and buf[pos + 1] != 10:
                 break
             pos += 1
-        if pos != self._pos:
-            self._pos = pos
-            self._head_scan = pos
+        rb = self.buf
+        if pos != rb.pos:
+            rb.pos = pos
+            self._head_scan = rb.base + pos
         if pos >= end:
             return False
-        scan = self._head_scan if self._head_scan > pos else pos
+        scan = max(self._head_scan - rb.base, pos)
         stop = buf.find(b"\r\n\r\n", scan)
         if stop < 0:
             if not self._start_checked:
@@ -569,7 +578,7 @@ class HttpStreamParser:
             if end - pos > self._header_limit:
                 self._counters.inc("header_block_overflow")
                 self._fail(pos, f"header block longer than {self._header_limit} bytes")
-            self._head_scan = max(pos, end - 3)
+            self._head_scan = rb.base + max(pos, end - 3)
             return False
         raw = bytes(buf[pos:stop + 4])
         if len(raw) > self._header_limit:
@@ -583,11 +592,9 @@ class HttpStreamParser:
         if problem:
             self._fail(pos, problem)
         head.raw = raw
-        marks = self._marks
-        # One segment buffered (the usual case): its time is the message's.
-        head.ts_ns = marks[0][1] if len(marks) == 1 else self._ts_at(pos)
-        self._pos = stop + 4
-        self._head_scan = self._pos
+        head.ts_ns = rb.ts_at(pos)
+        rb.pos = stop + 4
+        self._head_scan = rb.base + stop + 4
         self._start_checked = False
         self._at_line_start = True
         self._start_body(head)
@@ -607,6 +614,8 @@ class HttpStreamParser:
             if 100 <= status < 200 and status != 101:
                 return  # interim response: no body, and the final response is still to come
             method = self._methods.popleft() if self._methods else b""
+            if status == 101 or (method == b"CONNECT" and 200 <= status < 300):
+                self._may_switch = True  # what follows may be another protocol: feed pauses after this message
             if status < 200 or status in (204, 304) or method == b"HEAD" or (
                     method == b"CONNECT" and status < 300):
                 return
@@ -650,12 +659,12 @@ class HttpStreamParser:
 
     def _take(self, limit: int) -> int:
         """Consume up to `limit` buffered body bytes; returns how many."""
-        pos = self._pos
-        take = min(limit, len(self._buf) - pos)
+        pos = self.buf.pos
+        take = min(limit, len(self.buf.data) - pos)
         if take:
             if self._save:
-                self._store(self._buf[pos:pos + take])
-            self._pos = pos + take
+                self._store(self.buf.data[pos:pos + take])
+            self.buf.pos = pos + take
             self._size += take
             self._body_bytes += take
         return take
@@ -665,11 +674,11 @@ class HttpStreamParser:
         return self._remaining == 0
 
     def _eat_until_close(self) -> None:
-        self._take(len(self._buf) - self._pos)
+        self._take(len(self.buf.data) - self.buf.pos)
 
     def _chunk_size(self) -> bool:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf.data
+        pos = self.buf.pos
         end = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
         if end < 0:
             if len(buf) - pos > MAX_CHUNK_LINE:
@@ -683,7 +692,7 @@ class HttpStreamParser:
             self._fail(pos, "malformed chunk size")
         size = int(digits, 16)
         self._size += end + 2 - pos
-        self._pos = end + 2
+        self.buf.pos = end + 2
         if size == 0:
             self._state = _TRAILERS
         else:
@@ -699,29 +708,29 @@ class HttpStreamParser:
         return True
 
     def _chunk_crlf(self) -> bool:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf.data
+        pos = self.buf.pos
         if len(buf) - pos < 2:
             if len(buf) > pos and buf[pos] != 13:
                 self._fail(pos, "chunk data not followed by CRLF")
             return False
         if buf[pos] != 13 or buf[pos + 1] != 10:
             self._fail(pos, "chunk data not followed by CRLF")
-        self._pos = pos + 2
+        self.buf.pos = pos + 2
         self._size += 2
         self._state = _CHUNK_SIZE
         return True
 
     def _trailers(self) -> bool:
-        buf = self._buf
-        pos = self._pos
+        buf = self.buf.data
+        pos = self.buf.pos
         avail = len(buf) - pos
         if avail < 2:
             if avail and buf[pos] != 13 and not plausible_trailer(buf[pos]):
                 self._fail(pos, "malformed trailer section")
             return False
         if buf[pos] == 13 and buf[pos + 1] == 10:
-            self._pos = pos + 2
+            self.buf.pos = pos + 2
             self._size += 2
             return True
         stop = buf.find(b"\r\n\r\n", pos)
@@ -731,16 +740,16 @@ class HttpStreamParser:
                 self._fail(pos, f"trailer section longer than {self._header_limit} bytes")
             return False
         self._size += stop + 4 - pos
-        self._pos = stop + 4
+        self.buf.pos = stop + 4
         return True
 
     # -- resynchronisation ---------------------------------------------------------
 
     def _resync_scan(self) -> bool:
         """Skip to a line that starts a message; False when more bytes are needed."""
-        buf = self._buf
+        buf = self.buf.data
         end = len(buf)
-        pos = self._pos
+        pos = self.buf.pos
         candidate = pos if self._at_line_start else -1
         while True:
             if candidate < 0:
@@ -764,7 +773,7 @@ class HttpStreamParser:
             elif parse_start_line(bytes(buf[candidate:line_end]), _Head()) is None:
                 self._skip_to(candidate)
                 self._state = _HEAD
-                self._head_scan = candidate
+                self._head_scan = self.buf.base + candidate
                 self._start_checked = True
                 self._at_line_start = True
                 return True
@@ -772,10 +781,10 @@ class HttpStreamParser:
             candidate = -1
 
     def _skip_to(self, pos: int) -> None:
-        skipped = pos - self._pos
+        skipped = pos - self.buf.pos
         if skipped > 0:
             self._counters.inc("resync_skipped_bytes", skipped)
-        self._pos = pos
+        self.buf.pos = pos
 
     def _lose_sync(self) -> None:
         self._discard_buffer()
@@ -792,23 +801,13 @@ class HttpStreamParser:
     # -- helpers -------------------------------------------------------------------
 
     def _fail(self, pos: int, reason: str) -> None:
-        self._pos = pos
-        raise ParseError(PROTOCOL, self._direction, self._base + pos, reason)
-
-    def _ts_at(self, pos: int) -> int:
-        absolute = self._base + pos
-        marks = self._marks
-        while len(marks) > 1 and marks[0][0] <= absolute:
-            marks.popleft()
-        return marks[0][1] if marks else 0
+        rb = self.buf
+        rb.pos = pos
+        raise rb.error(reason)
 
     def _discard_buffer(self) -> None:
-        self._base += len(self._buf)
-        self._buf = b""
-        self._pos = 0
-        self._head_scan = 0
+        self.buf.clear()
         self._start_checked = False
-        self._marks.clear()
 
     def _reset_message(self) -> None:
         self._head = _EMPTY_HEAD

@@ -14,10 +14,10 @@ from collections import deque
 from dataclasses import dataclass
 
 from agent.config.typed import opt, positive
-from agent.metrics import Counters
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.correlation import RequestQueue
-from agent.protocols.http.event import EventAssembler, EventSettings
+from agent.protocols.errors import ParseError
+from agent.protocols.http.fields import FIELDS, EventAssembler, EventSettings
 from agent.protocols.http.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PARSER_COUNTERS,
@@ -25,7 +25,7 @@ from agent.protocols.http.parser import (
     HttpStreamParser,
     ParserConfig,
 )
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 MAX_QUEUED_REQUESTS = 1024  # pipelined requests waiting for their responses, per connection
@@ -64,38 +64,35 @@ class HttpConfig(ProtocolConfig):
     decode_body: bool = opt(True, doc="undo gzip/deflate codings of exported bodies")
 
 
-def event_settings(config: ProtocolConfig) -> EventSettings:
+def event_settings(config: HttpConfig) -> EventSettings:
     """The options of `config` in the form the session uses (lower-cased, bytes, sets)."""
-    get = config.__dict__.get
-    include_both = tuple(get("include_body_for", ()) or ())
+    include_both = config.include_body_for
     parser = ParserConfig(
-        include_request_body_for=tuple(s.encode() for s in (*include_both, *(get("include_request_body_for") or ()))),
-        include_response_body_for=tuple(
-            s.encode() for s in (*include_both, *(get("include_response_body_for") or ()))),
-        max_message_size=int(get("max_message_size", DEFAULT_MAX_MESSAGE_SIZE)),
+        include_request_body_for=tuple(s.encode() for s in (*include_both, *config.include_request_body_for)),
+        include_response_body_for=tuple(s.encode() for s in (*include_both, *config.include_response_body_for)),
+        max_message_size=config.max_message_size,
     )
-    send_all = bool(get("send_all_headers", False))
-    whitelist = frozenset(h.lower() for h in get("send_headers", ()) or ())
+    whitelist = frozenset(h.lower() for h in config.send_headers)
     return EventSettings(
         parser=parser,
         send_request=config.send_request,
         send_response=config.send_response,
-        send_headers=send_all or bool(whitelist),
-        send_all_headers=send_all,
+        send_headers=config.send_all_headers or bool(whitelist),
+        send_all_headers=config.send_all_headers,
         header_whitelist=whitelist,
-        split_cookie=bool(get("split_cookie", False)),
-        real_ip_header=str(get("real_ip_header", "") or "").lower(),
-        hide_keywords=frozenset(k.lower().encode() for k in get("hide_keywords", ()) or ()),
-        redact_authorization=bool(get("redact_authorization", False)),
-        redact_headers=tuple(h.lower() for h in get("redact_headers", ()) or ()),
-        decode_body=bool(get("decode_body", True)),
+        split_cookie=config.split_cookie,
+        real_ip_header=config.real_ip_header.lower(),
+        hide_keywords=frozenset(k.lower().encode() for k in config.hide_keywords),
+        redact_authorization=config.redact_authorization,
+        redact_headers=tuple(h.lower() for h in config.redact_headers),
+        decode_body=config.decode_body,
     )
 
 
-_SETTINGS: dict[int, tuple[ProtocolConfig, EventSettings]] = {}
+_SETTINGS: dict[int, tuple[HttpConfig, EventSettings]] = {}
 
 
-def _settings_for(config: ProtocolConfig) -> EventSettings:
+def _settings_for(config: HttpConfig) -> EventSettings:
     cached = _SETTINGS.get(id(config))
     if cached is not None and cached[0] is config:
         return cached[1]
@@ -106,15 +103,14 @@ def _settings_for(config: ProtocolConfig) -> EventSettings:
     return settings
 
 
-class HttpSession:
+class HttpSession(SessionBase[HttpConfig]):
     """One TCP connection carrying HTTP/1.x."""
 
-    __slots__ = ("assembler", "counters", "ctx", "parsers", "requests", "tunnel")
+    __slots__ = ("assembler", "parsers", "requests", "tunnel")
 
-    def __init__(self, ctx: SessionContext) -> None:
+    def __init__(self, ctx: SessionContext[HttpConfig]) -> None:
+        super().__init__(ctx)
         settings = _settings_for(ctx.config)
-        self.ctx = ctx
-        self.counters: Counters = ctx.counters
         self.assembler = EventAssembler(settings)
         methods: deque[bytes] = deque()
         self.parsers = (
@@ -132,14 +128,18 @@ class HttpSession:
             self.counters["tunnel_bytes"] += len(data)
             return
         parser = self.parsers[direction]
-        if parser.feed(data, ts_ns):
-            self._drain(parser)
+        try:
+            messages = parser.feed(data, ts_ns)
+        except ParseError as exc:
+            self._messages(parser, exc.messages, ts_ns)
+            raise
+        if messages:
+            self._messages(parser, messages, ts_ns)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         if self.tunnel:
             return
-        msg = self.parsers[direction].gap(nbytes)
-        if msg is not None:
+        for msg in self.parsers[direction].gap(nbytes, ts_ns).messages:
             self._message(msg)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
@@ -156,9 +156,10 @@ class HttpSession:
         parser.resync()
         for _ in range(1 << 20):  # each round skips at least one byte; the bound is a safety net
             try:
-                self._drain(parser)
+                self._messages(parser, parser.feed(b"", ts_ns), ts_ns)
                 return
-            except ParseError:
+            except ParseError as exc:
+                self._messages(parser, exc.messages, ts_ns)
                 self.counters["parse_errors"] += 1
                 parser.resync()
 
@@ -177,17 +178,23 @@ class HttpSession:
 
     # -- correlation -----------------------------------------------------------------
 
-    def _drain(self, parser: HttpStreamParser) -> None:
+    def _messages(self, parser: HttpStreamParser, messages: list[HttpMessage], ts_ns: int) -> None:
+        """Pair the messages a feed completed; after one that made the connection a tunnel, stop parsing.
+
+        The parser pauses after a response that may switch protocols; when it
+        did not (no request asked for it), parsing goes on with what is buffered.
+        """
         while True:
-            msg = parser.next_message()
-            if msg is None:
+            for msg in messages:
+                self._message(msg)
+                if self.tunnel:
+                    for p in self.parsers:
+                        self.counters["tunnel_bytes"] += p.buffered
+                        p.discard()
+                    return
+            if not parser.paused:
                 return
-            self._message(msg)
-            if self.tunnel:
-                for p in self.parsers:
-                    self.counters["tunnel_bytes"] += p.buffered
-                    p.discard()
-                return
+            messages = parser.feed(b"", ts_ns)
 
     def _message(self, msg: HttpMessage) -> None:
         counters = self.counters
@@ -226,14 +233,11 @@ class HttpSession:
         self.ctx.emit(txn)
 
 
-def _session(ctx: SessionContext) -> HttpSession:
-    return HttpSession(ctx)
-
-
 SPEC = ProtocolSpec(
     name="http",
     config_class=HttpConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=HttpSession,
     description="HTTP/1.0 and HTTP/1.1 requests and responses",
     counters=COUNTERS,
 )

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from agent.protocols.http import body as b
-from agent.protocols.http import fields as f
+from agent.protocols.http import url as f
 from tests.protocols.http import messages as m
 
 

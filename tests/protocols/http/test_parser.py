@@ -31,10 +31,16 @@ def new_parser(direction: Direction = S2C, config: ParserConfig | None = None,
                             counters if counters is not None else Counters("test.http"), methods)
 
 
+def gap_msg(parser: HttpStreamParser, nbytes: int) -> HttpMessage | None:
+    """The message a gap completed, if any."""
+    messages = parser.gap(nbytes, 0).messages
+    return messages[0] if messages else None
+
+
 def feed_all(parser: HttpStreamParser, chunks: list[bytes], ts: int = 0) -> list[HttpMessage]:
     out = []
     for chunk in chunks:
-        parser.feed(chunk, ts)
+        parser.receive(chunk, ts)
         while (msg := parser.next_message()) is not None:
             out.append(msg)
     return out
@@ -162,7 +168,7 @@ def test_reason_phrase_with_spaces() -> None:
 def test_301_with_body_and_connection_close() -> None:
     # The Go test's body is 297 bytes long for a Content-Length of 290: the message ends at 290.
     parser = new_parser()
-    parser.feed(m.MOVED_301, 0)
+    parser.receive(m.MOVED_301, 0)
     msg = parser.next_message()
     assert msg is not None and msg.content_length == 290 and msg.body_bytes == 290
     assert parser.buffered == 7
@@ -233,7 +239,7 @@ def test_chunked_wins_over_content_length() -> None:
 @pytest.mark.parametrize("bad", [b"zz\r\n", b"-1\r\n", b"0x10\r\n", b"1_0\r\n", b"\r\n"])
 def test_malformed_chunk_size_is_a_parse_error(bad: bytes) -> None:
     parser = new_parser()
-    parser.feed(CHUNKED_HEAD + bad, 0)
+    parser.receive(CHUNKED_HEAD + bad, 0)
     with pytest.raises(ParseError) as info:
         parser.next_message()
     assert info.value.protocol == "http" and info.value.direction == S2C
@@ -242,7 +248,7 @@ def test_malformed_chunk_size_is_a_parse_error(bad: bytes) -> None:
 
 def test_chunk_data_must_end_with_crlf() -> None:
     parser = new_parser()
-    parser.feed(CHUNKED_HEAD + b"2\r\nabXY", 0)
+    parser.receive(CHUNKED_HEAD + b"2\r\nabXY", 0)
     with pytest.raises(ParseError, match="CRLF"):
         parser.next_message()
 
@@ -250,7 +256,7 @@ def test_chunk_data_must_end_with_crlf() -> None:
 def test_endless_chunk_size_line_is_bounded() -> None:
     counters = Counters("test.http")
     parser = new_parser(counters=counters)
-    parser.feed(CHUNKED_HEAD + b"1" + b" " * MAX_CHUNK_LINE, 0)
+    parser.receive(CHUNKED_HEAD + b"1" + b" " * MAX_CHUNK_LINE, 0)
     with pytest.raises(ParseError, match="chunk-size line longer"):
         parser.next_message()
     assert counters["chunk_line_overflow"] == 1
@@ -349,7 +355,7 @@ def test_not_http_is_a_parse_error(data: bytes) -> None:
 def test_start_line_that_never_ends_is_bounded() -> None:
     counters = Counters("test.http")
     parser = new_parser(C2S, counters=counters)
-    parser.feed(b"GET /" + b"a" * MAX_START_LINE, 0)
+    parser.receive(b"GET /" + b"a" * MAX_START_LINE, 0)
     with pytest.raises(ParseError, match="start line longer"):
         parser.next_message()
     assert counters["start_line_overflow"] == 1
@@ -359,11 +365,11 @@ def test_header_block_that_never_ends_is_bounded() -> None:
     config = ParserConfig(max_message_size=4096)
     counters = Counters("test.http")
     parser = new_parser(C2S, config, counters=counters)
-    parser.feed(b"GET / HTTP/1.1\r\n", 0)
+    parser.receive(b"GET / HTTP/1.1\r\n", 0)
     assert parser.next_message() is None
     with pytest.raises(ParseError, match="header block longer than 4096"):
         for _ in range(200):
-            parser.feed(b"X-Filler: " + b"y" * 40 + b"\r\n", 0)
+            parser.receive(b"X-Filler: " + b"y" * 40 + b"\r\n", 0)
             parser.next_message()
     assert parser.buffered <= 4096 + 64
     assert counters["header_block_overflow"] == 1
@@ -404,7 +410,7 @@ def test_gap_in_headers_drops_the_message_and_resyncs() -> None:
     parser = new_parser()
     head = m.GOOGLE_RESPONSE[:120]
     assert feed_all(parser, [head]) == []
-    assert parser.gap(5) is None
+    assert gap_msg(parser, 5) is None
     assert parser.state_name == "resync"
     # The rest of the lost message is skipped; the next message is found at its start line.
     msgs = feed_all(parser, [m.GOOGLE_RESPONSE[125:] + m.NOT_FOUND_404])
@@ -415,8 +421,8 @@ def test_gap_in_body_with_length() -> None:
     data = m.GOOGLE_RESPONSE.replace(b"Content-Length: 0", b"Content-Length: 40") + b"x" * 20
     parser = new_parser()
     assert feed_all(parser, [data]) == []
-    assert parser.gap(10) is None
-    msg = parser.gap(10)
+    assert gap_msg(parser, 10) is None
+    msg = gap_msg(parser, 10)
     assert msg is not None
     assert msg.notes == (NOTE_LOSS_RESPONSE,)
     assert msg.content_length == 40 and msg.body_bytes == 40
@@ -429,7 +435,7 @@ def test_gap_past_the_end_of_a_body_resyncs() -> None:
     data = m.GOOGLE_RESPONSE.replace(b"Content-Length: 0", b"Content-Length: 40") + b"x" * 20
     parser = new_parser()
     feed_all(parser, [data])
-    msg = parser.gap(30)
+    msg = gap_msg(parser, 30)
     assert msg is not None and msg.body_bytes == 40
     assert parser.state_name == "resync"
     assert [x.status_code for x in feed_all(parser, [b"tail of a lost message\r\n" + m.NOT_FOUND_404])] == [404]
@@ -439,8 +445,8 @@ def test_gap_in_http10_body_then_close() -> None:
     data = (b"HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=UTF-8\r\n\r\n" + b"x" * 20)
     parser = new_parser()
     feed_all(parser, [data])
-    assert parser.gap(10) is None
-    assert parser.gap(5) is None
+    assert gap_msg(parser, 10) is None
+    assert gap_msg(parser, 5) is None
     msg = parser.close()
     assert msg is not None
     assert msg.notes == (NOTE_LOSS_RESPONSE,)  # once, however many gaps
@@ -450,27 +456,27 @@ def test_gap_in_http10_body_then_close() -> None:
 def test_gap_in_request_body_note() -> None:
     parser = new_parser(C2S)
     feed_all(parser, [b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345"])
-    msg = parser.gap(5)
+    msg = gap_msg(parser, 5)
     assert msg is not None and msg.notes == (NOTE_LOSS_REQUEST,)
 
 
 def test_gap_in_chunked_data_and_in_chunk_framing() -> None:
     parser = new_parser(config=SAVE_ALL)
     feed_all(parser, [CHUNKED_HEAD + b"a\r\n12345"])
-    assert parser.gap(3) is None  # still inside the 10-byte chunk
+    assert gap_msg(parser, 3) is None  # still inside the 10-byte chunk
     msgs = feed_all(parser, [b"90\r\n0\r\n\r\n"])
     assert len(msgs) == 1 and msgs[0].body == b"1234590" and msgs[0].notes == (NOTE_LOSS_RESPONSE,)
     assert msgs[0].body_bytes == 10
     parser = new_parser(config=SAVE_ALL)
     feed_all(parser, [CHUNKED_HEAD + b"5\r\nhello\r\n"])
-    msg = parser.gap(7)  # the next chunk-size line is lost: the framing cannot be followed
+    msg = gap_msg(parser, 7)  # the next chunk-size line is lost: the framing cannot be followed
     assert msg is not None and msg.body == b"hello" and msg.notes == (NOTE_LOSS_RESPONSE,)
     assert parser.state_name == "resync"
 
 
 def test_gap_between_messages_resyncs_at_the_next_byte() -> None:
     parser = new_parser()
-    assert parser.gap(100) is None
+    assert gap_msg(parser, 100) is None
     assert [x.status_code for x in feed_all(parser, [m.NOT_FOUND_404])] == [404]
 
 
@@ -479,7 +485,7 @@ def test_gap_between_messages_resyncs_at_the_next_byte() -> None:
 
 def test_mid_stream_start_resyncs_at_the_next_message() -> None:
     parser = new_parser()
-    parser.feed(b"dy>tail of a body</body></html>\r\n" + m.ERROR_500 + m.NOT_FOUND_404, 0)
+    parser.receive(b"dy>tail of a body</body></html>\r\n" + m.ERROR_500 + m.NOT_FOUND_404, 0)
     with pytest.raises(ParseError):
         parser.next_message()
     parser.resync()
@@ -491,13 +497,13 @@ def test_mid_stream_start_resyncs_at_the_next_message() -> None:
 
 def test_resync_without_a_newline_discards_and_waits() -> None:
     parser = new_parser(C2S)
-    parser.feed(b"\x00\x01\x02binary", 0)
+    parser.receive(b"\x00\x01\x02binary", 0)
     with pytest.raises(ParseError):
         parser.next_message()
     parser.resync()
     assert parser.next_message() is None
     assert parser.buffered == 0
-    parser.feed(b"more\nGET / HTTP/1.1\r\n\r\n", 0)
+    parser.receive(b"more\nGET / HTTP/1.1\r\n\r\n", 0)
     msg = parser.next_message()
     assert msg is not None and msg.uri == b"/"
 
@@ -507,14 +513,14 @@ def test_resync_without_a_newline_discards_and_waits() -> None:
 
 def test_message_time_is_the_segment_holding_its_first_byte() -> None:
     parser = new_parser()
-    parser.feed(m.ERROR_500 + m.NOT_FOUND_404[:10], 100)
+    parser.receive(m.ERROR_500 + m.NOT_FOUND_404[:10], 100)
     first = parser.next_message()
     assert first is not None and first.ts_ns == 100
     assert parser.next_message() is None
-    parser.feed(m.NOT_FOUND_404[10:], 200)
+    parser.receive(m.NOT_FOUND_404[10:], 200)
     second = parser.next_message()
     assert second is not None and second.ts_ns == 100
-    parser.feed(m.NOT_FOUND_404, 300)
+    parser.receive(m.NOT_FOUND_404, 300)
     third = parser.next_message()
     assert third is not None and third.ts_ns == 300
 

@@ -10,7 +10,7 @@ import pytest
 
 from agent import metrics
 from agent.protocols.base import Transaction
-from agent.protocols.http.fields import split_host
+from agent.protocols.http.url import split_host
 from agent.transport.types import Direction
 from tests.helpers.sessions import Step, assert_same_three_ways, run_stream
 from tests.protocols.http import messages as m
@@ -482,7 +482,7 @@ def test_queue_of_pipelined_requests_is_bounded() -> None:
 
 
 def test_long_targets_get_the_same_url_fields_and_stay_out_of_the_cache() -> None:
-    from agent.protocols.http import event as http_event
+    from agent.protocols.http import fields as http_event
 
     long_path = "/" + "a" * 3000
     ok = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
