@@ -6,7 +6,7 @@ fragment bit + 31-bit length).  Only the head of each record (the first
 NFS fields need, so a 1 MiB READ reply costs 64 KiB at most, and its
 full size is still counted.  A record start must look like RPC; when it
 does not (a capture that began mid-record, garbage), `ParseError` is
-raised and the session drops sync: the framer then scans forward for a
+raised and the session resets the framer: it then scans forward for a
 marker followed by a plausible call or reply header.  A gap inside a
 fragment keeps sync (the length says where the next marker is); a gap
 across a marker loses it.
@@ -14,11 +14,12 @@ across a marker loses it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
 from agent.protocols.nfs.xdr import Xdr, XdrError
-from agent.transport.session import ParseError
+from agent.protocols.stream import Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 HEAD_LIMIT = 64 * 1024  # bytes of each record kept for decoding
@@ -85,15 +86,16 @@ def _plausible_start(head: bytes | bytearray) -> bool:
 class RecordFramer:
     """One direction's record marking: bytes in, whole records (their heads) out."""
 
-    __slots__ = ("_checked", "_frag_left", "_fragments", "_frozen", "_hdr", "_head", "_last", "_scan",
-                 "_size", "_ts", "direction", "dropped_bytes", "synced")
+    __slots__ = ("_checked", "_frag_left", "_fragments", "_frozen", "_head", "_last", "_searched", "_size", "_ts",
+                 "buf", "direction", "dropped_bytes", "synced")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
         self.synced = True
         self.dropped_bytes = 0  # skipped while looking for a record start
-        self._scan = bytearray()
-        self._hdr = bytearray()
+        # A partial fragment marker, or (out of sync) the bytes searched for a record start; payload streams by.
+        self.buf = ReceiveBuffer("nfs", direction, RESYNC_WINDOW)
+        self._searched = 0  # stream offset up to which the resync search has looked
         self._reset_record()
 
     def _reset_record(self) -> None:
@@ -108,55 +110,61 @@ class RecordFramer:
 
     @property
     def mid_record(self) -> bool:
-        return self._fragments > 0 or bool(self._hdr)
+        return self.synced and (self._fragments > 0 or self.buf.unread > 0)
 
     def _fail(self, reason: str) -> ParseError:
         return ParseError("nfs", self.direction, self._size, reason)
 
-    def lose_sync(self) -> None:
+    def reset(self) -> None:
         """Drop the record in progress and look for the next record start."""
         self.synced = False
-        self._hdr.clear()
-        self._scan.clear()
+        self.buf.clear()
         self._reset_record()
 
-    def feed(self, data: bytes, ts_ns: int) -> Iterator[Record]:
-        """The records `data` completes, in order; ParseError when a record start is not RPC."""
-        if not self.synced:
-            resumed = self._resync(data)
-            if resumed is None:
-                return
-            data = resumed
-        i = 0
-        n = len(data)
-        while i < n:
-            if self._frag_left < 0:
-                take = data[i:i + 4 - len(self._hdr)]
-                self._hdr += take
-                i += len(take)
-                if len(self._hdr) < 4:
-                    break
-                marker = int.from_bytes(self._hdr, "big")
-                self._hdr.clear()
-                self._start_fragment(marker & _SIZE_MASK, bool(marker & _LAST), ts_ns)
-                if self._frag_left == 0 and self._last:
-                    yield from self._finish()
-                continue
-            take_n = min(self._frag_left, n - i)
-            room = HEAD_LIMIT - len(self._head)
-            if room > 0 and not self._frozen:
-                self._head += data[i:i + min(take_n, room)]
-            self._size += take_n
-            self._frag_left -= take_n
-            i += take_n
-            if not self._checked and len(self._head) >= MIN_HEADER:
-                self._checked = True
-                if not _plausible_start(self._head):
-                    raise self._fail("record does not start with an RPC call or reply header")
-            if self._frag_left == 0:
-                self._frag_left = -1
-                if self._last:
-                    yield from self._finish()
+    def feed(self, data: bytes, ts_ns: int) -> list[Record]:
+        """The records `data` completes, in order; ParseError when a record start is not RPC (it carries the
+        records completed before it, `error.messages`)."""
+        out: list[Record] = []
+        rb = self.buf
+        rb.feed(data, ts_ns)
+        if not self.synced and not self._resync():
+            return out
+        try:
+            while rb.pos < len(rb.data):
+                if self._frag_left < 0:
+                    marker = rb.take(4)
+                    if marker is None:
+                        break
+                    word = int.from_bytes(marker, "big")
+                    self._start_fragment(word & _SIZE_MASK, bool(word & _LAST), ts_ns)
+                    if self._frag_left == 0 and self._last:
+                        out.append(self._finish())
+                    continue
+                self._fragment_bytes(out)
+        except ParseError as exc:
+            exc.messages = out
+            raise
+        return out
+
+    def _fragment_bytes(self, out: list[Record]) -> None:
+        """Payload of the current fragment: the record's head is kept, the rest counted."""
+        rb = self.buf
+        pos = rb.pos
+        take_n = min(self._frag_left, len(rb.data) - pos)
+        room = HEAD_LIMIT - len(self._head)
+        if room > 0 and not self._frozen:
+            self._head += rb.data[pos:pos + min(take_n, room)]
+        self._size += take_n
+        self._frag_left -= take_n
+        rb.pos = pos + take_n
+        if not self._checked and len(self._head) >= MIN_HEADER:
+            self._checked = True
+            if not _plausible_start(self._head):
+                raise self._fail("record does not start with an RPC call or reply header")
+        if self._frag_left == 0:
+            self._frag_left = -1
+            if self._last:
+                out.append(self._finish())
 
     def _start_fragment(self, length: int, last: bool, ts_ns: int) -> None:
         if self._fragments == 0:
@@ -169,34 +177,38 @@ class RecordFramer:
         self._frag_left = length
         self._last = last
 
-    def _finish(self) -> Iterator[Record]:
+    def _finish(self) -> Record:
         record = Record(bytes(self._head), self._size, self._fragments, self._ts)
         self._reset_record()
         self._frag_left = -1
-        yield record
+        return record
 
-    def gap(self, nbytes: int) -> Iterator[Record]:
-        """`nbytes` were lost: stay in sync when they fall inside the current fragment."""
+    def gap(self, nbytes: int, ts_ns: int) -> Gap[Record]:
+        """`nbytes` were lost: in sync when they fall inside the current fragment (the record it completed)."""
+        rb = self.buf
         if not self.synced:
-            self._scan.clear()
-            return
-        if 0 < nbytes <= self._frag_left and not self._hdr:
+            rb.clear()
+            return lost_sync()
+        if 0 < nbytes <= self._frag_left and not rb.unread:
             self._size += nbytes
             self._frag_left -= nbytes
             self._frozen = True
+            rb.skip_unbuffered(nbytes)
             if self._frag_left == 0:
                 self._frag_left = -1
                 if self._last:
-                    yield from self._finish()
-            return
-        self.lose_sync()
+                    return in_sync(self._finish())
+            return in_sync()
+        self.reset()
+        return lost_sync()
 
-    def _resync(self, data: bytes) -> bytes | None:
-        """Search for a record start; returns the bytes from it on, or None (keep searching)."""
-        scan = self._scan
+    def _resync(self) -> bool:
+        """Search the unread bytes for a record start: True once found (the read position is there)."""
+        rb = self.buf
+        scan, pos = rb.data, rb.pos
         # Earlier bytes were searched already: only patterns ending in the new ones can be new.
-        first = max(8, len(scan) - len(_RESYNC_PATTERNS[0]) + 1)
-        scan += data
+        first = max(pos + 8, self._searched - rb.base - len(_RESYNC_PATTERNS[0]) + 1)
+        self._searched = rb.base + len(scan)
         best = -1
         for pattern in _RESYNC_PATTERNS:
             at = scan.find(pattern, first)
@@ -209,16 +221,15 @@ class RecordFramer:
                     break
                 at = scan.find(pattern, at + 1)
         if best >= 0:
-            self.dropped_bytes += best
-            rest = bytes(scan[best:])
-            scan.clear()
+            self.dropped_bytes += best - pos
+            rb.pos = best
             self.synced = True
-            return rest
+            return True
         keep = len(_RESYNC_PATTERNS[0]) + 7
-        if len(scan) > RESYNC_WINDOW:
-            self.dropped_bytes += len(scan) - keep
-            del scan[:-keep]
-        return None
+        if len(scan) - pos > RESYNC_WINDOW:
+            self.dropped_bytes += len(scan) - pos - keep
+            rb.pos = len(scan) - keep
+        return False
 
 
 def decode(record: Record, direction: Direction) -> RpcCall | RpcReply:

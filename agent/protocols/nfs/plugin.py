@@ -19,20 +19,18 @@ NO_REPLY); a retransmitted call (same XID) replaces the pending one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
 from agent.protocols.correlation import KeyedRequests
-from agent.protocols.nfs.names import AUTH_UNIX, NFS_PROGRAM, accept_status, auth_flavor, reject_status
+from agent.protocols.errors import ParseError
+from agent.protocols.nfs.fields import FIELDS, Call, transaction
+from agent.protocols.nfs.names import NFS_PROGRAM
 from agent.protocols.nfs.parser import Record, RecordFramer, RpcCall, RpcReply, decode
-from agent.protocols.nfs.procedures import reply_status, request_info, unix_credentials
-from agent.transport.session import ParseError
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
 MAX_PENDING_CALLS = 4096  # per connection
-NO_REPLY = "NO_REPLY"
-MALFORMED_CREDENTIALS = "RPC AUTH_UNIX credentials are malformed"
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "parse_errors", "non_nfs_calls", "retransmitted_calls",
             "table_overflow", "gaps", "resync_dropped_bytes", "records_lost_to_gaps")
@@ -47,29 +45,12 @@ class NfsConfig(ProtocolConfig):
     transaction_timeout: float = opt(60.0, kind="duration", check=_check_timeout)
 
 
-class _Call:
-    """What a pending call needs for its event (not the record: a WRITE's head is 64 KiB)."""
-
-    __slots__ = ("cred", "cred_flavor", "cred_malformed", "direction", "request", "size", "ts_ns", "xid")
-
-    def __init__(self, call: RpcCall, direction: Direction) -> None:
-        self.xid = call.xid
-        self.size = call.size
-        self.ts_ns = call.ts_ns
-        self.request = request_info(call)
-        self.cred_flavor = call.cred_flavor
-        self.cred = unix_credentials(call.cred) if call.cred_flavor == AUTH_UNIX else None
-        self.cred_malformed = call.cred_flavor == AUTH_UNIX and self.cred is None
-        self.direction = direction  # the way the call travelled: its sender is the event's client
-
-
-class NfsSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        self.ctx = ctx
-        self.counters = ctx.counters
-        self.timeout_ns = int(ctx.config.transaction_timeout * 1e9)
+class NfsSession(SessionBase[NfsConfig]):
+    def __init__(self, ctx: SessionContext[NfsConfig]) -> None:
+        super().__init__(ctx)
+        self.timeout_ns = int(self.config.transaction_timeout * 1e9)
         self.framers = (RecordFramer(Direction.TO_SERVER), RecordFramer(Direction.TO_CLIENT))
-        self.calls: KeyedRequests[int, _Call] = KeyedRequests(ctx.counters, self.timeout_ns, MAX_PENDING_CALLS)
+        self.calls: KeyedRequests[int, Call] = KeyedRequests(ctx.counters, self.timeout_ns, MAX_PENDING_CALLS)
 
     # -- StreamSession -----------------------------------------------------------
 
@@ -77,10 +58,15 @@ class NfsSession:
         framer = self.framers[direction]
         synced = framer.synced
         dropped = framer.dropped_bytes
+        records: list[Record] = []
         try:
-            for record in framer.feed(data, ts_ns):
-                self._record(direction, self._decode(record, direction))
+            records = framer.feed(data, ts_ns)
+        except ParseError as exc:
+            records = exc.messages  # what the segment completed before the error still counts
+            raise
         finally:
+            for record in records:
+                self._record(direction, self._decode(record, direction))
             if not synced:
                 self.counters.inc("resync_dropped_bytes", framer.dropped_bytes - dropped)
         self._expire_calls(ts_ns)
@@ -89,17 +75,15 @@ class NfsSession:
         self.counters.inc("gaps")
         framer = self.framers[direction]
         mid_record = framer.mid_record
-        for record in framer.gap(nbytes):
+        for record in framer.gap(nbytes, ts_ns).messages:
             self._record(direction, self._decode(record, direction))
         if mid_record and not framer.synced:
             self.counters.inc("records_lost_to_gaps")
 
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass  # a record cut by FIN is incomplete: there is nothing to publish from it
+    # fin: nothing (a record cut by FIN is incomplete: there is nothing to publish from it); recover: lose_sync.
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.counters.inc("parse_errors")
-        self.framers[direction].lose_sync()
+    def lose_sync(self, direction: Direction) -> None:
+        self.framers[direction].reset()
 
     def expire(self, ts_ns: int) -> None:
         for pending in self.calls.drain():
@@ -128,7 +112,7 @@ class NfsSession:
         if call.program != NFS_PROGRAM:
             self.counters.inc("non_nfs_calls")  # MOUNT, NLM, the v4.1 callback channel...
             return
-        pending = _Call(call, direction)
+        pending = Call(call, direction)
         previous, evicted = self.calls.put(call.xid, pending, call.ts_ns)
         if previous is not None:
             self.counters.inc("retransmitted_calls")
@@ -147,61 +131,20 @@ class NfsSession:
             for pending in self.calls.expire(now_ns):
                 self._no_reply(pending)
 
-    def _no_reply(self, pending: _Call) -> None:
+    def _no_reply(self, pending: Call) -> None:
         self.counters.inc("unmatched_requests")
         self._publish(pending, None)
 
     # -- events --------------------------------------------------------------------
 
-    def _publish(self, pending: _Call, reply: RpcReply | None) -> None:
-        request = pending.request
-        conn = self.ctx.conn if pending.direction is Direction.TO_SERVER else self.ctx.conn.reversed()
-        rpc: dict[str, Any] = {"xid": f"{pending.xid:08x}", "auth_flavor": auth_flavor(pending.cred_flavor)}
-        nfs: dict[str, Any] = request.fields()
-        fields: dict[str, Any] = {"rpc": rpc, "nfs": nfs}
-        event: dict[str, Any] = {}
-        txn = Transaction(type="nfs", conn=conn, ts_ns=pending.ts_ns, client_bytes=pending.size, fields=fields,
-                          protocol_override={3: "nfsv3", 4: "nfsv4"}.get(request.version, "nfs"))
-        if request.opcode:
-            event["action"] = f"nfs.{request.opcode}"
-        cred = pending.cred
-        if pending.cred_malformed:
-            txn.notes.append(MALFORMED_CREDENTIALS)
-        elif cred is not None:
-            machine = cred.machinename or conn.client.ip_text
-            rpc["cred"] = {"stamp": cred.stamp, "machinename": machine, "uid": cred.uid, "gid": cred.gid,
-                           "gids": cred.gids}
-            fields["user"] = {"id": cred.uid}
-            fields["group"] = {"id": cred.gid}
-            fields["host"] = {"hostname": machine}
-            if cred.machinename:
-                fields["source"] = {"domain": cred.machinename}
-                fields["client"] = {"domain": cred.machinename}
-        if reply is None:
-            txn.status = NO_REPLY
-        else:
-            txn.end_ns = reply.ts_ns
-            txn.server_bytes = reply.size
-            if reply.accepted:
-                rpc["status"] = accept_status(reply.stat)
-                if reply.stat == 0:
-                    status = reply_status(request, reply)
-                    if status is not None:
-                        nfs["status"] = status
-                else:
-                    event["outcome"] = "failure"
-            else:
-                rpc["status"] = reject_status(reply.stat)
-                event["outcome"] = "failure"
-                txn.status = "Error"
-        if event:
-            fields["event"] = event
-        self.ctx.emit(txn)
+    def _publish(self, pending: Call, reply: RpcReply | None) -> None:
+        self.ctx.emit(transaction(self.ctx.conn, pending, reply))
 
 
 SPEC = ProtocolSpec(
     name="nfs",
     config_class=NfsConfig,
+    fields=FIELDS,
     tcp=NfsSession,
     description="NFSv3 and NFSv4.x calls and replies over ONC-RPC (TCP record marking)",
     counters=COUNTERS,

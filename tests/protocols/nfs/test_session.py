@@ -12,6 +12,7 @@ import pytest
 
 from agent import metrics
 from agent.protocols.base import SessionContext, Transaction
+from agent.protocols.nfs import fields as F
 from agent.protocols.nfs import plugin as P
 from agent.protocols.nfs.parser import HEAD_LIMIT, MAX_FRAGMENT_LEN, RESYNC_WINDOW, RecordFramer, decode
 from agent.transport.session import ParseError
@@ -141,7 +142,7 @@ def test_large_read_reply_keeps_only_its_head() -> None:
 def test_framer_memory_is_bounded_by_the_head_limit() -> None:
     framer = RecordFramer(Direction.TO_CLIENT)
     big = reply(9, u32(0) + bytes(5 * HEAD_LIMIT))
-    records = list(framer.feed(record(big, 3), 0))
+    records = framer.feed(record(big, 3), 0)
     assert len(records) == 1 and records[0].size == len(big) and len(records[0].head) == HEAD_LIMIT
 
 
@@ -179,7 +180,7 @@ def test_capture_starting_mid_record_finds_the_next_record() -> None:
 def test_hostile_fragment_length_is_an_error_not_an_allocation() -> None:
     framer = RecordFramer(Direction.TO_SERVER)
     with pytest.raises(ParseError):
-        list(framer.feed(u32(MAX_FRAGMENT_LEN + 1) + bytes(32), 0))
+        framer.feed(u32(MAX_FRAGMENT_LEN + 1) + bytes(32), 0)
 
 
 def test_one_byte_record_like_rpc_fragment_pcap() -> None:
@@ -286,7 +287,7 @@ def test_empty_machine_name_falls_back_to_the_client_address() -> None:
 
 def test_malformed_unix_credentials_give_a_note() -> None:
     (txn,) = exchange(record(call(42, 3, 1, opaque(b"fh"), cred=u32(1, 200))), record(reply(42, u32(0))))
-    assert txn.notes == [P.MALFORMED_CREDENTIALS] and "cred" not in txn.fields["rpc"]
+    assert txn.notes == [F.MALFORMED_CREDENTIALS] and "cred" not in txn.fields["rpc"]
 
 
 # -- operations -------------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def test_procedures(version: int, procedure: int, nfs: dict[str, Any], protocol:
 def test_record_start_that_is_not_rpc_is_a_parse_error() -> None:
     framer = RecordFramer(Direction.TO_SERVER)
     with pytest.raises(ParseError):
-        list(framer.feed(record(u32(1, 0, 3) + bytes(40)), 0))  # RPC version 3
+        framer.feed(record(u32(1, 0, 3) + bytes(40)), 0)  # RPC version 3
 
 
 def test_decode_rejects_a_cut_header() -> None:
@@ -342,11 +343,11 @@ def test_decode_rejects_a_cut_header() -> None:
 
 def test_resync_search_is_bounded_when_fed_byte_by_byte() -> None:
     framer = RecordFramer(Direction.TO_SERVER)
-    framer.lose_sync()
+    framer.reset()
     garbage = bytes((i * 7 + 3) % 251 for i in range(2 * RESYNC_WINDOW))
     for i in range(len(garbage)):
-        assert list(framer.feed(garbage[i:i + 1], 0)) == []
-        assert len(framer._scan) <= RESYNC_WINDOW + 1
+        assert framer.feed(garbage[i:i + 1], 0) == []
+        assert framer.buf.unread <= RESYNC_WINDOW + 1
     assert framer.dropped_bytes > RESYNC_WINDOW
     (rec,) = framer.feed(record(call(1, 3, 1, opaque(b"fh"))), 0)
     assert framer.synced and decode(rec, Direction.TO_SERVER).xid == 1
