@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.protocols.base import prefixed
 from agent.protocols.tls import extensions as ext_render
 from agent.protocols.tls.certificates import Certificate
 from agent.protocols.tls.fingerprints import ja3, ja3s, ja4
@@ -30,6 +31,112 @@ from agent.protocols.tls.tables import (
 
 CLIENT = "client"
 SERVER = "server"
+
+
+# -- the field table (ECS tls.*, Packetbeat's tls.detailed.*) -------------------------------------------
+
+_X509 = """
+alternative_names keyword
+issuer.common_name keyword
+issuer.country keyword
+issuer.distinguished_name keyword
+issuer.locality keyword
+issuer.organization keyword
+issuer.organizational_unit keyword
+issuer.province keyword
+issuer.state_or_province keyword
+not_after date
+not_before date
+public_key_algorithm keyword
+public_key_curve keyword
+public_key_exponent long noindex
+public_key_size long
+serial_number keyword
+signature_algorithm keyword
+subject.common_name keyword
+subject.country keyword
+subject.distinguished_name keyword
+subject.locality keyword
+subject.organization keyword
+subject.organizational_unit keyword
+subject.province keyword
+subject.state_or_province keyword
+version keyword
+version_number keyword
+"""
+
+
+_TLS_SIDE = """
+certificate keyword
+certificate_chain keyword
+hash.md5 keyword
+hash.sha1 keyword
+hash.sha256 keyword
+issuer keyword
+not_after date
+not_before date
+subject keyword
+"""
+
+
+_TLS = """
+tls.cipher keyword
+tls.curve keyword
+tls.established boolean
+tls.next_protocol keyword
+tls.resumed boolean
+tls.version keyword
+tls.version_protocol keyword
+tls.client.ja3 keyword
+tls.client.ja4 keyword
+tls.client.server_name keyword
+tls.client.supported_ciphers keyword
+tls.server.ja3s keyword
+"""
+
+
+_TLS_DETAILED = """
+tls.detailed.version keyword
+tls.detailed.resumption_method keyword
+tls.detailed.client_certificate_requested boolean
+tls.detailed.ocsp_response keyword
+tls.detailed.alert_types keyword
+tls.detailed.client_hello.version keyword
+tls.detailed.client_hello.random keyword
+tls.detailed.client_hello.session_id keyword
+tls.detailed.client_hello.supported_compression_methods keyword
+tls.detailed.client_hello.extensions.server_name_indication keyword
+tls.detailed.client_hello.extensions.application_layer_protocol_negotiation keyword
+tls.detailed.client_hello.extensions.session_ticket keyword
+tls.detailed.client_hello.extensions.supported_versions keyword
+tls.detailed.client_hello.extensions.supported_groups keyword
+tls.detailed.client_hello.extensions.signature_algorithms keyword
+tls.detailed.client_hello.extensions.ec_points_formats keyword
+tls.detailed.client_hello.extensions.status_request.type keyword
+tls.detailed.client_hello.extensions.status_request.responder_id_list_length short
+tls.detailed.client_hello.extensions.status_request.request_extensions short
+tls.detailed.client_hello.extensions._unparsed_ keyword
+tls.detailed.server_hello.version keyword
+tls.detailed.server_hello.random keyword
+tls.detailed.server_hello.selected_compression_method keyword
+tls.detailed.server_hello.session_id keyword
+tls.detailed.server_hello.extensions.application_layer_protocol_negotiation keyword
+tls.detailed.server_hello.extensions.session_ticket keyword
+tls.detailed.server_hello.extensions.supported_versions keyword
+tls.detailed.server_hello.extensions.ec_points_formats keyword
+tls.detailed.server_hello.extensions.status_request.response boolean
+tls.detailed.server_hello.extensions._unparsed_ keyword
+tls.detailed.server_certificate_chain object
+tls.detailed.client_certificate_chain object
+"""
+
+FIELDS = "\n".join([
+    _TLS.strip(),
+    *(prefixed(f"tls.{side}", _TLS_SIDE) for side in (CLIENT, SERVER)),
+    *(prefixed(f"tls.{side}.x509", _X509) for side in (CLIENT, SERVER)),
+    _TLS_DETAILED.strip(),
+    *(prefixed(f"tls.detailed.{chain}", _X509) for chain in ("server_certificate_chain", "client_certificate_chain")),
+])
 
 
 @dataclass
@@ -94,90 +201,125 @@ def _key_share_group(hello: ServerHello) -> int | None:
     return (data[0] << 8) | data[1] if data is not None and len(data) >= 2 else None
 
 
+class _Parts:
+    """The event's `tls` object being filled: its top level, client, server and detailed parts, in the order
+    Packetbeat writes their keys."""
+
+    __slots__ = ("client", "detailed", "server", "tls")
+
+    def __init__(self) -> None:
+        self.tls: dict[str, Any] = {}
+        self.client: dict[str, Any] = {}
+        self.server: dict[str, Any] = {}
+        self.detailed: dict[str, Any] = {}
+
+
 def tls_fields(client: Side, server: Side, established: bool, options: Options) -> tuple[dict[str, Any], str | None]:
     """The event's `tls` object, and the SNI host name (destination.domain)."""
-    tls: dict[str, Any] = {}
-    tls_client: dict[str, Any] = {}
-    tls_server: dict[str, Any] = {}
-    detailed: dict[str, Any] = {}
+    parts = _Parts()
     client_hello = client.hello if isinstance(client.hello, ClientHello) else None
     server_hello = server.hello if isinstance(server.hello, ServerHello) else None
-    domain = None
-    if client_hello is not None:
-        detailed["client_hello"] = hello_fields(client_hello)
-        tls_client["ja3"] = ja3(client_hello)
-        if options.include_ja4:
-            tls_client["ja4"] = ja4(client_hello)
-        if client_hello.cipher_suites:
-            tls_client["supported_ciphers"] = [cipher_name(c) for c in client_hello.cipher_suites]
-        domain = ext_render.first_value(client_hello.extensions, EXT_SERVER_NAME) or None
-        if domain:
-            tls_client["server_name"] = domain
+    domain = _client_hello(parts, client_hello, options) if client_hello is not None else None
     if server_hello is not None:
-        detailed["server_hello"] = hello_fields(server_hello)
-        tls["cipher"] = cipher_name(server_hello.cipher_suite)
-        tls_server["ja3s"] = ja3s(server_hello)
-        protocol = ext_render.first_value(server_hello.extensions, EXT_ALPN)
-        if protocol:
-            tls["next_protocol"] = protocol
+        _server_hello(parts, server_hello)
     if server.ocsp_status is not None:
-        detailed["ocsp_response"] = ocsp_status_name(server.ocsp_status)
-    if options.send_certificates:
-        for side, prefix in ((client, CLIENT), (server, SERVER)):
-            if side.certificates:
-                detailed[f"{prefix}_certificate"] = side.certificates[0].x509_fields()
-                if len(side.certificates) > 1:
-                    detailed[f"{prefix}_certificate_chain"] = [c.x509_fields() for c in side.certificates[1:]]
-    for side, target in ((client, tls_client), (server, tls_server)):
-        if side.certificates:
-            if options.include_raw_certificates:
-                target["certificate_chain"] = [c.pem() for c in side.certificates]
-            _certificate_fields(side.certificates, target, options)
-    detailed["client_certificate_requested"] = server.certificate_requested
-
-    # Resumption can only be inferred: a session id echoed back, or a ticket offered and acknowledged,
-    # with no key exchange message on either side.  A ticket wins when both are seen.
-    session_match = (client_hello is not None and server_hello is not None and bool(client_hello.session_id)
-                     and client_hello.session_id == server_hello.session_id)
-    ticket = client_hello.extension(EXT_SESSION_TICKET) if client_hello is not None else None
-    ticket_offered = bool(ticket) and server_hello is not None and \
-        server_hello.extension(EXT_SESSION_TICKET) is not None
-    resumed = not client.key_exchanged and not server.key_exchanged and (session_match or ticket_offered)
-    tls["resumed"] = resumed
-    if resumed:
-        detailed["resumption_method"] = "ticket" if ticket_offered else "id"
-
-    alerts = [(a, CLIENT) for a in client.alerts] + [(a, SERVER) for a in server.alerts]
-    if alerts:
-        detailed["alerts"] = [{"severity": alert_level_name(a.level), "code": a.description,
-                               "type": alert_name(a.description), "source": source} for a, source in alerts]
-        detailed["alert_types"] = [alert_name(a.description) for a, _ in alerts]
-
+        parts.detailed["ocsp_response"] = ocsp_status_name(server.ocsp_status)
+    _certificates(parts, client, server, options)
+    parts.detailed["client_certificate_requested"] = server.certificate_requested
+    _resumption(parts, client, server, client_hello, server_hello)
+    _alerts(parts, client, server)
     version = None
     if server_hello is not None:
         version = server_hello.negotiated_version
     elif client_hello is not None:
         version = client_hello.version
+    tls = parts.tls
     if version is not None:
-        detailed["version"] = version_text(version)
+        parts.detailed["version"] = version_text(version)
         tls["version_protocol"], tls["version"] = protocol_version(version)
     tls["established"] = established
-
     if options.include_curve:
         curve = server.named_curve
         if curve is None and server_hello is not None:
             curve = _key_share_group(server_hello)
         if curve is not None:
             tls["curve"] = group_name(curve)
+    return _assemble(parts, options), domain
 
+
+def _client_hello(parts: _Parts, hello: ClientHello, options: Options) -> str | None:
+    """The client hello's fields; returns its SNI host name."""
+    parts.detailed["client_hello"] = hello_fields(hello)
+    tls_client = parts.client
+    tls_client["ja3"] = ja3(hello)
+    if options.include_ja4:
+        tls_client["ja4"] = ja4(hello)
+    if hello.cipher_suites:
+        tls_client["supported_ciphers"] = [cipher_name(c) for c in hello.cipher_suites]
+    domain = ext_render.first_value(hello.extensions, EXT_SERVER_NAME) or None
+    if domain:
+        tls_client["server_name"] = domain
+    return domain
+
+
+def _server_hello(parts: _Parts, hello: ServerHello) -> None:
+    parts.detailed["server_hello"] = hello_fields(hello)
+    parts.tls["cipher"] = cipher_name(hello.cipher_suite)
+    parts.server["ja3s"] = ja3s(hello)
+    protocol = ext_render.first_value(hello.extensions, EXT_ALPN)
+    if protocol:
+        parts.tls["next_protocol"] = protocol
+
+
+def _certificates(parts: _Parts, client: Side, server: Side, options: Options) -> None:
+    detailed = parts.detailed
+    if options.send_certificates:
+        for side, prefix in ((client, CLIENT), (server, SERVER)):
+            if side.certificates:
+                detailed[f"{prefix}_certificate"] = side.certificates[0].x509_fields()
+                if len(side.certificates) > 1:
+                    detailed[f"{prefix}_certificate_chain"] = [c.x509_fields() for c in side.certificates[1:]]
+    for side, target in ((client, parts.client), (server, parts.server)):
+        if side.certificates:
+            if options.include_raw_certificates:
+                target["certificate_chain"] = [c.pem() for c in side.certificates]
+            _certificate_fields(side.certificates, target, options)
+
+
+def _resumption(parts: _Parts, client: Side, server: Side, client_hello: ClientHello | None,
+                server_hello: ServerHello | None) -> None:
+    """Resumption can only be inferred: a session id echoed back, or a ticket offered and acknowledged,
+    with no key exchange message on either side.  A ticket wins when both are seen."""
+    session_match = (client_hello is not None and server_hello is not None and bool(client_hello.session_id)
+                     and client_hello.session_id == server_hello.session_id)
+    ticket = client_hello.extension(EXT_SESSION_TICKET) if client_hello is not None else None
+    ticket_offered = bool(ticket) and server_hello is not None and \
+        server_hello.extension(EXT_SESSION_TICKET) is not None
+    resumed = not client.key_exchanged and not server.key_exchanged and (session_match or ticket_offered)
+    parts.tls["resumed"] = resumed
+    if resumed:
+        parts.detailed["resumption_method"] = "ticket" if ticket_offered else "id"
+
+
+def _alerts(parts: _Parts, client: Side, server: Side) -> None:
+    alerts = [(a, CLIENT) for a in client.alerts] + [(a, SERVER) for a in server.alerts]
+    if alerts:
+        parts.detailed["alerts"] = [{"severity": alert_level_name(a.level), "code": a.description,
+                                     "type": alert_name(a.description), "source": source} for a, source in alerts]
+        parts.detailed["alert_types"] = [alert_name(a.description) for a, _ in alerts]
+
+
+def _assemble(parts: _Parts, options: Options) -> dict[str, Any]:
+    tls = parts.tls
     if options.include_detailed_fields:
-        for prefix, target in ((CLIENT, tls_client), (SERVER, tls_server)):
+        detailed = parts.detailed
+        for prefix, target in ((CLIENT, parts.client), (SERVER, parts.server)):
             leaf = detailed.pop(f"{prefix}_certificate", None)
             if leaf is not None:
                 target["x509"] = leaf
         tls["detailed"] = detailed
-    if tls_client:
-        tls["client"] = tls_client
-    if tls_server:
-        tls["server"] = tls_server
-    return tls, domain
+    if parts.client:
+        tls["client"] = parts.client
+    if parts.server:
+        tls["server"] = parts.server
+    return tls

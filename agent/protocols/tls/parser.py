@@ -19,8 +19,9 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.errors import ParseError
 from agent.protocols.tls.tables import ECDHE_CIPHERS, is_grease
-from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
 PROTOCOL = "tls"
@@ -177,8 +178,7 @@ class _Malformed(Exception):
 class DirectionParser:
     """The record layer and handshake messages of one direction."""
 
-    __slots__ = ("_buf", "_cipher", "_hs", "_offset", "_pos", "_skip", "app_data_ends_handshake", "direction",
-                 "encrypted", "records")
+    __slots__ = ("_cipher", "_hs", "_skip", "app_data_ends_handshake", "buf", "direction", "encrypted", "records")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -186,65 +186,67 @@ class DirectionParser:
         # Set once TLS 1.3 is negotiated: the first application-data record then ends the plaintext handshake.
         self.app_data_ends_handshake = False
         self.records = 0  # complete records parsed
-        self._buf = bytearray()
-        self._pos = 0  # parse position in _buf
-        self._offset = 0  # stream offset of _buf[0]
+        # The record layer; a record in many segments is joined once, when complete.
+        self.buf = ReceiveBuffer(PROTOCOL, direction, RECORD_HEADER + MAX_RECORD_PAYLOAD)
         self._hs = bytearray()  # a handshake message being reassembled across records
         self._skip = 0  # bytes of an oversized handshake message still to skip
         self._cipher: int | None = None  # the cipher this direction's ServerHello selected
 
-    def feed(self, data: bytes) -> None:
-        if not self.encrypted:
-            self._buf += data
-
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos + len(self._hs)
+        return self.buf.unread + len(self._hs)
 
-    def messages(self) -> Iterator[Message]:
-        """Yield every complete message; raises ParseError on input that is not TLS."""
-        buf = self._buf
-        while not self.encrypted:
-            pos = self._pos
-            if len(buf) - pos < RECORD_HEADER:
-                break
-            content, major, length = buf[pos], buf[pos + 1], (buf[pos + 3] << 8) | buf[pos + 4]
-            if major != 3:
-                raise self._error(pos, f"not a TLS record (version {major}.{buf[pos + 2]})")
-            if length > MAX_RECORD_PAYLOAD:
-                raise self._error(pos, f"record length {length} exceeds {MAX_RECORD_PAYLOAD}")
-            end = pos + RECORD_HEADER + length
-            if end > len(buf):
-                break
-            self._pos = end
-            self.records += 1
-            if content == CONTENT_HANDSHAKE:
-                yield from self._handshake(bytes(buf[pos + RECORD_HEADER:end]), pos)
-            elif content == CONTENT_ALERT:
-                if length == 2:  # longer alerts are encrypted ones
-                    yield Alert(buf[pos + 5], buf[pos + 6])
-            elif content == CONTENT_CHANGE_CIPHER_SPEC:
-                self._stop()
-                yield ChangeCipherSpec()
-                return
-            elif content == CONTENT_APPLICATION_DATA and self.app_data_ends_handshake:
-                self._stop()
-                yield ChangeCipherSpec(by_application_data=True)
-                return
-        if self._pos:
-            del buf[:self._pos]
-            self._offset += self._pos
-            self._pos = 0
+    def feed(self, data: bytes, ts_ns: int) -> list[Message]:
+        """Every message `data` completes; ParseError on input that is not TLS (it carries the messages
+        completed before it, `error.messages`).  Nothing is parsed once the direction is encrypted."""
+        out: list[Message] = []
+        if self.encrypted or not self.buf.feed(data, ts_ns):
+            return out
+        try:
+            while not self.encrypted and self._record(out):
+                pass
+        except ParseError as exc:
+            exc.messages = out
+            raise
+        return out
+
+    def _record(self, out: list[Message]) -> bool:
+        """The record at the read position, when complete: its messages go to `out`."""
+        rb = self.buf
+        buf, pos = rb.data, rb.pos
+        if len(buf) - pos < RECORD_HEADER:
+            return False
+        content, major, length = buf[pos], buf[pos + 1], (buf[pos + 3] << 8) | buf[pos + 4]
+        if major != 3:
+            raise self._error(pos, f"not a TLS record (version {major}.{buf[pos + 2]})")
+        if length > MAX_RECORD_PAYLOAD:
+            raise self._error(pos, f"record length {length} exceeds {MAX_RECORD_PAYLOAD}")
+        end = pos + RECORD_HEADER + length
+        if end > len(buf):
+            rb.wait_for(RECORD_HEADER + length)
+            return False
+        rb.pos = end
+        self.records += 1
+        if content == CONTENT_HANDSHAKE:
+            out.extend(self._handshake(bytes(buf[pos + RECORD_HEADER:end]), pos))
+        elif content == CONTENT_ALERT:
+            if length == 2:  # longer alerts are encrypted ones
+                out.append(Alert(buf[pos + 5], buf[pos + 6]))
+        elif content == CONTENT_CHANGE_CIPHER_SPEC:
+            self._stop()
+            out.append(ChangeCipherSpec())
+        elif content == CONTENT_APPLICATION_DATA and self.app_data_ends_handshake:
+            self._stop()
+            out.append(ChangeCipherSpec(by_application_data=True))
+        return True
 
     def _stop(self) -> None:
         self.encrypted = True
-        self._offset += len(self._buf)
-        self._buf = bytearray()
-        self._pos = 0
+        self.buf.clear()
         self._hs = bytearray()
 
     def _error(self, pos: int, reason: str) -> ParseError:
-        return ParseError(PROTOCOL, self.direction, self._offset + pos, reason)
+        return self.buf.error(reason, pos)
 
     def _handshake(self, payload: bytes, record_pos: int) -> Iterator[Message]:
         if self._skip:

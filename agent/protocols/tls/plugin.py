@@ -29,12 +29,15 @@ the event follows the hellos; without any hello, `tls.version` is left out
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
+from agent.protocols.errors import ParseError
+from agent.protocols.stream import SessionBase
 from agent.protocols.tls.certificates import FINGERPRINT_ALGORITHMS, Certificate, fingerprint_algorithm
-from agent.protocols.tls.fields import CLIENT, SERVER, Options, Side, tls_fields
+from agent.protocols.tls.fields import CLIENT, FIELDS, SERVER, Options, Side, tls_fields
 from agent.protocols.tls.parser import (
     Alert,
     CertificateRequest,
@@ -50,7 +53,6 @@ from agent.protocols.tls.parser import (
     ServerHello,
     ServerKeyExchange,
 )
-from agent.transport.session import ParseError
 from agent.transport.types import Direction
 
 FATAL = 2
@@ -106,9 +108,9 @@ class _Direction:
         self.dead = False  # not TLS, or out of sync after a gap: its bytes are ignored
 
 
-class TlsSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        self.ctx = ctx
+class TlsSession(SessionBase[TlsConfig]):
+    def __init__(self, ctx: SessionContext[TlsConfig]) -> None:
+        super().__init__(ctx)
         self.options = _options(ctx.config)
         self.dirs = (_Direction(Direction.TO_SERVER), _Direction(Direction.TO_CLIENT))
         self.start_ns: int | None = None
@@ -124,11 +126,17 @@ class TlsSession:
         state = self.dirs[direction]
         if state.encrypted or state.dead:
             return
-        state.parser.feed(data)
-        for message in state.parser.messages():
-            self._handle(direction, state, message, ts_ns)
-            if self.published:
-                return
+        messages: list[Message] = []
+        try:
+            messages = state.parser.feed(data, ts_ns)
+        except ParseError as exc:
+            messages = exc.messages  # what the segment completed before the error still counts
+            raise
+        finally:
+            for message in messages:
+                self._handle(direction, state, message, ts_ns)
+                if self.published:
+                    break
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         if self.published:
@@ -137,7 +145,7 @@ class TlsSession:
         if state.encrypted or state.dead:
             return
         # Records cannot be found again after lost bytes: report what the handshake showed so far.
-        self.ctx.counters.inc("gaps")
+        self.counters.inc("gaps")
         state.dead = True
         self._publish(ts_ns, established_at=None)
 
@@ -149,9 +157,9 @@ class TlsSession:
             return
         state = self.dirs[direction]
         state.dead = True
-        self.ctx.counters.inc("parse_errors")
+        self.counters.inc("parse_errors")
         if not state.parser.records:
-            self.ctx.counters.inc("not_tls")
+            self.counters.inc("not_tls")
 
     def expire(self, ts_ns: int) -> None:
         self._publish(ts_ns, established_at=None)
@@ -162,45 +170,65 @@ class TlsSession:
     # -- messages ----------------------------------------------------------------------
 
     def _handle(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        handler = _HANDLERS.get(type(message))
+        if handler is not None:
+            handler(self, direction, state, message, ts_ns)
+
+    def _change_cipher_spec(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        state.encrypted = True
+        if all(d.encrypted for d in self.dirs):
+            self._publish(ts_ns, established_at=ts_ns)
+
+    def _client_hello(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, ClientHello)
+        state.side.role = CLIENT
+        state.side.hello = message
+
+    def _server_hello(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, ServerHello)
+        state.side.role = SERVER
+        state.side.hello = message
+        if state.parser.app_data_ends_handshake:  # TLS 1.3: the peer's next records are encrypted too
+            self.dirs[direction.other].parser.app_data_ends_handshake = True
+
+    def _certificates(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, Certificates)
+        certs = [Certificate.load(der) for der in message.ders]
+        if all(c is not None for c in certs):
+            state.side.certificates.extend(c for c in certs if c is not None)
+        else:
+            self.counters.inc("invalid_certificates")
+
+    def _alert(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, Alert)
+        state.side.alerts.append(message)
+        if message.level == FATAL:
+            self._publish(ts_ns, established_at=None)
+
+    def _server_key_exchange(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, ServerKeyExchange)
         side = state.side
-        if isinstance(message, ChangeCipherSpec):
-            state.encrypted = True
-            if all(d.encrypted for d in self.dirs):
-                self._publish(ts_ns, established_at=ts_ns)
-        elif isinstance(message, ClientHello):
-            side.role = CLIENT
-            side.hello = message
-        elif isinstance(message, ServerHello):
-            side.role = SERVER
-            side.hello = message
-            if state.parser.app_data_ends_handshake:  # TLS 1.3: the peer's next records are encrypted too
-                self.dirs[direction.other].parser.app_data_ends_handshake = True
-        elif isinstance(message, Certificates):
-            certs = [Certificate.load(der) for der in message.ders]
-            if all(c is not None for c in certs):
-                side.certificates.extend(c for c in certs if c is not None)
-            else:
-                self.ctx.counters.inc("invalid_certificates")
-        elif isinstance(message, Alert):
-            side.alerts.append(message)
-            if message.level == FATAL:
-                self._publish(ts_ns, established_at=None)
-        elif isinstance(message, ServerKeyExchange):
-            side.role = SERVER
-            side.key_exchanged = True
-            side.named_curve = message.named_curve
-        elif isinstance(message, ClientKeyExchange):
-            side.role = CLIENT
-            side.key_exchanged = True
-        elif isinstance(message, CertificateRequest):
-            side.role = SERVER
-            side.certificate_requested = True
-        elif isinstance(message, CertificateStatus):
-            side.ocsp_status = message.ocsp_status
-        elif isinstance(message, HelloRequest):
-            side.role = SERVER
-        elif isinstance(message, OversizedHandshake):
-            self.ctx.counters.inc("oversized_handshake_messages")
+        side.role = SERVER
+        side.key_exchanged = True
+        side.named_curve = message.named_curve
+
+    def _client_key_exchange(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        state.side.role = CLIENT
+        state.side.key_exchanged = True
+
+    def _certificate_request(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        state.side.role = SERVER
+        state.side.certificate_requested = True
+
+    def _certificate_status(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        assert isinstance(message, CertificateStatus)
+        state.side.ocsp_status = message.ocsp_status
+
+    def _hello_request(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        state.side.role = SERVER
+
+    def _oversized(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
+        self.counters.inc("oversized_handshake_messages")
 
     # -- the event ---------------------------------------------------------------------
 
@@ -224,7 +252,7 @@ class TlsSession:
             conn = conn.reversed()
         established = server.encrypted
         fields, domain = tls_fields(client.side, server.side, established, self.options)
-        counters = self.ctx.counters
+        counters = self.counters
         counters.inc("handshakes")
         if not established:
             counters.inc("not_established")
@@ -239,14 +267,27 @@ class TlsSession:
         ))
 
 
-def _session(ctx: SessionContext) -> TlsSession:
-    return TlsSession(ctx)
+# How each message updates its direction's facts (by message class).
+_HANDLERS: dict[type, Callable[[TlsSession, Direction, _Direction, Message, int], None]] = {
+    ChangeCipherSpec: TlsSession._change_cipher_spec,
+    ClientHello: TlsSession._client_hello,
+    ServerHello: TlsSession._server_hello,
+    Certificates: TlsSession._certificates,
+    Alert: TlsSession._alert,
+    ServerKeyExchange: TlsSession._server_key_exchange,
+    ClientKeyExchange: TlsSession._client_key_exchange,
+    CertificateRequest: TlsSession._certificate_request,
+    CertificateStatus: TlsSession._certificate_status,
+    HelloRequest: TlsSession._hello_request,
+    OversizedHandshake: TlsSession._oversized,
+}
 
 
 SPEC = ProtocolSpec(
     name="tls",
     config_class=TlsConfig,
-    tcp=_session,
+    fields=FIELDS,
+    tcp=TlsSession,
     description="TLS handshakes: version, cipher, SNI, ALPN, JA3/JA3S/JA4, certificates, alerts",
     counters=("handshakes", "not_established", "parse_errors", "not_tls", "gaps", "oversized_handshake_messages",
               "invalid_certificates"),

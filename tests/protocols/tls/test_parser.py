@@ -29,8 +29,7 @@ def parse(data: bytes, chunk: int = 0, direction: Direction = Direction.TO_CLIEN
     out: list[Message] = []
     step = chunk or max(1, len(data))
     for i in range(0, len(data), step):
-        parser.feed(data[i:i + step])
-        out.extend(parser.messages())
+        out.extend(parser.feed(data[i:i + step], 0))
     return out
 
 
@@ -43,8 +42,7 @@ def every_way(data: bytes) -> list[Message]:
     assert parse(data, 1) == whole, "byte-by-byte feeding changed the messages"
     assert parse(data, 7) == whole
     parser = DirectionParser(Direction.TO_CLIENT)
-    parser.feed(data + TRAILING)
-    assert list(parser.messages()) == whole, "trailing bytes changed the messages"
+    assert parser.feed(data + TRAILING, 0) == whole, "trailing bytes changed the messages"
     if not parser.encrypted:
         assert parser.buffered == len(TRAILING), "trailing bytes were consumed"
     return whole
@@ -52,13 +50,10 @@ def every_way(data: bytes) -> list[Message]:
 
 def test_incomplete_record_waits_for_more() -> None:
     parser = DirectionParser(Direction.TO_SERVER)
-    parser.feed(bytes.fromhex("14"))
-    assert list(parser.messages()) == []
-    parser.feed(bytes.fromhex("03030001"))
-    assert list(parser.messages()) == []
+    assert parser.feed(bytes.fromhex("14"), 0) == []
+    assert parser.feed(bytes.fromhex("03030001"), 0) == []
     assert parser.buffered == 5
-    parser.feed(b"\x01" + b"after the change cipher spec, nothing is parsed")
-    assert list(parser.messages()) == [ChangeCipherSpec()]
+    assert parser.feed(b"\x01" + b"after the change cipher spec, nothing is parsed", 0) == [ChangeCipherSpec()]
     assert parser.encrypted and parser.buffered == 0
 
 
@@ -118,8 +113,7 @@ def test_parse_error_offset_counts_the_whole_stream() -> None:
 def test_tls13_server_hello_makes_application_data_end_the_handshake() -> None:
     hello = b.server_hello(extensions=[b.server_version(0x0304)], cipher=0x1301)
     parser = DirectionParser(Direction.TO_CLIENT)
-    parser.feed(b.record(b.HANDSHAKE, hello) + b.app_data(50) + b.record(b.HANDSHAKE, b"\x99"))
-    messages = list(parser.messages())
+    messages = parser.feed(b.record(b.HANDSHAKE, hello) + b.app_data(50) + b.record(b.HANDSHAKE, b"\x99"), 0)
     assert isinstance(messages[0], ServerHello) and messages[0].negotiated_version == 0x0304
     assert messages[1:] == [ChangeCipherSpec(by_application_data=True)]
     assert parser.encrypted
