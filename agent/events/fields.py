@@ -214,61 +214,6 @@ user.name keyword +text
 user.roles keyword
 """
 
-_X509 = """
-alternative_names keyword
-issuer.common_name keyword
-issuer.country keyword
-issuer.distinguished_name keyword
-issuer.locality keyword
-issuer.organization keyword
-issuer.organizational_unit keyword
-issuer.province keyword
-issuer.state_or_province keyword
-not_after date
-not_before date
-public_key_algorithm keyword
-public_key_curve keyword
-public_key_exponent long noindex
-public_key_size long
-serial_number keyword
-signature_algorithm keyword
-subject.common_name keyword
-subject.country keyword
-subject.distinguished_name keyword
-subject.locality keyword
-subject.organization keyword
-subject.organizational_unit keyword
-subject.province keyword
-subject.state_or_province keyword
-version keyword
-version_number keyword
-"""
-
-_TLS_SIDE = """
-certificate keyword
-certificate_chain keyword
-hash.md5 keyword
-hash.sha1 keyword
-hash.sha256 keyword
-issuer keyword
-not_after date
-not_before date
-subject keyword
-"""
-
-_TLS = """
-tls.cipher keyword
-tls.curve keyword
-tls.established boolean
-tls.next_protocol keyword
-tls.resumed boolean
-tls.version keyword
-tls.version_protocol keyword
-tls.client.ja3 keyword
-tls.client.server_name keyword
-tls.client.supported_ciphers keyword
-tls.server.ja3s keyword
-"""
 
 # -- Packetbeat's own (fields.common.yml and the protocols' fields.yml) --------------------------------
 
@@ -300,52 +245,6 @@ pktbeat.tunnel.destination.ip ip
 """
 
 
-_TLS_DETAILED = """
-tls.detailed.version keyword
-tls.detailed.resumption_method keyword
-tls.detailed.client_certificate_requested boolean
-tls.detailed.ocsp_response keyword
-tls.detailed.alert_types keyword
-tls.detailed.client_hello.version keyword
-tls.detailed.client_hello.random keyword
-tls.detailed.client_hello.session_id keyword
-tls.detailed.client_hello.supported_compression_methods keyword
-tls.detailed.client_hello.extensions.server_name_indication keyword
-tls.detailed.client_hello.extensions.application_layer_protocol_negotiation keyword
-tls.detailed.client_hello.extensions.session_ticket keyword
-tls.detailed.client_hello.extensions.supported_versions keyword
-tls.detailed.client_hello.extensions.supported_groups keyword
-tls.detailed.client_hello.extensions.signature_algorithms keyword
-tls.detailed.client_hello.extensions.ec_points_formats keyword
-tls.detailed.client_hello.extensions.status_request.type keyword
-tls.detailed.client_hello.extensions.status_request.responder_id_list_length short
-tls.detailed.client_hello.extensions.status_request.request_extensions short
-tls.detailed.client_hello.extensions._unparsed_ keyword
-tls.detailed.server_hello.version keyword
-tls.detailed.server_hello.random keyword
-tls.detailed.server_hello.selected_compression_method keyword
-tls.detailed.server_hello.session_id keyword
-tls.detailed.server_hello.extensions.application_layer_protocol_negotiation keyword
-tls.detailed.server_hello.extensions.session_ticket keyword
-tls.detailed.server_hello.extensions.supported_versions keyword
-tls.detailed.server_hello.extensions.ec_points_formats keyword
-tls.detailed.server_hello.extensions.status_request.response boolean
-tls.detailed.server_hello.extensions._unparsed_ keyword
-tls.detailed.server_certificate_chain object
-tls.detailed.client_certificate_chain object
-"""
-
-_ICMP = """
-icmp.version keyword
-icmp.request.message keyword
-icmp.request.type long
-icmp.request.code long
-icmp.response.message keyword
-icmp.response.type long
-icmp.response.code long
-"""
-
-
 _ENDPOINTS = ("source", "destination", "client", "server")
 
 
@@ -362,16 +261,8 @@ def _tables() -> Iterator[tuple[str, str]]:
     yield "ecs", "container.id keyword"
     yield "ecs", _NETWORK
     yield "ecs", _URL_USER
-    yield "ecs", _TLS
-    for side in ("client", "server"):
-        yield "ecs", prefixed(f"tls.{side}", _TLS_SIDE)
-        yield "ecs", prefixed(f"tls.{side}.x509", _X509)
     yield "packetbeat", _PACKETBEAT_COMMON
     yield "pktbeat", _PKTBEAT_TUNNEL
-    yield "tls", _TLS_DETAILED
-    for chain in ("server_certificate_chain", "client_certificate_chain"):
-        yield "tls", prefixed(f"tls.detailed.{chain}", _X509)
-    yield "icmp", _ICMP
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

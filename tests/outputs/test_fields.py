@@ -13,7 +13,9 @@ import yaml
 from agent.config.load import from_tree
 from agent.events import fields
 from agent.outputs.elasticsearch import index_template
-from tests.helpers.replay import CORPUS, PKTBEAT, STANDARD_PROTOCOLS
+from agent.protocols import registry as protocol_registry
+from tests.helpers.corpus_configs import VERBOSE_PROTOCOLS
+from tests.helpers.replay import CORPUS, PKTBEAT
 
 
 def _lookup_mapping(template: dict, name: str) -> dict:
@@ -70,15 +72,27 @@ def test_flatten_keys_descends_into_lists_of_objects() -> None:
                                                        "http.request.headers", "tags"]
 
 
+def every_protocol() -> list[dict]:
+    """Every registered protocol: on the corpus's ports with every optional field on where the corpus has its
+    traffic, otherwise on its default ports, so a protocol added to the registry is in this test."""
+    configured = {entry["type"] for entry in VERBOSE_PROTOCOLS}
+    return VERBOSE_PROTOCOLS + [{"type": name} for name in protocol_registry.available() if name not in configured]
+
+
+def test_every_protocol_is_enabled_in_the_corpus_replay() -> None:
+    assert {entry["type"] for entry in every_protocol()} == set(protocol_registry.available())
+
+
 @pytest.mark.slow
 def test_every_field_emitted_on_the_corpus_is_mapped(tmp_path: Path) -> None:
-    """Replays every corpus pcap with every protocol on its test port (and flows) through the CLI."""
+    """Replays every corpus pcap with every protocol enabled, every optional field on (and flows), through the
+    CLI."""
     pcaps = sorted(CORPUS.glob("*.pcap"))
     assert len(pcaps) > 100
     config = {
         "packetbeat.interfaces.device": "any",
         "packetbeat.interfaces.internal_networks": ["private"],
-        "packetbeat.protocols": STANDARD_PROTOCOLS,
+        "packetbeat.protocols": every_protocol(),
         "packetbeat.flows": {"timeout": "10s", "period": "10s"},
         "output.file": {"path": str(tmp_path / "out"), "filename": "packetbeat", "rotate_every_kb": 1024 * 1024},
         "path.data": str(tmp_path / "data"),

@@ -18,13 +18,13 @@ from typing import Any
 from agent.config.typed import opt
 from agent.metrics import Counters
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, Transaction
-from agent.protocols.dhcpv4.options import HARDWARE_TYPES, ipv4, option_name, render
-from agent.protocols.dhcpv4.parser import OP_BOOTREPLY, OP_BOOTREQUEST, DhcpMessage, parse
+from agent.protocols.dhcpv4.fields import FIELDS, dhcp_fields
+from agent.protocols.dhcpv4.options import option_name
+from agent.protocols.dhcpv4.parser import OP_BOOTREPLY, parse
 from agent.transport.session import ParseError
 from agent.transport.types import ConnectionInfo, Direction
 
 COUNTERS = ("total_packets", "parse_failures", "malformed_options")
-_ZERO_IP = b"\x00\x00\x00\x00"
 
 
 def malformed_option_note(code: int) -> str:
@@ -42,46 +42,6 @@ def _check_ports(ports: tuple[int, ...]) -> str | None:
 class Dhcpv4Config(ProtocolConfig):
     # The one protocol Packetbeat gives ports by default.
     ports: tuple[int, ...] = opt((67, 68), check=_check_ports)
-
-
-def op_code_name(op: int) -> str:
-    if op == OP_BOOTREQUEST:
-        return "bootrequest"
-    if op == OP_BOOTREPLY:
-        return "bootreply"
-    return "invalid"
-
-
-def client_mac(chaddr: bytes) -> str:
-    return chaddr.hex("-").upper()
-
-
-def dhcp_fields(msg: DhcpMessage) -> tuple[dict[str, Any], list[str], list[int]]:
-    """(the `dhcpv4` object, the extra related IPs, option codes with malformed values)."""
-    out: dict[str, Any] = {
-        "op_code": op_code_name(msg.op),
-        "hardware_type": HARDWARE_TYPES.get(msg.htype, "Invalid"),
-        "hops": msg.hops,
-        "transaction_id": f"0x{msg.xid:08x}",
-        "seconds": msg.secs,
-        "flags": "broadcast" if msg.broadcast else "unicast",
-    }
-    if msg.chaddr:
-        out["client_mac"] = client_mac(msg.chaddr)
-    related: list[str] = []
-    for name, raw in (("client_ip", msg.ciaddr), ("assigned_ip", msg.yiaddr), ("server_ip", msg.siaddr),
-                      ("relay_ip", msg.giaddr)):
-        if raw != _ZERO_IP:
-            out[name] = ipv4(raw)
-            related.append(out[name])
-    if msg.sname:
-        out["server_name"] = msg.sname.decode("utf-8", "replace")
-    if msg.file:
-        out["boot_file_name"] = msg.file.decode("utf-8", "replace")
-    options, bad = render(msg.options)
-    if options:
-        out["option"] = options
-    return out, related, bad
 
 
 class Dhcpv4Handler:
@@ -125,6 +85,7 @@ SPEC = ProtocolSpec(
     name="dhcpv4",
     config_class=Dhcpv4Config,
     udp=_handler,
+    fields=FIELDS,
     description="DHCPv4 messages (one event each), client and server from the BOOTP op code",
     counters=COUNTERS,
 )

@@ -9,6 +9,7 @@ from typing import Any
 from agent.metrics import Counters
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, Transaction
 from agent.protocols.correlation import KeyedRequests
+from agent.protocols.icmp.fields import FIELDS, message_fields
 from agent.protocols.icmp.parser import IcmpMessage, parse
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
@@ -92,12 +93,12 @@ class IcmpHandler:
         txn = Transaction(type="icmp", conn=pending.conn, ts_ns=pending.ts_ns, has_request=request is not None,
                           event_type=("connection",))
         if request is not None:
-            icmp["request"] = {"message": request.name, "type": request.type, "code": request.code}
+            icmp["request"] = message_fields(request)
             txn.client_bytes = request.length
             txn.icmp = (request.type, request.code)
             error = error or request.is_error
         if response is not None:
-            icmp["response"] = {"message": response.name, "type": response.type, "code": response.code}
+            icmp["response"] = message_fields(response)
             txn.server_bytes = response.length
             txn.end_ns = resp_ts
             if request is None:
@@ -117,6 +118,7 @@ SPEC = ProtocolSpec(
     name="icmp",
     config_class=IcmpConfig,
     icmp=_handler,
+    fields=FIELDS,
     description="ICMPv4 and ICMPv6 request/response pairs and errors",
     counters=("unmatched_requests", "unmatched_responses", "duplicate_requests", "table_overflow"),
 )

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import metrics
+from agent.protocols.dhcpv4 import fields as F
 from agent.protocols.dhcpv4 import plugin as P
 from agent.protocols.dhcpv4.parser import parse
 from agent.transport.session import ParseError
@@ -55,5 +56,5 @@ def test_random_options(options: list[tuple[int, bytes]], tail: bytes, overload:
     except ParseError:
         return
     assert data[236:240] == COOKIE
-    P.dhcp_fields(msg)
+    F.dhcp_fields(msg)
     run(data)

@@ -15,6 +15,7 @@ from agent import metrics
 from agent.events.builder import AgentIdentity, EventBuilder
 from agent.events.direction import DirectionClassifier, parse_networks
 from agent.protocols.base import Transaction
+from agent.protocols.dhcpv4 import fields as F
 from agent.protocols.dhcpv4 import plugin as P
 from agent.protocols.dhcpv4.parser import parse
 from agent.transport.session import ParseError
@@ -165,7 +166,7 @@ def test_unknown_values_are_named_not_dropped() -> None:
 
 def test_chaddr_length_is_capped_at_16() -> None:
     msg = parse(bootp(1, 1, hlen=200, chaddr=bytes(range(16))))
-    assert P.client_mac(msg.chaddr) == "00-01-02-03-04-05-06-07-08-09-0A-0B-0C-0D-0E-0F"
+    assert F.client_mac(msg.chaddr) == "00-01-02-03-04-05-06-07-08-09-0A-0B-0C-0D-0E-0F"
 
 
 @pytest.mark.parametrize(("options", "code"), [
