@@ -227,23 +227,10 @@ def _interfaces(raw: Any, warn: Any) -> InterfacesConfig:
 
 
 def _protocols(raw: Any, warn: Any) -> list[ProtocolEntry]:
-    if raw is None:
-        return []
-    items: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(raw, dict):  # the legacy map form, keyed by protocol
-        for name, options in raw.items():
-            items.append((f"packetbeat.protocols.{name}", {"type": name, **(options or {})}))
-    elif isinstance(raw, list):
-        for i, options in enumerate(raw):
-            if not isinstance(options, dict):
-                raise ConfigError(f"packetbeat.protocols[{i}]", "expected a mapping with a type")
-            items.append((f"packetbeat.protocols[{i}]", dict(options)))
-    else:
-        raise ConfigError("packetbeat.protocols", "expected a list of {type: ...} mappings")
     entries: list[ProtocolEntry] = []
     seen: set[str] = set()
     claimed: dict[tuple[str, int], str] = {}
-    for where, options in items:
+    for where, options in _protocol_items(raw):
         name = options.pop("type", None)
         if not name:
             raise ConfigError(where, "every protocol needs a type")
@@ -266,17 +253,38 @@ def _protocols(raw: Any, warn: Any) -> list[ProtocolEntry]:
         config = build(spec.config_class, options, where, warn=warn, unsupported=spec.config_class.UNSUPPORTED)
         if not config.enabled:
             continue
-        for transport in ("tcp", "udp"):
-            if transport not in spec.transports:
-                continue
-            for port in _transport_ports(config, transport):
-                owner = claimed.get((transport, port))
-                if owner is not None:
-                    raise ConfigError(f"{where}.ports",
-                                      f"{transport} port {port} is already claimed by protocol '{owner}'")
-                claimed[(transport, port)] = name
+        _claim_ports(claimed, name, config, spec.transports, where)
         entries.append(ProtocolEntry(name, config))
     return entries
+
+
+def _protocol_items(raw: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(where in the config, its options) of each protocol entry, from the list form or the legacy map."""
+    if raw is None:
+        return []
+    if isinstance(raw, dict):  # the legacy map form, keyed by protocol
+        return [(f"packetbeat.protocols.{name}", {"type": name, **(options or {})}) for name, options in raw.items()]
+    if not isinstance(raw, list):
+        raise ConfigError("packetbeat.protocols", "expected a list of {type: ...} mappings")
+    items: list[tuple[str, dict[str, Any]]] = []
+    for i, options in enumerate(raw):
+        if not isinstance(options, dict):
+            raise ConfigError(f"packetbeat.protocols[{i}]", "expected a mapping with a type")
+        items.append((f"packetbeat.protocols[{i}]", dict(options)))
+    return items
+
+
+def _claim_ports(claimed: dict[tuple[str, int], str], name: str, config: ProtocolConfig,
+                 transports: tuple[str, ...], where: str) -> None:
+    """Each (transport, port) belongs to one protocol: a second claim is a config error."""
+    for transport in ("tcp", "udp"):
+        if transport not in transports:
+            continue
+        for port in _transport_ports(config, transport):
+            owner = claimed.get((transport, port))
+            if owner is not None:
+                raise ConfigError(f"{where}.ports", f"{transport} port {port} is already claimed by protocol '{owner}'")
+            claimed[(transport, port)] = name
 
 
 def _transport_ports(config: ProtocolConfig, transport: str) -> tuple[int, ...]:

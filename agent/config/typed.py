@@ -156,57 +156,20 @@ def build(cls: type[T], data: Mapping[str, Any] | None, path: str,
 
 
 def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
-    if kind == "duration":
+    if kind in _KIND_PARSERS:
         if raw is None and _optional(hint):
             return None
-        return parse_duration(raw, key)
-    if kind == "size":
-        if raw is None and _optional(hint):
-            return None
-        return parse_size(raw, key)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if raw is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for candidate in inner:
-            try:
-                return convert(raw, candidate, kind, key)
-            except ConfigError as exc:
-                errors.append(exc.reason)
-        raise ConfigError(key, "; ".join(errors))
+        return _KIND_PARSERS[kind](raw, key)
     if hint is Any:
         return raw
-    if hint is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "on", "off"):
-            return raw.lower() in ("true", "yes", "on")
-        raise ConfigError(key, f"expected true or false, got {raw!r}")
-    if hint is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str, float)):
-            raise ConfigError(key, f"expected an integer, got {raw!r}")
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(key, f"expected an integer, got {raw!r}") from None
-        if isinstance(raw, float) and not raw.is_integer():
-            raise ConfigError(key, f"expected an integer, got {raw!r}")
-        return value
-    if hint is float:
-        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-            raise ConfigError(key, f"expected a number, got {raw!r}")
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(key, f"expected a number, got {raw!r}") from None
-    if hint is str:
-        if isinstance(raw, (dict, list)) or raw is None:
-            raise ConfigError(key, f"expected a string, got {raw!r}")
-        return raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
+    scalar = _SCALARS.get(hint)
+    if scalar is not None:
+        return scalar(raw, key)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _union(raw, hint, kind, key)
     if origin is tuple:
+        args = typing.get_args(hint)
         item_hint = args[0] if args else Any
         if raw is None:
             return ()
@@ -227,6 +190,60 @@ def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return build(hint, raw, key)  # type: ignore[arg-type]
     raise ConfigError(key, f"unsupported setting type {hint!r}")
+
+
+def _union(raw: Any, hint: Any, kind: str, key: str) -> Any:
+    """The first member of an optional or union type that accepts `raw`; the reasons of all when none does."""
+    args = typing.get_args(hint)
+    if raw is None and type(None) in args:
+        return None
+    errors = []
+    for candidate in (a for a in args if a is not type(None)):
+        try:
+            return convert(raw, candidate, kind, key)
+        except ConfigError as exc:
+            errors.append(exc.reason)
+    raise ConfigError(key, "; ".join(errors))
+
+
+def _bool(raw: Any, key: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.lower() in ("true", "false", "yes", "no", "on", "off"):
+        return raw.lower() in ("true", "yes", "on")
+    raise ConfigError(key, f"expected true or false, got {raw!r}")
+
+
+def _int(raw: Any, key: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, (int, str, float)):
+        raise ConfigError(key, f"expected an integer, got {raw!r}")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(key, f"expected an integer, got {raw!r}") from None
+    if isinstance(raw, float) and not raw.is_integer():
+        raise ConfigError(key, f"expected an integer, got {raw!r}")
+    return value
+
+
+def _float(raw: Any, key: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise ConfigError(key, f"expected a number, got {raw!r}")
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(key, f"expected a number, got {raw!r}") from None
+
+
+def _str(raw: Any, key: str) -> str:
+    if isinstance(raw, (dict, list)) or raw is None:
+        raise ConfigError(key, f"expected a string, got {raw!r}")
+    return raw if isinstance(raw, str) else str(raw).lower() if isinstance(raw, bool) else str(raw)
+
+
+# Settings whose `kind` (opt(kind=...)) has its own syntax, and plain scalar types, by how they are read.
+_KIND_PARSERS: dict[str, Callable[[Any, str], Any]] = {"duration": parse_duration, "size": parse_size}
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _bool, int: _int, float: _float, str: _str}
 
 
 def _optional(hint: Any) -> bool:

@@ -171,36 +171,11 @@ class EventBuilder:
     def _transaction_event(self, txn: Transaction, conn_key: tuple[object, ...]) -> dict[str, Any] | None:
         conn = txn.conn
         facts = self._endpoints(conn, txn.icmp, conn_key)
-        fmt = format_ns
-        digits = self.digits
-        event_section: dict[str, Any] = {
-            "kind": "event",
-            "category": ["network"],
-            "type": list(txn.event_type or _DEFAULT_EVENT_TYPE),
-            "dataset": txn.type,
-        }
-        timestamp = fmt(txn.ts_ns, digits)
-        if txn.has_request:
-            event_section["start"] = timestamp
-        if txn.end_ns is not None:
-            event_section["end"] = fmt(txn.end_ns, digits)
-            if txn.has_request and txn.end_ns >= txn.ts_ns:
-                event_section["duration"] = txn.end_ns - txn.ts_ns
+        timestamp = format_ns(txn.ts_ns, self.digits)
+        event_section = self._event_section(txn, timestamp)
         source: dict[str, Any] = {"ip": facts.client_ip}
         destination: dict[str, Any] = {"ip": facts.server_ip}
-        if conn.client.port:
-            source["port"] = conn.client.port
-        if conn.server.port:
-            destination["port"] = conn.server.port
-        total = 0
-        if txn.client_bytes:
-            source["bytes"] = txn.client_bytes
-            total += txn.client_bytes
-        if txn.server_bytes:
-            destination["bytes"] = txn.server_bytes
-            total += txn.server_bytes
-        if txn.domain:
-            destination["domain"] = txn.domain
+        total = _endpoint_fields(txn, source, destination)
         network: dict[str, Any] = {
             "type": facts.network_type,
             "transport": conn.transport,
@@ -236,20 +211,31 @@ class EventBuilder:
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None
         settings = self.settings.get(txn.type, self._default_settings)
-        if proto_fields and txn.may_hold_nulls and not settings.keep_null:
-            _strip_nulls(proto_fields)
         if proto_fields:
-            for key, value in proto_fields.items():
-                current = event.get(key)
-                if isinstance(current, dict) and isinstance(value, dict):
-                    _merge(current, value)
-                else:
-                    event[key] = value
+            if txn.may_hold_nulls and not settings.keep_null:
+                _strip_nulls(proto_fields)
+            _merge(event, proto_fields)  # a protocol's `source`/`network`... add to the common ones
         event["related"] = _related(facts.related_ips, extra_related) if extra_related else \
             {"ip": list(facts.related_ips)}
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         return self.finish(event, settings, nulls_stripped=True)
+
+    def _event_section(self, txn: Transaction, timestamp: str) -> dict[str, Any]:
+        """ECS `event.*` of a transaction: its kind, type, and its start, end and duration when known."""
+        section: dict[str, Any] = {
+            "kind": "event",
+            "category": ["network"],
+            "type": list(txn.event_type or _DEFAULT_EVENT_TYPE),
+            "dataset": txn.type,
+        }
+        if txn.has_request:
+            section["start"] = timestamp
+        if txn.end_ns is not None:
+            section["end"] = format_ns(txn.end_ns, self.digits)
+            if txn.has_request and txn.end_ns >= txn.ts_ns:
+                section["duration"] = txn.end_ns - txn.ts_ns
+        return section
 
     # -- shared by transactions and flows ------------------------------------
 
@@ -278,13 +264,7 @@ class EventBuilder:
         if settings.fields:
             _add_fields(event, settings.fields, settings.fields_under_root)
         if not settings.keep_null:
-            if not nulls_stripped:
-                _strip_nulls(event)
-            elif self.fields or settings.fields:
-                if self.fields_under_root or settings.fields_under_root:
-                    _strip_nulls(event)
-                elif isinstance(event.get("fields"), dict):
-                    _strip_nulls(event["fields"])
+            self._strip_nulls(event, settings, nulls_stripped)
         if settings.processors:
             result = run_chain(list(settings.processors), event)
             if result is None:
@@ -298,6 +278,16 @@ class EventBuilder:
                 return None
             event = result
         return event
+
+    def _strip_nulls(self, event: dict[str, Any], settings: EventSettings, nulls_stripped: bool) -> None:
+        """Remove None values where they may still be: everywhere, or only in what the user's `fields` added."""
+        if not nulls_stripped:
+            _strip_nulls(event)
+        elif self.fields or settings.fields:
+            if self.fields_under_root or settings.fields_under_root:
+                _strip_nulls(event)
+            elif isinstance(event.get("fields"), dict):
+                _strip_nulls(event["fields"])
 
     def encode(self, event: dict[str, Any], index: str | None = None, id_extra: bytes = b"") -> EncodedEvent:
         try:
@@ -348,6 +338,25 @@ def _related(ips: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
             if value and value not in bucket:
                 bucket.append(value)
     return {k: v for k, v in related.items() if v}
+
+
+def _endpoint_fields(txn: Transaction, source: dict[str, Any], destination: dict[str, Any]) -> int:
+    """Ports, bytes and the server's domain of a transaction's two ends; returns the bytes of both."""
+    conn = txn.conn
+    if conn.client.port:
+        source["port"] = conn.client.port
+    if conn.server.port:
+        destination["port"] = conn.server.port
+    total = 0
+    if txn.client_bytes:
+        source["bytes"] = txn.client_bytes
+        total += txn.client_bytes
+    if txn.server_bytes:
+        destination["bytes"] = txn.server_bytes
+        total += txn.server_bytes
+    if txn.domain:
+        destination["domain"] = txn.domain
+    return total
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
