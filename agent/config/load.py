@@ -20,8 +20,11 @@ from agent.config.model import (
     PathConfig,
     QueueConfig,
     SetupConfig,
+    TcpConfig,
 )
-from agent.config.typed import ConfigError, build, convert, opt, parse_duration, suggest
+from agent.config.perms import check_config_file
+from agent.config.secrets import redact
+from agent.config.typed import ConfigError, build, convert, opt, out_of_bounds, parse_duration, suggest
 from agent.events.direction import parse_networks
 from agent.events.timefmt import PRECISIONS
 from agent.outputs import registry as output_registry
@@ -48,7 +51,7 @@ UNSUPPORTED_PACKETBEAT: dict[str, str] = {
     "npcap": "Windows only",
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
-KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout")
+KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout", "tcp")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -77,6 +80,7 @@ class AgentConfig:
     path: PathConfig
     setup: SetupConfig
     http: HttpEndpointConfig
+    tcp: TcpConfig = field(default_factory=TcpConfig)
     processors: list[Any] = field(default_factory=list)
     name: str = ""
     tags: tuple[str, ...] = ()
@@ -105,8 +109,13 @@ class _General:
 
 
 def load(path: str | None, overrides: list[str] | None = None,
-         extra: Mapping[str, Any] | None = None) -> AgentConfig:
-    """Read, merge and validate a config.  `path=None` means built-in defaults only."""
+         extra: Mapping[str, Any] | None = None, *, strict_perms: bool = True) -> AgentConfig:
+    """Read, merge and validate a config.  `path=None` means built-in defaults only.
+
+    `strict_perms` refuses a file that another user could have written (perms.py).
+    """
+    if path and strict_perms:
+        check_config_file(path)
     tree: dict[str, Any] = yamlload.read_file(path) if path else {}
     try:
         if extra:
@@ -115,6 +124,20 @@ def load(path: str | None, overrides: list[str] | None = None,
         return from_tree(tree, path)
     except ConfigError as exc:
         raise exc.in_file(path) from None
+
+
+def load_as_written(path: str | None, overrides: list[str] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The merged settings with `${VAR}` references unexpanded and literal secrets redacted (export config)."""
+    tree: dict[str, Any] = yamlload.read_file(path, expand=False) if path else {}
+    try:
+        if extra:
+            yamlload.merge(tree, yamlload.normalize(dict(extra)))
+        yamlload.apply_overrides(tree, list(overrides or []), expand=False)
+    except ConfigError as exc:
+        raise exc.in_file(path) from None
+    redacted: dict[str, Any] = redact(tree)
+    return redacted
 
 
 def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
@@ -156,9 +179,13 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     paths = build(PathConfig, tree.get("path"), "path").resolved(path)
     setup = build(SetupConfig, tree.get("setup"), "setup", warn=warn, unsupported=SetupConfig.UNSUPPORTED)
     http = build(HttpEndpointConfig, tree.get("http"), "http")
+    tcp = build(TcpConfig, pb.get("tcp"), "packetbeat.tcp")
     output = _output(tree.get("output"), paths)
     ignore_outgoing = bool(convert(pb.get("ignore_outgoing", False), bool, "", "packetbeat.ignore_outgoing"))
     shutdown_timeout = parse_duration(pb.get("shutdown_timeout", 0), "packetbeat.shutdown_timeout")
+    problem = out_of_bounds(shutdown_timeout, "duration", (0.0, 3600.0))
+    if problem:
+        raise ConfigError("packetbeat.shutdown_timeout", problem)
     from agent.processors import build_processors
 
     build_processors(general.processors, "processors")  # validated now, built again by the agent
@@ -168,7 +195,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         build_processors(flows.processors, "packetbeat.flows.processors")
     return AgentConfig(
         file=path, interfaces=interfaces, flows=flows, protocols=tuple(protocols), output=output, queue=queue,
-        logging=logging_cfg, path=paths, setup=setup, http=http, processors=general.processors,
+        logging=logging_cfg, path=paths, setup=setup, http=http, tcp=tcp, processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
         shutdown_timeout=shutdown_timeout, warnings=tuple(warnings), raw=tree,

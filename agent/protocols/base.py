@@ -52,7 +52,7 @@ class ProtocolConfig:
     ports: tuple[int, ...] = opt((), check=_check_ports)
     send_request: bool = opt(False)
     send_response: bool = opt(False)
-    transaction_timeout: float = opt(10.0, kind="duration")
+    transaction_timeout: float = opt(10.0, kind="duration", bounds=(0.1, 86400.0))
     keep_null: bool = opt(False)
     fields: dict[str, Any] = opt({})
     fields_under_root: bool = opt(False)

@@ -20,9 +20,10 @@ from agent.protocols import registry as protocol_registry
 from agent.protocols.base import ProtocolConfig, SessionContext, Transaction
 from agent.publisher.factory import create_pipeline
 from agent.publisher.pipeline import Pipeline
-from agent.publisher.types import Output
+from agent.publisher.types import Output, OutputError
 from agent.transport.dispatcher import Dispatcher
 from agent.transport.session import DatagramBinding, StreamBinding, StreamSession
+from agent.transport.tcp import TcpLimits
 from agent.transport.types import ConnectionInfo
 
 log = logging.getLogger("pktbeat")
@@ -88,7 +89,11 @@ def _settings(tags: tuple[str, ...], fields: dict[str, object], under_root: bool
 
 def make_output(config: AgentConfig) -> Output:
     module = output_registry.module(config.output.name)
-    output: Output = module.create(config.output.config, config)
+    try:
+        output: Output = module.create(config.output.config, config)
+    except OSError as exc:  # e.g. an output directory pktbeat may not write: an output error, exit 8
+        where = f" {exc.filename}" if exc.filename else ""
+        raise OutputError(f"output.{config.output.name}: cannot use{where}: {exc.strerror or exc}") from None
     return output
 
 
@@ -119,7 +124,14 @@ def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
                     udp_ports[port] = DatagramBinding(entry.name, handler)
         if spec.icmp is not None:
             icmp = DatagramBinding(entry.name, spec.icmp(pc, emit, counters))
-    return Dispatcher(tcp_ports, udp_ports, icmp)
+    return Dispatcher(tcp_ports, udp_ports, icmp, tcp_limits=tcp_limits(config))
+
+
+def tcp_limits(config: AgentConfig) -> TcpLimits:
+    t = config.tcp
+    return TcpLimits(max_connections=t.max_connections, max_half_open=t.max_half_open, max_buffered=t.max_buffered,
+                     memory_budget=t.memory_budget, reorder_segments=t.reorder_segments,
+                     reorder_bytes=t.reorder_bytes)
 
 
 def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:

@@ -4,6 +4,14 @@ It owns the TCP connection table, the UDP/ICMP handlers and IP fragment
 reassembly.  A protocol is chosen by port, source port first and then
 destination port (as Packetbeat does); the side whose port matched is the
 server unless a SYN says otherwise.
+
+TCP state is bounded four ways (`TcpLimits`, each drop counted): a
+connection without payload is only a half-open record (halfopen.py) under its
+own cap; connections with payload have theirs; the bytes that reordering
+buffers and parsers hold for unfinished messages have one cap across all
+connections (`max_buffered`: the sessions idle longest drop their partial
+messages first); and an estimate of everything together has a budget
+(`memory_budget`: the state idle longest is shed first).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from agent.capture.packet import (
     TCP_SYN,
     Packet,
 )
+from agent.transport.halfopen import HalfOpen, HalfOpenTable, Key
 from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
 from agent.transport.session import DatagramBinding, ParseError, StreamBinding
 from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits, seq_diff
@@ -32,8 +41,21 @@ from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
 log = logging.getLogger("pktbeat.transport")
 
+SHED_REASON = "partial message dropped: the worker's TCP buffers are full (packetbeat.tcp.max_buffered)"
+
 UDP_COUNTERS = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "internal_errors")
 UDP_ROUTE_CACHE = 65536  # 4-tuples whose protocol, direction and endpoints are remembered
+
+# What `memory_budget` charges per entry, beside the bytes sessions report holding: measured with
+# tracemalloc (bench/tcp_flood_bench.py --costs); a connection's session ranges from 2.6 KB (MongoDB)
+# to 5.5 KB (HTTP).
+CONNECTION_COST = 5 * 1024
+HALF_OPEN_COST = 400
+# Sessions are asked what they hold after this many bytes were fed to them (at most; a smaller
+# max_buffered audits more often), and at every expiry tick.
+AUDIT_BYTES = 256 * 1024
+# Shedding for max_buffered goes down to this fraction of it, so that it does not run at every audit.
+SHED_TARGET = 0.75
 
 
 class Dispatcher:
@@ -59,6 +81,9 @@ class Dispatcher:
         self._conns: dict[tuple[bytes, int, bytes, int], tuple[TcpConnection, Direction]] = {}
         self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
         self._next_conn_id = 1
+        self._half_open = HalfOpenTable(self.tcp_limits.max_half_open, self.tcp_counters)
+        self._holders: dict[int, TcpConnection] = {}  # connections whose sessions held bytes at their last audit
+        self._audit_bytes = max(4096, min(AUDIT_BYTES, self.tcp_limits.max_buffered // 8))
         self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
         self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
@@ -101,9 +126,11 @@ class Dispatcher:
                 conn.last_ns = ts_ns
                 self._lru.move_to_end(conn.conn_id)
         if entry is None:
-            if not payload and not missing and not flags & (TCP_SYN | TCP_FIN):
-                return  # a pure ACK (or RST) of a connection we do not follow
-            opened = self._open(ts_ns, src, dst, sport, dport, flags, family)
+            half = self._half_open.find(src, sport, dst, dport) if self._half_open.entries else None
+            if not payload and not missing and not flags & TCP_FIN:
+                self._without_payload(ts_ns, src, dst, sport, dport, seq, flags, half)
+                return
+            opened = self._open(ts_ns, src, dst, sport, dport, flags, family, half)
             if opened is None:
                 return
             conn, direction = opened
@@ -111,9 +138,11 @@ class Dispatcher:
             self.reassembler.acknowledged(conn, direction.other, ack, ts_ns)
         if payload or missing or flags & (TCP_SYN | TCP_FIN | TCP_RST):
             self.reassembler.segment(conn, direction, seq, flags, payload, missing, ts_ns)
+            if self.reassembler.unaudited >= self._audit_bytes:
+                self.audit(ts_ns)
 
-    def _open(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int,
-              family: int) -> tuple[TcpConnection, Direction] | None:
+    def _binding(self, sport: int, dport: int, flags: int) -> tuple[StreamBinding, bool] | None:
+        """The protocol of a new connection, and whether the segment's sender is the server."""
         binding = self.tcp_ports.get(sport)
         server_is_src = binding is not None
         if binding is None:
@@ -123,6 +152,51 @@ class Dispatcher:
         if flags & TCP_SYN:
             # The SYN's sender is the client, whatever the ports say.
             server_is_src = bool(flags & TCP_ACK)
+        return binding, server_is_src
+
+    def _without_payload(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, flags: int,
+                         half: tuple[Key, HalfOpen, bool] | None) -> None:
+        """A SYN, SYN-ACK, ACK or RST of a connection that has carried no payload: the half-open table."""
+        if half is not None:
+            key, entry, from_client = half
+            if flags & TCP_RST:
+                self.tcp_counters["rst"] += 1
+                self._half_open.pop(key)
+                return
+            if flags & TCP_SYN:
+                if from_client:
+                    if entry.client_isn < 0:
+                        entry.client_isn = seq
+                elif entry.server_isn < 0:
+                    entry.server_isn = seq
+            self._half_open.touch(key, entry, ts_ns)
+            return
+        if not flags & TCP_SYN:
+            return  # a bare ACK (or RST) of a connection we do not follow
+        found = self._binding(sport, dport, flags)
+        if found is None:
+            return
+        binding, server_is_src = found
+        if server_is_src:
+            self._half_open.add((dst, dport, src, sport), binding, ts_ns).server_isn = seq
+        else:
+            self._half_open.add((src, sport, dst, dport), binding, ts_ns).client_isn = seq
+        self.tcp_counters["connections"] += 1
+        if self._estimate() > self.tcp_limits.memory_budget:
+            self._shed_memory()
+
+    def _open(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int, family: int,
+              half: tuple[Key, HalfOpen, bool] | None = None) -> tuple[TcpConnection, Direction] | None:
+        """A connection's first segment with payload (or FIN): its session starts now."""
+        if half is not None:
+            self._half_open.pop(half[0])
+            binding, server_is_src = half[1].binding, not half[2]
+        else:
+            found = self._binding(sport, dport, flags)
+            if found is None:
+                return None
+            binding, server_is_src = found
+            self.tcp_counters["connections"] += 1
         source, destination = Endpoint(src, sport), Endpoint(dst, dport)
         client, server = (destination, source) if server_is_src else (source, destination)
         conn_id = self._next_conn_id
@@ -132,6 +206,12 @@ class Dispatcher:
             self._evict_oldest(ts_ns)
         session = binding.new_session(info)
         conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, ts_ns)
+        if half is not None:
+            # The handshake seen so far: the data that follows it is in order, not mid-stream.
+            if half[1].client_isn >= 0:
+                conn.streams[Direction.TO_SERVER].next_seq = (half[1].client_isn + 1) & 0xFFFFFFFF
+            if half[1].server_isn >= 0:
+                conn.streams[Direction.TO_CLIENT].next_seq = (half[1].server_isn + 1) & 0xFFFFFFFF
         key = (src, sport, dst, dport)
         rkey = (dst, dport, src, sport)
         # Each direction's key maps to the connection and the way its packets go.
@@ -142,7 +222,8 @@ class Dispatcher:
             self._conns[rkey] = (conn, forward[1].other)
         self._conns[key] = forward
         self._lru[conn_id] = (key, conn)
-        self.tcp_counters["connections"] += 1
+        if self._estimate() > self.tcp_limits.memory_budget:
+            self._shed_memory()
         return forward
 
     def _close(self, conn: TcpConnection) -> None:
@@ -154,6 +235,7 @@ class Dispatcher:
         self._conns.pop((key[2], key[3], key[0], key[1]), None)
         self.reassembler.flush_all(conn, conn.last_ns)
         self.reassembler.forget(conn)
+        self._holders.pop(conn.conn_id, None)
         try:
             conn.session.expire(conn.last_ns)
         except ParseError:
@@ -228,6 +310,8 @@ class Dispatcher:
                 stale.append(conn)
         for conn in stale:
             self._close(conn)
+        self._half_open.expire(now_ns, self._min_timeout_ns)
+        self.audit(now_ns)
         for binding in self._datagram_handlers:
             try:
                 binding.handler.tick(now_ns)
@@ -268,4 +352,79 @@ class Dispatcher:
 
     @property
     def connection_count(self) -> int:
+        """Connections that carried payload (half_open_count: those that have not yet)."""
         return len(self._lru)
+
+    @property
+    def half_open_count(self) -> int:
+        return len(self._half_open)
+
+    # -- memory ------------------------------------------------------------------
+
+    def _estimate(self) -> int:
+        """What the TCP state of this worker costs, as `memory_budget` counts it."""
+        r = self.reassembler
+        return (len(self._lru) * CONNECTION_COST + len(self._half_open) * HALF_OPEN_COST + r.held_total
+                + r.ooo_total)
+
+    def audit(self, now_ns: int) -> None:
+        """Ask the sessions fed since the last audit what they hold; enforce max_buffered and the budget."""
+        r = self.reassembler
+        dirty = r.dirty
+        r.dirty = []
+        r.unaudited = 0
+        lru = self._lru
+        for conn in dirty:
+            conn.dirty = False
+            if conn.conn_id in lru:
+                self._account(conn)
+        if r.held_total + r.ooo_total > self.tcp_limits.max_buffered:
+            self._shed_buffers(now_ns)
+        if self._estimate() > self.tcp_limits.memory_budget:
+            self._shed_memory()
+
+    def _account(self, conn: TcpConnection) -> int:
+        try:
+            held = conn.session.buffered()
+        except Exception:
+            self.tcp_counters["internal_errors"] += 1
+            log.exception("bug in the %s parser while counting its buffered bytes", conn.protocol)
+            held = 0
+        self.reassembler.held_total += held - conn.held
+        conn.held = held
+        if held:
+            self._holders[conn.conn_id] = conn
+        else:
+            self._holders.pop(conn.conn_id, None)
+        return held
+
+    def _shed_buffers(self, now_ns: int) -> None:
+        """Over max_buffered: the sessions idle longest drop their unfinished messages, counted."""
+        r = self.reassembler
+        target = int(self.tcp_limits.max_buffered * SHED_TARGET)
+        for conn in sorted(self._holders.values(), key=lambda c: c.last_ns):
+            if r.held_total + r.ooo_total <= target:
+                return
+            before = conn.held + sum(s.ooo_bytes for s in conn.streams)
+            r.flush_all(conn, now_ns)
+            for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
+                r.recover(conn, direction, ParseError(conn.protocol, direction, 0, SHED_REASON), now_ns)
+            self.tcp_counters["buffer_shed"] += 1
+            if self._account(conn):
+                self._close(conn)  # a session that cannot let go of its bytes goes with them
+            self.tcp_counters["buffer_shed_bytes"] += before - conn.held
+
+    def _shed_memory(self) -> None:
+        """Over memory_budget: shed the state idle longest, half-open or not, until under it, counted."""
+        budget = self.tcp_limits.memory_budget
+        counters = self.tcp_counters
+        while self._estimate() > budget:
+            oldest_half = self._half_open.oldest_ns()
+            conn = next(iter(self._lru.values()))[1] if self._lru else None
+            if oldest_half is None and (conn is None or len(self._lru) == 1):
+                return  # nothing left to shed but the connection being served
+            if conn is None or (oldest_half is not None and oldest_half <= conn.last_ns):
+                self._half_open.shed_oldest()
+            else:
+                self._close(conn)
+            counters["memory_shed"] += 1

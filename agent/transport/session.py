@@ -51,6 +51,15 @@ class StreamSession(Protocol):
         """Requests not yet published (for end-of-input accounting)."""
         ...
 
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete, both directions (the worker's `max_buffered` counts them).
+
+        Asked only after the session was fed, so it may cost a little.  When the
+        worker is over its limit it calls `recover` on the sessions that hold the
+        most idle bytes: they must drop that partial state.
+        """
+        ...
+
 
 class DatagramHandler(Protocol):
     """A protocol's state for all of its datagrams (UDP, or ICMP)."""

@@ -27,12 +27,14 @@ _CONTROL = TCP_SYN | TCP_FIN | TCP_RST
 
 @dataclass(frozen=True, slots=True)
 class TcpLimits:
-    """Bounds of the TCP layer; each has a counter for what it dropped."""
+    """Bounds of the TCP layer of one worker (`packetbeat.tcp.*`); each has a counter for what it dropped."""
 
-    max_connections: int = 100_000
+    max_connections: int = 100_000  # connections that carried payload
+    max_half_open: int = 50_000  # connections without payload yet (SYN floods): no session, no buffers
+    max_buffered: int = 64 * 1024 * 1024  # bytes held in reordering buffers and parsers, all connections
+    memory_budget: int = 160 * 1024 * 1024  # estimated TCP state: entries, sessions and held bytes
     reorder_segments: int = 32  # per direction, before a hole becomes a gap
     reorder_bytes: int = 512 * 1024  # per direction
-    reorder_total_bytes: int = 64 * 1024 * 1024  # all connections together
 
 
 TCP_COUNTERS = (
@@ -53,6 +55,11 @@ TCP_COUNTERS = (
     "rst",
     "parse_errors",
     "internal_errors",
+    "half_open",
+    "half_open_evicted",
+    "buffer_shed",
+    "buffer_shed_bytes",
+    "memory_shed",
 )
 
 
@@ -77,8 +84,8 @@ class Stream:
 
 
 class TcpConnection:
-    __slots__ = ("client_ip", "client_port", "conn_id", "info", "last_ns", "protocol", "session", "streams",
-                 "timeout_ns")
+    __slots__ = ("client_ip", "client_port", "conn_id", "dirty", "held", "info", "last_ns", "protocol", "session",
+                 "streams", "timeout_ns")
 
     def __init__(self, info: ConnectionInfo, protocol: str, session: StreamSession, timeout_ns: int,
                  ts_ns: int) -> None:
@@ -91,6 +98,8 @@ class TcpConnection:
         self.streams = (Stream(), Stream())
         self.timeout_ns = timeout_ns
         self.last_ns = ts_ns
+        self.held = 0  # bytes its session held at the last audit
+        self.dirty = False  # fed since the last audit
 
 
 class StreamReassembler:
@@ -100,6 +109,9 @@ class StreamReassembler:
         self.counters = counters
         self.limits = limits
         self.ooo_total = 0  # bytes held in every reordering buffer
+        self.held_total = 0  # bytes held by every session, as of each one's last audit
+        self.unaudited = 0  # bytes fed to sessions since the last audit
+        self.dirty: list[TcpConnection] = []  # connections whose sessions were called since the last audit
 
     # -- entry point -------------------------------------------------------
 
@@ -208,7 +220,7 @@ class StreamReassembler:
         stream.ooo_bytes += len(payload)
         self.ooo_total += len(payload)
         limits = self.limits
-        if self.ooo_total > limits.reorder_total_bytes:
+        if self.ooo_total + self.held_total > limits.max_buffered:
             counters["reorder_global_overflow"] += 1
             self._flush_with_gaps(conn, direction, ts_ns)
         elif len(stream.ooo) > limits.reorder_segments or stream.ooo_bytes > limits.reorder_bytes:
@@ -284,15 +296,21 @@ class StreamReassembler:
             self._flush_with_gaps(conn, d, ts_ns)
 
     def forget(self, conn: TcpConnection) -> None:
-        """Release the reordering buffers of a connection that is going away."""
+        """Release the reordering buffers and the held-bytes account of a connection that is going away."""
         for stream in conn.streams:
             self.ooo_total -= stream.ooo_bytes
             stream.ooo.clear()
             stream.ooo_bytes = 0
+        self.held_total -= conn.held
+        conn.held = 0
 
     # -- calls into the session, behind the error boundary -------------------
 
     def _feed(self, conn: TcpConnection, direction: Direction, data: bytes, ts_ns: int) -> None:
+        self.unaudited += len(data)
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
         try:
             conn.session.feed(direction, data, ts_ns)
         except ParseError as exc:
@@ -305,6 +323,7 @@ class StreamReassembler:
     def _gap(self, conn: TcpConnection, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
         self.counters["gap_bytes"] += nbytes
+        self._touch(conn)
         try:
             conn.session.gap(direction, nbytes, ts_ns)
         except ParseError as exc:
@@ -314,6 +333,7 @@ class StreamReassembler:
             self._internal_error(conn, "gap")
 
     def _fin(self, conn: TcpConnection, direction: Direction, ts_ns: int) -> None:
+        self._touch(conn)
         try:
             conn.session.fin(direction, ts_ns)
         except ParseError as exc:
@@ -321,6 +341,17 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "fin")
+
+    def _touch(self, conn: TcpConnection) -> None:
+        """The session may hold a different number of bytes now: audit it next time."""
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
+
+    def recover(self, conn: TcpConnection, direction: Direction, exc: ParseError, ts_ns: int) -> None:
+        """Make the session drop the partial state of `direction` (also used to shed memory)."""
+        self._touch(conn)
+        self._recover(conn, direction, exc, ts_ns)
 
     def _recover(self, conn: TcpConnection, direction: Direction, exc: ParseError, ts_ns: int) -> None:
         try:
@@ -353,4 +384,7 @@ class NullSession:
         pass
 
     def pending(self) -> int:
+        return 0
+
+    def buffered(self) -> int:
         return 0

@@ -46,6 +46,9 @@ class Recorder:
     def pending(self) -> int:
         return 0
 
+    def buffered(self) -> int:
+        return 0
+
     def stream(self, direction: Direction) -> bytes:
         return b"".join(d for kind, dd, d in self.calls if kind == "data" and dd == direction)  # type: ignore[misc]
 
@@ -101,7 +104,10 @@ def test_syn_decides_client_even_when_ports_say_otherwise() -> None:
     h = Harness()
     # The server-side port sends the SYN: it is the client.
     h.s2c(7, flags=TCP_SYN)
+    assert not h.sessions  # no payload yet: a half-open record, no session
+    h.s2c(8, b"hello")
     assert h.session.conn.client.port == SPORT
+    assert h.session.calls == [("data", Direction.TO_SERVER, b"hello")]
 
 
 def test_retransmission_dropped_and_overlap_trimmed() -> None:
@@ -272,7 +278,7 @@ def test_random_reordering_and_duplication_reassembles_exactly() -> None:
 
 
 def test_global_reorder_budget_is_enforced() -> None:
-    h = Harness(TcpLimits(reorder_segments=1000, reorder_bytes=10**9, reorder_total_bytes=1000))
+    h = Harness(TcpLimits(reorder_segments=1000, reorder_bytes=10**9, max_buffered=1000))
     h.c2s(100, b"a")
     for i in range(20):
         h.c2s(1000 + 200 * i, b"z" * 100)  # never in order: hole at 101

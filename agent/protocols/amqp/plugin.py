@@ -135,6 +135,9 @@ class AmqpSession:
     def pending(self) -> int:
         return sum(1 for p in self.waiting.values() if not p.hidden)
 
+    def buffered(self) -> int:
+        return sum(p.buffered for p in self.parsers)
+
     # -- pairing -------------------------------------------------------------------
 
     def _count_parser(self, parser: AmqpParser) -> None:

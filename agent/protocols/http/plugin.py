@@ -175,6 +175,9 @@ class HttpSession:
     def pending(self) -> int:
         return len(self.requests)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.requests.held
+
     # -- correlation -----------------------------------------------------------------
 
     def _drain(self, parser: HttpStreamParser) -> None:

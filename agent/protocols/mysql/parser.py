@@ -222,6 +222,11 @@ class MysqlParser:
 
     # -- public ---------------------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for packets not yet complete, both directions."""
+        return sum(f.buffered for f in self._framers) + sum(i.buffered for i in self._inflaters if i is not None)
+
     def pending(self) -> int:
         return len(self._pending)
 

@@ -125,6 +125,9 @@ class MysqlSession:
     def pending(self) -> int:
         return len(self.open)
 
+    def buffered(self) -> int:
+        return self.parser.buffered
+
     # -- messages ----------------------------------------------------------------------------------
 
     def _handle(self, out: list[Message], ts_ns: int) -> None:

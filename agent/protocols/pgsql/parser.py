@@ -202,6 +202,11 @@ class PgsqlParser:
 
     # -- public ----------------------------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete, both directions."""
+        return sum(len(side.buf) + len(side.held) + len(side.kept) for side in self._sides)
+
     def feed(self, direction: Direction, data: bytes, ts_ns: int, out: list[Message]) -> None:
         if self.encrypted or not data:
             return

@@ -198,6 +198,9 @@ class PgsqlSession:
     def pending(self) -> int:
         return self.open
 
+    def buffered(self) -> int:
+        return self.parser.buffered
+
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _sync_counters(self) -> None:

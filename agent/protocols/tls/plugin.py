@@ -159,6 +159,9 @@ class TlsSession:
     def pending(self) -> int:
         return 0 if self.published or not self._has_info() else 1
 
+    def buffered(self) -> int:
+        return self.dirs[0].parser.buffered + self.dirs[1].parser.buffered
+
     # -- messages ----------------------------------------------------------------------
 
     def _handle(self, direction: Direction, state: _Direction, message: Message, ts_ns: int) -> None:
