@@ -33,6 +33,7 @@ MODULES = (
     "agent.capture.pcapfile",
     "agent.capture.decode",
     "agent.transport.tcp",
+    "agent.transport.halfopen",
     "agent.transport.dispatcher",
     "agent.protocols.http.fields",
     "agent.protocols.http.parser",

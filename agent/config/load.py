@@ -23,7 +23,6 @@ from agent.config.model import (
     TcpConfig,
 )
 from agent.config.perms import check_config_file
-from agent.config.secrets import redact
 from agent.config.typed import ConfigError, build, convert, opt, out_of_bounds, parse_duration, suggest
 from agent.events.direction import parse_networks
 from agent.events.timefmt import PRECISIONS
@@ -136,6 +135,8 @@ def load_as_written(path: str | None, overrides: list[str] | None = None,
         yamlload.apply_overrides(tree, list(overrides or []), expand=False)
     except ConfigError as exc:
         raise exc.in_file(path) from None
+    from agent.config.secrets import redact  # only export config needs it
+
     redacted: dict[str, Any] = redact(tree)
     return redacted
 

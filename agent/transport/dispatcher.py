@@ -47,13 +47,13 @@ UDP_COUNTERS = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "int
 UDP_ROUTE_CACHE = 65536  # 4-tuples whose protocol, direction and endpoints are remembered
 
 # What `memory_budget` charges per entry, beside the bytes sessions report holding: measured with
-# tracemalloc (bench/tcp_flood_bench.py --costs); a connection's session ranges from 2.6 KB (MongoDB)
-# to 5.5 KB (HTTP).
-CONNECTION_COST = 5 * 1024
+# tracemalloc (bench/tcp_flood_bench.py --costs).  A connection with its session costs from 2.7 KB
+# (MongoDB) to 5.5 KB (HTTP); a half-open one about 330 bytes with its two addresses.
+CONNECTION_COST = 5632
 HALF_OPEN_COST = 400
 # Sessions are asked what they hold after this many bytes were fed to them (at most; a smaller
 # max_buffered audits more often), and at every expiry tick.
-AUDIT_BYTES = 256 * 1024
+AUDIT_BYTES = 1024 * 1024
 # Shedding for max_buffered goes down to this fraction of it, so that it does not run at every audit.
 SHED_TARGET = 0.75
 
@@ -83,7 +83,7 @@ class Dispatcher:
         self._next_conn_id = 1
         self._half_open = HalfOpenTable(self.tcp_limits.max_half_open, self.tcp_counters)
         self._holders: dict[int, TcpConnection] = {}  # connections whose sessions held bytes at their last audit
-        self._audit_bytes = max(4096, min(AUDIT_BYTES, self.tcp_limits.max_buffered // 8))
+        self._audit_bytes = max(4096, min(AUDIT_BYTES, self.tcp_limits.max_buffered // 16))
         self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
         self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
