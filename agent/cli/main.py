@@ -6,7 +6,6 @@ starts lives in agent.runtime.
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import signal
@@ -19,6 +18,7 @@ import typer
 from agent.config.load import AgentConfig, load, load_as_written
 from agent.config.perms import check_config_file, exposed_directory, strict_by_default
 from agent.config.typed import ConfigError
+from agent.runtime.exitcodes import Exit
 from agent.version import VERSION
 
 log = logging.getLogger("pktbeat")
@@ -27,21 +27,6 @@ log = logging.getLogger("pktbeat")
 UMASK = 0o027
 # Packetbeat's -strict.perms flag; main() takes it from anywhere on the command line, as Beats does.
 _options = {"strict_perms": True}
-
-
-class Exit(enum.IntEnum):
-    """Named exit codes; preflight failures are distinct so scripts can tell them apart."""
-
-    OK = 0
-    CONFIG = 1
-    INPUT = 2
-    PUBLISH_TIMEOUT = 3
-    NO_BPF = 4
-    NO_PRIVILEGES = 5
-    NO_HEADERS = 6
-    NO_INTERFACE = 7
-    OUTPUT = 8
-    INTERRUPTED = 130
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,

@@ -21,6 +21,7 @@ from agent.config.model import (
     QueueConfig,
     SetupConfig,
     TcpConfig,
+    TunnelsConfig,
 )
 from agent.config.perms import check_config_file
 from agent.config.typed import ConfigError, build, convert, opt, out_of_bounds, parse_duration, suggest
@@ -50,7 +51,7 @@ UNSUPPORTED_PACKETBEAT: dict[str, str] = {
     "npcap": "Windows only",
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
-KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout", "tcp")
+KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout", "tcp", "tunnels")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -80,6 +81,7 @@ class AgentConfig:
     setup: SetupConfig
     http: HttpEndpointConfig
     tcp: TcpConfig = field(default_factory=TcpConfig)
+    tunnels: TunnelsConfig = field(default_factory=TunnelsConfig)
     processors: list[Any] = field(default_factory=list)
     name: str = ""
     tags: tuple[str, ...] = ()
@@ -165,6 +167,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         if not flows.enabled:
             flows = None
     protocols = _protocols(pb.get("protocols"), warn)
+    tunnels = _tunnels(pb.get("tunnels"))
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
     precision = "millisecond"
@@ -196,11 +199,20 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         build_processors(flows.processors, "packetbeat.flows.processors")
     return AgentConfig(
         file=path, interfaces=interfaces, flows=flows, protocols=tuple(protocols), output=output, queue=queue,
-        logging=logging_cfg, path=paths, setup=setup, http=http, tcp=tcp, processors=general.processors,
+        logging=logging_cfg, path=paths, setup=setup, http=http, tcp=tcp, tunnels=tunnels,
+        processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
         shutdown_timeout=shutdown_timeout, warnings=tuple(warnings), raw=tree,
     )
+
+
+def _tunnels(raw: Any) -> TunnelsConfig:
+    tunnels = build(TunnelsConfig, raw, "packetbeat.tunnels")
+    both = set(tunnels.vxlan_ports) & set(tunnels.geneve_ports)
+    if both:
+        raise ConfigError("packetbeat.tunnels", f"port {min(both)} is both a VXLAN and a GENEVE port")
+    return tunnels
 
 
 def _interfaces(raw: Any, warn: Any) -> InterfacesConfig:

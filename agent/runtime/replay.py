@@ -21,15 +21,12 @@ from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.config.load import AgentConfig
 from agent.publisher.pipeline import Pipeline, PublishTimeout
 from agent.runtime import wiring
+from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
 
 log = logging.getLogger("pktbeat")
 
 TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
-
-EXIT_OK = 0
-EXIT_INPUT = 2
-EXIT_PUBLISH_TIMEOUT = 3
 
 
 @dataclass
@@ -83,10 +80,10 @@ class ReplayRunner:
 
     # -- the loop ------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self) -> Exit:
         log.info("Process watcher disabled when file input is used")
         wiring.tune_gc()
-        code = EXIT_OK
+        code = Exit.OK
         now_ns = 0
         loops = max(1, self.options.loops)
         try:
@@ -97,13 +94,13 @@ class ReplayRunner:
                         break
                     result = self._replay_file(path, now_ns)
                     if result is None:
-                        code = EXIT_INPUT
+                        code = Exit.INPUT
                         continue
                     now_ns = max(now_ns, result)
             now_ns = self._drain_timeouts(now_ns)
             self._finish(now_ns)
             if self._input_error:
-                code = EXIT_INPUT
+                code = Exit.INPUT
         finally:
             code = self._close(code)
         return code
@@ -124,7 +121,8 @@ class ReplayRunner:
                 self.stats["read_errors"] += 1
                 return None
             self.stats["files"] += 1
-            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None)
+            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None,
+                                   tunnels=wiring.tunnel_settings(self.config))
             progress = Progress(path, info.size, enabled=self._show_progress())
             last_ns = clock_ns
             next_tick = 0
@@ -211,14 +209,14 @@ class ReplayRunner:
         if self.flows is not None:
             self.flows.final(now_ns)
 
-    def _close(self, code: int) -> int:
+    def _close(self, code: Exit) -> Exit:
         timeout = self.config.shutdown_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
         try:
             self.pipeline.close(deadline)
         except PublishTimeout as exc:
             log.error("%s within packetbeat.shutdown_timeout (%gs)", exc, timeout)
-            return EXIT_PUBLISH_TIMEOUT
+            return Exit.PUBLISH_TIMEOUT
         return code
 
     def _show_progress(self) -> bool:

@@ -3,7 +3,9 @@
 It owns the TCP connection table, the UDP/ICMP handlers and IP fragment
 reassembly.  A protocol is chosen by port, source port first and then
 destination port (as Packetbeat does); the side whose port matched is the
-server unless a SYN says otherwise.
+server unless a SYN says otherwise.  Packets that came out of a tunnel are
+keyed by their tunnel too: the same addresses and ports in two VXLAN
+segments are two conversations.
 
 TCP state is bounded four ways (`TcpLimits`, each drop counted): a
 connection without payload is only a half-open record (halfopen.py) under its
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agent import metrics
 from agent.capture.packet import (
@@ -33,6 +35,7 @@ from agent.capture.packet import (
     TCP_SYN,
     Packet,
 )
+from agent.capture.tunnel import TunnelInfo
 from agent.transport.halfopen import HalfOpen, HalfOpenTable, Key
 from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
 from agent.transport.session import DatagramBinding, ParseError, StreamBinding
@@ -66,10 +69,13 @@ class Dispatcher:
         icmp: DatagramBinding | None = None,
         tcp_limits: TcpLimits | None = None,
         fragment_limits: FragmentLimits | None = None,
+        decapsulate: Callable[[Packet], Packet | None] | None = None,
     ) -> None:
         self.tcp_ports = dict(tcp_ports)
         self.udp_ports = dict(udp_ports)
         self.icmp = icmp
+        # Opens a reassembled datagram that carries a tunnel (FrameDecoder.reassembled), when tunnels are on.
+        self.decapsulate = decapsulate
         self.tcp_limits = tcp_limits or TcpLimits()
         self.tcp_counters = metrics.register("tcp", TCP_COUNTERS)
         self.udp_counters = metrics.register("udp", UDP_COUNTERS)
@@ -78,13 +84,14 @@ class Dispatcher:
                                              fragment_limits)
         # Both directions' keys map to the same connection; the LRU order
         # (least recently active first) drives expiry and eviction.
-        self._conns: dict[tuple[bytes, int, bytes, int], tuple[TcpConnection, Direction]] = {}
-        self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
+        # Keys are (src, sport, dst, dport), plus the tunnel's zone for decapsulated packets.
+        self._conns: dict[tuple[object, ...], tuple[TcpConnection, Direction]] = {}
+        self._lru: OrderedDict[int, tuple[tuple[object, ...], TcpConnection]] = OrderedDict()
         self._next_conn_id = 1
         self._half_open = HalfOpenTable(self.tcp_limits.max_half_open, self.tcp_counters)
         self._holders: dict[int, TcpConnection] = {}  # connections whose sessions held bytes at their last audit
         self._audit_bytes = max(4096, min(AUDIT_BYTES, self.tcp_limits.max_buffered // 16))
-        self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
+        self._udp_routes: dict[tuple[object, ...], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
         self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
         if icmp is not None:
@@ -97,22 +104,28 @@ class Dispatcher:
             whole = self.fragments.add(pkt)
             if whole is None:
                 return
+            if self.decapsulate is not None:
+                inner = self.decapsulate(whole)
+                if inner is not None:  # a tunnel packet fragmented on the underlay
+                    self.handle(inner)
+                    return
             pkt = whole
         proto = pkt.l4proto
         if proto == IPPROTO_TCP:
             self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
-                     pkt.missing, pkt.family)
+                     pkt.missing, pkt.family, pkt.tunnel)
         elif proto == IPPROTO_UDP:
             self._udp(pkt)
         elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and self.icmp is not None:
             transport = "icmp" if proto == IPPROTO_ICMP else "ipv6-icmp"
-            conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport)
+            conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport, 0, pkt.tunnel)
             self._datagram(self.icmp, Direction.TO_SERVER, conn, pkt.payload, pkt.ts_ns)
 
     def tcp(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
-            payload: bytes, missing: int = 0, family: int = 4) -> None:
+            payload: bytes, missing: int = 0, family: int = 4, tunnel: TunnelInfo | None = None) -> None:
         """One TCP segment, as fields: file replay calls this without building a Packet."""
-        entry = self._conns.get((src, sport, dst, dport))
+        key: tuple[object, ...] = (src, sport, dst, dport) if tunnel is None else (src, sport, dst, dport, tunnel.zone)
+        entry = self._conns.get(key)
         if entry is not None:
             conn, direction = entry
             if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
@@ -126,11 +139,11 @@ class Dispatcher:
                 conn.last_ns = ts_ns
                 self._lru.move_to_end(conn.conn_id)
         if entry is None:
-            half = self._half_open.find(src, sport, dst, dport) if self._half_open.entries else None
+            half = self._half_open.find(key) if self._half_open.entries else None
             if not payload and not missing and not flags & TCP_FIN:
-                self._without_payload(ts_ns, src, dst, sport, dport, seq, flags, half)
+                self._without_payload(ts_ns, key, sport, dport, seq, flags, tunnel, half)
                 return
-            opened = self._open(ts_ns, src, dst, sport, dport, flags, family, half)
+            opened = self._open(ts_ns, key, src, dst, sport, dport, flags, family, tunnel, half)
             if opened is None:
                 return
             conn, direction = opened
@@ -154,8 +167,8 @@ class Dispatcher:
             server_is_src = bool(flags & TCP_ACK)
         return binding, server_is_src
 
-    def _without_payload(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, flags: int,
-                         half: tuple[Key, HalfOpen, bool] | None) -> None:
+    def _without_payload(self, ts_ns: int, key: Key, sport: int, dport: int, seq: int, flags: int,
+                         tunnel: TunnelInfo | None, half: tuple[Key, HalfOpen, bool] | None) -> None:
         """A SYN, SYN-ACK, ACK or RST of a connection that has carried no payload: the half-open table."""
         if half is not None:
             key, entry, from_client = half
@@ -177,31 +190,35 @@ class Dispatcher:
         if found is None:
             return
         binding, server_is_src = found
-        if server_is_src:
-            self._half_open.add((dst, dport, src, sport), binding, ts_ns).server_isn = seq
+        if server_is_src:  # a SYN-ACK: its destination is the client
+            entry = self._half_open.add(reverse_key(key), binding, ts_ns, tunnel.reversed() if tunnel else None)
+            entry.server_isn = seq
         else:
-            self._half_open.add((src, sport, dst, dport), binding, ts_ns).client_isn = seq
+            self._half_open.add(key, binding, ts_ns, tunnel).client_isn = seq
         self.tcp_counters["connections"] += 1
         if self._estimate() > self.tcp_limits.memory_budget:
             self._shed_memory()
 
-    def _open(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int, family: int,
-              half: tuple[Key, HalfOpen, bool] | None = None) -> tuple[TcpConnection, Direction] | None:
+    def _open(self, ts_ns: int, key: Key, src: bytes, dst: bytes, sport: int, dport: int, flags: int, family: int,
+              tunnel: TunnelInfo | None, half: tuple[Key, HalfOpen, bool] | None = None
+              ) -> tuple[TcpConnection, Direction] | None:
         """A connection's first segment with payload (or FIN): its session starts now."""
         if half is not None:
             self._half_open.pop(half[0])
-            binding, server_is_src = half[1].binding, not half[2]
+            binding, server_is_src, tunnel = half[1].binding, not half[2], half[1].tunnel
         else:
             found = self._binding(sport, dport, flags)
             if found is None:
                 return None
             binding, server_is_src = found
             self.tcp_counters["connections"] += 1
+            if tunnel is not None and server_is_src:
+                tunnel = tunnel.reversed()  # seen from the client
         source, destination = Endpoint(src, sport), Endpoint(dst, dport)
         client, server = (destination, source) if server_is_src else (source, destination)
         conn_id = self._next_conn_id
         self._next_conn_id += 1
-        info = ConnectionInfo(client, server, family, "tcp", conn_id)
+        info = ConnectionInfo(client, server, family, "tcp", conn_id, tunnel)
         if len(self._lru) >= self.tcp_limits.max_connections:
             self._evict_oldest(ts_ns)
         session = binding.new_session(info)
@@ -212,8 +229,7 @@ class Dispatcher:
                 conn.streams[Direction.TO_SERVER].next_seq = (half[1].client_isn + 1) & 0xFFFFFFFF
             if half[1].server_isn >= 0:
                 conn.streams[Direction.TO_CLIENT].next_seq = (half[1].server_isn + 1) & 0xFFFFFFFF
-        key = (src, sport, dst, dport)
-        rkey = (dst, dport, src, sport)
+        rkey = reverse_key(key)
         # Each direction's key maps to the connection and the way its packets go.
         if key == rkey:  # a socket talking to itself: everything counts as a request, as before
             forward = (conn, Direction.TO_SERVER)
@@ -232,7 +248,7 @@ class Dispatcher:
             return
         key = entry[0]
         self._conns.pop(key, None)
-        self._conns.pop((key[2], key[3], key[0], key[1]), None)
+        self._conns.pop(reverse_key(key), None)
         self.reassembler.flush_all(conn, conn.last_ns)
         self.reassembler.forget(conn)
         self._holders.pop(conn.conn_id, None)
@@ -253,7 +269,9 @@ class Dispatcher:
 
     def _udp(self, pkt: Packet) -> None:
         counters = self.udp_counters
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        tunnel = pkt.tunnel
+        key: tuple[object, ...] = ((pkt.src, pkt.sport, pkt.dst, pkt.dport) if tunnel is None
+                                   else (pkt.src, pkt.sport, pkt.dst, pkt.dport, tunnel.zone))
         route = self._udp_routes.get(key)
         if route is None:
             route = self._udp_route(pkt)
@@ -273,17 +291,20 @@ class Dispatcher:
 
     def _udp_route(self, pkt: Packet) -> tuple[DatagramBinding, Direction, ConnectionInfo] | None:
         """Which protocol, which way, which endpoints: the same for every datagram of a 4-tuple."""
+        tunnel = pkt.tunnel
         binding = self.udp_ports.get(pkt.sport)
         if binding is not None:
             direction = Direction.TO_CLIENT
             client, server = Endpoint(pkt.dst, pkt.dport), Endpoint(pkt.src, pkt.sport)
+            if tunnel is not None:
+                tunnel = tunnel.reversed()  # seen from the client
         else:
             binding = self.udp_ports.get(pkt.dport)
             if binding is None:
                 return None
             direction = Direction.TO_SERVER
             client, server = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
-        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp")
+        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp", 0, tunnel)
 
     def _datagram(self, binding: DatagramBinding, direction: Direction, conn: ConnectionInfo, data: bytes,
                   ts_ns: int) -> None:
@@ -428,3 +449,8 @@ class Dispatcher:
             else:
                 self._close(conn)
             counters["memory_shed"] += 1
+
+
+def reverse_key(key: Key) -> Key:
+    """The key of the other direction: (dst, dport, src, sport[, zone])."""
+    return (key[2], key[3], key[0], key[1], *key[4:])

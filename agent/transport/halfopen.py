@@ -13,20 +13,22 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from agent.capture.tunnel import TunnelInfo
 from agent.metrics import Counters
 from agent.transport.session import StreamBinding
 
-# (client ip, client port, server ip, server port)
-Key = tuple[bytes, int, bytes, int]
+# (client ip, client port, server ip, server port), plus the tunnel's zone for decapsulated packets
+Key = tuple[object, ...]
 
 
 class HalfOpen:
     """What a SYN and a SYN-ACK taught us about a connection, until it carries data."""
 
-    __slots__ = ("binding", "client_isn", "last_ns", "server_isn")
+    __slots__ = ("binding", "client_isn", "last_ns", "server_isn", "tunnel")
 
-    def __init__(self, binding: StreamBinding, ts_ns: int) -> None:
+    def __init__(self, binding: StreamBinding, ts_ns: int, tunnel: TunnelInfo | None) -> None:
         self.binding = binding
+        self.tunnel = tunnel  # as seen from the client
         self.client_isn = -1  # the client's SYN sequence number; -1: not seen
         self.server_isn = -1  # the server's SYN-ACK sequence number; -1: not seen
         self.last_ns = ts_ns
@@ -43,23 +45,22 @@ class HalfOpenTable:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def find(self, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[Key, HalfOpen, bool] | None:
-        """The entry a segment belongs to, with its key and whether the client sent the segment."""
-        key = (src, sport, dst, dport)
+    def find(self, key: Key) -> tuple[Key, HalfOpen, bool] | None:
+        """The entry of the segment whose key is `key`, with the entry's key and whether the client sent it."""
         entry = self.entries.get(key)
         if entry is not None:
             return key, entry, True
-        key = (dst, dport, src, sport)
-        entry = self.entries.get(key)
+        rkey = (key[2], key[3], key[0], key[1], *key[4:])
+        entry = self.entries.get(rkey)
         if entry is not None:
-            return key, entry, False
+            return rkey, entry, False
         return None
 
-    def add(self, key: Key, binding: StreamBinding, ts_ns: int) -> HalfOpen:
+    def add(self, key: Key, binding: StreamBinding, ts_ns: int, tunnel: TunnelInfo | None) -> HalfOpen:
         while len(self.entries) >= self.limit:
             self.entries.popitem(last=False)
             self.counters["half_open_evicted"] += 1
-        entry = self.entries[key] = HalfOpen(binding, ts_ns)
+        entry = self.entries[key] = HalfOpen(binding, ts_ns, tunnel)
         self.counters["half_open"] += 1
         return entry
 

@@ -1,0 +1,326 @@
+"""Capture workers: forked processes that each decode one ring of the eBPF program.
+
+A worker inherits one ring's fd, maps it (agent/capture/ring.py) and runs the
+same transport, protocols and event builder as file replay, on the wall clock.
+It sends encoded events to the parent in batches over a bounded pipe
+(agent/runtime/channel.py) and never blocks on it: what does not fit is dropped
+and counted.  The kernel steers each flow to one ring (TCP by 5-tuple, the rest
+by address pair), so both directions of a connection meet in one worker.
+
+`WorkerPool` is the parent's side: it forks the workers, reads what they send,
+and stops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import select
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from agent import metrics
+from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
+from agent.capture.clock import boot_offset_ns
+from agent.capture.packet import F_LAST_CHUNK, IPPROTO_TCP, Packet
+from agent.capture.ring import RingReader
+from agent.config.load import AgentConfig
+from agent.events.builder import AgentIdentity
+from agent.protocols.base import Transaction
+from agent.publisher.types import EncodedEvent
+from agent.runtime import channel, wiring
+
+log = logging.getLogger("pktbeat")
+
+WORKER_TICK_S = 0.1  # transaction timeouts and event batches
+WORKER_STATS_S = 1.0
+WORKER_POLL_S = 0.01  # the ring is written without wake-ups: this bounds the latency
+WORKER_DRAIN_S = 0.5  # at stop, time to empty the ring
+READ_BATCH = 2048
+EVENT_BATCH = 512
+
+WORKER_COUNTERS = ("records", "bad_records", "packets", "events", "events_dropped", "dump_packets", "dump_errors")
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What every worker inherits from the parent at fork."""
+
+    config: AgentConfig
+    identity: AgentIdentity
+    ring_bytes: int
+    dump_path: str | None
+
+
+class CaptureWorker:
+    """Runs in a forked process: one ring in, encoded events out."""
+
+    def __init__(self, setup: WorkerSetup, ring_fd: int, chan_fd: int, control_fd: int) -> None:
+        self.control_fd = control_fd
+        self._baseline = metrics.snapshot()
+        self.counters = metrics.register("capture", WORKER_COUNTERS)
+        self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
+        self.builder = wiring.event_builder(setup.config, setup.identity)
+        self.dispatcher = wiring.dispatcher(setup.config, self._emit)
+        self.reader = RingReader(ring_fd, setup.ring_bytes)
+        self.chan = channel.ChannelWriter(chan_fd)
+        self.dump = None
+        if setup.dump_path:
+            from agent.capture.dump import DumpWriter
+
+            self.dump = DumpWriter(setup.dump_path)
+        self._batch: list[EncodedEvent] = []
+        self._newest_ns = 0  # wall-clock time of the newest packet processed
+
+    def _emit(self, txn: Transaction) -> None:
+        event = self.builder.transaction_event(txn)
+        if event is None:
+            return
+        self._batch.append(self.builder.encode(event, self.builder.index_for(event["type"])))
+        if len(self._batch) >= EVENT_BATCH:
+            self._send_events()
+
+    def _send_events(self) -> None:
+        if not self._batch:
+            return
+        batch = self._batch
+        self._batch = []
+        payload = struct.pack("<I", len(batch)) + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        if self.chan.send(channel.EVENTS, payload, droppable=True):
+            self.counters["events"] += len(batch)
+        else:
+            self.counters["events_dropped"] += len(batch)
+
+    def _send_stats(self) -> None:
+        now = metrics.snapshot()
+        delta = {k: v - self._baseline.get(k, 0) for k, v in now.items() if v != self._baseline.get(k, 0)}
+        delta["capture.ring_pending_bytes"] = self.reader.pending_bytes()
+        self.chan.send(channel.STATS, json.dumps(delta).encode(), droppable=False)
+
+    def _process(self, packets: list[Packet]) -> None:
+        handle = self.dispatcher.handle
+        joiner = self.joiner
+        waiting = joiner.waiting
+        dump = self.dump
+        counters = self.counters
+        counters["records"] += len(packets)
+        whole = 0
+        if packets:
+            last = packets[-1].ts_ns
+            self._newest_ns = max(self._newest_ns, last)
+        for pkt in packets:
+            if pkt.l4proto != IPPROTO_TCP and (waiting or not pkt.flags & F_LAST_CHUNK):
+                joined = joiner.add(pkt)
+                if joined is None:
+                    continue
+                pkt = joined
+            whole += 1
+            if dump is not None:
+                dump.write(pkt)
+            handle(pkt)
+        counters["packets"] += whole
+
+    def run(self) -> int:
+        wiring.tune_gc()
+        poller = select.epoll()
+        poller.register(self.reader.fileno(), select.EPOLLIN)
+        poller.register(self.control_fd, select.EPOLLIN | select.EPOLLHUP)
+        offset = boot_offset_ns()
+        now = time.monotonic()
+        next_tick = now + WORKER_TICK_S
+        next_stats = now
+        next_offset = now + 1.0
+        stopping = False
+        while not stopping:
+            packets = self.reader.read(READ_BATCH, offset)
+            if packets:
+                self._process(packets)
+            else:
+                for fd, _ in poller.poll(WORKER_POLL_S):
+                    if fd == self.control_fd:
+                        stopping = True
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick()
+                next_tick = now + WORKER_TICK_S
+            if now >= next_offset:
+                offset = boot_offset_ns()
+                next_offset = now + 1.0
+            if now >= next_stats:
+                self._send_stats()
+                next_stats = now + WORKER_STATS_S
+        self._finish(offset)
+        poller.close()
+        return 0
+
+    def _tick(self) -> None:
+        wall = time.time_ns()
+        expire_at = wall
+        if self._newest_ns and self.reader.pending_bytes():
+            # Behind on the ring: time is where the packets are, or a backlog longer than
+            # transaction_timeout would expire live connections with their requests in flight.
+            expire_at = min(wall, self._newest_ns + int(WORKER_TICK_S * 1e9))
+        self.dispatcher.expire(expire_at)
+        self.joiner.expire(expire_at)
+        self._send_events()
+        self.chan.flush()
+        if self.dump is not None:
+            self.dump.flush()
+
+    def _finish(self, offset: int) -> None:
+        """Drain what the kernel wrote before the filters went, then close every session."""
+        deadline = time.monotonic() + WORKER_DRAIN_S
+        while time.monotonic() < deadline:
+            packets = self.reader.read(READ_BATCH, offset)
+            if not packets:
+                break
+            self._process(packets)
+        self.dispatcher.close_all(time.time_ns())
+        self._send_events()
+        if self.dump is not None:
+            self.dump.close()
+            self.counters["dump_packets"] = self.dump.packets
+            self.counters["dump_errors"] = self.dump.errors
+        self._send_stats()
+        self.chan.send(channel.DONE, b"", droppable=False)
+        self.chan.drain(time.monotonic() + 0.5)
+
+
+def _worker_main(setup: WorkerSetup, index: int, ring_fd: int, chan_fd: int, control_fd: int,
+                 close_fds: list[int]) -> NoReturn:
+    code = 1
+    try:
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        # The parent coordinates shutdown: a terminal's Ctrl-C reaches the whole group.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        with contextlib.suppress(Exception):
+            signal.set_wakeup_fd(-1)
+        code = CaptureWorker(setup, ring_fd, chan_fd, control_fd).run()
+    except BaseException:
+        log.exception("capture worker %d failed", index)
+    finally:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(code)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the parent's side
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    pid: int
+    reader: channel.ChannelReader
+    control_fd: int
+    stats: dict[str, int] = field(default_factory=dict)
+    done: bool = False  # said goodbye: it stopped because it was asked to
+    exited: bool = False
+
+
+EventSink = Callable[[list[EncodedEvent]], None]
+
+
+class WorkerPool:
+    """The parent's handles on its capture workers."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+        self.workers: list[WorkerHandle] = []
+
+    def fork(self, ring_fds: list[int]) -> None:
+        """One worker per ring.  Call before any thread or netlink socket exists: forks inherit them."""
+        parent_fds: list[int] = []
+        for index, ring_fd in enumerate(ring_fds):
+            chan_r, chan_w = os.pipe()
+            ctl_r, ctl_w = os.pipe()
+            channel.enlarge_pipe(chan_w)
+            parent_fds += [chan_r, ctl_w]
+            pid = os.fork()
+            if pid == 0:
+                _worker_main(self.setup, index, ring_fd, chan_w, ctl_r, parent_fds)
+            os.close(chan_w)
+            os.close(ctl_r)
+            self.workers.append(WorkerHandle(index, pid, channel.ChannelReader(chan_r), ctl_w))
+
+    def read(self, worker: WorkerHandle, sink: EventSink) -> bool:
+        """Hand what `worker` sent to `sink`; True when its channel reached end of file."""
+        try:
+            messages = worker.reader.read()
+        except ValueError as exc:
+            log.error("capture worker %d: %s", worker.index, exc)
+            messages = []
+            worker.reader.eof = True
+        for kind, payload in messages:
+            if kind == channel.EVENTS:
+                sink(pickle.loads(memoryview(payload)[4:]))
+            elif kind == channel.STATS:
+                with contextlib.suppress(ValueError):
+                    worker.stats = json.loads(payload)
+            elif kind == channel.DONE:
+                worker.done = True
+        if worker.reader.eof:
+            self.reap(worker)
+        return worker.reader.eof
+
+    def reap(self, worker: WorkerHandle, block: bool = False) -> None:
+        if worker.exited:
+            return
+        try:
+            pid, _status = os.waitpid(worker.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            worker.exited = True
+            return
+        if pid:
+            worker.exited = True
+
+    def totals(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for worker in self.workers:
+            metrics.merge(total, worker.stats)
+        return total
+
+    def ask_to_stop(self) -> None:
+        """Closing the control pipe is the stop request: a worker drains its ring and says goodbye."""
+        for worker in self.workers:
+            with contextlib.suppress(OSError):
+                os.close(worker.control_fd)
+
+    def collect(self, deadline: float, sink: EventSink) -> None:
+        """Read until every worker said goodbye or `deadline`; kill the late ones, reap all."""
+        pending = [w for w in self.workers if not w.reader.eof]
+        while pending and time.monotonic() < deadline:
+            fds = [w.reader.fd for w in pending]
+            readable, _, _ = select.select(fds, [], [], max(0.0, min(0.05, deadline - time.monotonic())))
+            for worker in pending:
+                if worker.reader.fd in readable:
+                    self.read(worker, sink)
+            pending = [w for w in pending if not w.reader.eof]
+        for worker in self.workers:
+            if not worker.reader.eof:
+                log.warning("capture worker %d did not stop in time; killing it", worker.index)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+            self.reap(worker, block=True)
+            with contextlib.suppress(OSError):
+                os.close(worker.reader.fd)
+
+    def abandon(self) -> None:
+        """After a failed start: stop whatever was forked, without reading it."""
+        self.ask_to_stop()
+        for worker in self.workers:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(worker.pid, 0)
