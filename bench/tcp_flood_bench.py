@@ -99,7 +99,7 @@ def costs() -> None:
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         for i, client in enumerate(clients):
-            d.tcp(10**9 + i, bytes(client), bytes(server), 1024 + i, port, 7, 0, 0x02, b"")
+            d.tcp(10**9 + i, bytes(bytearray(client)), bytes(bytearray(server)), 1024 + i, port, 7, 0, 0x02, b"")
         half = (tracemalloc.get_traced_memory()[0] - base) / n
         for i, client in enumerate(clients):
             d.tcp(10**9 + n + i, bytes(client), bytes(server), 1024 + i, port, 8, 0, 0x18, b"\x00\x00")
