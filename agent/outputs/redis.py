@@ -57,7 +57,7 @@ class RedisOutputConfig:
     datatype: str = opt("list", check=lambda v: None if v in ("list", "channel") else "must be list or channel")
     timeout: float = opt(5.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
     backoff: RedisBackoffConfig = field(default_factory=RedisBackoffConfig)
-    max_retries: int = opt(3, bounds=(-1, 2**31 - 1))
+    max_retries: int = opt(3, bounds=(-(2**31), 2**31 - 1))
     bulk_max_size: int = opt(2048, check=lambda v: None if v > 0 else "must be greater than 0")
     worker: int = opt(1, aliases=("workers",))
     loadbalance: bool = opt(True)

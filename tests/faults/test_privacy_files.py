@@ -120,3 +120,16 @@ def test_live_capture_leaves_nothing_readable_by_other_users() -> None:
             assert agent.events("http"), agent.log()[-3000:]
             assert (data / "diskqueue").is_dir() and (logs / "pktbeat").stat().st_size > 0
             assert _exposed(data, logs) == []
+
+
+def test_a_data_directory_open_to_others_is_warned_about(tmp_path: Path) -> None:
+    settings = _private_settings(tmp_path)
+    data = Path(settings["path.data"])
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # made by someone else, before pktbeat
+    config = write_config(tmp_path, [{"type": "http", "ports": [80]}], settings)
+    config.chmod(0o600)
+    outcome = pktbeat(["run", "-e", "-c", str(config), "-I", str(CORPUS / "http_minitwit.pcap"), "-t"])
+    assert outcome.code == 0, outcome.stderr
+    assert f"path.data {data} is open to other users (drwxr-xr-x)" in outcome.stderr
+    assert "path.logs" not in outcome.stderr  # created by pktbeat: private
