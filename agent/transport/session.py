@@ -54,9 +54,10 @@ class StreamSession(Protocol):
     def buffered(self) -> int:
         """Bytes held for messages not yet complete, both directions (the worker's `max_buffered` counts them).
 
-        Asked only after the session was fed, so it may cost a little.  When the
-        worker is over its limit it calls `recover` on the sessions that hold the
-        most idle bytes: they must drop that partial state.
+        Asked only after the session was called, so it may cost a little.  Over the
+        limit, the worker calls `recover` on both directions of the sessions idle
+        longest that hold bytes: they must drop that partial state (a session that
+        still holds bytes afterwards is closed).
         """
         ...
 
