@@ -1,7 +1,7 @@
 """Peak memory of one worker under a SYN flood plus slow unfinished headers (issue 15, acceptance e).
 
     .venv/bin/python bench/tcp_flood_bench.py [--syns 200000] [--slow 200] [--header-bytes 1000000]
-                                              [--set key=value]... [--costs]
+                                              [--set key=value]... [--live [--pps 60000]] [--costs]
 
 Writes a capture to /tmp (once): `--syns` SYNs from distinct spoofed clients,
 never answered, then `--slow` HTTP connections that each send
@@ -12,6 +12,12 @@ that runs exactly what `pktbeat run -I` runs, and prints that process's peak
 RSS, its TCP state at the end and the tcp.* counters (what was dropped, and
 why).  One process is one worker's worth: the same dispatcher, sessions and
 limits; it also holds the output pipeline, which a live worker does not.
+
+`--live` sends the same frames instead from one network namespace to a veth
+that `pktbeat run` (one worker, default settings) captures on in another,
+at `--pps` frames per second, and prints the worker process's peak RSS
+(VmHWM) and its counters (the SIGUSR1 report), with what the kernel dropped.
+Needs root.
 
 `--costs` prints instead what one connection costs per protocol (tracemalloc):
 a half-open one (after a SYN) and one that carried a few bytes, the numbers
@@ -74,6 +80,70 @@ def child(pcap: str, settings: list[str]) -> None:
         }))
 
 
+def send_frames(pcap: str, iface: str, dst_mac: str, pps: int) -> None:
+    """Send every frame of `pcap` out of `iface` (raw), to `dst_mac`, paced at `pps`; print how many."""
+    import socket
+
+    from agent.capture.pcapfile import CaptureReader
+
+    mac = bytes.fromhex(dst_mac.replace(":", ""))
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((iface, 0))
+    sent = 0
+    started = time.monotonic()
+    with CaptureReader(pcap) as reader:
+        for _ts, frame, _wire in reader:
+            while True:
+                try:
+                    sock.send(mac + frame[6:])
+                    break
+                except BlockingIOError:  # the veth queue is full: wait for it
+                    time.sleep(0.0005)
+            sent += 1
+            if sent % 500 == 0:
+                ahead = sent / pps - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+    print(f"sent {sent} in {time.monotonic() - started:.1f}s")
+
+
+def _status_mb(pid: str, field: str) -> float:
+    """A memory line of /proc/PID/status, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def live(pcap: Path, pps: int, settings: list[str]) -> None:
+    import signal
+
+    from tests.helpers.live import live_agent
+    from tests.helpers.netns import veth_pair
+
+    extra = dict(item.split("=", 1) for item in settings)
+    with veth_pair("pbfl") as pair, live_agent(pair.a, [pair.a_if], [{"type": "http", "ports": [80]}],
+                                               settings={"packetbeat.interfaces.buffer_size_mb": 24, **extra}
+                                               ) as agent:
+        mac = pair.a.run(["cat", f"/sys/class/net/{pair.a_if}/address"]).stdout.strip()
+        workers = pair.a.run(["pgrep", "-P", str(agent.proc.pid)], check=False).stdout.split()
+        idle = {pid: _status_mb(pid, "VmRSS") for pid in workers}
+        sender = pair.b.run([sys.executable, __file__, "--send", str(pcap), pair.b_if, mac, str(pps)],
+                            timeout=3600).stdout.strip()
+        time.sleep(3)  # the workers drain their rings
+        peaks = {pid: _status_mb(pid, "VmHWM") for pid in workers}
+        mark = len(agent.log())
+        agent.signal(signal.SIGUSR1)
+        agent.wait_for("agent counters on SIGUSR1", 10, after=mark)
+        report = agent.log()[mark:]
+        agent.stop()
+    print(f"{sender}; worker RSS before the flood, then its peak (VmHWM): "
+          + ", ".join(f"pid {pid} {idle[pid]:.0f} MB -> {mb:.0f} MB" for pid, mb in peaks.items()))
+    for line in report.splitlines():
+        if "counters on SIGUSR1" in line:
+            print("  " + line.split("] ", 1)[-1][:2000])
+
+
 def costs() -> None:
     from agent.config.load import from_tree
     from agent.config.yamlload import normalize
@@ -115,8 +185,14 @@ def main() -> None:
     parser.add_argument("--header-bytes", type=int, default=1_000_000)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, as -E")
     parser.add_argument("--costs", action="store_true", help="per-connection costs by protocol instead")
+    parser.add_argument("--live", action="store_true", help="through live capture on a veth (root)")
+    parser.add_argument("--pps", type=int, default=60_000, help="with --live: frames per second sent")
     parser.add_argument("--child", metavar="PCAP", help=argparse.SUPPRESS)
+    parser.add_argument("--send", nargs=4, metavar=("PCAP", "IFACE", "MAC", "PPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.send:
+        send_frames(args.send[0], args.send[1], args.send[2], int(args.send[3]))
+        return
     if args.child:
         child(args.child, args.set)
         return
@@ -129,6 +205,9 @@ def main() -> None:
     size = pcap.stat().st_size
     print(f"capture: {pcap} ({size / 1e6:.0f} MB): {args.syns} SYNs, then {args.slow} connections x "
           f"{args.header_bytes} bytes of unfinished headers")
+    if args.live:
+        live(pcap, args.pps, args.set)
+        return
     proc = subprocess.run([sys.executable, __file__, "--child", str(pcap), *(f"--set={s}" for s in args.set)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
                           check=False)

@@ -214,10 +214,10 @@ class TcpConfig:
     """`packetbeat.tcp`, pktbeat's own: the bounds of each worker's TCP state (see agent/transport)."""
 
     max_connections: int = opt(100_000, bounds=(64, 10_000_000), doc="connections that carried payload")
-    max_half_open: int = opt(50_000, bounds=(64, 10_000_000), doc="connections without payload yet (SYN floods)")
-    max_buffered: int = opt(64 * MIB, kind="size", bounds=(MIB, 64 * GIB),
+    max_half_open: int = opt(20_000, bounds=(64, 10_000_000), doc="connections without payload yet (SYN floods)")
+    max_buffered: int = opt(32 * MIB, kind="size", bounds=(MIB, 64 * GIB),
                             doc="bytes held for unfinished messages in reordering buffers and parsers")
-    memory_budget: int = opt(160 * MIB, kind="size", bounds=(16 * MIB, TIB),
+    memory_budget: int = opt(96 * MIB, kind="size", bounds=(16 * MIB, TIB),
                              doc="estimated TCP state of a worker; the state idle longest is shed first")
     reorder_segments: int = opt(32, bounds=(1, 4096), doc="segments held per direction behind a hole")
     reorder_bytes: int = opt(512 * 1024, kind="size", bounds=(16 * 1024, 64 * MIB),

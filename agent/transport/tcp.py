@@ -30,9 +30,9 @@ class TcpLimits:
     """Bounds of the TCP layer of one worker (`packetbeat.tcp.*`); each has a counter for what it dropped."""
 
     max_connections: int = 100_000  # connections that carried payload
-    max_half_open: int = 50_000  # connections without payload yet (SYN floods): no session, no buffers
-    max_buffered: int = 64 * 1024 * 1024  # bytes held in reordering buffers and parsers, all connections
-    memory_budget: int = 160 * 1024 * 1024  # estimated TCP state: entries, sessions and held bytes
+    max_half_open: int = 20_000  # connections without payload yet (SYN floods): no session, no buffers
+    max_buffered: int = 32 * 1024 * 1024  # bytes held in reordering buffers and parsers, all connections
+    memory_budget: int = 96 * 1024 * 1024  # estimated TCP state: entries, sessions and held bytes
     reorder_segments: int = 32  # per direction, before a hole becomes a gap
     reorder_bytes: int = 512 * 1024  # per direction
 
