@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from agent import metrics
 from agent.capture.record import COUNTER_NAMES, DROP_COUNTERS
+from agent.publisher.pipeline import DROP_COUNTERS as PIPELINE_DROPS
 from agent.runtime.interfaces import Counters, Interfaces, format_counters
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class LiveCounters:
         self.pool: WorkerPool | None = None  # set once the workers are forked
         self.max_flows = max_flows
         self.parent = metrics.register("live", PARENT_COUNTERS)
+        self.kernel_procs = metrics.register("kernel.procs")  # bpf/sockets.bpf.c's counters
         self.kernel: KernelProgram | None = None
         self.flow_source: KernelFlowSource | None = None
         self.kernel_totals: Counters = [0] * len(COUNTER_NAMES)  # every interface, including those gone
@@ -56,6 +58,10 @@ class LiveCounters:
             log.debug("reading kernel counters failed: %s", exc)
             return False
         self.kernel_by_if = by_if
+        sockets = self.kernel.sockets
+        if sockets is not None:
+            with contextlib.suppress(Exception):
+                self.kernel_procs.update(sockets.counters())
         totals = [0] * len(COUNTER_NAMES)
         for values in (*by_if.values(), *self.interfaces.history.values()):
             for i, v in enumerate(values):
@@ -80,8 +86,9 @@ class LiveCounters:
     def drops(self) -> int:
         """Everything lost between the wire and the publisher's queue."""
         ring = sum(self.kernel_value(n) for n in DROP_COUNTERS)
+        pipeline = metrics.register("pipeline")
         return (ring + self.worker_totals().get("capture.events_dropped", 0)
-                + metrics.register("pipeline")["queue_full_drops"])
+                + sum(pipeline[name] for name in PIPELINE_DROPS))
 
     def snapshot(self) -> dict[str, int]:
         """Kernel, worker and parent counters together (the metrics log and the /stats endpoint)."""
