@@ -59,9 +59,10 @@ def _config_file(path: str | None, path_config: str | None = None) -> str:
     return str(base / "packetbeat.yml")
 
 
-def _load(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
-          path_data: str | None = None, path_logs: str | None = None,
-          path_config: str | None = None, extra: dict[str, Any] | None = None) -> AgentConfig:
+def _locate(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
+            path_data: str | None = None, path_logs: str | None = None,
+            path_config: str | None = None) -> tuple[str, list[str]]:
+    """The config file and the settings over it, in order."""
     # Last wins: the file, the installed layout (as Packetbeat's wrapper passes --path.*), -E, --path.* flags.
     overrides = [f"path.{key}={os.environ[PATH_ENV + key.upper()]}" for key in ("home", "config", "data", "logs")
                  if os.environ.get(PATH_ENV + key.upper())]
@@ -73,6 +74,14 @@ def _load(config: str | None, settings: list[str] | None, *, path_home: str | No
     file = _config_file(config, path_config or os.environ.get(PATH_ENV + "CONFIG"))
     if not os.path.exists(file):
         raise ConfigError("", "config file not found; pass -c FILE", file)
+    return file, overrides
+
+
+def _load(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
+          path_data: str | None = None, path_logs: str | None = None,
+          path_config: str | None = None, extra: dict[str, Any] | None = None) -> AgentConfig:
+    file, overrides = _locate(config, settings, path_home=path_home, path_data=path_data, path_logs=path_logs,
+                              path_config=path_config)
     return load(file, overrides, extra, strict_perms=_options["strict_perms"])
 
 
@@ -250,13 +259,11 @@ def export_config(config: ConfigOpt = None, settings: SettingsOpt = None) -> Non
     """Print the config as YAML: ${VAR} references unexpanded, literal secrets redacted."""
     import yaml
 
-    file = _config_file(config)
     try:
-        if not os.path.exists(file):
-            raise ConfigError("", "config file not found; pass -c FILE", file)
+        file, overrides = _locate(config, settings)
         if _options["strict_perms"]:
             check_config_file(file)
-        tree = load_as_written(file, list(settings or []))
+        tree = load_as_written(file, overrides)
     except ConfigError as exc:
         _fail_config(exc)
         return

@@ -113,7 +113,7 @@ def cql_void_result(stream: int = 1) -> bytes:
 
 def one_exchange(w: PcapWriter, request: bytes, response: bytes, dport: int, client: bytes = bytes([10, 3, 0, 1]),
                  sport: int = 40000) -> None:
-    """A handshake, `request` in MSS segments, `response`, and FIN teardown."""
+    """A handshake, `request` and then `response` in MSS segments, and FIN teardown."""
     cseq, sseq = 100, 900
     w.tcp(client, sport, SERVER, dport, cseq, 0, SYN)
     w.tcp(SERVER, dport, client, sport, sseq, cseq + 1, SYN | ACK)
@@ -123,7 +123,9 @@ def one_exchange(w: PcapWriter, request: bytes, response: bytes, dport: int, cli
         part = request[off:off + MSS]
         w.tcp(client, sport, SERVER, dport, cseq, sseq, ACK | PSH, part, step_us=1)
         cseq += len(part)
-    w.tcp(SERVER, dport, client, sport, sseq, cseq, ACK | PSH, response)
-    sseq += len(response)
+    for off in range(0, len(response), MSS):
+        part = response[off:off + MSS]
+        w.tcp(SERVER, dport, client, sport, sseq, cseq, ACK | PSH, part, step_us=1)
+        sseq += len(part)
     w.tcp(client, sport, SERVER, dport, cseq, sseq, ACK | 0x01)
     w.tcp(SERVER, dport, client, sport, sseq, cseq + 1, ACK | 0x01)

@@ -62,6 +62,9 @@ class LiveAgent:
         if self._final_log is not None:
             return self._final_log
         try:
+            if self.log_path.is_dir():  # the agent's own log files (pktbeat-<date>[-N].ndjson), oldest first
+                files = sorted(self.log_path.glob("pktbeat*"), key=lambda f: f.stat().st_mtime)
+                return "".join(f.read_text(errors="replace") for f in files)
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
@@ -144,7 +147,7 @@ def live_agent(ns: Namespace, interfaces: Sequence[str] | None, protocols: list[
         merged.update(settings or {})
         config = write_config(directory, protocols, merged)
         output = directory / "agent.log"
-        log_path = directory / "logs" / "pktbeat" if log_to_files else output
+        log_path = directory / "logs" if log_to_files else output
         args = [PKTBEAT, "run", *([] if log_to_files else ["-e"]), "-c", str(config), *extra_args]
         for name in interfaces or ():
             args += ["-i", name]
