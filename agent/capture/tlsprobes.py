@@ -234,7 +234,7 @@ def _symbol_offsets(path: str, symbols: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for name in symbols:
         sym = bcc_symbol()
-        if lib.bcc_resolve_symname(path.encode(), name.encode(), 0, 0, ct.cast(None, ct.POINTER(bcc_symbol_option)),
+        if lib.bcc_resolve_symname(path.encode(), name.encode(), 0, 0, ct.POINTER(bcc_symbol_option)(),
                                    ct.byref(sym)) < 0:
             continue
         if sym.module:

@@ -105,7 +105,9 @@ def is_plaintext_record(buf: Buffer, offset: int) -> bool:
     return bool(_magic.unpack_from(buf, offset)[0] == TLS_MAGIC)
 
 
-def decode_plaintext_record(buf: Buffer, offset: int = 0, length: int | None = None) -> PlaintextRecord:
+def decode_plaintext_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_offset: int = 0
+                            ) -> PlaintextRecord:
+    """The record at `offset`; `ts_offset` turns its boot-time stamp into wall-clock time."""
     end = len(buf) if length is None else offset + length
     if end - offset < TLS_RECORD_SIZE:
         raise TlsRecordError(f"plaintext record of {end - offset} bytes, expected at least {TLS_RECORD_SIZE}")
@@ -123,7 +125,7 @@ def decode_plaintext_record(buf: Buffer, offset: int = 0, length: int | None = N
     if size > CHUNK or start + size > end:
         raise TlsRecordError(f"plaintext record announces {size} bytes, carries {end - start}")
     data = bytes(buf[start:start + size])
-    return PlaintextRecord(ts_ns, tgid, ssl, netns, family, laddr, lport, raddr, rport, direction, role,
+    return PlaintextRecord(ts_ns + ts_offset, tgid, ssl, netns, family, laddr, lport, raddr, rport, direction, role,
                            stream_offset, data, missing, flags)
 
 
