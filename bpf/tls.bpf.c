@@ -28,7 +28,8 @@
  * only the client's plaintext is sent: the client marks the connection in
  * `tls_clients` at its first socket I/O inside an SSL call, which happens
  * before the server can read anything of it; the server's calls on a marked
- * connection are counted (PB_T_OTHER_SIDE) and not sent.
+ * connection are counted (PB_T_OTHER_SIDE) and not sent.  The mark stays until
+ * the server's SSL_free (or LRU eviction, when the server is not traced).
  *
  * Compile-time parameters: PB_TLS_MAX_CONNS, PB_TLS_MAX_THREADS,
  * PB_TLS_MAX_PORTS, PB_TLS_EXEC_PAGES; PB_TLS_CHUNK, PB_TLS_MAX_CHUNKS (tls.h).
@@ -324,7 +325,9 @@ int pb_tls_free(struct pt_regs *ctx)
     struct pb_tls_conn *conn = tls_conns.lookup(&key);
     if (!conn)
         return 0;
-    if (conn->role == PB_TLS_ROLE_CLIENT) {
+    /* The mark goes with the server's end: after the client's SSL_free the server may still read
+     * what the client sent last (nginx discarding a request body), and that is the client's already. */
+    if (conn->role == PB_TLS_ROLE_SERVER) {
         struct pb_tls_pair pair;
         tls_pair_of(&conn->tu, conn->role, &pair);
         tls_clients.delete(&pair);

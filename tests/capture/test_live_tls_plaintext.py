@@ -11,8 +11,10 @@ payload came from the TLS library.  Both ends of each connection call
 OpenSSL: each request still gives one event.
 
 Then the switch: with tls_plaintext off no uprobe is in any process (the
-int3 a uprobe writes at SSL_write is not there), with it on it is, and after
-the agent's SIGTERM it is gone again.
+int3 a uprobe writes at SSL_write is not there), with it on it is, also in
+a program started later in another mount namespace whose libssl is another
+file, and after the agent's SIGTERM it is gone again.  A configured library
+that is not OpenSSL's libssl is one warning line.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ PY_CLIENT = textwrap.dedent("""
         response = conn.getresponse()
         response.read()
         print(response.status)
+    # One SSL_write of 300 kB: more than the kernel copies of one call (16 x 16 kB), the rest is a gap.
+    conn.request("POST", "/py/upload", body=b"x" * 300000)
+    response = conn.getresponse()
+    response.read()
+    print(response.status)
     """)
 
 
@@ -176,6 +183,16 @@ def _summary(event: dict[str, Any]) -> tuple[Any, ...]:
     return (kind, event.get("method"), event.get("query"), event.get("status"))
 
 
+def _maps_libssl(pid: int) -> bool:
+    with open(f"/proc/{pid}/maps") as maps:
+        return "libssl.so.3" in maps.read()
+
+
+def _inode_of_libssl(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as maps:
+        return next(int(line.split()[4]) for line in maps if "libssl.so.3" in line)
+
+
 def _uprobe_in(pid: int, path: str, symbol: str = "SSL_write") -> bool:
     """Whether a uprobe sits on `symbol` in process `pid`: the kernel writes int3 (0xcc) at its first byte."""
     from agent.capture.tlsprobes import _symbol_offsets
@@ -222,8 +239,11 @@ def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
         assert tls["version"] in ("1.2", "1.3") and tls["cipher"], tls
         assert "detailed" not in tls
     http_tls = [e for e in over_tls if e["type"] == "http"]
-    assert len(http_tls) == 4
+    assert len(http_tls) == 5
     assert all(e["process"]["name"] in ("nginx",) for e in http_tls)
+    # Six connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
+    log = agent.log()
+    assert "tls_plaintext.connections=6," in log and "tls_plaintext.gap_bytes=37856," in log, log[-3000:]
     big = [e for e in http_tls if e["url"]["path"] == "/py/one.txt"]
     assert big and big[0]["http"]["response"]["body"]["bytes"] == 20000, big
 
@@ -233,20 +253,37 @@ def test_no_uprobe_when_off_and_none_left_after_sigterm(servers: dict[str, Any])
     sleeper = pair.a.popen([sys.executable, "-c", "import ssl, time; time.sleep(120)"])
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with open(f"/proc/{sleeper.pid}/maps") as maps:
-                if "libssl.so.3" in maps.read():
-                    break
+        while time.monotonic() < deadline and not _maps_libssl(sleeper.pid):
             time.sleep(0.05)
         assert not _uprobe_in(sleeper.pid, LIBSSL)
         with live_agent(pair.a, [pair.a_if], PROTOCOLS, {}) as agent:
             assert not _uprobe_in(sleeper.pid, LIBSSL), "tls_plaintext is off: no uprobe may be attached"
             assert agent.stop() == 0
-        with live_agent(pair.a, [pair.a_if], PROTOCOLS, SETTINGS) as agent:
+        libcrypto = os.path.realpath("/lib/x86_64-linux-gnu/libcrypto.so.3")
+        copy = servers["root"] / "libssl-copy.so.3"
+        shutil.copy(LIBSSL, copy)
+        settings = {"packetbeat.tls_plaintext": {**SETTINGS["packetbeat.tls_plaintext"], "libraries": [libcrypto]}}
+        with live_agent(pair.a, [pair.a_if], PROTOCOLS, settings) as agent:
             assert agent.wait_for("TLS plaintext:", timeout=20), agent.log()[-2000:]
             assert _uprobe_in(sleeper.pid, LIBSSL)
+            # A program in its own mount namespace, whose libssl.so.3 is another file (as in a container).
+            contained = pair.a.popen(["unshare", "--mount", "sh", "-c", f"mount --bind {copy} {os.path.realpath(LIBSSL)}"
+                                      f" && exec {sys.executable} -c 'import ssl, time; time.sleep(60)'"])
+            try:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not _maps_libssl(contained.pid):
+                    time.sleep(0.05)
+                assert _inode_of_libssl(contained.pid) != os.stat(LIBSSL).st_ino
+                while time.monotonic() < deadline and not _uprobe_in(contained.pid, LIBSSL):
+                    time.sleep(0.05)
+                assert _uprobe_in(contained.pid, LIBSSL), agent.log()[-2000:]
+            finally:
+                contained.kill()
+                contained.wait()
             assert agent.stop() == 0, agent.log()[-3000:]
         assert not _uprobe_in(sleeper.pid, LIBSSL), "a uprobe outlived the agent"
+        warnings = [line for line in agent.log().splitlines() if "not OpenSSL's libssl" in line]
+        assert len(warnings) == 1 and libcrypto in warnings[0], warnings
     finally:
         sleeper.kill()
         sleeper.wait()
