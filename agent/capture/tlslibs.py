@@ -11,7 +11,8 @@ the work is to find each distinct library file once:
 - when a program starts (the kernel tells the parent), the same names and
   paths under that process's root: a container's own libssl is another file;
 - every `rescan_interval`, /proc/*/maps again (libraries at unusual paths in
-  processes started since).
+  processes started since).  A mapped library deleted since (replaced by an
+  upgrade while the process runs) is reached through /proc/PID/map_files.
 
 A file is known by (device, inode), so the host's libssl reached through a
 hundred /proc/PID/root links is probed once.
@@ -84,10 +85,12 @@ class LibraryFinder:
             if len(parts) < 6:
                 continue
             inner = parts[5].rstrip("\n")
-            if not inner.startswith("/") or inner in seen or not self._wanted(inner.removesuffix(" (deleted)")):
+            name = inner.removesuffix(" (deleted)")
+            if not inner.startswith("/") or inner in seen or not self._wanted(name):
                 continue
             seen.add(inner)
-            path = f"{self.proc}/{pid}/root{inner}"
+            # A library replaced on disk (an upgrade) is still mapped: reach the old file through map_files.
+            path = f"{self.proc}/{pid}/map_files/{parts[0]}" if name != inner else f"{self.proc}/{pid}/root{inner}"
             found = identity_of(path)
             if found is not None:
                 yield LibraryFile(path, f"{inner} (pid {pid})", found)

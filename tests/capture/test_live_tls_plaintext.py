@@ -267,8 +267,9 @@ def test_no_uprobe_when_off_and_none_left_after_sigterm(servers: dict[str, Any])
             assert agent.wait_for("TLS plaintext:", timeout=20), agent.log()[-2000:]
             assert _uprobe_in(sleeper.pid, LIBSSL)
             # A program in its own mount namespace, whose libssl.so.3 is another file (as in a container).
-            contained = pair.a.popen(["unshare", "--mount", "sh", "-c", f"mount --bind {copy} {os.path.realpath(LIBSSL)}"
-                                      f" && exec {sys.executable} -c 'import ssl, time; time.sleep(60)'"])
+            script = (f"mount --bind {copy} {os.path.realpath(LIBSSL)} && "
+                      f"exec {sys.executable} -c 'import ssl, time; time.sleep(60)'")
+            contained = pair.a.popen(["unshare", "--mount", "sh", "-c", script])
             try:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline and not _maps_libssl(contained.pid):
