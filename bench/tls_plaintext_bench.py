@@ -58,7 +58,7 @@ def measure(pair: VethPair, mode: str, args: argparse.Namespace) -> tuple[list[f
     settings = {"packetbeat.tls_plaintext": {"enabled": mode == "on", "ports": {"http": [HTTPS_PORT]}},
                 "packetbeat.interfaces.buffer_size_mb": 16}
     with live_agent(pair.a, [pair.a_if], PROTOCOLS, settings) as agent:
-        if mode == "on" and not agent.wait_for("TLS plaintext:", timeout=20):
+        if mode == "on" and not agent.wait_for("library file(s) probed", timeout=20):
             raise RuntimeError(agent.log()[-2000:])
         time.sleep(0.5)
         cpu0 = group_cpu_s(agent.proc.pid)

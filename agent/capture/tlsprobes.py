@@ -161,13 +161,7 @@ class TlsProbes:
             self.rescan()
 
     def kernel_counters(self) -> dict[str, int]:
-        raw = self.counters_map.lookup(b"\0\0\0\0")
-        totals = [0] * len(tlsrecord.TLS_COUNTER_NAMES)
-        if raw is not None:
-            for part in self.counters_map.per_cpu(raw):
-                for i, value in enumerate(tlsrecord.TLS_COUNTERS.unpack(part)):
-                    totals[i] += value
-        return dict(zip(tlsrecord.TLS_COUNTER_NAMES, totals, strict=True))
+        return self.counters_map.counter_totals(b"\0\0\0\0", tlsrecord.TLS_COUNTER_NAMES)
 
     @property
     def libraries(self) -> dict[tuple[int, int], str]:

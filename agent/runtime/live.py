@@ -380,6 +380,8 @@ class LiveRunner:
                 self.interfaces.tc.detach_all()
             except Exception:
                 log.exception("removing the TC filters failed")
+        if self.kernel.tls is not None:
+            self.kernel.tls.close()  # no more uprobes in other programs while the workers drain
         self.interfaces.release_all()
         self.counters.kernel_by_if = {}
         self.pool.ask_to_stop()
