@@ -22,6 +22,7 @@ from agent.config.model import (
     QueueConfig,
     SetupConfig,
     TcpConfig,
+    TlsPlaintextConfig,
     TunnelsConfig,
 )
 from agent.config.perms import check_config_file
@@ -52,7 +53,7 @@ UNSUPPORTED_PACKETBEAT: dict[str, str] = {
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
 KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "procs", "ignore_outgoing", "shutdown_timeout", "tcp",
-                    "tunnels")
+                    "tunnels", "tls_plaintext")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -92,6 +93,9 @@ class AgentConfig:
     ignore_outgoing: bool = False
     shutdown_timeout: float = 0.0
     procs: ProcsConfig = field(default_factory=ProcsConfig)
+    tls_plaintext: TlsPlaintextConfig = field(default_factory=TlsPlaintextConfig)
+    # Server port -> protocol decoding TLS plaintext there (packetbeat.tls_plaintext.ports, checked)
+    plaintext_ports: dict[int, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,6 +175,8 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     protocols = _protocols(pb.get("protocols"), warn)
     procs = build(ProcsConfig, pb.get("procs"), "packetbeat.procs", warn=warn, unsupported=ProcsConfig.UNSUPPORTED)
     tunnels = _tunnels(pb.get("tunnels"))
+    tls_plaintext = build(TlsPlaintextConfig, pb.get("tls_plaintext"), "packetbeat.tls_plaintext")
+    plaintext_ports = _plaintext_ports(tls_plaintext, protocols, warn)
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
     precision = "millisecond"
@@ -206,8 +212,39 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
-        shutdown_timeout=shutdown_timeout, procs=procs, warnings=tuple(warnings), raw=tree,
+        shutdown_timeout=shutdown_timeout, procs=procs, tls_plaintext=tls_plaintext,
+        plaintext_ports=plaintext_ports, warnings=tuple(warnings), raw=tree,
     )
+
+
+def _plaintext_ports(config: TlsPlaintextConfig, protocols: list[ProtocolEntry], warn: Any) -> dict[int, str]:
+    """packetbeat.tls_plaintext.ports as server port -> protocol; a port claimed twice is refused."""
+    key = "packetbeat.tls_plaintext.ports"
+    if not isinstance(config.ports, dict):
+        raise ConfigError(key, "expected a mapping of protocol to ports, such as {http: [443]}")
+    enabled = {entry.name: entry for entry in protocols}
+    wire_tls = set(enabled["tls"].config.ports) if "tls" in enabled else set()
+    out: dict[int, str] = {}
+    for name, raw_ports in config.ports.items():
+        where = f"{key}.{name}"
+        if name not in protocol_registry.PROTOCOLS:
+            raise ConfigError(where, "unknown protocol" + suggest(str(name), tuple(protocol_registry.PROTOCOLS)))
+        if name == "tls" or protocol_registry.spec(name).tcp is None:
+            raise ConfigError(where, "not a protocol over TCP that TLS can carry")
+        ports = raw_ports if isinstance(raw_ports, list) else [raw_ports]
+        for port in ports:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(where, f"{port!r} is not a port (1-65535)")
+            if port in out:
+                raise ConfigError(where, f"port {port} is already decoded by {out[port]}")
+            out[port] = name
+        if config.enabled and name not in enabled:
+            warn(f"{where}: the {name} protocol is not enabled: these ports are not decoded")
+        missing = sorted(set(ports) - wire_tls)
+        if config.enabled and name in enabled and missing:
+            warn(f"{where}: port(s) {', '.join(map(str, missing))} are not TLS ports (packetbeat.protocols "
+                 "tls.ports): their events will lack the tls.* handshake fields")
+    return {port: name for port, name in out.items() if name in enabled}
 
 
 def _tunnels(raw: Any) -> TunnelsConfig:

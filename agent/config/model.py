@@ -117,6 +117,33 @@ class ProcsConfig:
     }
 
 
+def _library_paths(paths: tuple[str, ...]) -> str | None:
+    for path in paths:
+        if not str(path).startswith("/"):
+            return f"{path!r} is not an absolute path"
+    return None
+
+
+@dataclass(frozen=True)
+class TlsPlaintextConfig:
+    """`packetbeat.tls_plaintext` (pktbeat's own): HTTPS and other TLS traffic in plaintext, from OpenSSL uprobes.
+
+    `ports` says which protocol decodes the plaintext of a TLS connection by its
+    server port ({protocol: [ports]}); a port no entry lists is decoded by the
+    protocol whose own `ports` hold it (TLS started inside the protocol, as
+    PostgreSQL and MySQL do).
+    """
+
+    enabled: bool = opt(False)
+    ports: dict[str, Any] = opt({"http": [443, 8443]}, doc="protocol -> server ports of TLS connections it decodes")
+    libraries: tuple[str, ...] = opt((), check=_library_paths,
+                                     doc="more library files to probe besides every libssl.so.3")
+    max_connections: int = opt(16384, check=positive, doc="TLS connections the kernel and each worker follow")
+    rescan_interval: float = opt(30.0, kind="duration",
+                                 check=lambda v: None if v == 0 or v >= 1 else "must be 0 or at least 1s",
+                                 doc="how often every process's maps are searched for libraries (0: at start only)")
+
+
 @dataclass(frozen=True)
 class FlushConfig:
     min_events: int = opt(1600, bounds=(0, 1 << 20))

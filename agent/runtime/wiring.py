@@ -161,6 +161,37 @@ def tcp_limits(config: AgentConfig) -> TcpLimits:
                      reorder_bytes=t.reorder_bytes)
 
 
+def plaintext_bindings(config: AgentConfig, emit: Emit) -> dict[int, StreamBinding]:
+    """Server port -> protocol for TLS plaintext: packetbeat.tls_plaintext.ports, then each protocol's own ports
+    (TLS started inside the protocol: PostgreSQL, MySQL, or a server that only speaks TLS on its port)."""
+    by_name: dict[str, StreamBinding] = {}
+    out: dict[int, StreamBinding] = {}
+    for entry in config.protocols:
+        spec = protocol_registry.spec(entry.name)
+        if spec.tcp is None or entry.name == "tls":
+            continue
+        pc = entry.config
+        binding = StreamBinding(entry.name, int(pc.transaction_timeout * 1e9),
+                                _session_factory(entry.name, pc, spec.tcp, emit,
+                                                 metrics.register(entry.name, spec.counters)))
+        by_name[entry.name] = binding
+        for port in protocol_ports(pc, "tcp"):
+            out[port] = binding
+    for port, name in config.plaintext_ports.items():
+        if name in by_name:
+            out[port] = by_name[name]
+    return out
+
+
+def plaintext_server_ports(config: AgentConfig) -> tuple[int, ...]:
+    """The ports the kernel sends TLS plaintext for (the same as `plaintext_bindings`)."""
+    ports = set(config.plaintext_ports)
+    for entry in config.protocols:
+        if entry.name != "tls" and protocol_registry.spec(entry.name).tcp is not None:
+            ports.update(protocol_ports(entry.config, "tcp"))
+    return tuple(sorted(ports))
+
+
 def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:
     narrowed = getattr(pc, "ports_for", None)
     if callable(narrowed):
