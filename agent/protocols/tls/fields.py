@@ -58,6 +58,7 @@ class Options:
     fingerprints: tuple[str, ...] = ("sha1",)
     include_ja4: bool = False
     include_curve: bool = False
+    ja3s: str = "standard"
 
 
 def hello_fields(hello: ClientHello | ServerHello) -> dict[str, Any]:
@@ -116,7 +117,7 @@ def tls_fields(client: Side, server: Side, established: bool, options: Options) 
     if server_hello is not None:
         detailed["server_hello"] = hello_fields(server_hello)
         tls["cipher"] = cipher_name(server_hello.cipher_suite)
-        tls_server["ja3s"] = ja3s(server_hello)
+        tls_server["ja3s"] = ja3s(server_hello, options.ja3s)
         protocol = ext_render.first_value(server_hello.extensions, EXT_ALPN)
         if protocol:
             tls["next_protocol"] = protocol

@@ -74,8 +74,10 @@ def test_tls12_handshake_fields(chain: tuple[x509.Certificate, x509.Certificate]
         "TLS_RSA_WITH_AES_128_CBC_SHA"]
     ja3_text = "771,49195-49199-52393-156-47,0-65281-10-11-35-16-5-13-23,29-23-24,0"
     assert tls["client"]["ja3"] == hashlib.md5(ja3_text.encode()).hexdigest()
-    # Packetbeat's ja3s: the JA3 recipe over the ServerHello (no cipher list; its point formats).
-    assert tls["server"]["ja3s"] == hashlib.md5(b"771,,65281-11-16-5,,0-1-2").hexdigest()
+    # The standard JA3S by default; Packetbeat's variant (the JA3 recipe over the ServerHello) on request.
+    assert tls["server"]["ja3s"] == hashlib.md5(b"771,49199,65281-11-16-5").hexdigest()
+    [packetbeat] = run(full_handshake(leaf, ca), ja3s="packetbeat")
+    assert tls_of(packetbeat)["server"]["ja3s"] == hashlib.md5(b"771,,65281-11-16-5,,0-1-2").hexdigest()
     server = tls["server"]
     assert server["hash"] == {"sha1": hashlib.sha1(b.der(leaf)).hexdigest().upper()}
     # Go's order: the named attributes most specific first, attributes it has no name for last, as DER hex.
