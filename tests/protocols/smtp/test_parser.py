@@ -199,5 +199,5 @@ def test_reader_agrees_with_the_email_package(files: list[tuple[bytes, str, str]
     got = [(a.name, a.mime_type, a.size) for a in summary.attachments]
     # The email package keeps a text part's final line end where the wire had one.
     assert [(n, m) for n, m, _ in got] == [(n, m) for n, m, _ in expected]
-    for (_, _, size), (_, _, want), (data, cte, _) in zip(got, expected, files, strict=True):
+    for (_, _, size), (_, _, want), (_, cte, _) in zip(got, expected, files, strict=True):
         assert size == want or (cte != "base64" and abs(size - want) <= 2), (cte, size, want)

@@ -189,7 +189,7 @@ def test_other_commands(verb: str) -> None:
     steps = [Step(S2C, t.GREETING, 1), Step(C2S, verb.encode() + b"\r\n", 2),
              Step(S2C, b"252-2.0.0 Cannot VRFY user\r\n252 2.0.0 but will accept\r\n", 3)]
     _, txn = smtp(steps)
-    assert txn.fields["smtp"]["command"] == verb.split()[0] and txn.fields["query"] == verb
+    assert txn.fields["smtp"]["command"] == verb.split(maxsplit=1)[0] and txn.fields["query"] == verb
     assert txn.fields["smtp"]["reply"] == {"code": 252, "enhanced_status_code": "2.0.0",
                                            "text": "Cannot VRFY user\nbut will accept"}
 
@@ -219,7 +219,7 @@ def test_starttls_refused_goes_on_in_clear() -> None:
 def test_unanswered_command_and_unsolicited_reply() -> None:
     steps = [Step(S2C, t.GREETING, 1), Step(S2C, b"421 4.4.2 mx Error: timeout exceeded\r\n", 2),
              Step(C2S, b"QUIT\r\n", 3)]
-    greeting, closing, quit_ = smtp(steps)
+    _, closing, quit_ = smtp(steps)
     assert closing.has_request is False and closing.notes == ["Unmatched response"] and closing.status == "Error"
     assert quit_.notes == ["Unmatched request"] and quit_.end_ns is None
 
