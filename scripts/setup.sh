@@ -26,6 +26,7 @@ APT_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
+  exim4-daemon-light swaks libnet-ssleay-perl
 )
 
 missing_packages() {
