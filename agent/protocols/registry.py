@@ -29,6 +29,7 @@ PROTOCOLS: dict[str, str] = {
     "sip": "agent.protocols.sip.plugin",
     "dhcpv4": "agent.protocols.dhcpv4.plugin",
     "smtp": "agent.protocols.smtp.plugin",
+    "tns": "agent.protocols.tns.plugin",
 }
 
 # Packetbeat protocols pktbeat does not decode yet: configuring them is a warning, not an error.
