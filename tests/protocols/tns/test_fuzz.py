@@ -26,15 +26,15 @@ FAST = settings(max_examples=int(os.environ.get("TNS_FUZZ_EXAMPLES", "200")), de
 large = st.booleans()
 payloads = st.one_of(
     st.binary(max_size=120), st.builds(oall8, st.binary(max_size=60)), st.just(db.status()),
-    st.builds(lambda n, m: db.error(n, m), st.integers(0, 70000), st.text(max_size=40)),
-    st.builds(lambda a: ttc_ano(a), st.one_of(st.none(), st.integers(0, 255))))
+    st.builds(db.error, st.integers(0, 70000), st.text(max_size=40)),
+    st.builds(ttc_ano, st.one_of(st.none(), st.integers(0, 255))))
 packets = st.one_of(
-    st.builds(lambda d: w.connect(d), st.binary(max_size=300)),
-    st.builds(lambda v: w.accept(v), st.sampled_from([300, 314, 315, 318, 319])),
-    st.builds(lambda t: w.refuse(t), st.binary(max_size=80)),
-    st.builds(lambda t, inline: w.redirect(t, inline), st.binary(max_size=80), st.booleans()),
-    st.just(w.resend()), st.builds(lambda k, big: w.marker(k, big), st.integers(0, 3), large),
-    st.builds(lambda p, big: w.data(p, big), payloads, large),
+    st.builds(w.connect, st.binary(max_size=300)),
+    st.builds(w.accept, st.sampled_from([300, 314, 315, 318, 319])),
+    st.builds(w.refuse, st.binary(max_size=80)),
+    st.builds(w.redirect, st.binary(max_size=80), st.booleans()),
+    st.just(w.resend()), st.builds(w.marker, st.integers(0, 3), large),
+    st.builds(w.data, payloads, large),
 )
 
 
@@ -70,6 +70,6 @@ def test_sessions_survive_anything(script: list[Any], cut: int) -> None:
     assert SPEC.tcp is not None
     config = protocol_config("tns", send_request=True, send_response=True, max_call_bytes=256)
     session = SPEC.tcp(SessionContext("tns", config, conn_info(1521), out.append, Counters("fuzz.tns")))
-    play_script(session, [(Direction.TO_SERVER, w.connect(DESCRIPTOR))] + script, cut)
+    play_script(session, [(Direction.TO_SERVER, w.connect(DESCRIPTOR)), *script], cut)
     for txn in out:
         assert txn.type == "tns" and txn.fields["event"]["action"].startswith("tns.")
