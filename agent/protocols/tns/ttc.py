@@ -335,24 +335,16 @@ def _error_block(data: bytes, pos: int, end: int, late: bool) -> EndOfCall | Non
 
 def _batch_errors(c: Cursor) -> None:
     """Skip the batch error codes, offsets and messages of array DML."""
-    codes = ub(c)
-    if codes:
-        long_form = c.u8("batch form") == 254
-        for _ in range(codes):
-            if long_form:
+    for _ in range(2):  # codes, then row offsets: a count, then the values (long form: each after its length)
+        count = ub(c)
+        if count:
+            long_form = c.u8("batch form") == 254
+            for _ in range(count):
+                if long_form:
+                    ub(c)
                 ub(c)
-            ub(c)
-        if long_form:
-            c.skip(1, "end marker")
-    offsets = ub(c)
-    if offsets:
-        long_form = c.u8("batch form") == 254
-        for _ in range(offsets):
             if long_form:
-                ub(c)
-            ub(c)
-        if long_form:
-            c.skip(1, "end marker")
+                c.skip(1, "end marker")
     messages = ub(c)
     if messages:
         c.skip(1, "packed size")
