@@ -44,8 +44,8 @@ MAX_MARKS = 64  # segment times remembered for bytes still buffered (older bytes
 class ReceiveBuffer:
     """Unread bytes of one direction of one connection, with the parser's read position in them."""
 
-    __slots__ = ("_held", "_held_bytes", "_marks", "_wanted", "base", "data", "direction", "limit", "pos",
-                 "protocol", "scan")
+    __slots__ = ("_held", "_held_bytes", "_marks", "_scan", "_scan_sep", "_wanted", "base", "data", "direction",
+                 "limit", "pos", "protocol")
 
     def __init__(self, protocol: str, direction: Direction | None, limit: int) -> None:
         self.protocol = protocol
@@ -54,7 +54,8 @@ class ReceiveBuffer:
         self.data: bytes | bytearray = b""
         self.pos = 0  # read position in `data`
         self.base = 0  # stream offset of data[0]
-        self.scan = 0  # stream offset before which `find` found no separator
+        self._scan = 0  # stream offset before which `find` found no `_scan_sep`
+        self._scan_sep = b""
         # (stream offset where a segment's bytes end, its time), oldest first
         self._marks: deque[tuple[int, int]] = deque()
         self._held: list[bytes] = []  # segments held while waiting for a frame (wait_for)
@@ -184,15 +185,23 @@ class ReceiveBuffer:
         return take
 
     def find(self, sep: bytes) -> int:
-        """Index in `data` of the next `sep` at or after `pos`, else -1 (the bytes searched are not searched
-        again)."""
+        """Index in `data` of the next `sep` at or after `pos`, else -1.
+
+        A failed search is remembered, so the bytes searched for `sep` are not
+        searched again for it when more arrive (a head fed one byte at a time
+        costs O(n)).  The memory is for one separator: a parser alternating two
+        on the same unread bytes keeps its own.
+        """
         data = self.data
-        start = self.scan - self.base
-        start = max(start, self.pos)
+        pos = self.pos
+        start = pos
+        if sep == self._scan_sep:
+            start = max(self._scan - self.base, pos)
         idx = data.find(sep, start)
         if idx < 0:
             rescan = len(data) - len(sep) + 1
-            self.scan = self.base + (rescan if rescan > self.pos else self.pos)
+            self._scan = self.base + (rescan if rescan > pos else pos)
+            self._scan_sep = sep
         return idx
 
     def crlf_line(self, limit: int) -> bytes | None:

@@ -50,7 +50,6 @@ smtp.bdat.last boolean
 smtp.message.bytes long
 smtp.message.chunks long
 smtp.message.headers_only boolean
-email.attachments nested
 email.attachments.file.extension keyword
 email.attachments.file.mime_type keyword
 email.attachments.file.name keyword

@@ -166,9 +166,12 @@ def traffic(pair: VethPair, root: Path) -> dict[str, str]:
 
 
 def sessions(events: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    """smtp events per connection (by client port), in time order."""
+    """smtp events per connection (by client port), in the order they were published.
+
+    Not by @timestamp: a BDAT message starts with its first chunk, before the chunks' own events end.
+    """
     out: dict[int, list[dict[str, Any]]] = {}
-    for event in sorted((e for e in events if e.get("type") == "smtp"), key=lambda e: e["@timestamp"]):
+    for event in (e for e in events if e.get("type") == "smtp"):
         out.setdefault(event["client"]["port"], []).append(event)
     return out
 

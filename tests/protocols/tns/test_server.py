@@ -72,7 +72,7 @@ def listener() -> Iterator[VethPair]:
 
 def by_connection(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     out: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    for event in sorted((e for e in events if e.get("type") == "tns"), key=lambda e: e["@timestamp"]):
+    for event in (e for e in events if e.get("type") == "tns"):  # in the order they were published
         out.setdefault((event["client"]["port"], event["server"]["port"]), []).append(event)
     return list(out.values())
 
