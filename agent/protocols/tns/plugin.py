@@ -91,6 +91,7 @@ class TnsSession:
         self.call: CallState | None = None
         self.cursors: OrderedDict[int, str] = OrderedDict()
         self.user: str | None = None
+        self.finished: set[Direction] = set()
 
     @property
     def field_version(self) -> int | None:
@@ -114,7 +115,9 @@ class TnsSession:
         self._finish_call(ts_ns)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
+        self.finished.add(direction)
+        if len(self.finished) == 2:  # both sides closed: nothing more can answer
+            self.expire(ts_ns)
 
     def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
         self.counters["parse_errors"] += 1
