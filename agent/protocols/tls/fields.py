@@ -101,21 +101,28 @@ def _resumption_method(client: Side, server: Side, client_hello: ClientHello | N
                        server_hello: ServerHello | None) -> str | None:
     """"id" or "ticket" when the handshake resumed a session, else None.
 
-    TLS 1.3 says so itself: the ServerHello carries pre_shared_key (the PSK identity being
-    a ticket from an earlier NewSessionTicket); its echoed legacy session id means nothing.
-    Up to TLS 1.2 it can only be inferred: a session id echoed back, or a ticket offered and
-    acknowledged, with no key exchange message on either side.  A ticket wins when both are seen.
+    TLS 1.3 says whether it resumed: the ServerHello carries pre_shared_key (its echoed
+    legacy session id means nothing).  Up to TLS 1.2 it can only be inferred: a session
+    id echoed back, or a ticket offered and acknowledged, with no key exchange message on
+    either side.  The method keeps Packetbeat's naming, a ticket winning when both are
+    seen; a TLS 1.3 resumption shows neither only when the client sent no legacy session
+    id, and its PSK is then a ticket.
     """
-    if server_hello is not None and is_tls13(server_hello.negotiated_version):
-        return "ticket" if server_hello.extension(EXT_PRE_SHARED_KEY) is not None else None
-    if client.key_exchanged or server.key_exchanged or client_hello is None or server_hello is None:
+    tls13 = server_hello is not None and is_tls13(server_hello.negotiated_version)
+    if tls13:
+        assert server_hello is not None
+        if server_hello.extension(EXT_PRE_SHARED_KEY) is None:
+            return None
+    elif client.key_exchanged or server.key_exchanged:
+        return None
+    if client_hello is None or server_hello is None:
         return None
     ticket = client_hello.extension(EXT_SESSION_TICKET)
     if ticket and server_hello.extension(EXT_SESSION_TICKET) is not None:
         return "ticket"
     if client_hello.session_id and client_hello.session_id == server_hello.session_id:
         return "id"
-    return None
+    return "ticket" if tls13 else None
 
 
 def tls_fields(client: Side, server: Side, established: bool, options: Options) -> tuple[dict[str, Any], str | None]:

@@ -175,5 +175,5 @@ def test_tls13_resumption_from_a_session_ticket(https_server: Any, tmp_path: Pat
     full, resumed = (e["tls"] for e in events)
     # Both ClientHellos echo a legacy session id; only the second ServerHello selects a pre_shared_key.
     assert full["resumed"] is False and "resumption_method" not in full["detailed"]
-    assert resumed["resumed"] is True and resumed["detailed"]["resumption_method"] == "ticket"
+    assert resumed["resumed"] is True and resumed["detailed"]["resumption_method"] == "id"  # Packetbeat's name
     assert resumed["server"]["ja3s"] != full["server"]["ja3s"]  # pre_shared_key (41) among the extensions

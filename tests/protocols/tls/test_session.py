@@ -156,8 +156,7 @@ def test_interleaved_alert_and_application_data_records() -> None:
     assert txn.end_ns is None
 
 
-def tls13_steps(ccs: bool, psk: bool = False) -> list[Step]:
-    session_id = bytes(range(32))
+def tls13_steps(ccs: bool, psk: bool = False, session_id: bytes = bytes(range(32))) -> list[Step]:
     # pre_shared_key: the client's offer (identities, binders) comes last; the server selects identity 0.
     client_psk = [b.ext(41, b.vec16(b.vec16(b"\x05" * 40) + b"\x00\x00\x00\x01") + b.vec16(b.vec8(b"\x06" * 32)))]
     client = b.client_hello(session_id=session_id, ciphers=(0x1301, 0x1302, 0xC02F), extensions=[
@@ -195,7 +194,10 @@ def test_tls13_resumed_only_when_the_server_hello_selects_a_psk() -> None:
     [txn] = run(tls13_steps(ccs=True, psk=True))
     tls = tls_of(txn)
     assert tls["version"] == "1.3" and tls["established"] is True
-    assert tls["resumed"] is True and tls["detailed"]["resumption_method"] == "ticket"
+    # The method keeps Packetbeat's naming: the legacy session id was echoed.
+    assert tls["resumed"] is True and tls["detailed"]["resumption_method"] == "id"
+    [txn] = run(tls13_steps(ccs=True, psk=True, session_id=b""))
+    assert tls_of(txn)["resumed"] is True and tls_of(txn)["detailed"]["resumption_method"] == "ticket"
 
 
 def test_tls13_psk_offered_but_not_selected_is_a_full_handshake() -> None:
