@@ -34,6 +34,7 @@ from tests.protocols.tns import wire as w
 
 USER, PASSWORD = b"scott", b"tiger"
 VERIFIER_11G = 0xB152
+SDU = 8192
 FIELD_VERSION = 12  # TTC field version 19.1, as an Oracle 19c server reports
 REFUSE_TEXT = b"(DESCRIPTION=(TMP=)(VSNNUM=318767104)(ERR=12514)(ERROR_STACK=(ERROR=(CODE=12514)(EMFI=4))))"
 
@@ -129,6 +130,9 @@ class Session:
             flags, payload = struct.unpack(">H", body[:2])[0], body[2:]
             if flags & 0x40 or not payload:  # end of file: the client is gone
                 return
+            while len(body) + 8 == SDU:  # a packet that fills the SDU is continued by the next one
+                _, _, body = read_packet(self.sock, large=True)
+                payload += body[2:]
             self.call(payload)
 
     def call(self, payload: bytes) -> None:
