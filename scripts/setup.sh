@@ -31,6 +31,7 @@ TEST_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
+  exim4-daemon-light swaks libnet-ssleay-perl
 )
 
 # The headers package BCC compiles against: the running kernel's own, or Debian's generic one.

@@ -35,6 +35,7 @@ from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.tls.certificates import FINGERPRINT_ALGORITHMS, Certificate, fingerprint_algorithm
 from agent.protocols.tls.fields import CLIENT, SERVER, Options, Side, tls_fields
+from agent.protocols.tls.fingerprints import JA3S_STANDARD, JA3S_VARIANTS
 from agent.protocols.tls.parser import (
     Alert,
     CertificateRequest,
@@ -63,6 +64,10 @@ def _check_fingerprints(names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_ja3s(name: str) -> str | None:
+    return None if name in JA3S_VARIANTS else f"'{name}' is not one of {list(JA3S_VARIANTS)}"
+
+
 @dataclass(frozen=True)
 class TlsConfig(ProtocolConfig):
     send_certificates: bool = opt(True, doc="certificate details (tls.*.x509, tls.detailed.*_certificate_chain)")
@@ -73,6 +78,8 @@ class TlsConfig(ProtocolConfig):
     # pktbeat additions, off by default so events stay as Packetbeat's:
     include_ja4: bool = opt(False, doc="the client's JA4 fingerprint in tls.client.ja4")
     include_curve: bool = opt(False, doc="the key exchange group in tls.curve")
+    ja3s: str = opt(JA3S_STANDARD, check=_check_ja3s,
+                    doc="tls.server.ja3s recipe: standard (Salesforce, as tshark/Suricata/Zeek) or packetbeat")
 
 
 _OPTIONS: dict[int, tuple[TlsConfig, Options]] = {}  # by config identity (configs hold dicts: unhashable)
@@ -88,7 +95,7 @@ def _options(config: TlsConfig) -> Options:
         if canonical is not None and canonical not in algorithms:
             algorithms.append(canonical)
     options = Options(config.send_certificates, config.include_raw_certificates, config.include_detailed_fields,
-                      tuple(algorithms), config.include_ja4, config.include_curve)
+                      tuple(algorithms), config.include_ja4, config.include_curve, config.ja3s)
     if len(_OPTIONS) < 64:  # one per protocol config in practice; the config stays referenced, its id unique
         _OPTIONS[id(config)] = (config, options)
     return options
