@@ -72,6 +72,7 @@ NOTE_STOPPED = "HTTP/2 decoding stopped: {}"
 NOTE_RESET = "Stream reset by the {} ({})"
 NOTE_PUSHED = "Server push"
 NOTE_INCOMPLETE = "HTTP/2 stream still open when the connection ended"
+NOTE_OVER_BUDGET = "HTTP/2 stream published early: the connection holds too many header and body bytes"
 
 # RFC 9113 section 7
 ERROR_CODES = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT",
@@ -176,7 +177,7 @@ class H2Connection:
     def drain(self) -> list[Exchange]:
         """The connection ended or idled out: every stream still open, as it is."""
         out = []
-        for stream in self.streams.values():
+        for stream in list(self.streams.values()):
             self.counters["h2_streams_incomplete"] += 1
             out.append(self._finish(stream, NOTE_INCOMPLETE))
         self.streams.clear()
@@ -221,63 +222,63 @@ class H2Connection:
         return None
 
     def _headers(self, direction: Direction, event: HeaderBlock, fields: Fields, out: list[Exchange]) -> None:
-        stream_id = event.stream_id
         if event.promised_stream_id:
             self._pushed(direction, event, fields)
-            stream_id = event.stream_id  # the PUSH_PROMISE frame itself counts against the associated stream
-            stream = self.streams.get(stream_id)
-            if stream is not None and stream.response is not None:
-                stream.response.wire_bytes += event.wire_bytes
             return
-        stream = self.streams.get(stream_id)
-        if direction == self.client:
-            if stream is None:
-                stream = self._open(stream_id, event.ts_ns)
-                if stream is None:
-                    return
-            half = stream.request
-            if half is None:
-                half = stream.request = Half(direction, event.ts_ns)
-                self._first_block(half, fields, True)
-            else:
-                self._trailers(half, fields)
-        else:
-            if stream is None:
+        size = _size(fields)
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            if direction != self.client:
                 self.counters["h2_untracked_frames"] += 1
                 return
-            half = stream.response
-            if half is None or not half.fields:
-                status = _status(fields)
-                if 100 <= status < 200:
-                    self.counters["h2_interim_responses"] += 1
-                    if half is None:
-                        half = stream.response = Half(direction, event.ts_ns)
-                    half.wire_bytes += event.wire_bytes
-                    return
-                if half is None:
-                    half = stream.response = Half(direction, event.ts_ns)
-                self._first_block(half, fields, False)
+            stream = self._open(event.stream_id, size)
+            if stream is None:
+                return
+        half = stream.request if direction == self.client else stream.response
+        if half is None:
+            half = Half(direction, event.ts_ns)
+            if direction == self.client:
+                stream.request = half
             else:
-                self._trailers(half, fields)
+                stream.response = half
         half.wire_bytes += event.wire_bytes
-        if event.end_stream:
+        if direction != self.client and not half.fields and 100 <= _status(fields) < 200:
+            self.counters["h2_interim_responses"] += 1
+            return
+        if half.fields:
+            half.trailers.extend(fields)
+        else:
+            self._first_block(half, fields, direction == self.client)
+        half.held += size
+        self.held += size
+        if self.held > self.held_limit:
+            # Publish now rather than hold more than the connection's budget; the rest of the stream is untracked.
+            self.counters["h2_streams_overflow"] += 1
+            out.append(self._finish(stream, NOTE_OVER_BUDGET))
+        elif event.end_stream:
             self._end(stream, half, out)
 
     def _pushed(self, direction: Direction, event: HeaderBlock, fields: Fields) -> None:
+        associated = self.streams.get(event.stream_id)
+        if associated is not None and associated.response is not None:
+            associated.response.wire_bytes += event.wire_bytes  # the PUSH_PROMISE frame is sent on that stream
         if direction == self.client or event.promised_stream_id in self.streams:
             self.counters["h2_untracked_frames"] += 1
             return
-        stream = self._open(event.promised_stream_id, event.ts_ns)
+        size = _size(fields)
+        stream = self._open(event.promised_stream_id, size)
         if stream is None:
             return
         self.counters["h2_pushed_streams"] += 1
         half = stream.request = Half(self.client, event.ts_ns)
         self._first_block(half, fields, True)
+        half.held += size
+        self.held += size
         half.ended = True
         stream.notes.append(NOTE_PUSHED)
 
-    def _open(self, stream_id: int, ts_ns: int) -> _Stream | None:
-        if len(self.streams) >= MAX_OPEN_STREAMS or self.held >= self.held_limit:
+    def _open(self, stream_id: int, size: int) -> _Stream | None:
+        if len(self.streams) >= MAX_OPEN_STREAMS or self.held + size > self.held_limit:
             self.counters["h2_streams_overflow"] += 1
             return None
         self.counters["h2_streams"] += 1
@@ -286,21 +287,12 @@ class H2Connection:
 
     def _first_block(self, half: Half, fields: Fields, is_request: bool) -> None:
         half.fields = fields
-        size = sum(len(n) + len(v) for n, v in fields)
-        half.held += size
-        self.held += size
         config = self.config
         includes = config.include_request_body_for if is_request else config.include_response_body_for
         content_type = half.field(b"content-type") or b""
         send = any(include in content_type for include in includes)
         half.send = send
         half.save = send or (is_request and b"urlencoded" in content_type)
-
-    def _trailers(self, half: Half, fields: Fields) -> None:
-        half.trailers.extend(fields)
-        size = sum(len(n) + len(v) for n, v in fields)
-        half.held += size
-        self.held += size
 
     def _data(self, direction: Direction, piece: Data, out: list[Exchange]) -> None:
         stream = self.streams.get(piece.stream_id)
@@ -377,6 +369,10 @@ def _decoder() -> Decoder:
     decoder = Decoder(max_header_list_size=MAX_HEADER_LIST)
     decoder.max_allowed_table_size = MAX_HPACK_TABLE
     return decoder
+
+
+def _size(fields: Fields) -> int:
+    return sum(len(name) + len(value) for name, value in fields)
 
 
 def _status(fields: Fields) -> int:
