@@ -31,7 +31,7 @@ TEST_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
-  slapd ldap-utils
+  slapd ldap-utils nghttp2-client
 )
 
 # The headers package BCC compiles against: the running kernel's own, or Debian's generic one.
