@@ -160,7 +160,8 @@ def _start_postgres(pair: VethPair, tmp: Path) -> None:
     with open(data / "pg_hba.conf", "a") as hba:
         hba.write("hostssl all all 0.0.0.0/0 trust\n")
     pair.b.popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
-                  "-c", f"listen_addresses={pair.b_ip}", "-c", f"port={PG_PORT}", "-c", f"unix_socket_directories={data}",
+                  "-c", f"listen_addresses={pair.b_ip}", "-c", f"port={PG_PORT}",
+                  "-c", f"unix_socket_directories={data}",
                   "-c", "fsync=off", "-c", "shared_buffers=16MB", "-c", "ssl=on",
                   "-c", f"ssl_cert_file={data / 'cert.pem'}", "-c", f"ssl_key_file={data / 'key.pem'}"],
                  log=tmp / "postgres.log")
