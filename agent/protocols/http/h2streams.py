@@ -184,6 +184,17 @@ class H2Connection:
         self.held = 0
         return out
 
+    def adopt(self, stream_id: int, request: Half, note: str) -> None:
+        """Open `stream_id` with a request that did not come as HTTP/2 frames (the h2c upgrade's request)."""
+        size = _size(request.fields)
+        stream = self._open(stream_id, size)
+        if stream is None:
+            return
+        stream.request = request
+        request.held = size
+        self.held += size
+        stream.notes.append(note)
+
     @property
     def open_streams(self) -> int:
         return len(self.streams)

@@ -120,3 +120,27 @@ class Conversation:
 
     def server_bytes(self) -> bytes:
         return b"".join(data for d, data in self.steps if d == S2C)
+
+
+def upgrade_conversation(body: bytes = b"upgraded body") -> list[tuple[Direction, bytes]]:
+    """GET with Upgrade: h2c, 101, then the answer on stream 1 as HTTP/2, and one more request on stream 3."""
+    client = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
+    server = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+    settings = client.initiate_upgrade_connection()
+    request = (b"GET /up HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+               b"Upgrade: h2c\r\nHTTP2-Settings: " + settings + b"\r\nUser-Agent: h2wire\r\n\r\n")
+    steps: list[tuple[Direction, bytes]] = [(C2S, request)]
+    server.initiate_upgrade_connection(settings)
+    switching = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+    server.send_headers(1, [(":status", "200"), ("content-type", "text/plain")])
+    server.send_data(1, body, end_stream=True)
+    steps.append((S2C, switching + server.data_to_send()))
+    client.receive_data(steps[-1][1][len(switching):])
+    sid = client.get_next_available_stream_id()
+    client.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "example.com"),
+                              (":path", "/after")], end_stream=True)
+    steps.append((C2S, client.data_to_send()))
+    server.receive_data(steps[-1][1])
+    server.send_headers(sid, [(":status", "204")], end_stream=True)
+    steps.append((S2C, server.data_to_send()))
+    return steps
