@@ -77,8 +77,10 @@ def curl_h2c(pair: VethPair, base: str) -> None:
     curl = ["curl", "-sS", "--max-time", "10", "--http2-prior-knowledge", "-o", "/dev/null"]
     run([*curl, f"{base}/index.html"])
     run([*curl, f"{base}/missing"])
+    # nginx answers `return` without reading the body and resets the stream (NO_ERROR) if the body is late:
+    # curl 7.88 then exits 92 although it has the whole response.  The exchange on the wire is what counts.
     run([*curl, "-X", "POST", "-H", "Content-Type: application/x-www-form-urlencoded", "-d", "name=pktbeat&x=1",
-         f"{base}/post"])
+         f"{base}/post"], check=False)
     run([*curl, "-I", f"{base}/two.html"])
     # one connection: priority frames, then three streams at once; the header table is reused between them
     run(["nghttp", "-n", "-t", "10", f"{base}/big.txt", f"{base}/two.html", f"{base}/index.html"])
