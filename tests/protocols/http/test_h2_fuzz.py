@@ -16,12 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent import metrics
+from agent.protocols.base import SessionContext, Transaction
 from agent.protocols.http import h2streams
 from agent.protocols.http.h2frames import FRAME_HEADER, MAX_HEADER_BLOCK, PREFACE
 from agent.protocols.http.h2streams import H2_COUNTERS, H2Connection
 from agent.protocols.http.parser import ParserConfig
+from agent.protocols.http.plugin import HttpSession
 from agent.transport.types import Direction
-from tests.protocols.http.h2wire import C2S, S2C, Conversation
+from tests.helpers.sessions import conn_info, play_script, protocol_config
+from tests.protocols.http.h2wire import C2S, S2C, Conversation, upgrade_conversation
 
 CONFIG = ParserConfig(include_request_body_for=(b"",), include_response_body_for=(b"",), max_message_size=4096)
 HELD_LIMIT = 8192
@@ -174,3 +177,27 @@ def _headers(stream: int, block: bytes, end_stream: bool = True) -> bytes:
     if end_stream:
         frame.flags.add("END_STREAM")
     return bytes(frame.serialize())
+
+
+# -- the http session on mutated HTTP/2 connections (prior knowledge, server first, h2c upgrade) ----------------
+
+SESSION_OPTIONS = {"send_all_headers": True, "include_body_for": ["text", "grpc"], "send_request": True,
+                   "send_response": True, "max_message_size": 4096}
+CONVERSATIONS = [BASE, [BASE[1], BASE[0], *BASE[2:]], upgrade_conversation()]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, len(CONVERSATIONS) - 1), st.integers(0, 2**32 - 1), st.integers(0, 8))
+def test_http_session_on_mutated_http2(which: int, seed: int, mutations: int) -> None:
+    rng = random.Random(seed)
+    script: list[tuple[Direction, object]] = []
+    for direction, data in CONVERSATIONS[which]:
+        script.append((direction, _mutate(data, rng, mutations) if mutations and rng.random() < 0.4 else data))
+        if rng.random() < 0.03:
+            script.append((direction, rng.randrange(1, 200)))  # a gap
+    out: list[Transaction] = []
+    session = HttpSession(SessionContext("http", protocol_config("http", **SESSION_OPTIONS), conn_info(8080),
+                                         out.append, metrics.register("test.h2fuzz.session")))
+    play_script(session, script, rng.randrange(0, 64))
+    for txn in out:
+        assert txn.type == "http" and txn.status in ("OK", "Error")
