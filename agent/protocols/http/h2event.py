@@ -21,7 +21,7 @@ gRPC (content-type application/grpc...) adds OpenTelemetry's RPC attributes
 (semantic conventions up to 1.37; ECS has no rpc.* fields): rpc.system
 "grpc", rpc.service and rpc.method from the path, rpc.grpc.status_code
 from grpc-status (trailers, or the headers of a trailers-only response),
-and grpc-message, percent-decoded, in ECS error.message.  A status other
+and grpc-message, percent-decoded, as a note (ECS error.message).  A status other
 than 0 (OK) makes the event's status Error.
 """
 
@@ -153,7 +153,7 @@ def _grpc(txn: Transaction, request: Half, response: Half | None) -> None:
         txn.status = "Error"
         text = _last(response.trailers, b"grpc-message") or response.field(b"grpc-message")
         if text:
-            txn.fields["error"] = {"message": unquote(_text(text))}
+            txn.notes.append(unquote(_text(text)))  # published in error.message, with any other note
 
 
 def _last(fields: Fields, name: bytes) -> bytes | None:

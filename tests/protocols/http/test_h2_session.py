@@ -93,11 +93,11 @@ def test_grpc_status_and_message_from_trailers() -> None:
     good, missing = http(steps_of(conv.steps), send_headers=["grpc-status"])
     assert good.fields["rpc"] == {"system": "grpc", "service": "helloworld.Greeter", "method": "SayHello",
                                   "grpc": {"status_code": 0}}
-    assert good.status == "OK" and "error" not in good.fields
+    assert good.status == "OK" and good.notes == []
     assert good.fields["http"]["response"]["headers"]["grpc-status"] == "0"  # a trailer, exported like a header
     assert missing.fields["rpc"]["grpc"] == {"status_code": 12}
     assert missing.status == "Error"
-    assert missing.fields["error"] == {"message": "Method not found: Missing"}
+    assert missing.notes == ["Method not found: Missing"]  # published as error.message
 
 
 def test_reset_stream_and_unanswered_request() -> None:
