@@ -120,13 +120,19 @@ def transaction(assembler: EventAssembler, conn: ConnectionInfo, exchange: Excha
 
 
 def _set_scheme(fields: dict[str, Any], scheme: str) -> None:
+    """`:scheme` https (HTTP/2 over TLS plaintext): url.scheme, and url.full without https' default port."""
     url = fields.get("url")
     if not url:
         return
     url["scheme"] = scheme
     full = url.get("full")
     if full and full.startswith("http://"):
-        url["full"] = f"{scheme}://{full[7:]}"
+        rest = full[7:]
+        if scheme == "https" and url.get("port") == 443:
+            host, _, path = rest.partition("/")
+            if host.endswith(":443"):
+                rest = host[:-4] + ("/" + path if path or rest.endswith("/") else "")
+        url["full"] = f"{scheme}://{rest}"
 
 
 def _grpc(txn: Transaction, request: Half, response: Half | None) -> None:

@@ -215,3 +215,13 @@ def test_preface_is_detected_from_the_first_bytes_only() -> None:
     txns = run_stream("http", [*h1, *steps_of(conv.steps)], server_port=8080)
     assert [t.fields["url"]["path"] for t in txns] == ["/one", "/h2"]
     assert conv.steps[0][1].startswith(PREFACE)
+
+
+def test_https_scheme_from_tls_plaintext() -> None:
+    conv = Conversation()
+    sid = conv.request("GET", "/secure?x=1", authority="www.example.com", scheme="https")
+    conv.respond(sid, 200)
+    [txn] = run_stream("http", steps_of(conv.steps), server_port=443)
+    assert txn.fields["url"]["scheme"] == "https"
+    assert txn.fields["url"]["full"] == "https://www.example.com/secure?x=1"
+    assert txn.fields["url"]["port"] == 443
