@@ -99,7 +99,7 @@ def test_real_servers_live() -> None:
         assert agent.stop() == 0, agent.log()[-3000:]
         events = agent.events()
         if os.environ.get("PKTBEAT_REGENERATE_PCAPS"):
-            for case, pcap in pcaps.items():
+            for pcap in pcaps.values():
                 shutil.copy(pcap, PCAPS / pcap.name)
     for case in cases:
         port = PORTS[case]
