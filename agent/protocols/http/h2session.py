@@ -34,10 +34,15 @@ NOTE_UPGRADED = "Request sent as HTTP/1.1 with Upgrade: h2c"
 _SETTINGS_HEAD = b"\x04\x00\x00\x00\x00\x00"
 
 
-def starts_with_settings(data: bytes) -> bool:
-    """Is `data` (at least 9 bytes) the header of an HTTP/2 SETTINGS frame, as a server's first frame is?"""
-    length = (data[0] << 16) | (data[1] << 8) | data[2]
-    return data[3:9] == _SETTINGS_HEAD and length % 6 == 0 and length <= 16384
+def starts_with_settings(data: bytes) -> bool | None:
+    """Do `data` start with an HTTP/2 SETTINGS frame header, as a server's first frame does?  None: too short."""
+    head = data[3:9]
+    if data[:1] != b"\x00" or _SETTINGS_HEAD[:len(head)] != head:
+        return False
+    if len(data) < 9:
+        return None
+    length = (data[1] << 8) | data[2]
+    return length % 6 == 0 and length <= 16384
 
 
 class H2Session:

@@ -332,14 +332,17 @@ class HttpSession:
                 h2.feed(direction, held[direction], ts_ns)
 
     def _server_speaks_http2(self, direction: Direction, parser: HttpStreamParser, ts_ns: int) -> bool:
-        """The server's first bytes failed as HTTP/1: are they an HTTP/2 server's SETTINGS frame?"""
+        """The server's first bytes failed as HTTP/1: are they an HTTP/2 server's SETTINGS frame?
+
+        True when they are (the connection is now HTTP/2), or may be once more bytes come (they are left
+        buffered: the next segment fails the same way and decides).
+        """
         if direction != Direction.TO_CLIENT or not parser.at_stream_start or self.requests:
             return False
-        head = parser.peek(9)
-        if len(head) < 9 or not starts_with_settings(head):
-            return False
-        self._to_http2(Direction.TO_SERVER, PREFACE, ts_ns)
-        return True
+        verdict = starts_with_settings(parser.peek(9))
+        if verdict:
+            self._to_http2(Direction.TO_SERVER, PREFACE, ts_ns)
+        return verdict is not False
 
     def _decide_tunnel(self, held: list[bytes], ts_ns: int) -> None:
         """A CONNECT tunnel's first bytes (by Direction): a TLS handshake from its client hands it to `tls`."""

@@ -225,3 +225,25 @@ def test_https_scheme_from_tls_plaintext() -> None:
     assert txn.fields["url"]["scheme"] == "https"
     assert txn.fields["url"]["full"] == "https://www.example.com/secure?x=1"
     assert txn.fields["url"]["port"] == 443
+
+
+def test_settings_header_recognised_however_it_is_cut() -> None:
+    from agent.protocols.http.h2session import starts_with_settings
+
+    settings = b"\x00\x00\x12\x04\x00\x00\x00\x00\x00"
+    assert [starts_with_settings(settings[:n]) for n in range(1, 10)] == [None] * 8 + [True]
+    assert starts_with_settings(b"HTTP/1.1 200") is False
+    assert starts_with_settings(b"\x00\x00\x12\x01") is False  # HEADERS, not SETTINGS
+    assert starts_with_settings(b"\x00\x00\x13\x04\x00\x00\x00\x00\x00") is False  # not a multiple of 6
+
+
+def test_server_settings_first_fed_byte_by_byte_keeps_the_frame() -> None:
+    conv = Conversation()
+    sid = conv.request("GET", "/first")
+    conv.respond(sid, 200)
+    before = counters()["h2_frames"]
+    steps = steps_of([conv.steps[1], conv.steps[0], *conv.steps[2:]])
+    run_stream("http", steps, split="bytewise", server_port=8080)
+    whole = counters()["h2_frames"] - before
+    run_stream("http", steps, split="whole", server_port=8080)
+    assert counters()["h2_frames"] - before == 2 * whole  # the server's SETTINGS read in both
