@@ -27,6 +27,7 @@ that body its bytes (the framing and HPACK state survive it).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from hpack import Decoder
@@ -80,6 +81,9 @@ ERROR_CODES = ("NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERR
                "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED")
 
 Fields = list[tuple[bytes, bytes]]
+
+# hpack logs every header block it decodes at debug level: with `-d '*'` cookies and tokens would reach the logs.
+logging.getLogger("hpack").setLevel(logging.WARNING)
 
 
 def error_name(code: int) -> str:
