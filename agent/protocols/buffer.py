@@ -165,6 +165,11 @@ class ReceiveBuffer:
         return len(self.data) - self.pos
 
     @property
+    def buffered(self) -> int:
+        """Bytes held: unread, and segments held while a frame is awaited (the worker's max_buffered counts them)."""
+        return len(self.data) - self.pos + self._held_bytes
+
+    @property
     def offset(self) -> int:
         """Stream offset of the read position."""
         return self.base + self.pos

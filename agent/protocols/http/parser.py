@@ -584,6 +584,21 @@ class HttpStreamParser:
         self._reset_message()
         self._state = _RESYNC
 
+    def take_unread(self) -> bytes:
+        """The bytes buffered and not consumed, handed out; nothing is parsed any more (HTTP/2, a tunnel, TLS)."""
+        rest = bytes(self._buf[self._pos:])
+        self.discard()
+        return rest
+
+    def peek(self, n: int) -> bytes:
+        """Up to `n` unconsumed bytes, left in place."""
+        return bytes(self._buf[self._pos:self._pos + n])
+
+    @property
+    def at_stream_start(self) -> bool:
+        """Nothing of this direction has been consumed yet."""
+        return self._base + self._pos == 0
+
     def discard(self) -> None:
         """Forget buffered bytes and any message in progress (the connection became a tunnel)."""
         self._discard_buffer()

@@ -142,6 +142,11 @@ class MessageReader:
         self._notes: list[str] = []
         self.over_limit = False
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held: the header block being collected and the carried partial line."""
+        return len(self._block) + len(self._carry) + len(self._held_newline)
+
     def feed(self, data: bytes) -> None:
         self.size += len(data)
         if self._state != SKIP:

@@ -148,6 +148,10 @@ class SmtpSession:
     def pending(self) -> int:
         return len(self.queue) + (self.message is not None)
 
+    def buffered(self) -> int:
+        held = self.client.buffer.buffered + self.server.buffer.buffered
+        return held + self.reader.buffered if self.reader is not None else held
+
     # -- client ------------------------------------------------------------------
 
     def _on_client(self, messages: list[ClientMessage]) -> None:

@@ -131,6 +131,9 @@ class TnsSession:
     def pending(self) -> int:
         return (self.call is not None) + (self.attempt is not None)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffer.buffered + self.parsers[1].buffer.buffered
+
     # -- client ------------------------------------------------------------------
 
     def _client_packet(self, packet: TnsPacket) -> None:

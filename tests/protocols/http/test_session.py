@@ -255,8 +255,10 @@ def test_connect_tunnel() -> None:
              resp(b"HTTP/1.1 200 Connection established\r\n\r\n"),
              req(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"), resp(b"\x16\x03\x03\x00\x5d")]
     [txn] = http(steps, server_port=3128)
-    assert txn.fields["method"] == "CONNECT" and txn.domain == "example.com"
-    assert txn.notes == ["Host header port number mismatch"]
+    # the tunnel's target is the URL; the connection's destination is the proxy, not example.com
+    assert txn.fields["method"] == "CONNECT" and txn.domain is None
+    assert txn.fields["url"] == {"original": "example.com:443", "domain": "example.com", "port": 443}
+    assert txn.notes == []
 
 
 # -- options -------------------------------------------------------------------------------------------

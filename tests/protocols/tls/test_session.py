@@ -495,3 +495,48 @@ def test_nothing_after_the_event_is_parsed(chain: tuple[Any, Any]) -> None:
     steps = full_handshake(leaf, ca)
     steps.append(Step(C2S, b"not even TLS" * 100, ts_ns=2_000_000_000, fin=True))
     assert len(run(steps)) == 1
+
+
+# -- resynchronisation: another protocol's cleartext before the handshake (STARTTLS on a TLS port) ---------------
+
+LDAP_STARTTLS_REQUEST = bytes.fromhex("301d02010177188016312e332e362e312e342e312e313436362e3230303337")
+LDAP_STARTTLS_RESPONSE = bytes.fromhex("300c02010178070a010004000400")
+
+
+def starttls_steps(client_cleartext: bytes, server_cleartext: bytes) -> list[Step]:
+    hello = b.record(b.HANDSHAKE, b.client_hello(ciphers=CLIENT_CIPHERS, extensions=CLIENT_EXTENSIONS))
+    flight = b.record(b.HANDSHAKE, b.server_hello(cipher=0xC02F) + b.server_hello_done())
+    return [
+        Step(C2S, client_cleartext, ts_ns=1_000_000_000),
+        Step(S2C, server_cleartext, ts_ns=1_100_000_000),
+        Step(C2S, hello, ts_ns=2_000_000_000),
+        Step(S2C, flight, ts_ns=2_100_000_000),
+        Step(C2S, b.record(b.HANDSHAKE, b.client_key_exchange()) + b.CHANGE_CIPHER_SPEC, ts_ns=2_200_000_000),
+        Step(S2C, b.CHANGE_CIPHER_SPEC + b.app_data(), ts_ns=2_300_000_000, fin=True),
+    ]
+
+
+@pytest.mark.parametrize(("client", "server"), [
+    (LDAP_STARTTLS_REQUEST, LDAP_STARTTLS_RESPONSE),
+    (b"a001 STARTTLS\r\n", b"* OK IMAP4rev1 ready\r\na001 OK Begin TLS negotiation now\r\n"),
+    (b"AUTH TLS\r\n", b"220 FTP ready\r\n234 AUTH TLS OK.\r\n"),
+    # cleartext holding what looks like a record header, but no hello behind it
+    (b"\x30\x16\x03\x01\x00\x05junk\x16\x03\x03\x00\x30\x01\x00\x00\x10\x02", b"+OK\x16\x03\r\n"),
+])
+def test_cleartext_before_the_handshake_is_skipped(client: bytes, server: bytes) -> None:
+    [txn] = run(starttls_steps(client, server))
+    tls = tls_of(txn)
+    assert tls["client"]["server_name"] == SNI and tls["established"] is True
+    assert tls["cipher"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    assert txn.ts_ns == 2_000_000_000  # the TLS session starts at its first record, not at the cleartext
+
+
+def test_cleartext_past_the_resync_limit_gives_up_on_the_direction() -> None:
+    from agent.protocols.tls.parser import RESYNC_LIMIT
+
+    counters = metrics.register("test.tls")
+    before = counters["resync_abandoned"]
+    steps = starttls_steps(b"x" * (RESYNC_LIMIT + 100), b"")
+    steps[1] = Step(S2C, b"220 ok\r\n", ts_ns=1_100_000_000)
+    run_stream("tls", steps, server_port=443)
+    assert counters["resync_abandoned"] > before
