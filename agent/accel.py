@@ -33,6 +33,7 @@ MODULES = (
     "agent.capture.pcapfile",
     "agent.capture.decode",
     "agent.transport.tcp",
+    "agent.transport.halfopen",
     "agent.transport.dispatcher",
     "agent.protocols.http.url",
     "agent.protocols.http.parser",

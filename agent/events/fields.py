@@ -244,6 +244,11 @@ pktbeat.tunnel.source.ip ip
 pktbeat.tunnel.destination.ip ip
 """
 
+# The payload of the event came from a TLS library (agent/runtime/plaintext.py), not from the wire.
+_PKTBEAT_PAYLOAD = """
+pktbeat.payload.source keyword
+"""
+
 
 _ENDPOINTS = ("source", "destination", "client", "server")
 
@@ -263,6 +268,7 @@ def _tables() -> Iterator[tuple[str, str]]:
     yield "ecs", _URL_USER
     yield "packetbeat", _PACKETBEAT_COMMON
     yield "pktbeat", _PKTBEAT_TUNNEL
+    yield "pktbeat", _PKTBEAT_PAYLOAD
     for name in protocol_registry.available():
         table = protocol_registry.spec(name).fields
         if table.strip():

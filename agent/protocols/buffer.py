@@ -172,6 +172,11 @@ class ReceiveBuffer:
         """Stream offset of the read position."""
         return self.base + self.pos
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held: unread, and segments held while a frame is awaited (the worker's max_buffered counts them)."""
+        return len(self.data) - self.pos + self._held_bytes
+
     def take(self, n: int) -> bytes | None:
         """The next `n` bytes, consumed; None when fewer are buffered."""
         pos = self.pos

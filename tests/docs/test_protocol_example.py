@@ -47,3 +47,25 @@ def test_an_endless_query_line_is_a_parse_error_not_a_leak(whois: ProtocolSpec) 
     txns = run_stream("whois", [Step(C2S, b"x" * 5000, 1), Step(C2S, b"ok.test\r\n", 2), Step(S2C, b"", 3, fin=True)],
                       server_port=43)
     assert [t.fields["query"] for t in txns] == ["ok.test"]
+
+
+def test_its_fields_reach_the_index_template(whois: ProtocolSpec) -> None:
+    """The template is assembled from the registry: the table line brings the protocol's fields.py along."""
+    from agent.events import fields
+
+    fields.registry.cache_clear()
+    try:
+        properties = fields.mappings()["properties"]
+        assert properties["whois"]["properties"]["query"]["type"] == "keyword"
+        assert properties["whois"]["properties"]["answer_lines"]["type"] == "long"
+        assert fields.unmapped(["whois.query", "whois.answer_lines"]) == {}
+    finally:
+        fields.registry.cache_clear()
+
+
+def test_the_session_needs_no_downcast_and_inherits_the_defaults(whois: ProtocolSpec) -> None:
+    from agent.protocols.stream import SessionBase
+    from docs.examples.whois.plugin import WhoisSession
+
+    assert issubclass(WhoisSession, SessionBase)
+    assert "recover" not in WhoisSession.__dict__ and "expire" not in WhoisSession.__dict__

@@ -136,6 +136,8 @@ class _Exchange:
         self.end_ns = max(reply.ts_ns, request.ts_ns)
         if reply.role == CONTENT:  # basic.get answered by basic.get-ok
             self.body_owner = reply
+        elif is_close(reply):  # the request was refused
+            self.response_text = str(reply.fields.get("reply-text", ""))
         else:
             self.response_text = "OK"
             if reply.method == "basic.get-empty":
@@ -154,7 +156,8 @@ def transaction(conn: ConnectionInfo, config: AmqpConfig, direction: Direction, 
     if notes:
         exchange.notes.extend(notes)
     status = "Error" if (method in ("basic.return", "basic.reject")
-                         or (is_close(request) and reply_code(request) >= 300)) else "OK"
+                         or (is_close(request) and reply_code(request) >= 300)
+                         or (reply is not None and is_close(reply))) else "OK"
     amqp = exchange.amqp
     fields: dict[str, Any] = {"method": method, "amqp": amqp, "event": {"action": f"amqp.{method}"}}
     user = amqp.get("user-id")

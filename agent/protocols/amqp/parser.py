@@ -126,6 +126,10 @@ class AmqpParser:
         self.resync = True
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered + sum(len(c.body) for c in self._content.values())
+
+    @property
     def idle(self) -> bool:
         return self._state == State.FRAME_HEADER and not self.buf.unread and not self._content
 

@@ -18,6 +18,11 @@
 - A channel.close or connection.close with an error code whose close-ok
   never comes is published when the connection goes idle, with the note
   "Close-ok method not received by sender".
+- A synchronous method the peer refuses by closing its channel (or the whole
+  connection) with an error code, such as a passive queue.declare answered by
+  channel.close 404, is its own event: status Error, the close's reply code
+  and text merged in.  Packetbeat drops it (`publish_refused_methods: false`
+  does the same, counting it in unmatched_requests).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class AmqpConfig(ProtocolConfig):
     parse_headers: bool = opt(True, doc="publish message properties (content-type, headers ...)")
     parse_arguments: bool = opt(True, doc="publish the arguments table of declare/bind/consume")
     hide_connection_information: bool = opt(True, doc="do not publish connection negotiation and normal closes")
+    publish_refused_methods: bool = opt(True, doc="a method refused by a channel/connection close is an event")
 
     def parser_settings(self) -> ParserSettings:
         return ParserSettings(self.parse_headers, self.parse_arguments, self.max_body_length)
@@ -96,6 +102,9 @@ class AmqpSession(SessionBase[AmqpConfig]):
     def pending(self) -> int:
         return sum(1 for p in self.waiting.values() if not p.hidden)
 
+    def buffered(self) -> int:
+        return sum(p.buffered for p in self.parsers)
+
     # -- pairing -------------------------------------------------------------------
 
     def _hidden(self, msg: AmqpMessage) -> bool:
@@ -114,6 +123,8 @@ class AmqpSession(SessionBase[AmqpConfig]):
 
     def _on_request(self, direction: Direction, msg: AmqpMessage) -> None:
         hidden = self._hidden(msg)
+        if is_close(msg) and reply_code(msg) >= 300:
+            self._refuse_pending(direction, msg)
         old = self.waiting.pop(msg.channel, None)
         if old is not None and not old.hidden:
             self.counters["unmatched_requests"] += 1
@@ -126,6 +137,21 @@ class AmqpSession(SessionBase[AmqpConfig]):
             if not evicted.hidden:
                 self.counters["unmatched_requests"] += 1
         self.waiting[msg.channel] = _Pending(msg, direction, hidden)
+
+    def _refuse_pending(self, direction: Direction, close: AmqpMessage) -> None:
+        """The peer's requests this error close answers: on its channel, or on every channel."""
+        channels = list(self.waiting) if close.method == "connection.close" else [close.channel]
+        for channel in channels:
+            pending = self.waiting.get(channel)
+            if pending is None or pending.direction is direction or is_close(pending.msg):
+                continue
+            del self.waiting[channel]
+            if pending.hidden:
+                continue
+            if self.config.publish_refused_methods:
+                self._publish(pending.direction, pending.msg, close)
+            else:
+                self.counters["unmatched_requests"] += 1
 
     def _on_response(self, direction: Direction, msg: AmqpMessage) -> None:
         pending = self.waiting.get(msg.channel)

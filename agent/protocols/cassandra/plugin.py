@@ -85,6 +85,9 @@ class CassandraSession(SessionBase[CassandraConfig]):
     def pending(self) -> int:
         return len(self.requests)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.requests.held
+
     # -- pairing -------------------------------------------------------------------
 
     def drop_pending(self) -> None:

@@ -218,6 +218,10 @@ class TcpFramer:
         self._skip = 0  # bytes still to drop: the rest of a message cut by a gap
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered
+
+    @property
     def partial(self) -> int:
         """Bytes of an unfinished message held (0: at a message boundary)."""
         self.buf.release()

@@ -273,6 +273,9 @@ class DnsStream(SessionBase[DnsConfig]):
     def pending(self) -> int:
         return len(self.transactions)
 
+    def buffered(self) -> int:
+        return self.framers[0].buffered + self.framers[1].buffered
+
 
 SPEC = ProtocolSpec(
     name="dns",

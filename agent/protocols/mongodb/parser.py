@@ -335,6 +335,10 @@ class MongoParser:
         self.strict = False  # after a resync: an unknown opcode is a framing error, not a message
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered
+
+    @property
     def idle(self) -> bool:
         return not self.buf.unread and not self.buf.waiting and not self._skip_left
 

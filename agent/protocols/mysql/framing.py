@@ -84,6 +84,10 @@ class Framer:
         self._cur = None
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered + (len(self._cur.kept) if self._cur is not None else 0)
+
+    @property
     def idle(self) -> bool:
         """No partial packet and no buffered bytes."""
         return self._cur is None and not self.buf.unread
@@ -170,6 +174,10 @@ class Inflater:
         self._left = 0
         self._zobj = None
         self._zbuf = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) + (len(self._zbuf) if self._zbuf is not None else 0)
 
     @property
     def idle(self) -> bool:

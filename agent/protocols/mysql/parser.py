@@ -102,6 +102,11 @@ class MysqlParser:
 
     # -- public ---------------------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for packets not yet complete, both directions."""
+        return sum(f.buffered for f in self._framers) + sum(i.buffered for i in self._inflaters if i is not None)
+
     def pending(self) -> int:
         return len(self.replies.pending)
 
@@ -167,6 +172,13 @@ class MysqlParser:
                 break
             framer.push(chunk, ts_ns)
             self._drain(direction, out)
+
+    def take_rest(self, direction: Direction) -> bytes:
+        """The bytes of `direction` buffered and not parsed (after the SSL request: the start of TLS)."""
+        framer = self._framers[int(direction)]
+        rest = framer.peek()
+        framer.reset()
+        return rest
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> Gap[Message]:
         """A gap loses the direction's framing (a reply cut after its result was known is published)."""

@@ -109,6 +109,10 @@ class RecordFramer:
         self._ts = 0
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered + len(self._head)
+
+    @property
     def mid_record(self) -> bool:
         return self.synced and (self._fragments > 0 or self.buf.unread > 0)
 

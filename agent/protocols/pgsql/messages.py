@@ -17,6 +17,7 @@ class Startup:
 class EncryptionReply:
     ts_ns: int
     accepted: bool
+    tls: bool = False  # an SSLRequest accepted: TLS follows (a GSSENCRequest accepted: GSSAPI encryption)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 The startup phase (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest:
 messages without a type byte) is recognised at the start of the client
 stream; an SSL or GSS request answered 'S'/'G' leaves the connection
-encrypted and it is not parsed further.  A connection seen mid-stream is
+encrypted and it is not parsed further (after 'S' to an SSLRequest, the
+session hands the connection to the TLS decoder with `take_rest`).  A connection seen mid-stream is
 taken up at the first segment that starts with a plausible message.
 
 Large results stream past: consecutive DataRow (and CopyData) messages
@@ -122,11 +123,17 @@ class PgsqlParser:
         self._sides = (_Side(C2S), _Side(S2C))
         self.encrypted = False
         self._expect_encryption_reply = False
+        self._encryption = ""  # "ssl" or "gss": what the pending encryption request asked for
         self._rows: _RowBatch | None = None
         self._pending_batches: list[_RowBatch] = []
         self.counters = counters if counters is not None else Counters(PROTOCOL)
 
     # -- public ----------------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete, both directions."""
+        return sum(side.buf.buffered + len(side.held) + len(side.kept) for side in self._sides)
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> list[Message]:
         """Parse `data`; the messages it completed.  A ParseError carries those completed before it
@@ -166,6 +173,14 @@ class PgsqlParser:
         side.reset()
         side.hunting = True
 
+    def take_rest(self, direction: Direction) -> bytes:
+        """The bytes of `direction` buffered and not parsed (after an accepted SSLRequest: the start of TLS)."""
+        side = self._sides[int(direction)]
+        rest = side.held + bytes(side.buf.data[side.buf.pos:])
+        side.reset()
+        side.held = b""
+        return rest
+
     def in_message(self, direction: Direction) -> bool:
         side = self._sides[int(direction)]
         return side.state == SideState.BODY or side.buf.unread > 0
@@ -175,9 +190,12 @@ class PgsqlParser:
     def _drain(self, direction: Direction, side: _Side, out: list[Message]) -> None:
         steps = self._STEPS
         rb = side.buf
-        while not self.encrypted and (rb.pos < len(rb.data) or side.state == SideState.BODY):
+        # What the client sends before the answer to its SSLRequest may be TLS: it stays buffered.
+        held_for_reply = direction == C2S and self._expect_encryption_reply
+        while not self.encrypted and not held_for_reply and (rb.pos < len(rb.data) or side.state == SideState.BODY):
             if not steps[side.state](self, direction, side, out):
                 break
+            held_for_reply = direction == C2S and self._expect_encryption_reply
 
     def _body_step(self, direction: Direction, side: _Side, out: list[Message]) -> bool:
         """More of a message whose body streams in; the message once it is complete."""
@@ -279,8 +297,9 @@ class PgsqlParser:
         pos = rb.pos
         reply = rb.data[pos]
         if reply in b"SG":
-            out.append(EncryptionReply(rb.ts_at(pos), True))
+            out.append(EncryptionReply(rb.ts_at(pos), True, reply == ord("S") and self._encryption == "ssl"))
             self.encrypted = True
+            rb.pos = pos + 1  # what follows is encrypted: kept for `take_rest`
             return False
         if reply == ord("N"):
             out.append(EncryptionReply(rb.ts_at(pos), False))
@@ -391,6 +410,7 @@ class PgsqlParser:
         client = self._sides[0]
         if code in (SSL_REQUEST, GSSENC_REQUEST):
             self._expect_encryption_reply = True
+            self._encryption = "ssl" if code == SSL_REQUEST else "gss"
             out.append(Startup(ts_ns, "ssl" if code == SSL_REQUEST else "gss"))
             return
         if code == CANCEL_REQUEST:

@@ -35,6 +35,7 @@ from agent.protocols.pgsql.fields import FIELDS, Request, transaction
 from agent.protocols.pgsql.parser import (
     Backend,
     DataRows,
+    EncryptionReply,
     ErrorNotice,
     Frontend,
     Message,
@@ -176,6 +177,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
 
     def pending(self) -> int:
         return self.open
+
+    def buffered(self) -> int:
+        return self.parser.buffered
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
@@ -328,6 +332,12 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
     # -- server messages ----------------------------------------------------------------------------------------
 
     def _server(self, msg: Message) -> None:
+        if isinstance(msg, EncryptionReply):
+            if msg.tls:  # 'S' to an SSLRequest: the rest of the connection is TLS
+                self.counters.inc("tls_hand_overs")
+                self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
+                                   to_client=self.parser.take_rest(Direction.TO_CLIENT))
+            return
         slots = self.slots
         if not slots:  # a server message no client message waits for
             if isinstance(msg, ErrorNotice) and msg.type == "E":
@@ -545,5 +555,6 @@ SPEC = ProtocolSpec(
     description="PostgreSQL: simple and extended queries, COPY, errors and notices",
     counters=("unmatched_requests", "unmatched_responses", "parse_errors", "queue_overflow",
               "unexpected_messages", "notices_without_statement", "resync_skipped_bytes", "malformed_rows",
-              "encryption_requests", "statements_expired", "statements_evicted", "statement_connections_evicted"),
+              "encryption_requests", "tls_hand_overs", "statements_expired", "statements_evicted",
+              "statement_connections_evicted"),
 )

@@ -189,6 +189,10 @@ class SipStreamParser:
         return ParseError("sip", self.direction, 0, reason)
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered + len(self._body)
+
+    @property
     def mid_message(self) -> bool:
         rb = self.buf
         return self._head is not None or bool(rb.data[rb.pos:].strip(b"\r\n"))

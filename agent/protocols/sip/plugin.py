@@ -128,6 +128,9 @@ class SipSession(SessionBase[SipConfig]):
             if cut is not None:
                 self._publish(direction, cut, ts_ns)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered
+
 
 SPEC = ProtocolSpec(
     name="sip",

@@ -181,6 +181,10 @@ class ThriftParser:
         return self.counters["skipped_bytes"]
 
     @property
+    def buffered(self) -> int:
+        return self.buf.buffered + len(self._str_kept)
+
+    @property
     def idle(self) -> bool:
         """No message is in progress."""
         return self._state in (State.FRAME, State.HEADER) and not self.buf.unread and not self._frame_left

@@ -11,6 +11,14 @@ Every buffer is bounded: one record (`MAX_RECORD_PAYLOAD`) and one handshake
 message (`MAX_HANDSHAKE_MESSAGE`, `MAX_CERTIFICATE_MESSAGE`).  A longer
 handshake message is skipped as it streams past, never buffered, and
 reported as `OversizedHandshake`.  Input that is not TLS raises `ParseError`.
+
+After a `ParseError` (`resync`), the parser looks for the next record that
+starts a handshake: a handshake record header, a ClientHello or ServerHello
+header, and that hello's protocol version, eleven bytes with four of them
+fixed, where cleartext hardly ever matches.  That is how a connection whose
+first bytes are another protocol's (STARTTLS in LDAP, IMAP, POP3 or FTP on a
+port configured for TLS) is still read once it switches.  Bytes skipped are
+counted in `skipped`; the session gives up past `RESYNC_LIMIT`.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ MAX_RECORD_PAYLOAD = (1 << 14) + 2048
 MAX_HANDSHAKE_MESSAGE = 1 << 16
 # ...except certificate chains, which legitimately grow larger.
 MAX_CERTIFICATE_MESSAGE = 1 << 18
+# Cleartext skipped while looking for the handshake, per direction, before the direction is given up.
+RESYNC_LIMIT = 64 * 1024
+_HELLO_PROBE = 11  # record header, handshake header, hello version
 
 CONTENT_CHANGE_CIPHER_SPEC = 20
 CONTENT_ALERT = 21
@@ -54,6 +65,7 @@ EXT_EC_POINT_FORMATS = 11
 EXT_SIGNATURE_ALGORITHMS = 13
 EXT_ALPN = 16
 EXT_SESSION_TICKET = 35
+EXT_PRE_SHARED_KEY = 41
 EXT_SUPPORTED_VERSIONS = 43
 EXT_KEY_SHARE = 51
 
@@ -178,7 +190,8 @@ class _Malformed(Exception):
 class DirectionParser:
     """The record layer and handshake messages of one direction."""
 
-    __slots__ = ("_cipher", "_hs", "_skip", "app_data_ends_handshake", "buf", "direction", "encrypted", "records")
+    __slots__ = ("_cipher", "_hs", "_skip", "app_data_ends_handshake", "buf", "direction", "encrypted", "records",
+                 "resyncing", "skipped")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -191,16 +204,20 @@ class DirectionParser:
         self._hs = bytearray()  # a handshake message being reassembled across records
         self._skip = 0  # bytes of an oversized handshake message still to skip
         self._cipher: int | None = None  # the cipher this direction's ServerHello selected
+        self.resyncing = False  # looking for the next handshake record after bytes that were not TLS
+        self.skipped = 0  # bytes passed over while resynchronising
 
     @property
     def buffered(self) -> int:
-        return self.buf.unread + len(self._hs)
+        return self.buf.buffered + len(self._hs)
 
     def feed(self, data: bytes, ts_ns: int) -> list[Message]:
         """Every message `data` completes; ParseError on input that is not TLS (it carries the messages
         completed before it, `error.messages`).  Nothing is parsed once the direction is encrypted."""
         out: list[Message] = []
-        if self.encrypted or not self.buf.feed(data, ts_ns):
+        if self.encrypted or (data and not self.buf.feed(data, ts_ns)):
+            return out
+        if self.resyncing and not self._find_hello():
             return out
         try:
             while not self.encrypted and self._record(out):
@@ -239,6 +256,38 @@ class DirectionParser:
             self._stop()
             out.append(ChangeCipherSpec(by_application_data=True))
         return True
+
+    def resync(self) -> None:
+        """After a ParseError: drop any partial handshake message and look for the next hello record."""
+        self.resyncing = True
+        self._hs = bytearray()
+        self._skip = 0
+        rb = self.buf
+        rb.release()
+        if rb.pos < len(rb.data):
+            rb.pos += 1
+            self.skipped += 1
+
+    def _find_hello(self) -> bool:
+        """Skip to the next plausible hello record; False (keeping a possible start) while none is buffered."""
+        rb = self.buf
+        buf, start = rb.data, rb.pos
+        pos = start
+        while True:
+            at = buf.find(b"\x16\x03", pos)
+            if at < 0 or len(buf) - at < _HELLO_PROBE:
+                # keep what may start a hello: a last 0x16, or a candidate still short of its probe bytes
+                end = max(len(buf) - 1, pos) if at < 0 else at
+                self.skipped += end - start
+                rb.pos = end
+                return False
+            if (buf[at + 2] <= 4 and buf[at + 5] in (HS_CLIENT_HELLO, HS_SERVER_HELLO) and buf[at + 9] == 3
+                    and buf[at + 10] <= 4):
+                self.skipped += at - start
+                rb.pos = at
+                self.resyncing = False
+                return True
+            pos = at + 1
 
     def _stop(self) -> None:
         self.encrypted = True

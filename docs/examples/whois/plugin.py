@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.config.typed import opt
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
-from agent.transport.session import ParseError
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext
+from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 
+from .fields import FIELDS, transaction
 from .parser import AnswerCollector, Query, QueryParser
 
 
@@ -18,60 +19,54 @@ class WhoisConfig(ProtocolConfig):
     max_answer_lines: int = opt(20)
 
 
-class WhoisSession:
-    def __init__(self, ctx: SessionContext) -> None:
-        self.ctx = ctx
-        self.config: WhoisConfig = ctx.config  # type: ignore[assignment]
+class WhoisSession(SessionBase[WhoisConfig]):
+    """`self.config` is a WhoisConfig, typed: no downcast.  fin/recover/expire defaults come from SessionBase."""
+
+    def __init__(self, ctx: SessionContext[WhoisConfig]) -> None:
+        super().__init__(ctx)
         self.queries = QueryParser()
         self.query: Query | None = None
-        self.query_ts = 0
         self.answer = AnswerCollector()
-        self.answer_ts = 0
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
         if direction is Direction.TO_SERVER:
-            query = self.queries.feed(data)
-            if query is not None:
-                self.query, self.query_ts = query, ts_ns
+            for query in self.queries.feed(data, ts_ns):
+                self.query = query
         else:
-            if not self.answer.size:
-                self.answer_ts = ts_ns
             self.answer.feed(data)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         if direction is Direction.TO_CLIENT:
-            self.answer.gap(nbytes)
+            self.answer.gap(nbytes)  # the answer keeps going: counted, and noted in the event
         else:
-            self.queries = QueryParser()  # a query we cannot read any more
+            super().gap(direction, nbytes, ts_ns)  # counted; lose_sync drops the query in progress
+
+    def lose_sync(self, direction: Direction) -> None:
+        if direction is Direction.TO_SERVER:
+            self.queries.reset()
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
         if direction is Direction.TO_CLIENT:
             self._publish(ts_ns)
 
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        self.queries = QueryParser()
-
-    def expire(self, ts_ns: int) -> None:
+    def drop_pending(self) -> None:
+        """Idle: a query never answered is published as unmatched (the default would only drop it)."""
         if self.query is not None:
-            self.ctx.counters.inc("unmatched_requests")
+            self.counters["unmatched_requests"] += 1
             self._publish(None, note="Unmatched request")
 
     def pending(self) -> int:
         return 1 if self.query is not None else 0
 
+    def buffered(self) -> int:
+        return self.queries.buffered + len(self.answer.kept)
+
     def _publish(self, end_ns: int | None, note: str | None = None) -> None:
         query = self.query
         if query is None:
             return
-        lines = bytes(self.answer.kept).decode("utf-8", "replace").splitlines()
-        txn = Transaction("whois", self.ctx.conn, ts_ns=self.query_ts, end_ns=end_ns,
-                          client_bytes=query.size, server_bytes=self.answer.size or None)
-        txn.fields = {"whois": {"query": query.text, "answer_lines": len(lines)},
-                      "query": query.text, "method": "QUERY"}
-        if self.config.send_response:
-            txn.fields["response"] = "\n".join(lines[: self.config.max_answer_lines])
-        if self.answer.lost:
-            txn.notes.append("Packet loss while capturing the response")
+        config = self.config
+        txn = transaction(self.ctx.conn, query, self.answer, end_ns, config.send_response, config.max_answer_lines)
         if note:
             txn.notes.append(note)
             txn.status = "Error"
@@ -80,5 +75,5 @@ class WhoisSession:
         self.answer = AnswerCollector()
 
 
-SPEC = ProtocolSpec(name="whois", config_class=WhoisConfig, tcp=WhoisSession,
+SPEC = ProtocolSpec(name="whois", config_class=WhoisConfig, tcp=WhoisSession, fields=FIELDS,
                     description="WHOIS queries and answers (RFC 3912)")
