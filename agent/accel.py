@@ -36,6 +36,8 @@ MODULES = (
     "agent.transport.halfopen",
     "agent.transport.dispatcher",
     "agent.protocols.http.url",
+    "agent.protocols.http.messages",
+    "agent.protocols.http.head",
     "agent.protocols.http.parser",
     "agent.protocols.http.fields",
     "agent.events.timefmt",

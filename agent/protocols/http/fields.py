@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from agent.protocols.base import Transaction
 from agent.protocols.http import url as f
 from agent.protocols.http.body import decode_body
-from agent.protocols.http.parser import HttpMessage, ParserConfig
+from agent.protocols.http.messages import HttpMessage, ParserConfig
 from agent.transport.types import ConnectionInfo, Direction
 
 # Packetbeat's http fields.yml (the header maps take any header as a keyword).  Besides these: url.*,

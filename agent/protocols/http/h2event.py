@@ -33,7 +33,7 @@ from urllib.parse import unquote
 from agent.protocols.base import Transaction
 from agent.protocols.http.fields import EventAssembler
 from agent.protocols.http.h2streams import Exchange, Fields, Half
-from agent.protocols.http.parser import HttpMessage
+from agent.protocols.http.messages import HttpMessage
 from agent.transport.types import ConnectionInfo
 
 VERSION = "2"

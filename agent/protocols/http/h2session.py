@@ -24,7 +24,7 @@ from agent.protocols.base import SessionContext
 from agent.protocols.http.fields import EventAssembler
 from agent.protocols.http.h2event import transaction
 from agent.protocols.http.h2streams import Exchange, H2Connection, Half
-from agent.protocols.http.parser import HttpMessage, ParserConfig
+from agent.protocols.http.messages import HttpMessage, ParserConfig
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 

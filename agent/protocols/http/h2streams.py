@@ -44,7 +44,7 @@ from agent.protocols.http.h2frames import (
     HeaderStateLost,
     Reset,
 )
-from agent.protocols.http.parser import NOTE_LOSS_REQUEST, NOTE_LOSS_RESPONSE, ParserConfig
+from agent.protocols.http.messages import NOTE_LOSS_REQUEST, NOTE_LOSS_RESPONSE, ParserConfig
 from agent.transport.types import Direction
 
 MAX_OPEN_STREAMS = 256  # streams tracked at once per connection (servers allow 100-250 concurrent)

@@ -35,42 +35,26 @@ are counted, not stored.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from agent.metrics import Counters
 from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.errors import ParseError
+from agent.protocols.http import head as heads
+from agent.protocols.http.head import EMPTY_HEAD, Head
+from agent.protocols.http.messages import (
+    HEADER_LIMIT,
+    MAX_PENDING_METHODS,
+    NOTE_BARE_LF,
+    NOTE_LOSS_REQUEST,
+    NOTE_LOSS_RESPONSE,
+    HttpMessage,
+    ParserConfig,
+)
 from agent.protocols.stream import Gap
 from agent.transport.types import Direction
 
 PROTOCOL = "http"
 
-DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
-HEADER_LIMIT = 1024 * 1024  # a header (or trailer) block longer than this is not HTTP we can follow
-MAX_START_LINE = 64 * 1024  # request line or status line without its CRLF
-MAX_CHUNK_LINE = 4096  # chunk size plus extensions
-MAX_PENDING_METHODS = 1024  # requests whose response head has not been seen yet
-_PROBE_LEN = 24  # bytes enough to tell a start line from garbage
-
-NOTE_LOSS_REQUEST = "Packet loss while capturing the request"
-NOTE_LOSS_RESPONSE = "Packet loss while capturing the response"
-NOTE_BARE_LF = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
-BARE_LF = "a line ended by a bare LF"  # parse_header_block's answer when a CRLF line holds an LF
-
-PARSER_COUNTERS = (
-    "parse_errors",
-    "resyncs",
-    "resync_skipped_bytes",
-    "gaps_in_headers",
-    "gaps_in_body",
-    "header_block_overflow",
-    "start_line_overflow",
-    "chunk_line_overflow",
-    "bodies_truncated",
-    "incomplete_at_close",
-    "pending_methods_overflow",
-)
 
 # Parser states
 _HEAD = 0  # waiting for (the rest of) a start line and header block
@@ -83,276 +67,10 @@ _TRAILERS = 6  # after the last chunk: trailer fields, then an empty line
 _RESYNC = 7  # lost: looking for the start of the next message
 
 _COUNT_ONLY_STATES = (_BODY_LENGTH, _CHUNK_DATA)  # body bytes that may be counted without buffering
-_FOLD_START = (b" ", b"\t")
 _BODY_STATES = frozenset({_BODY_LENGTH, _BODY_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS})
-
-# RFC 9110 token characters; a method must be made of them.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-# `x.translate(None, CHARS)` deletes those characters: empty means x is made of nothing else.
-_TOKEN_CHARS = bytes(sorted(_TOKEN))
-_HEX_CHARS = b"0123456789abcdefABCDEF"
-_DIGIT_CHARS = b"0123456789"
-_MAX_METHOD = 32
-
-# Header names seen before, lower-cased and decoded once (bounded).
-_NAME_CACHE: dict[bytes, str] = {}
-_NAME_CACHE_MAX = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class ParserConfig:
-    """What framing needs from the protocol settings."""
-
-    include_request_body_for: tuple[bytes, ...] = ()
-    include_response_body_for: tuple[bytes, ...] = ()
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-
-    @property
-    def header_limit(self) -> int:
-        return min(HEADER_LIMIT, self.max_message_size)
-
-
-class HttpMessage(NamedTuple):
-    """One complete (or, at a gap or close, as complete as it got) request or response.
-
-    Immutable like the other wire messages; a NamedTuple rather than a frozen
-    dataclass because it is built for every message and a frozen dataclass
-    costs ten times as much to construct.
-    """
-
-    is_request: bool
-    ts_ns: int  # time of the segment holding the first byte
-    version: str  # "1.1"
-    method: bytes  # requests
-    uri: bytes  # requests, as sent
-    status_code: int  # responses
-    status_phrase: bytes  # responses, as sent
-    headers: dict[str, bytes]  # lower-case name -> value; repeated fields joined with ", "
-    raw_headers: bytes  # start line and header block, final CRLF included
-    content_type: bytes
-    content_length: int  # Packetbeat's notion: the declared length, else the body bytes framed
-    encodings: tuple[str, ...]  # content codings then transfer codings, in the order applied
-    body: bytes  # stored body (when kept), at most max_message_size - len(raw_headers)
-    body_bytes: int  # body bytes on the wire after de-chunking, lost bytes included
-    size: int  # bytes on the wire: headers, chunk framing, body (lost bytes included)
-    send_body: bool  # Content-Type matched include_*body_for
-    save_body: bool  # body kept: send_body, or a urlencoded form to read parameters from
-    body_truncated: bool
-    notes: tuple[str, ...]
-    direction: Direction
-
 
 _new_message = tuple.__new__
 _NO_MESSAGES: list[HttpMessage] = []  # what feed returns when nothing completed (shared: never appended to)
-
-
-class _Head:
-    """A parsed start line and header block, while the body is being framed."""
-
-    __slots__ = ("chunked", "content_length", "content_type", "encodings", "has_length",
-                 "headers", "is_request", "method", "phrase", "raw", "status", "ts_ns", "uri", "version")
-
-    def __init__(self) -> None:
-        self.is_request = False
-        self.ts_ns = 0
-        self.version = ""
-        self.method = b""
-        self.uri = b""
-        self.status = 0
-        self.phrase = b""
-        self.headers: dict[str, bytes] = {}
-        self.raw = b""
-        self.content_type = b""
-        self.content_length = 0
-        self.has_length = False
-        self.chunked = False
-        self.encodings: tuple[str, ...] = ()
-
-
-def _header_name(raw: bytes) -> str:
-    name = _NAME_CACHE.get(raw)
-    if name is None:
-        name = raw.rstrip(b" \t").lower().decode("latin-1")
-        if len(_NAME_CACHE) < _NAME_CACHE_MAX:
-            _NAME_CACHE[raw] = name
-    return name
-
-
-def _codings(value: bytes) -> list[str]:
-    return [part.strip(b" \t").lower().decode("latin-1") for part in value.split(b",")]
-
-
-def _leading_int(value: bytes) -> int | None:
-    """Packetbeat reads Content-Length as its leading digits (none at all reads as 0); None if absurdly long."""
-    end = 0
-    limit = min(len(value), 19)
-    while end < limit and 48 <= value[end] <= 57:
-        end += 1
-    if end > 18:
-        return None
-    return int(value[:end]) if end else 0
-
-
-_KNOWN_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
-
-
-def _version_text(token: bytes) -> str | None:
-    """'1.1' from b'1.1'; None when the token is not DIGIT.DIGIT."""
-    known = _KNOWN_VERSIONS.get(token)
-    if known is not None:
-        return known
-    if len(token) == 3 and token[1] == 46 and 48 <= token[0] <= 57 and 48 <= token[2] <= 57:
-        return token.decode("ascii")
-    return None
-
-
-def plausible_start(prefix: bytes) -> bool:
-    """Could a start line begin with `prefix` (its first bytes, maybe cut short)?"""
-    n = min(len(prefix), 5)
-    if prefix[:n] == b"HTTP/"[:n]:
-        return True
-    space = prefix.find(b" ")
-    method = prefix if space < 0 else prefix[:space]
-    return 0 < len(method) <= _MAX_METHOD and not method.translate(None, _TOKEN_CHARS)
-
-
-def parse_start_line(line: bytes, head: _Head) -> str | None:
-    """Fill `head` from a request line or status line; returns why it is not one, else None."""
-    if line[:5] == b"HTTP/":
-        space = line.find(b" ", 5)
-        version = _version_text(line[5:space] if space > 0 else line[5:])
-        if version is None or space < 0:
-            return "malformed status line"
-        rest = line[space + 1:]
-        space = rest.find(b" ")
-        code, phrase = (rest, b"") if space < 0 else (rest[:space], rest[space + 1:])
-        if not code or len(code) > 3 or code.translate(None, _DIGIT_CHARS):
-            return "malformed status code"
-        head.is_request = False
-        head.version = version
-        head.status = int(code)
-        head.phrase = phrase
-        return None
-    first = line.find(b" ")
-    last = line.rfind(b" ")
-    if first <= 0 or last == first:
-        return "malformed request line"
-    method = line[:first]
-    if len(method) > _MAX_METHOD or method.translate(None, _TOKEN_CHARS):
-        return "malformed request method"
-    proto = line[last + 1:]
-    if proto[:5] != b"HTTP/":
-        return "malformed request line"
-    version = _version_text(proto[5:])
-    if version is None:
-        return "malformed HTTP version"
-    head.is_request = True
-    head.version = version
-    head.method = method
-    head.uri = line[first + 1:last]
-    return None
-
-
-def lenient_head_end(buf: bytes | bytearray, start: int) -> int:
-    """Where the first empty line after `start` ends, lines ended by LF or CRLF; -1 when none yet."""
-    lf_lf = buf.find(b"\n\n", start)
-    lf_crlf = buf.find(b"\n\r\n", start, lf_lf + 2 if lf_lf >= 0 else len(buf))
-    if lf_crlf >= 0:
-        return lf_crlf + 3
-    return lf_lf + 2 if lf_lf >= 0 else -1
-
-
-def crlf_lines(raw: bytes) -> bytes:
-    """`raw` with every line ended by CRLF (bare LF or CRLF before).
-
-    A header line with no colon after a bare LF is the rest of a field value the LF cut:
-    it is joined with a space (RFC 9110 section 5.5: an LF in a value is replaced by SP).
-    """
-    lines: list[bytes] = []
-    for line in raw.split(b"\n"):
-        if line[-1:] == b"\r":
-            line = line[:-1]
-        if len(lines) > 1 and line and lines[-1] and b":" not in line:
-            lines[-1] += b" " + line
-        else:
-            lines.append(line)
-    return b"\r\n".join(lines)
-
-
-def _line_end(buf: bytes | bytearray, start: int, stop: int) -> tuple[int, int]:
-    """(end of the line's text, start of the next line) of the line at `start`, LF or CRLF; (-1, -1) if none."""
-    newline = buf.find(b"\n", start, stop)
-    if newline < 0:
-        return -1, -1
-    return (newline - 1 if newline > start and buf[newline - 1] == 13 else newline), newline + 1
-
-
-def _lenient_head(raw: bytes) -> tuple[bytes, _Head, str | None]:
-    """The head at the start of `raw` read with LF or CRLF line ends: (its bytes, it, why it is not one)."""
-    raw = raw[:lenient_head_end(raw, 0)]
-    text = crlf_lines(raw)
-    head = _Head()
-    line_end = text.find(b"\r\n")
-    problem = parse_start_line(text[:line_end], head)
-    if problem is None and line_end < len(text) - 4:
-        problem = parse_header_block(text[line_end + 2:-4], head)
-    return raw, head, problem
-
-
-def parse_header_block(block: bytes, head: _Head) -> str | None:
-    """Fill `head` from the lines after the start line (`block` excludes the final CRLF CRLF).
-
-    Returns why it is not a header block, BARE_LF when a line holds a bare LF, else None.
-    """
-    headers = head.headers
-    names = _NAME_CACHE
-    last_name = ""
-    content_type = b""
-    for line in block.split(b"\r\n"):
-        if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
-            return BARE_LF
-        raw_name, colon, value = line.partition(b":")
-        if line[:1] in _FOLD_START:  # obsolete line folding: joins the previous field with one space
-            if not last_name:
-                return "folded line without a header field"
-            headers[last_name] = headers[last_name] + b" " + line.strip(b" \t")
-            continue
-        if not colon or not raw_name:
-            return "header line without a colon" if line else "empty header line"
-        name = names.get(raw_name)
-        if name is None:
-            name = _header_name(raw_name)
-        value = value.strip(b" \t")
-        if name in headers:
-            headers[name] = headers[name] + b", " + value
-        else:
-            headers[name] = value
-        if name == "content-type":
-            content_type = value
-        last_name = name
-    head.content_type = content_type
-    length = headers.get("content-length")
-    if length is not None:
-        if length.isdigit() and len(length) <= 18:  # the usual single, plain value
-            declared: int | None = int(length)
-        else:
-            declared = _leading_int(length.rsplit(b",", 1)[-1].strip(b" \t"))
-        if declared is None:
-            return "Content-Length too large"
-        head.has_length = True
-        head.content_length = declared
-    content_coding = headers.get("content-encoding")
-    transfer = headers.get("transfer-encoding")
-    if content_coding or transfer:
-        codings: list[str] = [c for c in _codings(content_coding) if c] if content_coding else []
-        if transfer:
-            transfer_codings = [c for c in _codings(transfer) if c]
-            if transfer_codings and transfer_codings[-1] == "chunked":
-                head.chunked = True
-                transfer_codings.pop()
-            codings.extend(transfer_codings)
-        head.encodings = tuple(codings)
-    return None
 
 
 class HttpStreamParser:
@@ -376,7 +94,7 @@ class HttpStreamParser:
         self._head_scan = 0  # stream offset where to resume looking for the end of the header block
         self._start_checked = False  # the start line of the head being buffered was found valid
         self._at_line_start = True
-        self._head = _EMPTY_HEAD
+        self._head = EMPTY_HEAD
         self._remaining = 0  # body or chunk bytes still expected
         self._size = 0
         self._body_bytes = 0
@@ -457,55 +175,44 @@ class HttpStreamParser:
 
     def next_message(self) -> HttpMessage | None:
         """The next complete message, or None when more bytes are needed."""
-        while True:
-            if self.buf.pos >= len(self.buf.data):
-                return None  # every state needs bytes to make progress
+        while self.buf.pos < len(self.buf.data):  # every state needs bytes to make progress
             state = self._state
             if state == _HEAD:
                 if not self._parse_head():
                     return None
-                state = self._state
-                if state == _HEAD:  # a message without a body
-                    msg = self._complete()
-                elif state == _BODY_LENGTH and not self._save and len(self.buf.data) - self.buf.pos >= self._remaining:
-                    # The whole body is here and is not kept: counted in one step (the common case).
-                    length = self._remaining
-                    self.buf.pos += length
-                    self._size += length
-                    self._body_bytes += length
-                    self._remaining = 0
-                    msg = self._complete()
-                else:
+                if not self._head_only():
                     continue
             elif state == _BODY_LENGTH:
                 if not self._eat_length():
                     return None
-                msg = self._complete()
             elif state == _BODY_CLOSE:
-                self._eat_until_close()
+                self._take(len(self.buf.data) - self.buf.pos)  # the body runs to the end of the connection
                 return None
-            elif state == _CHUNK_SIZE:
-                if not self._chunk_size():
-                    return None
-                continue
-            elif state == _CHUNK_DATA:
-                if not self._chunk_data():
-                    return None
-                continue
-            elif state == _CHUNK_CRLF:
-                if not self._chunk_crlf():
-                    return None
-                continue
             elif state == _TRAILERS:
                 if not self._trailers():
                     return None
-                msg = self._complete()
+            elif not (self._resync_scan() if state == _RESYNC else self._chunk_step(state)):
+                return None
             else:
-                if not self._resync_scan():
-                    return None
-                continue
+                continue  # chunk framing, or the next message start found
+            msg = self._complete()
             if msg is not None:
                 return msg
+        return None
+
+    def _head_only(self) -> bool:
+        """After a head: True when its message is already whole (no body, or a body here that is not kept)."""
+        state = self._state
+        if state == _HEAD:
+            return True
+        if state == _BODY_LENGTH and not self._save and len(self.buf.data) - self.buf.pos >= self._remaining:
+            length = self._remaining  # the common case: the whole body is here and counted in one step
+            self.buf.pos += length
+            self._size += length
+            self._body_bytes += length
+            self._remaining = 0
+            return True
+        return False
 
     def gap(self, nbytes: int, ts_ns: int) -> Gap[HttpMessage]:
         """`nbytes` of this direction were lost: the message the gap completed, if any, and whether the framing
@@ -633,39 +340,37 @@ class HttpStreamParser:
         scan = max(self._head_scan - rb.base, pos)
         stop = buf.find(b"\r\n\r\n", scan)
         if stop < 0:
-            stop = lenient_head_end(buf, max(pos, scan - 3)) - 4  # a head with bare LF line ends
+            stop = heads.lenient_head_end(buf, max(pos, scan - 3)) - 4  # a head with bare LF line ends
         if stop < 0:
-            if not self._start_checked:
-                # Check the start line before buffering a whole header block behind it.
-                line_end, _ = _line_end(buf, pos, pos + MAX_START_LINE + 2)
-                if line_end < 0:
-                    if not plausible_start(bytes(buf[pos:pos + _PROBE_LEN])):
-                        self._fail(pos, "not an HTTP start line")
-                    if end - pos > MAX_START_LINE:
+            if not self._start_checked:  # the start line is checked before a whole header block is buffered
+                start_problem, self._start_checked = heads.check_partial_start(buf, pos)
+                if start_problem:
+                    if start_problem == heads.START_LINE_TOO_LONG:
                         self._counters.inc("start_line_overflow")
-                        self._fail(pos, f"start line longer than {MAX_START_LINE} bytes")
-                else:
-                    problem = parse_start_line(bytes(buf[pos:line_end]), _Head())
-                    if problem:
-                        self._fail(pos, problem)
-                    self._start_checked = True
+                    self._fail(pos, start_problem)
             if end - pos > self._header_limit:
                 self._counters.inc("header_block_overflow")
                 self._fail(pos, f"header block longer than {self._header_limit} bytes")
             self._head_scan = rb.base + max(pos, end - 3)
             return False
-        raw = bytes(buf[pos:stop + 4])
+        self._read_head(pos, stop)
+        return True
+
+    def _read_head(self, pos: int, stop: int) -> None:
+        """The head in data[pos:stop + 4] (its final CRLF CRLF included): parsed, consumed, its body framed next."""
+        rb = self.buf
+        raw = bytes(rb.data[pos:stop + 4])
         if len(raw) > self._header_limit:
             self._counters.inc("header_block_overflow")
             self._fail(pos, f"header block longer than {self._header_limit} bytes")
-        head = _Head()
+        head = Head()
         line_end = raw.find(b"\r\n")
         start_line = raw[:line_end]
-        problem = parse_start_line(start_line, head)
+        problem = heads.parse_start_line(start_line, head)
         if problem is None and line_end < len(raw) - 4:
-            problem = parse_header_block(raw[line_end + 2:-4], head)
-        if problem is BARE_LF or 10 in start_line:  # the head may even end before this CRLF CRLF
-            raw, head, problem = _lenient_head(raw)
+            problem = heads.parse_header_block(raw[line_end + 2:-4], head)
+        if problem == heads.BARE_LF or 10 in start_line:  # the head may even end before this CRLF CRLF
+            raw, head, problem = heads.lenient_head(raw)
             stop = pos + len(raw) - 4
             self._notes.append(NOTE_BARE_LF)
         if problem:
@@ -677,9 +382,8 @@ class HttpStreamParser:
         self._start_checked = False
         self._at_line_start = True
         self._start_body(head)
-        return True
 
-    def _start_body(self, head: _Head) -> None:
+    def _start_body(self, head: Head) -> None:
         # The message state was reset when the previous message completed (or sync was lost).
         self._head = head
         self._size = len(head.raw)
@@ -695,17 +399,12 @@ class HttpStreamParser:
             if 100 <= status < 200 and status != 101:
                 return  # interim response: no body, and the final response is still to come
             method = self._methods.popleft() if self._methods else b""
-            if status == 101 or (method == b"CONNECT" and 200 <= status < 300):
-                self._may_switch = True  # what follows may be another protocol: feed pauses after this message
-            if status < 200 or status in (204, 304) or method == b"HEAD" or (
-                    method == b"CONNECT" and status < 300):
+            has_body, switches = heads.response_framing(status, method)
+            self._may_switch = self._may_switch or switches
+            if not has_body:
                 return
         content_type = head.content_type
-        send = False
-        for include in includes:
-            if include in content_type:
-                send = True
-                break
+        send = any(include in content_type for include in includes)
         self._send = send
         self._save = send or (head.content_length > 0 and b"urlencoded" in content_type)
         self._store_cap = max(0, config.max_message_size - len(head.raw))
@@ -754,28 +453,25 @@ class HttpStreamParser:
         self._remaining -= self._take(self._remaining)
         return self._remaining == 0
 
-    def _eat_until_close(self) -> None:
-        self._take(len(self.buf.data) - self.buf.pos)
+    def _chunk_step(self, state: int) -> bool:
+        if state == _CHUNK_SIZE:
+            return self._chunk_size()
+        return self._chunk_data() if state == _CHUNK_DATA else self._chunk_crlf()
 
     def _chunk_size(self) -> bool:
-        buf = self.buf.data
-        pos = self.buf.pos
-        end, after = _line_end(buf, pos, pos + MAX_CHUNK_LINE + 2)
-        if end < 0:
-            if len(buf) - pos > MAX_CHUNK_LINE:
+        rb = self.buf
+        pos = rb.pos
+        size, after, problem = heads.read_chunk_size(rb.data, pos)
+        if problem:
+            if problem == heads.CHUNK_LINE_TOO_LONG:
                 self._counters.inc("chunk_line_overflow")
-                self._fail(pos, f"chunk-size line longer than {MAX_CHUNK_LINE} bytes")
+            self._fail(pos, problem)
+        if size < 0:
             return False
-        line = bytes(buf[pos:end])
-        semicolon = line.find(b";")
-        digits = (line if semicolon < 0 else line[:semicolon]).strip(b" \t")
-        if not digits or len(digits) > 16 or digits.translate(None, _HEX_CHARS):
-            self._fail(pos, "malformed chunk size")
-        size = int(digits, 16)
-        if after != end + 2:
+        if rb.data[after - 2] != 13:
             self._bare_lf()
         self._size += after - pos
-        self.buf.pos = after
+        rb.pos = after
         if size == 0:
             self._state = _TRAILERS
         else:
@@ -791,93 +487,47 @@ class HttpStreamParser:
         return True
 
     def _chunk_crlf(self) -> bool:
-        buf = self.buf.data
-        pos = self.buf.pos
-        if buf[pos] == 10:
-            self._bare_lf()
-            self.buf.pos = pos + 1
-            self._size += 1
-            self._state = _CHUNK_SIZE
-            return True
-        if len(buf) - pos < 2:
-            if len(buf) > pos and buf[pos] != 13:
-                self._fail(pos, "chunk data not followed by CRLF")
-            return False
-        if buf[pos] != 13 or buf[pos + 1] != 10:
+        rb = self.buf
+        pos = rb.pos
+        after = heads.chunk_data_end(rb.data, pos)
+        if after == heads.CHUNK_DATA_UNTERMINATED:
             self._fail(pos, "chunk data not followed by CRLF")
-        self.buf.pos = pos + 2
-        self._size += 2
+        if after < 0:
+            return False
+        if after == pos + 1:
+            self._bare_lf()
+        rb.pos = after
+        self._size += after - pos
         self._state = _CHUNK_SIZE
         return True
 
     def _trailers(self) -> bool:
-        buf = self.buf.data
-        pos = self.buf.pos
-        avail = len(buf) - pos
-        if avail < 2:
-            if avail and buf[pos] != 13 and not plausible_trailer(buf[pos]):
-                self._fail(pos, "malformed trailer section")
-            return False
-        if buf[pos] == 13 and buf[pos + 1] == 10:
-            self.buf.pos = pos + 2
-            self._size += 2
-            return True
-        if buf[pos] == 10:
-            self._bare_lf()
-            self.buf.pos = pos + 1
-            self._size += 1
-            return True
-        stop = buf.find(b"\r\n\r\n", pos)
-        end = stop + 4
-        lenient = lenient_head_end(buf, pos)
-        if lenient >= 0 and (stop < 0 or lenient < end):
-            self._bare_lf()
-            end = lenient
-        elif stop < 0:
-            if avail > self._header_limit:
+        rb = self.buf
+        pos = rb.pos
+        end, bare_lf, problem = heads.trailer_section_end(rb.data, pos, self._header_limit)
+        if problem:
+            if problem != heads.MALFORMED_TRAILERS:
                 self._counters.inc("header_block_overflow")
-                self._fail(pos, f"trailer section longer than {self._header_limit} bytes")
+            self._fail(pos, problem)
+        if end < 0:
             return False
+        if bare_lf:
+            self._bare_lf()
         self._size += end - pos
-        self.buf.pos = end
+        rb.pos = end
         return True
 
     # -- resynchronisation ---------------------------------------------------------
 
     def _resync_scan(self) -> bool:
         """Skip to a line that starts a message; False when more bytes are needed."""
-        buf = self.buf.data
-        end = len(buf)
-        pos = self.buf.pos
-        candidate = pos if self._at_line_start else -1
-        while True:
-            if candidate < 0:
-                newline = buf.find(b"\n", pos)
-                if newline < 0:
-                    self._skip_to(end)
-                    self._at_line_start = False
-                    return False
-                candidate = newline + 1
-            if candidate >= end:
-                self._skip_to(end)
-                self._at_line_start = True
-                return False
-            line_end, _ = _line_end(buf, candidate, candidate + MAX_START_LINE + 2)
-            if line_end < 0:
-                if plausible_start(bytes(buf[candidate:candidate + _PROBE_LEN])) and \
-                        end - candidate <= MAX_START_LINE:
-                    self._skip_to(candidate)
-                    self._at_line_start = True
-                    return False  # maybe a start line: wait for its end
-            elif parse_start_line(bytes(buf[candidate:line_end]), _Head()) is None:
-                self._skip_to(candidate)
-                self._state = _HEAD
-                self._head_scan = self.buf.base + candidate
-                self._start_checked = True
-                self._at_line_start = True
-                return True
-            pos = candidate
-            candidate = -1
+        at, found, self._at_line_start = heads.find_start_line(self.buf.data, self.buf.pos, self._at_line_start)
+        self._skip_to(at)
+        if found:
+            self._state = _HEAD
+            self._head_scan = self.buf.base + at
+            self._start_checked = True
+        return found
 
     def _skip_to(self, pos: int) -> None:
         skipped = pos - self.buf.pos
@@ -890,12 +540,9 @@ class HttpStreamParser:
         self._reset_message()
         self._state = _RESYNC
         self._at_line_start = True  # the first byte after a gap may start a message
-        if not self._direction_is_requests():
+        if self._direction != Direction.TO_SERVER:
             # Responses were lost with the gap: the methods queue can no longer be trusted.
             self._methods.clear()
-
-    def _direction_is_requests(self) -> bool:
-        return self._direction == Direction.TO_SERVER
 
     # -- helpers -------------------------------------------------------------------
 
@@ -909,7 +556,7 @@ class HttpStreamParser:
         self._start_checked = False
 
     def _reset_message(self) -> None:
-        self._head = _EMPTY_HEAD
+        self._head = EMPTY_HEAD
         self._remaining = 0
         self._size = 0
         self._body_bytes = 0
@@ -950,9 +597,3 @@ class HttpStreamParser:
         self._state = _HEAD
         return msg
 
-
-def plausible_trailer(first: int) -> bool:
-    return first in _TOKEN
-
-
-_EMPTY_HEAD = _Head()

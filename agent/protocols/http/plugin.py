@@ -32,13 +32,8 @@ from agent.protocols.http.fields import FIELDS, EventAssembler, EventSettings
 from agent.protocols.http.h2frames import PREFACE, PREFACE_TAIL
 from agent.protocols.http.h2session import H2Session, starts_with_settings
 from agent.protocols.http.h2streams import H2_COUNTERS
-from agent.protocols.http.parser import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    PARSER_COUNTERS,
-    HttpMessage,
-    HttpStreamParser,
-    ParserConfig,
-)
+from agent.protocols.http.messages import DEFAULT_MAX_MESSAGE_SIZE, PARSER_COUNTERS, HttpMessage, ParserConfig
+from agent.protocols.http.parser import HttpStreamParser
 from agent.protocols.stream import SessionBase
 from agent.transport.types import Direction
 

@@ -20,7 +20,7 @@ from agent.capture.decode import FrameDecoder
 from agent.capture.packet import IPPROTO_TCP, TCP_FIN, TCP_SYN, Packet
 from agent.capture.pcapfile import CaptureReader
 from agent.protocols.base import SessionContext, Transaction
-from agent.protocols.http.parser import MAX_START_LINE
+from agent.protocols.http.head import MAX_START_LINE
 from agent.protocols.http.plugin import HttpSession
 from agent.transport.dispatcher import Dispatcher
 from agent.transport.session import ParseError, StreamBinding

@@ -20,7 +20,7 @@ from agent.protocols.base import SessionContext, Transaction
 from agent.protocols.http import h2streams
 from agent.protocols.http.h2frames import FRAME_HEADER, MAX_HEADER_BLOCK, PREFACE
 from agent.protocols.http.h2streams import H2_COUNTERS, H2Connection
-from agent.protocols.http.parser import ParserConfig
+from agent.protocols.http.messages import ParserConfig
 from agent.protocols.http.plugin import HttpSession
 from agent.transport.types import Direction
 from tests.helpers.sessions import conn_info, play_script, protocol_config

@@ -18,7 +18,7 @@ from agent import metrics
 from agent.protocols.http import h2streams
 from agent.protocols.http.h2frames import PREFACE, PREFACE_TAIL
 from agent.protocols.http.h2streams import H2_COUNTERS, Exchange, H2Connection
-from agent.protocols.http.parser import ParserConfig
+from agent.protocols.http.messages import ParserConfig
 from agent.transport.types import Direction
 from tests.protocols.http.h2wire import C2S, S2C, Conversation
 

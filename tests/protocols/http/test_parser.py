@@ -7,15 +7,14 @@ from collections import deque
 import pytest
 
 from agent.metrics import Counters
-from agent.protocols.http.parser import (
-    MAX_CHUNK_LINE,
-    MAX_START_LINE,
+from agent.protocols.http.head import MAX_CHUNK_LINE, MAX_START_LINE
+from agent.protocols.http.messages import (
     NOTE_LOSS_REQUEST,
     NOTE_LOSS_RESPONSE,
     HttpMessage,
-    HttpStreamParser,
     ParserConfig,
 )
+from agent.protocols.http.parser import HttpStreamParser
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
 from tests.protocols.http import messages as m
