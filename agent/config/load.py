@@ -152,19 +152,11 @@ def load_as_written(path: str | None, overrides: list[str] | None = None,
 def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     warnings: list[str] = []
     warn = warnings.append
-    for key in tree:
-        if key in UNSUPPORTED_TOP:
-            warn(f"{key}: {UNSUPPORTED_TOP[key]}")
-        elif key not in KNOWN_TOP:
-            raise ConfigError(key, "unknown setting" + suggest(key, KNOWN_TOP))
+    _check_keys(tree, "", KNOWN_TOP, UNSUPPORTED_TOP, warn)
     pb = tree.get("packetbeat") or {}
     if not isinstance(pb, dict):
         raise ConfigError("packetbeat", "expected a mapping")
-    for key in pb:
-        if key in UNSUPPORTED_PACKETBEAT:
-            warn(f"packetbeat.{key}: {UNSUPPORTED_PACKETBEAT[key]}")
-        elif key not in KNOWN_PACKETBEAT:
-            raise ConfigError(f"packetbeat.{key}", "unknown setting" + suggest(key, KNOWN_PACKETBEAT))
+    _check_keys(pb, "packetbeat.", KNOWN_PACKETBEAT, UNSUPPORTED_PACKETBEAT, warn)
 
     interfaces = _interfaces(pb.get("interfaces"), warn)
     flows = None
@@ -179,14 +171,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     plaintext_ports = _plaintext_ports(tls_plaintext, protocols, warn)
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
-    precision = "millisecond"
-    if "timestamp" in tree:
-        ts = tree["timestamp"]
-        if not isinstance(ts, dict) or set(ts) - {"precision"}:
-            raise ConfigError("timestamp", "only timestamp.precision is a setting")
-        precision = str(ts.get("precision", precision))
-        if precision not in PRECISIONS:
-            raise ConfigError("timestamp.precision", f"must be one of {', '.join(PRECISIONS)}")
+    precision = _precision(tree)
     queue = build(QueueConfig, tree.get("queue"), "queue")
     logging_cfg = build(LoggingConfig, tree.get("logging"), "logging")
     paths = build(PathConfig, tree.get("path"), "path").resolved(path)
@@ -215,6 +200,28 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         shutdown_timeout=shutdown_timeout, procs=procs, tls_plaintext=tls_plaintext,
         plaintext_ports=plaintext_ports, warnings=tuple(warnings), raw=tree,
     )
+
+
+def _check_keys(section: dict[str, Any], prefix: str, known: tuple[str, ...], unsupported: Mapping[str, str],
+                warn: Any) -> None:
+    """Keys of a section: a Packetbeat setting pktbeat does not act on is a warning, an unknown one an error."""
+    for key in section:
+        if key in unsupported:
+            warn(f"{prefix}{key}: {unsupported[key]}")
+        elif key not in known:
+            raise ConfigError(f"{prefix}{key}", "unknown setting" + suggest(key, known))
+
+
+def _precision(tree: dict[str, Any]) -> str:
+    precision = "millisecond"
+    if "timestamp" in tree:
+        ts = tree["timestamp"]
+        if not isinstance(ts, dict) or set(ts) - {"precision"}:
+            raise ConfigError("timestamp", "only timestamp.precision is a setting")
+        precision = str(ts.get("precision", precision))
+        if precision not in PRECISIONS:
+            raise ConfigError("timestamp.precision", f"must be one of {', '.join(PRECISIONS)}")
+    return precision
 
 
 def _plaintext_ports(config: TlsPlaintextConfig, protocols: list[ProtocolEntry], warn: Any) -> dict[int, str]:

@@ -230,49 +230,9 @@ class EventAssembler:
     def _request(self, conn: ConnectionInfo, msg: HttpMessage, event: dict[str, Any], http: dict[str, Any],
                  notes: list[str], related: dict[str, list[str]], txn: Transaction) -> None:
         settings = self.settings
-        hidden = settings.hide_keywords
-        body = msg.body
-        if body and msg.save_body and msg.encodings and settings.decode_body:
-            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
-            if note:
-                notes.append(note)
-        urlencoded = b"urlencoded" in msg.content_type
-        form_query: bytes | None = None  # the query as Packetbeat reports it when a form body adds to it
-        if msg.content_length > 0 and msg.save_body and urlencoded:
-            parsed = f.split_target(msg.uri)
-            params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
-            params.update(f.collect_params(f.parse_query(body), hidden))
-            form_query = f.encode_params(params)
-        decoded_length = len(body)
-        if hidden and urlencoded and body:
-            body = f.censor_query(body, hidden)
-
-        headers = msg.headers
-        if msg.method == b"CONNECT":
-            target = _connect_target(msg.uri)
-        else:
-            target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port, hidden)
-        host = target.host
-        if target.host_is_ip:
-            related.setdefault("ip", []).append(host)
-        elif host:
-            if msg.method != b"CONNECT":  # a tunnel's target is not this connection's destination (the proxy)
-                txn.domain = host
-            related.setdefault("hosts", []).append(host)
-        if target.port_mismatch:
-            notes.append(NOTE_HOST_PORT_MISMATCH)
-        if settings.real_ip_header:
-            real = headers.get(settings.real_ip_header)
-            if real:
-                candidate = _text(real.split(b",", 1)[0].strip(b" \t"))
-                if candidate.startswith("[") and candidate.endswith("]"):
-                    candidate = candidate[1:-1]
-                if f.is_ip(candidate):
-                    event["network"] = {"forwarded_ip": candidate}
-                    related.setdefault("ip", []).append(candidate)
-
+        body, form_query, decoded_length = self._request_body(msg, notes)
+        target = self._request_target(conn, msg, form_query, event, notes, related, txn)
         method = _text(msg.method)
-        path = target.path
         request: dict[str, Any] = {"method": method, "bytes": msg.size}
         body_bytes = msg.content_length
         include = msg.send_body and body
@@ -282,7 +242,7 @@ class EventAssembler:
             request["body"] = {"bytes": body_bytes}
         if include:
             request["body"]["content"] = _text(body)
-        referrer = headers.get("referer")
+        referrer = msg.headers.get("referer")
         if referrer:
             request["referrer"] = _text(referrer)
             related.setdefault("hosts", []).append(request["referrer"])
@@ -291,24 +251,77 @@ class EventAssembler:
         http["request"] = request
 
         event["url"] = target.url.copy()
-        agent = headers.get("user-agent")
+        agent = msg.headers.get("user-agent")
         if agent:
             event["user_agent"] = {"original": _text(agent)}
         event["method"] = method
-        event["query"] = f"{method} {path}"
+        event["query"] = f"{method} {target.path}"
         if settings.send_request:
             raw = msg.raw_headers
             if settings.redact_authorization:
                 raw = _redact_raw_authorization(raw)
-            if hidden:
-                raw = _censor_start_line(raw, hidden)
+            if settings.hide_keywords:
+                raw = _censor_start_line(raw, settings.hide_keywords)
             event["request"] = _text(raw + body if msg.send_body else raw)
         if not settings.redact_authorization:
-            auth = headers.get("authorization")
+            auth = msg.headers.get("authorization")
             user = f.basic_auth_user(auth) if auth else ""
             if user:
                 event["user"] = {"name": user}
                 related.setdefault("user", []).append(user)
+
+    def _request_body(self, msg: HttpMessage, notes: list[str]) -> tuple[bytes, bytes | None, int]:
+        """(the body as published: decoded, hidden keywords censored; the query as Packetbeat reports it when a
+        form body adds to it; the decoded body's length)."""
+        settings = self.settings
+        hidden = settings.hide_keywords
+        body = msg.body
+        if body and msg.save_body and msg.encodings and settings.decode_body:
+            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
+            if note:
+                notes.append(note)
+        urlencoded = b"urlencoded" in msg.content_type
+        form_query: bytes | None = None
+        if msg.content_length > 0 and msg.save_body and urlencoded:
+            parsed = f.split_target(msg.uri)
+            params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
+            params.update(f.collect_params(f.parse_query(body), hidden))
+            form_query = f.encode_params(params)
+        decoded_length = len(body)
+        if hidden and urlencoded and body:
+            body = f.censor_query(body, hidden)
+        return body, form_query, decoded_length
+
+    def _request_target(self, conn: ConnectionInfo, msg: HttpMessage, form_query: bytes | None,
+                        event: dict[str, Any], notes: list[str], related: dict[str, list[str]],
+                        txn: Transaction) -> _Target:
+        """The request's target (url.*), its host in related.hosts or .ip and destination.domain, and the
+        client address a proxy header gives (network.forwarded_ip)."""
+        headers = msg.headers
+        if msg.method == b"CONNECT":
+            target = _connect_target(msg.uri)
+        else:
+            target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port,
+                             self.settings.hide_keywords)
+        host = target.host
+        if target.host_is_ip:
+            related.setdefault("ip", []).append(host)
+        elif host:
+            if msg.method != b"CONNECT":  # a tunnel's target is not this connection's destination (the proxy)
+                txn.domain = host
+            related.setdefault("hosts", []).append(host)
+        if target.port_mismatch:
+            notes.append(NOTE_HOST_PORT_MISMATCH)
+        real_ip_header = self.settings.real_ip_header
+        real = headers.get(real_ip_header) if real_ip_header else None
+        if real:
+            candidate = _text(real.split(b",", 1)[0].strip(b" \t"))
+            if candidate.startswith("[") and candidate.endswith("]"):
+                candidate = candidate[1:-1]
+            if f.is_ip(candidate):
+                event["network"] = {"forwarded_ip": candidate}
+                related.setdefault("ip", []).append(candidate)
+        return target
 
     # -- response --------------------------------------------------------------
 

@@ -35,6 +35,9 @@ from agent.protocols.pgsql.messages import (
     ParameterDescription,
     RowDescription,
     Startup,
+    cstr,
+    error_fields,
+    row_description,
 )
 from agent.protocols.stream import Gap
 from agent.transport.types import Direction
@@ -98,13 +101,6 @@ class _Side:
         self.typ = -1
         self.kept = bytearray()
         self.left = 0
-
-
-def _cstr(data: bytes, pos: int) -> tuple[str, int]:
-    end = data.find(b"\0", pos)
-    if end == -1:
-        return data[pos:].decode("utf-8", "replace"), len(data)
-    return data[pos:end].decode("utf-8", "replace"), end + 1
 
 
 class PgsqlParser:
@@ -421,8 +417,8 @@ class PgsqlParser:
         params: dict[str, str] = {}
         pos = 8
         while pos < len(message) and message[pos]:
-            key, pos = _cstr(message, pos)
-            value, pos = _cstr(message, pos)
+            key, pos = cstr(message, pos)
+            value, pos = cstr(message, pos)
             params[key] = value
         out.append(Startup(ts_ns, "startup", params.get("user", ""), params.get("database", "")))
 
@@ -445,12 +441,12 @@ class PgsqlParser:
             self.row_formats = () if len(formats) == 1 else formats
             self.row_format_all = formats[0] if len(formats) == 1 else 0
         if letter == "T":
-            names, formats, oids = _row_description(body)
+            names, formats, oids = row_description(body)
             self.row_formats = formats
             self.row_format_all = 0
             out.append(RowDescription(ts_ns, size, names, formats, oids))
         elif letter in "EN":
-            severity, code, message = _error_fields(body)
+            severity, code, message = error_fields(body)
             out.append(ErrorNotice(letter, ts_ns, size, severity, code, message))
         elif letter == "t":
             count = _I16.unpack_from(body, 0)[0] if len(body) >= 2 else 0
@@ -464,11 +460,11 @@ class PgsqlParser:
 
     def _frontend(self, letter: str, body: bytes, size: int, ts_ns: int, truncated: bool) -> Frontend:
         if letter == "Q":
-            sql, _ = _cstr(body, 0)
+            sql, _ = cstr(body, 0)
             return Frontend("Q", ts_ns, size, sql=sql, truncated=truncated)
         if letter == "P":
-            name, pos = _cstr(body, 0)
-            sql, pos = _cstr(body, pos)
+            name, pos = cstr(body, 0)
+            sql, pos = cstr(body, pos)
             oids: tuple[int, ...] = ()
             if pos + 2 <= len(body):
                 count = _I16.unpack_from(body, pos)[0]
@@ -479,10 +475,10 @@ class PgsqlParser:
         if letter == "B":
             return _bind(body, size, ts_ns, truncated, self.max_row_length)
         if letter == "E":
-            portal, _ = _cstr(body, 0)
+            portal, _ = cstr(body, 0)
             return Frontend("E", ts_ns, size, name=portal)
         if letter in "DC" and body:
-            name, _ = _cstr(body, 1)
+            name, _ = cstr(body, 1)
             return Frontend(letter, ts_ns, size, kind=chr(body[0]), name=name)
         return Frontend(letter, ts_ns, size)
 
@@ -529,43 +525,9 @@ def _plausible(data: bytes, valid: frozenset[int]) -> bool | None:
     return True
 
 
-def _row_description(body: bytes) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
-    if len(body) < 2:
-        return (), (), ()
-    count = _I16.unpack_from(body, 0)[0]
-    pos = 2
-    names: list[str] = []
-    formats: list[int] = []
-    oids: list[int] = []
-    for _ in range(max(count, 0)):
-        name, pos = _cstr(body, pos)
-        if pos + 18 > len(body):
-            break
-        oids.append(_U32.unpack_from(body, pos + 6)[0])
-        formats.append(_I16.unpack_from(body, pos + 16)[0])
-        names.append(name)
-        pos += 18
-    return tuple(names), tuple(formats), tuple(oids)
-
-
-def _error_fields(body: bytes) -> tuple[str, str, str]:
-    severity = code = message = ""
-    pos = 0
-    while pos < len(body) and body[pos]:
-        field = body[pos]
-        value, pos = _cstr(body, pos + 1)
-        if field == 0x53:  # S
-            severity = value
-        elif field == 0x43:  # C
-            code = value
-        elif field == 0x4D:  # M
-            message = value
-    return severity, code, message
-
-
 def _bind(body: bytes, size: int, ts_ns: int, truncated: bool, max_value: int) -> Frontend:
-    portal, pos = _cstr(body, 0)
-    statement, pos = _cstr(body, pos)
+    portal, pos = cstr(body, 0)
+    statement, pos = cstr(body, pos)
     formats: list[int] = []
     params: list[bytes | None] = []
     result_formats: list[int] = []

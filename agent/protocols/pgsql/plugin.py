@@ -333,10 +333,7 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
 
     def _server(self, msg: Message) -> None:
         if isinstance(msg, EncryptionReply):
-            if msg.tls:  # 'S' to an SSLRequest: the rest of the connection is TLS
-                self.counters.inc("tls_hand_overs")
-                self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
-                                   to_client=self.parser.take_rest(Direction.TO_CLIENT))
+            self._encryption_reply(msg)
             return
         slots = self.slots
         if not slots:  # a server message no client message waits for
@@ -368,6 +365,12 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
                     head.stmt.oids = msg.oids
         elif isinstance(msg, Backend):
             self._backend(head, msg)
+
+    def _encryption_reply(self, msg: EncryptionReply) -> None:
+        if msg.tls:  # 'S' to an SSLRequest: the rest of the connection is TLS
+            self.counters.inc("tls_hand_overs")
+            self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
+                               to_client=self.parser.take_rest(Direction.TO_CLIENT))
 
     def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
         txn = head.txn
