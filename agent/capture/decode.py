@@ -1,5 +1,11 @@
 """Decoding of link-layer frames (pcap replay, --dump round trips) into Packet records.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 This is the file-replay twin of the kernel program: it produces the same
 records the BPF program would, with hand-written header parsing because
 dpkt's object model costs ~10x more per packet.  `agent.capture.decode_dpkt`
@@ -174,47 +180,8 @@ class FrameDecoder:
                           flags=F_LAST_CHUNK | F_TRUNCATED if missing else F_LAST_CHUNK, missing=missing)
         stats = self.stats
         stats["frames"] += 1
-        link: LinkInfo | None = None
-        vlans: tuple[int, ...] = ()
-        encap: _Encap | None = None
-        lt = self.linktype
         try:
-            if lt == LINKTYPE_ETHERNET:
-                vlans, ethertype, offset = _ethernet(frame, 0)
-                if self.keep_link:
-                    link = LinkInfo(frame[6:12], frame[0:6], vlans)
-            elif lt == LINKTYPE_LINUX_SLL:
-                ethertype = _u16(frame, 14)[0]
-                offset = 16
-                while ethertype in VLAN_TYPES and len(vlans) < MAX_VLAN_TAGS:
-                    vlans += (_u16(frame, offset)[0] & 0x0FFF,)
-                    ethertype = _u16(frame, offset + 2)[0]
-                    offset += 4
-                if self.keep_link:
-                    addr_len = min(_u16(frame, 4)[0], 8)
-                    link = LinkInfo(frame[6:6 + min(addr_len, 6)], b"", vlans)
-            elif lt == LINKTYPE_LINUX_SLL2:
-                ethertype = _u16(frame, 0)[0]
-                offset = 20
-                if self.keep_link:
-                    addr_len = min(frame[11], 8)
-                    link = LinkInfo(frame[12:12 + min(addr_len, 6)], b"", ())
-            elif lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
-                family = int.from_bytes(frame[:4], "big" if lt == LINKTYPE_LOOP else "little")
-                if family > 0xFFFF:  # a capture written with the other byte order
-                    family = int.from_bytes(frame[:4], "big")
-                offset = 4
-                ethertype = ETH_P_IP if family == 2 else ETH_P_IPV6 if family in (10, 24, 28, 30) else 0
-            else:  # raw IP
-                offset = 0
-                version = frame[0] >> 4 if frame else 0
-                if (lt == LINKTYPE_IPV4 and version != 4) or (lt == LINKTYPE_IPV6 and version != 6):
-                    version = 0
-                ethertype = ETH_P_IP if version == 4 else ETH_P_IPV6 if version == 6 else 0
-            if ethertype == tun.ETH_P_PPP_SES:
-                encap = _Encap(link)
-                encap.vlans = vlans
-                ethertype, offset = self._pppoe(frame, offset, encap)
+            ethertype, offset, vlans, link, encap = self._link_header(frame)
         except (struct.error, IndexError):
             stats["malformed"] += 1
             return None
@@ -236,6 +203,51 @@ class FrameDecoder:
             pkt.link = link
         stats["packets"] += 1
         return pkt
+
+    def _link_header(self, frame: bytes) -> tuple[int, int, tuple[int, ...], LinkInfo | None, _Encap | None]:
+        """The frame's link layer: (ethertype of what it carries, its offset, VLAN ids, link addresses when kept,
+        the PPPoE encapsulation); struct.error or IndexError when the frame is too short for it."""
+        link: LinkInfo | None = None
+        vlans: tuple[int, ...] = ()
+        encap: _Encap | None = None
+        lt = self.linktype
+        if lt == LINKTYPE_ETHERNET:
+            vlans, ethertype, offset = _ethernet(frame, 0)
+            if self.keep_link:
+                link = LinkInfo(frame[6:12], frame[0:6], vlans)
+        elif lt == LINKTYPE_LINUX_SLL:
+            ethertype = _u16(frame, 14)[0]
+            offset = 16
+            while ethertype in VLAN_TYPES and len(vlans) < MAX_VLAN_TAGS:
+                vlans += (_u16(frame, offset)[0] & 0x0FFF,)
+                ethertype = _u16(frame, offset + 2)[0]
+                offset += 4
+            if self.keep_link:
+                addr_len = min(_u16(frame, 4)[0], 8)
+                link = LinkInfo(frame[6:6 + min(addr_len, 6)], b"", vlans)
+        elif lt == LINKTYPE_LINUX_SLL2:
+            ethertype = _u16(frame, 0)[0]
+            offset = 20
+            if self.keep_link:
+                addr_len = min(frame[11], 8)
+                link = LinkInfo(frame[12:12 + min(addr_len, 6)], b"", ())
+        elif lt in (LINKTYPE_NULL, LINKTYPE_LOOP):
+            family = int.from_bytes(frame[:4], "big" if lt == LINKTYPE_LOOP else "little")
+            if family > 0xFFFF:  # a capture written with the other byte order
+                family = int.from_bytes(frame[:4], "big")
+            offset = 4
+            ethertype = ETH_P_IP if family == 2 else ETH_P_IPV6 if family in (10, 24, 28, 30) else 0
+        else:  # raw IP
+            offset = 0
+            version = frame[0] >> 4 if frame else 0
+            if (lt == LINKTYPE_IPV4 and version != 4) or (lt == LINKTYPE_IPV6 and version != 6):
+                version = 0
+            ethertype = ETH_P_IP if version == 4 else ETH_P_IPV6 if version == 6 else 0
+        if ethertype == tun.ETH_P_PPP_SES:
+            encap = _Encap(link)
+            encap.vlans = vlans
+            ethertype, offset = self._pppoe(frame, offset, encap)
+        return ethertype, offset, vlans, link, encap
 
     def reassembled(self, pkt: Packet) -> Packet | None:
         """The inner packet of a tunnel datagram that arrived IP-fragmented (the dispatcher reassembled it),

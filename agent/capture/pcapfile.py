@@ -1,5 +1,11 @@
 """Reading packet captures: classic pcap (any byte order, micro or nano) and pcapng.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Both formats are read here with streaming readers that keep exact
 nanosecond timestamps (dpkt's readers return float seconds and trust every
 length field) and refuse hostile lengths.  Both yield

@@ -1,5 +1,11 @@
 """The one place a Transaction becomes a published event, with Packetbeat's common fields.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Protocols fill `Transaction.fields` with their own fields; everything every
 event shares (event.*, source/destination/client/server, network.*,
 related.*, agent.*, tags, fields) is added here, then processors run, then

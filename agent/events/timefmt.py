@@ -1,4 +1,11 @@
-"""UTC timestamps as Packetbeat writes them: RFC 3339 with a `Z`, whatever the host's TZ."""
+"""UTC timestamps as Packetbeat writes them: RFC 3339 with a `Z`, whatever the host's TZ.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+"""
 
 from __future__ import annotations
 

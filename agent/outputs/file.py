@@ -1,5 +1,11 @@
 """Packetbeat's file output: NDJSON files with size-based rotation.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Files are named like Packetbeat 8's: `<filename>-<YYYYMMDD>.ndjson`, then
 `<filename>-<YYYYMMDD>-1.ndjson`, ... (higher numbers are newer).  At most
 `number_of_files` are kept; the oldest is deleted.  A new directory is made

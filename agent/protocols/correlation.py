@@ -1,5 +1,11 @@
 """Request/response correlation: FIFO per connection, or keyed by an id.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Both are bounded; what they push out is handed back to the caller (who
 publishes it as unmatched) and counted, never silently forgotten.
 """

@@ -1,5 +1,11 @@
 """File replay (-I): pcap/pcapng through the same transport, protocols and events as live capture.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 With `-t` packets run at full speed with their own timestamps; without it
 replay is paced in real time and timestamps become the wall clock, as
 Packetbeat does.  Timeouts (transaction expiry, flow reports) follow the
@@ -128,25 +134,33 @@ class ReplayRunner:
         self.builder.new_run(loop.to_bytes(8, "little"))
         self._timer_origin = None
 
-    def _replay_file(self, path: str, clock_ns: int) -> int | None:
-        """Replay one file; returns the last packet time, or None when the file was unreadable."""
+    def _open_capture(self, path: str) -> CaptureReader | None:
+        """The file's reader, or None (logged and counted) when it cannot be read or its link type is unknown."""
         try:
             reader = CaptureReader(path)
         except (CaptureFileError, OSError) as exc:
             log.error("%s", exc)
             self.stats["read_errors"] += 1
             return None
+        linktype = reader.info.linktype
+        if linktype not in SUPPORTED_LINKTYPES:
+            log.error("%s: unsupported link type %d (supported: %s)", path, linktype,
+                      ", ".join(sorted(set(SUPPORTED_LINKTYPES.values()))))
+            self.stats["read_errors"] += 1
+            reader.close()
+            return None
+        return reader
+
+    def _replay_file(self, path: str, clock_ns: int) -> int | None:
+        """Replay one file; returns the last packet time, or None when the file was unreadable."""
+        reader = self._open_capture(path)
+        if reader is None:
+            return None
         with reader:
-            info = reader.info
-            if info.linktype not in SUPPORTED_LINKTYPES:
-                log.error("%s: unsupported link type %d (supported: %s)", path, info.linktype,
-                          ", ".join(sorted(set(SUPPORTED_LINKTYPES.values()))))
-                self.stats["read_errors"] += 1
-                return None
             self.stats["files"] += 1
-            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None,
+            decoder = FrameDecoder(reader.info.linktype, keep_link=self.flows is not None,
                                    tunnels=wiring.tunnel_settings(self.config))
-            progress = Progress(path, info.size, enabled=self._show_progress())
+            progress = Progress(path, reader.info.size, enabled=self._show_progress())
             last_ns = clock_ns
             next_tick = 0
             pace = None if self.options.topspeed else _Pacer()

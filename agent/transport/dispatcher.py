@@ -1,5 +1,11 @@
 """The transport dispatcher: packets in, protocol sessions fed.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 It owns the TCP connection table, the UDP/ICMP handlers and IP fragment
 reassembly.  A protocol is chosen by port, source port first and then
 destination port (as Packetbeat does); the side whose port matched is the

@@ -1,5 +1,11 @@
 """Connections that have carried no payload yet: a SYN, a SYN-ACK, bare ACKs.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 A SYN flood opens hundreds of thousands of them and most never carry a byte.
 Until the first payload (or FIN) a connection is only this small record: the
 protocol binding, who the client is (the key's orientation), both initial

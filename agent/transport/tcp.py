@@ -1,5 +1,11 @@
 """TCP stream reassembly: per-direction ordering, gaps, FIN/RST and idle expiry.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Each connection has two `Stream`s.  Data that arrives in order goes straight
 to the protocol session.  Data ahead of the expected sequence number waits in
 a small per-direction reordering buffer; when that buffer is full (segments

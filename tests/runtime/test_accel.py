@@ -62,3 +62,10 @@ def test_native_and_python_modules_give_the_same_events(pcap: str) -> None:
 
     assert native, f"no events from {pcap}"
     assert comparable(native) == comparable(python)
+
+
+def test_every_compiled_module_says_so_in_its_header() -> None:
+    """Editing a compiled module must not silently drop the build to pure Python: its header warns first."""
+    missing = [m for m in accel.MODULES
+               if "Compiled by mypyc (agent/accel.py MODULES)" not in (accel.source_path(m).read_text()[:3000])]
+    assert not missing, f"compiled modules without the mypyc header: {missing}"

@@ -1,5 +1,11 @@
 """Mnemonics for DNS codes, as Packetbeat prints them (the miekg/dns tables it uses).
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 An unknown code prints as its number ("65280"), except an unknown response
 code, which prints as "Unknown <n>".
 """

@@ -1,5 +1,11 @@
 """Sans-IO DNS decoding: whole messages (RFC 1035 wire format with EDNS0) and TCP framing.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 `parse_message` turns one message into a frozen `DnsMessage` or raises
 `ParseError`; it accepts exactly what Packetbeat accepts, plus one stricter
 rule: compression pointers must point backwards.  Notably, like Packetbeat:

@@ -1,5 +1,11 @@
 """RDATA of each record type, decoded and rendered the way Packetbeat renders it.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Packetbeat gives a handful of types their own fields (A, AAAA, CNAME, NS, PTR,
 MX, SOA, SRV, TXT, DNSKEY, DS, RRSIG, NSEC, NSEC3, NSEC3PARAM); every other
 type, known or not, is rendered as its RDATA in uncompressed wire form, with

@@ -1,5 +1,11 @@
 """Rendering request details the way Packetbeat does: URL, parameters, Host, cookies, Basic auth.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 Packetbeat uses Go's net/url; these helpers reproduce its results (path
 unescaping, `Values.Encode` sorting and escaping, `URL.String` escaping) on
 bytes, so non-ASCII and invalid UTF-8 behave the same.
