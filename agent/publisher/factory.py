@@ -10,7 +10,8 @@
     while it is full.
 Backoff comes from the output's `backoff.init` / `backoff.max` (an output
 object may cap it with a `backoff_max` attribute: the file output retries a
-full disk every second); an output preset (balanced, throughput, ...) sets the memory queue as Packetbeat's do.
+full disk every second); an output config whose `queue_preset()` gives (events, min_events, timeout)
+(Elasticsearch's balanced, throughput, ... presets) sets the memory queue as Packetbeat's presets do.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ def create_pipeline(config: AgentConfig, output: Output, live: bool) -> Pipeline
     mem = config.queue.mem
     events, min_events, timeout = mem.events, mem.flush.min_events, mem.flush.timeout
     out_cfg = config.output.config
-    preset = getattr(out_cfg, "preset", "custom")
-    if preset and preset != "custom":
-        from agent.outputs.elasticsearch.config import PRESET_QUEUE
-
-        events, min_events, timeout = PRESET_QUEUE.get(preset, (events, min_events, timeout))
+    queue_preset = getattr(out_cfg, "queue_preset", None)  # an output's preset may imply the memory queue
+    preset = queue_preset() if callable(queue_preset) else None
+    if preset is not None:
+        events, min_events, timeout = preset
     backoff = getattr(out_cfg, "backoff", None)
     bulk = getattr(out_cfg, "bulk_max_size", 0) or min_events or 1600
     spool = None

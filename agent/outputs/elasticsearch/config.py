@@ -89,6 +89,10 @@ class ElasticsearchOutputConfig:
     def resolved_index(self) -> str:
         return self.index or DEFAULT_INDEX
 
+    def queue_preset(self) -> tuple[int, int, float] | None:
+        """(queue.mem.events, flush.min_events, flush.timeout) the preset implies; None for `custom`."""
+        return PRESET_QUEUE.get(self.preset)
+
 
 # Packetbeat's presets: (bulk_max_size, worker, compression_level) and the queue they imply.
 PRESET_OUTPUT: dict[str, tuple[int, int, int]] = {
