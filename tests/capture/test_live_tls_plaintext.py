@@ -38,10 +38,14 @@ from tests.helpers.netns import VethPair, veth_pair
 pytestmark = [pytest.mark.live, pytest.mark.server]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-HTTP_PORT, HTTPS_PORT = 8080, 8443
-REDIS_PORT, REDIS_TLS_PORT = 6379, 6380
-PG_PORT = 5432
 LIBSSL = "/lib/x86_64-linux-gnu/libssl.so.3"
+# Uprobes see every process on the host, and the kernel sends the plaintext of connections on these ports:
+# ports of this test run only, so that other programs' TLS traffic (this test run elsewhere at the same time)
+# does not reach this run's agent and its counters.
+_BASE = 20000 + (os.getpid() % 4000) * 10
+HTTP_PORT, HTTPS_PORT = _BASE, _BASE + 1
+REDIS_PORT, REDIS_TLS_PORT = _BASE + 2, _BASE + 3
+PG_PORT = _BASE + 4
 PROTOCOLS = [{"type": "http", "ports": [HTTP_PORT]}, {"type": "tls", "ports": [HTTPS_PORT, REDIS_TLS_PORT]},
              {"type": "redis", "ports": [REDIS_PORT]}, {"type": "pgsql", "ports": [PG_PORT]}]
 SETTINGS = {"packetbeat.tls_plaintext": {"enabled": True, "ports": {"http": [HTTPS_PORT], "redis": [REDIS_TLS_PORT]}}}
@@ -175,6 +179,17 @@ def _traffic(pair: VethPair, root: Path, tls: bool) -> None:
                 "-c", "SELECT 42 AS answer"])
 
 
+def _worker_totals(log: str) -> dict[str, int]:
+    """The workers' counters at exit (the agent logs their sums on one line)."""
+    line = next(line for line in log.splitlines() if "worker counters at exit:" in line)
+    totals: dict[str, int] = {}
+    for item in line.split("at exit:", 1)[1].split(","):
+        name, _, value = item.strip().partition("=")
+        if value.isdigit():
+            totals[name] = int(value)
+    return totals
+
+
 def _summary(event: dict[str, Any]) -> tuple[Any, ...]:
     kind = event["type"]
     if kind == "http":
@@ -215,7 +230,9 @@ def _uprobe_in(pid: int, path: str, symbol: str = "SSL_write") -> bool:
 
 def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
     pair: VethPair = servers["pair"]
-    with live_agent(pair.a, [pair.a_if], PROTOCOLS, SETTINGS) as agent:
+    # Two workers: a connection's plaintext must reach the worker that decodes its packets (its handshake),
+    # or its events would lack the tls fields.
+    with live_agent(pair.a, [pair.a_if], PROTOCOLS, {**SETTINGS, "packetbeat.interfaces.workers": 2}) as agent:
         _traffic(pair, servers["root"], tls=False)
         _traffic(pair, servers["root"], tls=True)
         time.sleep(0.5)
@@ -246,7 +263,10 @@ def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
     assert all(e["process"]["name"] in ("nginx",) for e in http_tls)
     # Six connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
     log = agent.log()
-    assert "tls_plaintext.connections=6," in log and "tls_plaintext.gap_bytes=37856," in log, log[-3000:]
+    totals = _worker_totals(log)
+    assert totals["tls_plaintext.connections"] == 6 and totals["tls_plaintext.gap_bytes"] == 37856, totals
+    per_worker = next(line for line in log.splitlines() if "records per worker at exit:" in line)
+    assert "0=0," not in per_worker and not per_worker.endswith("=0"), per_worker  # both workers had connections
     big = [e for e in http_tls if e["url"]["path"] == "/py/one.txt"]
     assert big and big[0]["http"]["response"]["body"]["bytes"] == 20000, big
 
