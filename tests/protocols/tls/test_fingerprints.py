@@ -114,7 +114,7 @@ def test_ja3s_standard_known_vectors(version: int, cipher: int, extensions: list
     assert (ja3s_string(parsed), ja3s(parsed)) == (text, digest)
 
 
-def test_ja3s_without_extensions_has_no_trailing_comma() -> None:
+def test_ja3s_without_extensions_keeps_its_empty_extensions_field() -> None:
     parsed = parse_server_hello(server_hello_body(version=0x0301, cipher=47, extensions=None))
     assert ja3s_string(parsed) == "769,47,"
     assert ja3s_string(parsed, "packetbeat") == "769,,,,"
