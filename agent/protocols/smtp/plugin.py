@@ -11,9 +11,9 @@
 - A message (DATA content, or the BDAT chunks up to LAST) streams through a
   `MessageReader`; its event is published with the reply that accepted or
   refused it.  Past `max_message_bytes` it is headers only, with a note.
-- After STARTTLS is accepted nothing more is read as SMTP: the connection
-  is handed over to the TLS decoder (`ctx.hand_over`) with the bytes each
-  direction already holds past the STARTTLS exchange.
+- After STARTTLS is accepted nothing more is read as SMTP: the connection,
+  with the bytes each direction already holds past the STARTTLS exchange, is
+  handed over to the `tls` protocol (`SessionContext.hand_over`).
 """
 
 from __future__ import annotations
@@ -321,22 +321,21 @@ class SmtpSession:
     # -- STARTTLS ----------------------------------------------------------------
 
     def _hand_over_to_tls(self, ts_ns: int) -> None:
-        """STARTTLS was accepted: from here on the connection is TLS, not SMTP.
+        """STARTTLS was accepted: from here on the connection is TLS, handed to the `tls` protocol.
 
-        The TLS decoder takes the connection over (when `tls` is enabled), fed first
-        the bytes each direction already sent past the STARTTLS exchange (the
-        ClientHello, when the client did not wait).  Whatever still reaches this
-        session (no transport to do the hand-over) is ignored.
+        The bytes each direction already sent past the STARTTLS exchange (the
+        ClientHello, usually) go with it.  With `tls` not enabled the transport stops
+        decoding the connection (counted as `hand_overs_unclaimed`); `after_tls`
+        swallows whatever still reaches this session.
         """
         self.tls = True
         self.counters["starttls"] += 1
-        to_server, to_client = self.client.take_rest(), self.server.take_rest()
         self.queue.clear()
         self._drop_message()
-        self.ctx.hand_over("tls", ts_ns, to_server=to_server, to_client=to_client)
+        self.ctx.hand_over("tls", ts_ns, to_server=self.client.take_rest(), to_client=self.server.take_rest())
 
     def after_tls(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        """A segment after STARTTLS, when no transport made the hand-over: TLS records, not decoded here."""
+        """A segment after STARTTLS that still reaches this session (no transport took the connection over)."""
 
     # -- events ------------------------------------------------------------------
 
