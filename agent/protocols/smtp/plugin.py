@@ -11,10 +11,10 @@
 - A message (DATA content, or the BDAT chunks up to LAST) streams through a
   `MessageReader`; its event is published with the reply that accepted or
   refused it.  Past `max_message_bytes` it is headers only, with a note.
-- After STARTTLS is accepted nothing more is read as SMTP.  `_hand_over_to_tls`
-  is where issue 11's takeover plugs in: it receives the bytes each
-  direction already holds past the STARTTLS exchange, and `after_tls`
-  receives every later segment.
+- After STARTTLS is accepted nothing more is read as SMTP: the connection
+  is handed over to the `tls` protocol (`_hand_over_to_tls`) with the bytes
+  each direction already holds past the STARTTLS exchange; the transport
+  gives it every later segment.
 """
 
 from __future__ import annotations
@@ -324,21 +324,19 @@ class SmtpSession:
     def _hand_over_to_tls(self, ts_ns: int) -> None:
         """STARTTLS was accepted: from here on the connection is TLS, not SMTP.
 
-        The one place a TLS takeover (issue 11) plugs in: `held` are the bytes each
-        direction already sent past the STARTTLS exchange (the ClientHello, usually),
-        and `after_tls` receives every later segment.  Until then they are dropped.
+        The `tls` protocol takes the connection over (`SessionContext.hand_over`)
+        and is fed first the bytes each direction already sent past the STARTTLS
+        exchange (the ClientHello, when the client did not wait).  Without a
+        transport to take it over, the rest of the connection is ignored here.
         """
         self.tls = True
         self.counters["starttls"] += 1
-        held = {Direction.TO_SERVER: self.client.take_rest(), Direction.TO_CLIENT: self.server.take_rest()}
-        for direction, data in held.items():
-            if data:
-                self.after_tls(direction, data, ts_ns)
         self.queue.clear()
         self._drop_message()
+        self.ctx.hand_over("tls", ts_ns, to_server=self.client.take_rest(), to_client=self.server.take_rest())
 
     def after_tls(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        """A segment after STARTTLS: TLS records, not decoded here."""
+        """A segment after STARTTLS that reached this session (no transport took it over): not SMTP."""
 
     # -- events ------------------------------------------------------------------
 
