@@ -11,10 +11,9 @@
 - A message (DATA content, or the BDAT chunks up to LAST) streams through a
   `MessageReader`; its event is published with the reply that accepted or
   refused it.  Past `max_message_bytes` it is headers only, with a note.
-- After STARTTLS is accepted nothing more is read as SMTP: the connection
-  is handed over to the `tls` protocol (`_hand_over_to_tls`) with the bytes
-  each direction already holds past the STARTTLS exchange; the transport
-  gives it every later segment.
+- After STARTTLS is accepted nothing more is read as SMTP: the connection,
+  with the bytes each direction already holds past the STARTTLS exchange, is
+  handed over to the `tls` protocol (`SessionContext.hand_over`).
 """
 
 from __future__ import annotations
@@ -322,12 +321,12 @@ class SmtpSession:
     # -- STARTTLS ----------------------------------------------------------------
 
     def _hand_over_to_tls(self, ts_ns: int) -> None:
-        """STARTTLS was accepted: from here on the connection is TLS, not SMTP.
+        """STARTTLS was accepted: from here on the connection is TLS, handed to the `tls` protocol.
 
-        The `tls` protocol takes the connection over (`SessionContext.hand_over`)
-        and is fed first the bytes each direction already sent past the STARTTLS
-        exchange (the ClientHello, when the client did not wait).  Without a
-        transport to take it over, the rest of the connection is ignored here.
+        The bytes each direction already sent past the STARTTLS exchange (the
+        ClientHello, usually) go with it.  With `tls` not enabled the transport stops
+        decoding the connection (counted as `hand_overs_unclaimed`); `after_tls`
+        swallows whatever still reaches this session.
         """
         self.tls = True
         self.counters["starttls"] += 1
@@ -336,7 +335,7 @@ class SmtpSession:
         self.ctx.hand_over("tls", ts_ns, to_server=self.client.take_rest(), to_client=self.server.take_rest())
 
     def after_tls(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        """A segment after STARTTLS that reached this session (no transport took it over): not SMTP."""
+        """A segment after STARTTLS that still reaches this session (no transport took the connection over)."""
 
     # -- events ------------------------------------------------------------------
 
