@@ -31,6 +31,8 @@ TEST_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
+  exim4-daemon-light swaks libnet-ssleay-perl
+  slapd ldap-utils nghttp2-client
 )
 
 # The headers package BCC compiles against: the running kernel's own, or Debian's generic one.
@@ -82,6 +84,8 @@ apt_install() {
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
   fi
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  # slapd: the tests run their own slapd with its own configuration; no system-wide directory
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
   if ! apt-get install -y -q --no-install-recommends "${todo[@]}" >/tmp/pktbeat-apt.log 2>&1; then
     apt-get update -q >>/tmp/pktbeat-apt.log 2>&1 || true

@@ -24,7 +24,7 @@ from agent.publisher.factory import create_pipeline
 from agent.publisher.pipeline import Pipeline
 from agent.publisher.types import Output, OutputError
 from agent.transport.dispatcher import Dispatcher
-from agent.transport.session import DatagramBinding, StreamBinding, StreamSession
+from agent.transport.session import DatagramBinding, HandOvers, StreamBinding, StreamSession
 from agent.transport.tcp import TcpLimits
 from agent.transport.types import ConnectionInfo
 
@@ -128,15 +128,18 @@ def make_pipeline(config: AgentConfig, output: Output, live: bool = False) -> Pi
 def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
     """Port maps from the enabled protocols (the kernel's port map is derived from the same)."""
     tcp_ports: dict[int, StreamBinding] = {}
+    stream_protocols: dict[str, StreamBinding] = {}  # what a connection can be handed over to, by name
     udp_ports: dict[int, DatagramBinding] = {}
     icmp: DatagramBinding | None = None
+    hand_overs = HandOvers()
     for entry in config.protocols:
         spec = protocol_registry.spec(entry.name)
         pc = entry.config
         counters = metrics.register(entry.name, spec.counters)
         if spec.tcp is not None:
             binding = StreamBinding(entry.name, int(pc.transaction_timeout * 1e9),
-                                    _session_factory(entry.name, pc, spec.tcp, emit, counters))
+                                    _session_factory(entry.name, pc, spec.tcp, emit, counters, hand_overs))
+            stream_protocols[entry.name] = binding
             for port in protocol_ports(pc, "tcp"):
                 tcp_ports[port] = binding
         if spec.udp is not None:
@@ -152,8 +155,8 @@ def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
         from agent.capture.decode import LINKTYPE_RAW, FrameDecoder
 
         decapsulate = FrameDecoder(LINKTYPE_RAW, tunnels=tunnel_settings(config)).reassembled
-    return Dispatcher(tcp_ports, udp_ports, icmp, tcp_limits=tcp_limits(config),
-                      decapsulate=decapsulate)
+    return Dispatcher(tcp_ports, udp_ports, icmp, tcp_limits=tcp_limits(config), decapsulate=decapsulate,
+                      hand_overs=hand_overs, stream_protocols=stream_protocols)
 
 
 def tcp_limits(config: AgentConfig) -> TcpLimits:
@@ -202,9 +205,10 @@ def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:
 
 
 def _session_factory(name: str, pc: ProtocolConfig, factory: Callable[[SessionContext], StreamSession], emit: Emit,
-                     counters: metrics.Counters) -> Callable[[ConnectionInfo], StreamSession]:
+                     counters: metrics.Counters,
+                     hand_overs: HandOvers | None = None) -> Callable[[ConnectionInfo], StreamSession]:
     def new_session(conn: ConnectionInfo) -> StreamSession:
-        return factory(SessionContext(name, pc, conn, emit, counters))
+        return factory(SessionContext(name, pc, conn, emit, counters, hand_overs))
 
     return new_session
 

@@ -14,6 +14,10 @@ buffers and parsers hold for unfinished messages have one cap across all
 connections (`max_buffered`: the sessions idle longest drop their partial
 messages first); and an estimate of everything together has a budget
 (`memory_budget`: the state idle longest is shed first).
+
+A connection may change protocol part-way (`HandOvers`, see
+agent/transport/session.py): the protocols it can be handed over to are
+every protocol with a TCP binding, whatever its ports.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from agent.capture.packet import (
 from agent.capture.tunnel import TunnelInfo
 from agent.transport.halfopen import HalfOpen, HalfOpenTable, Key
 from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
-from agent.transport.session import DatagramBinding, ParseError, StreamBinding
+from agent.transport.session import DatagramBinding, HandOvers, ParseError, StreamBinding
 from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits, seq_diff
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
@@ -70,6 +74,8 @@ class Dispatcher:
         tcp_limits: TcpLimits | None = None,
         fragment_limits: FragmentLimits | None = None,
         decapsulate: Callable[[Packet], Packet | None] | None = None,
+        hand_overs: HandOvers | None = None,
+        stream_protocols: Mapping[str, StreamBinding] | None = None,
     ) -> None:
         self.tcp_ports = dict(tcp_ports)
         self.udp_ports = dict(udp_ports)
@@ -79,7 +85,11 @@ class Dispatcher:
         self.tcp_limits = tcp_limits or TcpLimits()
         self.tcp_counters = metrics.register("tcp", TCP_COUNTERS)
         self.udp_counters = metrics.register("udp", UDP_COUNTERS)
-        self.reassembler = StreamReassembler(self.tcp_counters, self.tcp_limits)
+        # The protocols a session may hand its connection to: the port bindings, and those bound to no port.
+        protocols = {b.protocol: b for b in self.tcp_ports.values()}
+        protocols.update(stream_protocols or {})
+        self.hand_overs = hand_overs if hand_overs is not None else HandOvers()
+        self.reassembler = StreamReassembler(self.tcp_counters, self.tcp_limits, self.hand_overs, protocols)
         self.fragments = FragmentReassembler(metrics.register("ip_fragments", FRAGMENT_COUNTERS),
                                              fragment_limits)
         # Both directions' keys map to the same connection; the LRU order
@@ -92,7 +102,7 @@ class Dispatcher:
         self._holders: dict[int, TcpConnection] = {}  # connections whose sessions held bytes at their last audit
         self._audit_bytes = max(4096, min(AUDIT_BYTES, self.tcp_limits.max_buffered // 16))
         self._udp_routes: dict[tuple[object, ...], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
-        self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
+        self._min_timeout_ns = min((b.timeout_ns for b in protocols.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
         if icmp is not None:
             self._datagram_handlers.append(icmp)
@@ -259,6 +269,7 @@ class Dispatcher:
         except Exception:
             self.tcp_counters["internal_errors"] += 1
             log.exception("bug in the %s parser while expiring a connection", conn.protocol)
+        self.hand_overs.take(conn.info)  # a connection going away is not handed over
 
     def _evict_oldest(self, now_ns: int) -> None:
         self.expire(now_ns)

@@ -3,6 +3,14 @@
 Protocol packages implement these; the transport layer knows nothing else
 about them.  A `Binding` is how the wiring code tells the dispatcher which
 factory serves which port.
+
+A session may hand its connection over to another protocol (STARTTLS, an
+SSLRequest answered 'S', an HTTP CONNECT answered 2xx...): it posts one
+`HandOver` to the `HandOvers` mailbox its context was given, and when the
+session's current call returns, the transport replaces the session with a
+new one of that protocol and feeds it the bytes each direction already
+carried past the switch (docs/adding-a-protocol.md, "Handing a connection
+over").
 """
 
 from __future__ import annotations
@@ -71,6 +79,37 @@ class DatagramHandler(Protocol):
         """Publish transactions whose timeout passed."""
 
     def pending(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """From here on the connection is `protocol`; `pending` are the bytes each direction (by Direction)
+    already carried past the switch, which the new session is fed first."""
+
+    protocol: str
+    pending: tuple[bytes, bytes]
+    ts_ns: int
+
+
+class HandOvers:
+    """Hand-over requests from sessions to the transport that feeds them, by connection id.
+
+    One per dispatcher: the wiring gives it to every session context and to
+    the dispatcher, which takes a connection's request when the session call
+    that posted it returns.  At most one request per connection is pending
+    (a later one replaces it).
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: dict[int, HandOver] = {}
+
+    def post(self, conn: ConnectionInfo, request: HandOver) -> None:
+        self.pending[conn.conn_id] = request
+
+    def take(self, conn: ConnectionInfo) -> HandOver | None:
+        return self.pending.pop(conn.conn_id, None)
 
 
 @dataclass(frozen=True, slots=True)

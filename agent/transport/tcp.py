@@ -6,16 +6,22 @@ a small per-direction reordering buffer; when that buffer is full (segments
 or bytes), the hole is declared a gap of N bytes and delivery resumes after
 it.  Retransmissions are dropped and overlaps trimmed, with 32-bit sequence
 arithmetic throughout.
+
+Every call into a session goes through one error boundary here, which is
+also where a session's hand-over to another protocol takes effect
+(`HandOvers`): when the call returns, the connection gets a session of that
+protocol and is fed the bytes each direction carried past the switch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.capture.packet import TCP_FIN, TCP_RST, TCP_SYN
 from agent.metrics import Counters
-from agent.transport.session import ParseError, StreamSession
+from agent.transport.session import HandOvers, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction
 
 log = logging.getLogger("pktbeat.tcp")
@@ -60,6 +66,8 @@ TCP_COUNTERS = (
     "buffer_shed",
     "buffer_shed_bytes",
     "memory_shed",
+    "hand_overs",
+    "hand_overs_unclaimed",
 )
 
 
@@ -105,13 +113,17 @@ class TcpConnection:
 class StreamReassembler:
     """Feeds one connection's segments, in order, to its session."""
 
-    def __init__(self, counters: Counters, limits: TcpLimits) -> None:
+    def __init__(self, counters: Counters, limits: TcpLimits, hand_overs: HandOvers | None = None,
+                 protocols: Mapping[str, StreamBinding] | None = None) -> None:
         self.counters = counters
         self.limits = limits
         self.ooo_total = 0  # bytes held in every reordering buffer
         self.held_total = 0  # bytes held by every session, as of each one's last audit
         self.unaudited = 0  # bytes fed to sessions since the last audit
         self.dirty: list[TcpConnection] = []  # connections whose sessions were called since the last audit
+        self.hand_overs = hand_overs if hand_overs is not None else HandOvers()
+        self._requests = self.hand_overs.pending  # checked after every session call: keep it one lookup
+        self.protocols = dict(protocols or {})  # the protocols a connection may be handed over to
 
     # -- entry point -------------------------------------------------------
 
@@ -319,6 +331,8 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "feed")
+        if self._requests:
+            self._hand_over(conn)
 
     def _gap(self, conn: TcpConnection, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
@@ -331,6 +345,8 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "gap")
+        if self._requests:
+            self._hand_over(conn)
 
     def _fin(self, conn: TcpConnection, direction: Direction, ts_ns: int) -> None:
         self._touch(conn)
@@ -341,6 +357,8 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "fin")
+        if self._requests:
+            self._hand_over(conn)
 
     def _touch(self, conn: TcpConnection) -> None:
         """The session may hold a different number of bytes now: audit it next time."""
@@ -358,6 +376,31 @@ class StreamReassembler:
             conn.session.recover(direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "recover")
+
+    def _hand_over(self, conn: TcpConnection) -> None:
+        """The session asked for its connection to become another protocol: swap it, feed the new one."""
+        request = self.hand_overs.take(conn.info)
+        if request is None:
+            return
+        counters = self.counters
+        counters["hand_overs"] += 1
+        binding = self.protocols.get(request.protocol)
+        if binding is None:
+            counters["hand_overs_unclaimed"] += 1
+            log.debug("%s %s: hand-over to %s, which is not enabled", conn.protocol, conn.info.client,
+                      request.protocol)
+            conn.session = NullSession()
+            return
+        conn.protocol = binding.protocol
+        conn.timeout_ns = binding.timeout_ns
+        conn.session = binding.new_session(conn.info)
+        for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
+            data = request.pending[direction]
+            if data:
+                self._feed(conn, direction, data, request.ts_ns)
+        for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
+            if conn.streams[direction].closed:
+                self._fin(conn, direction, request.ts_ns)
 
     def _internal_error(self, conn: TcpConnection, where: str) -> None:
         self.counters["internal_errors"] += 1

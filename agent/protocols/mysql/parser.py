@@ -285,6 +285,13 @@ class MysqlParser:
             return
         self._lose_side(direction, out, gap=True)
 
+    def take_rest(self, direction: Direction) -> bytes:
+        """The bytes of `direction` buffered and not parsed (after the SSL request: the start of TLS)."""
+        framer = self._framers[int(direction)]
+        rest = framer.peek()
+        framer.reset()
+        return rest
+
     def recover(self, direction: Direction) -> None:
         """After a ParseError: this side's state was dropped already; wait for a clean boundary."""
         self._hunting[int(direction)] = True
