@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent.capture.tunnel import GENEVE_PORTS, MAX_TUNNEL_PORTS, VXLAN_PORTS
-from agent.config.typed import DAY, GIB, TIB, opt, positive
+from agent.config.typed import DAY, GIB, TIB, opt
 
 CAPTURE_TYPES = ("ebpf", "pcap", "af_packet", "autodetect")
 MAX_WORKERS = 16  # PB_MAX_WORKERS in the kernel program
