@@ -282,6 +282,7 @@ def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
     h2 = sorted((e["url"]["path"], e["http"]["response"]["status_code"]) for e in http_tls
                 if e["http"]["version"] == "2" and e["tls"].get("next_protocol") == "h2")
     assert h2 == [("/h2-missing", 404), ("/index.txt", 200)], [(e["http"], e["tls"]) for e in http_tls]
+    assert all(e["url"]["scheme"] == "https" for e in http_tls)
     assert all(e["http"]["version"] == "1.1" for e in plain if e["type"] == "http")
     # Eight connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
     log = agent.log()
