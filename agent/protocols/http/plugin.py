@@ -216,6 +216,12 @@ class HttpSession(SessionBase[HttpConfig]):
         if self._server_speaks_http2(direction, parser, ts_ns):
             return
         parser.resync()
+        self._drain_resyncing(parser, ts_ns)
+
+    def _drain_resyncing(self, parser: HttpStreamParser, ts_ns: int) -> None:
+        """Parse what `parser` buffered, skipping to the next message start after each malformed one."""
+        if parser is self.paused:
+            return  # its CONNECT waits for an answer: what it holds may be the tunnel's bytes
         for _ in range(1 << 20):  # each round skips at least one byte; the bound is a safety net
             try:
                 self._messages(parser, parser.feed(b"", ts_ns), ts_ns)
@@ -263,15 +269,6 @@ class HttpSession(SessionBase[HttpConfig]):
                 return
             messages = parser.feed(b"", ts_ns)
 
-    def _resume(self, parser: HttpStreamParser, ts_ns: int) -> None:
-        """Parse what `parser` buffered while its CONNECT waited for an answer."""
-        try:
-            messages = parser.feed(b"", ts_ns)
-        except ParseError as exc:
-            self._messages(parser, exc.messages, ts_ns)
-            raise
-        self._messages(parser, messages, ts_ns)
-
     def _message(self, msg: HttpMessage) -> None:
         counters = self.counters
         if msg.is_request:
@@ -303,7 +300,8 @@ class HttpSession(SessionBase[HttpConfig]):
         self._emit(request, msg)
         if request.method == b"CONNECT" and self.paused is not None and not 200 <= status < 300:
             self.paused = None  # refused: the client's next bytes are HTTP again
-            self._resume(self.parsers[request.direction], msg.ts_ns)
+            # The client's parser, not the one being fed: its errors are handled here, not by the caller's recover.
+            self._drain_resyncing(self.parsers[request.direction], msg.ts_ns)
         if status == 101:
             self._upgraded(request, msg)
         elif request.method == b"CONNECT" and 200 <= status < 300:
