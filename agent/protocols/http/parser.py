@@ -368,8 +368,7 @@ class HttpStreamParser:
         start_line = raw[:line_end]
         problem = heads.parse_start_line(start_line, head)
         if problem is None and line_end < len(raw) - 4:
-            # Never a slice whose start passes its end: mypyc's bytes slice fails on one (a head whose bare LFs
-            # end it right after the start line's CRLF).
+            # Never a slice whose start passes its end (bare LFs ending the head): mypyc's bytes slice fails on one.
             problem = heads.parse_header_block(raw[line_end + 2:max(line_end + 2, len(raw) - 4)], head)
         if problem == heads.BARE_LF or 10 in start_line:  # the head may even end before this CRLF CRLF
             raw, head, problem = heads.lenient_head(raw)
