@@ -26,6 +26,7 @@ APT_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
+  wrk dnsperf libmemcached-tools
 )
 
 missing_packages() {

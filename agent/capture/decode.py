@@ -86,13 +86,14 @@ DECODE_COUNTERS = (
 class FrameDecoder:
     """Frames of one link type in, Packets out; anything else is counted, never raised."""
 
-    def __init__(self, linktype: int, snaplen: int = 65535, keep_link: bool = False) -> None:
+    def __init__(self, linktype: int, snaplen: int = 65535, keep_link: bool = False,
+                 counters: metrics.Counters | None = None) -> None:
         if linktype not in SUPPORTED_LINKTYPES:
             raise ValueError(f"unsupported link type {linktype}")
         self.linktype = linktype
         self.snaplen = snaplen
         self.keep_link = keep_link
-        self.stats = metrics.register("decode", DECODE_COUNTERS)
+        self.stats = counters if counters is not None else metrics.register("decode", DECODE_COUNTERS)
         # Flows need the link layer of every frame: the fast path (which skips it) is off then.
         self._plain_ethernet = linktype == LINKTYPE_ETHERNET and not keep_link
 

@@ -78,6 +78,7 @@ class CaptureReader:
             self._file.close()
             raise
         self.offset = 0
+        self.skipped_ns = 0  # the newest timestamp of the frames a filtering reader did not yield
 
     def __enter__(self) -> CaptureReader:
         return self

@@ -14,12 +14,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from agent import metrics
 from agent.capture.decode import SUPPORTED_LINKTYPES, FrameDecoder
 from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.config.load import AgentConfig
-from agent.publisher.pipeline import Pipeline, PublishTimeout
+from agent.events.builder import AgentIdentity
+from agent.publisher.pipeline import PublishTimeout
+from agent.publisher.types import EncodedEvent, Output
 from agent.runtime import wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
@@ -37,14 +40,33 @@ class ReplayOptions:
     progress: bool | None = None  # None: when stderr is a terminal
 
 
+class EventSink(Protocol):
+    """Where replayed events go: the publisher pipeline, or (in a replay worker) the parent."""
+
+    def publish(self, event: EncodedEvent) -> None: ...
+
+    def tick(self) -> None: ...
+
+    def close(self, deadline: float | None = None) -> None: ...
+
+
 class ReplayRunner:
-    def __init__(self, config: AgentConfig, options: ReplayOptions) -> None:
+    """Replay in this process.  Multi-worker replay (agent/runtime/replay_shards.py) runs one in each
+    worker, with the worker's `identity`, a `sink` to the parent and an `open_capture` that keeps
+    the worker's shard of each file."""
+
+    def __init__(self, config: AgentConfig, options: ReplayOptions, sink: EventSink | None = None,
+                 identity: AgentIdentity | None = None) -> None:
         self.config = config
         self.options = options
-        self.identity = wiring.agent_identity(config)
+        self.identity = identity if identity is not None else wiring.agent_identity(config)
         self.builder = wiring.event_builder(config, self.identity)
-        self.output = wiring.make_output(config)
-        self.pipeline: Pipeline = wiring.make_pipeline(config, self.output)
+        self.output: Output | None = None
+        if sink is None:
+            self.output = wiring.make_output(config)
+            sink = wiring.make_pipeline(config, self.output)
+        self.pipeline: EventSink = sink
+        self.open_capture: Callable[[str], CaptureReader] = CaptureReader
         self.dispatcher = wiring.dispatcher(config, self._emit)
         self.flows = None
         if config.flows is not None:
@@ -108,7 +130,7 @@ class ReplayRunner:
     def _replay_file(self, path: str, clock_ns: int) -> int | None:
         """Replay one file; returns the last packet time, or None when the file was unreadable."""
         try:
-            reader = CaptureReader(path)
+            reader = self.open_capture(path)
         except (CaptureFileError, OSError) as exc:
             log.error("%s", exc)
             self.stats["read_errors"] += 1
@@ -166,7 +188,7 @@ class ReplayRunner:
             finally:
                 self.stats["packets"] += count
                 progress.done()
-        return last_ns
+        return max(last_ns, reader.skipped_ns)  # a sharded reader's file ends where its last frame is
 
     def _tick(self, now_ns: int) -> None:
         if self.options.topspeed:

@@ -1,0 +1,276 @@
+"""Replay on several workers: the same events as one process, each connection in its order, one report."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import dpkt
+import pytest
+import yaml
+
+from agent.capture.flowhash import FrameSharder, ShardedReader, flow_hash
+from agent.capture.pcapfile import CaptureReader
+from agent.config.load import load
+from agent.events.builder import event_id
+from agent.outputs.file import METADATA
+from agent.runtime.replay import ReplayOptions
+from agent.runtime.replay_shards import replay_workers
+from bench.gen_traffic_pcap import generate
+from tests.helpers.replay import CORPUS, PKTBEAT, STANDARD_PROTOCOLS
+
+# A mix of link types, VLANs, IPv6, UDP/ICMP, pipelined and datagram protocols, unanswered requests.
+MIXED = ["http_over_vlan.pcap", "icmp6_ping_over_vlan.pcap", "ipv6_thrift.pcap", "dns_udp_edns_ds.pcap",
+         "mysql_long_result.pcap", "pgsql_extended_query.pcap", "redis_session.pcap", "http_unmatched.pcap",
+         "memcache_bin_udp_multi_store.pcap", "802.1q-q-in-q-icmp.pcap", "tls-sample1.pcap", "mongodb_find.pcap",
+         "flowhash_ipv6.pcap", "icmp_2_pings.pcap", "wsgi_loopback.pcap"]
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep-alive HTTP and DNS from many clients: enough flows to land on every worker."""
+    path = tmp_path_factory.mktemp("traffic") / "traffic.pcap"
+    generate(path, 6000, seed=3, body_mu=6.0)
+    return path
+
+
+def run(directory: Path, files: list[Path], workers: int, *extra: str, flows: bool = True,
+        timeout: float = 120) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = directory / f"out-{workers}"
+    config: dict[str, Any] = {
+        "packetbeat.protocols": [p for p in STANDARD_PROTOCOLS if p["type"] not in ("http", "redis")]
+        + [{"type": "thrift", "ports": [9090], "transport_type": "framed"}, {"type": "http", "ports": [80, 8000, 8080]},
+           {"type": "redis", "ports": [6379, 6380]}],
+        "output.file": {"path": str(out), "filename": "packetbeat"},
+        "path.data": str(directory / "data"),  # one agent id for every run
+    }
+    if flows:
+        config["packetbeat.flows"] = {"period": "-1s"}
+    path = directory / f"w{workers}.yml"
+    path.write_text(yaml.safe_dump(config))
+    args = [PKTBEAT, "run", "-e", "-t", "-c", str(path), "-w", str(workers), *extra]
+    for file in files:
+        args += ["-I", str(file)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return proc, out
+
+
+def lines(out: Path) -> list[bytes]:
+    found: list[bytes] = []
+    for path in sorted(out.iterdir(), key=lambda p: (len(p.name), p.name)):
+        found += path.read_bytes().splitlines()
+    return found
+
+
+def ids(out: Path) -> Counter[str]:
+    """Each event's id as the Elasticsearch output sends it, from the document the file output wrote."""
+    counted: Counter[str] = Counter()
+    for line in lines(out):
+        ephemeral = json.loads(line)["agent"]["ephemeral_id"].encode()
+        data = b"{" + line[1 + len(METADATA):]
+        counted[event_id(data, ephemeral)] += 1
+    return counted
+
+
+def per_connection(out: Path) -> dict[tuple[Any, ...], list[str]]:
+    """Events of each connection (and each flow) in the order they were written, without the run's ephemeral id."""
+    order: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for line in lines(out):
+        event = json.loads(line)
+        event["agent"].pop("ephemeral_id")
+        source, destination = event.get("source", {}), event.get("destination", {})
+        key = (event["type"], source.get("ip"), source.get("port"), destination.get("ip"), destination.get("port"))
+        order[key].append(json.dumps(event, sort_keys=True))
+    return order
+
+
+def test_two_workers_give_the_same_events_in_each_connections_order(tmp_path: Path, traffic: Path) -> None:
+    files = [traffic, *(CORPUS / name for name in MIXED)]
+    one, out1 = run(tmp_path, files, 1)
+    two, out2 = run(tmp_path, files, 2)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "replaying with 2 workers" in two.stderr and "replaying with" not in one.stderr
+    first, second = ids(out1), ids(out2)
+    assert sum(first.values()) > 1000 and {"flow", "http", "dns", "mysql", "pgsql", "redis", "icmp", "thrift"} <= {
+        json.loads(line)["type"] for line in lines(out1)}
+    assert first == second
+    assert per_connection(out1) == per_connection(out2)
+    # end-of-input reports are totals, said once
+    pending = [line for line in two.stderr.splitlines() if "had no response by the end of the input" in line]
+    assert len(pending) == 1 and pending[0].split("INFO")[-1] == next(
+        line for line in one.stderr.splitlines() if "had no response" in line).split("INFO")[-1]
+
+
+def test_the_shards_partition_the_file_and_keep_flows_together(traffic: Path) -> None:
+    shards = 3
+    kept: list[list[tuple[int, bytes, int]]] = []
+    for index in range(shards):
+        with ShardedReader(traffic, index, shards, lambda offset: True) as reader:
+            kept.append(list(reader))
+    with CaptureReader(traffic) as reader:
+        everything = list(reader)
+    assert sorted(r for part in kept for r in part) == sorted(everything)
+    assert all(len(part) > len(everything) // (2 * shards) for part in kept)
+    owner: dict[tuple[Any, ...], int] = {}
+    for index, part in enumerate(kept):
+        for _ts, frame, _len in part:
+            ip = dpkt.ethernet.Ethernet(frame).data
+            l4 = ip.data
+            ends = tuple(sorted([(ip.src, l4.sport), (ip.dst, l4.dport)]))
+            key = (ip.p, ends) if ip.p == 6 else (ip.p, tuple(sorted([ip.src, ip.dst])))
+            assert owner.setdefault(key, index) == index, key
+
+
+@pytest.mark.parametrize("name", ["http_over_vlan.pcap", "ipv6_thrift.pcap", "802.1q-q-in-q-icmp.pcap",
+                                  "wsgi_loopback.pcap", "dns_udp_edns_ds.pcap", "mysql_long_result.pcap"])
+def test_the_fast_path_agrees_with_the_decoded_packet(name: str) -> None:
+    """Plain IPv4/TCP frames are sharded from their raw bytes, the rest from the decoded packet: the same answer."""
+    from agent.capture.decode import FrameDecoder
+    from agent.capture.packet import F_FRAGMENT
+    from agent.metrics import Counters
+
+    with CaptureReader(CORPUS / name) as reader:
+        sharder = FrameSharder(reader.info.linktype, 7)
+        decoder = FrameDecoder(reader.info.linktype, counters=Counters("test"))
+        for _ts, frame, _len in reader:
+            pkt = decoder.decode(frame, 0)
+            expected = 0 if pkt is None else flow_hash(pkt.src, pkt.dst, pkt.l4proto, pkt.sport, pkt.dport,
+                                                        bool(pkt.flags & F_FRAGMENT)) % 7
+            assert sharder.shard(frame) == expected
+
+
+def test_flow_hash_is_symmetric_and_keys_udp_and_fragments_by_address() -> None:
+    a, b = bytes([10, 0, 0, 1]), bytes([192, 168, 7, 9])
+    v6a, v6b = bytes(range(16)), bytes(range(16, 32))
+    assert flow_hash(a, b, 6, 40000, 80, False) == flow_hash(b, a, 6, 80, 40000, False)
+    assert flow_hash(v6a, v6b, 6, 40000, 443, False) == flow_hash(v6b, v6a, 6, 443, 40000, False)
+    assert flow_hash(a, b, 6, 40000, 80, False) != flow_hash(a, b, 6, 40001, 80, False)
+    assert flow_hash(a, b, 17, 40000, 53, False) == flow_hash(b, a, 17, 1, 2, False)
+    assert flow_hash(a, b, 6, 40000, 80, True) == flow_hash(a, b, 6, 0, 0, True) == flow_hash(a, b, 17, 0, 0, False)
+
+
+def test_how_many_workers(tmp_path: Path, traffic: Path) -> None:
+    def workers(setting: int, files: list[str], topspeed: bool = True) -> int:
+        config = load(None, extra={"packetbeat.interfaces.workers": setting})
+        return replay_workers(config, ReplayOptions(files, topspeed=topspeed))
+
+    small = str(CORPUS / "http_post.pcap")
+    big = tmp_path / "big.pcap"
+    with open(big, "wb") as handle:
+        handle.truncate(64 << 20)  # only its size is read
+    cpus = len(os.sched_getaffinity(0))
+    assert workers(0, [small]) == 1  # too small to gain from a fork
+    assert workers(0, [str(big)]) == min(cpus, 8)
+    assert workers(2, [small]) == 2
+    assert workers(99, [small]) == 16
+    assert workers(2, [small], topspeed=False) == 1  # real time: one process keeps up
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert workers(2, [str(fifo)]) == 1  # every worker must be able to read the file
+
+
+def test_a_broken_file_is_reported_once(tmp_path: Path, traffic: Path) -> None:
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(traffic.read_bytes()[: traffic.stat().st_size // 2 + 7])
+    missing = tmp_path / "missing.pcap"
+    proc, out = run(tmp_path, [cut, missing], 2, flows=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 2, errors
+    assert any("truncated record" in e and "the packets before it were processed" in e for e in errors)
+    assert any("missing.pcap" in e for e in errors)
+    assert len(lines(out)) > 100  # the part before the break was replayed
+
+
+def test_first_sigint_stops_every_worker_and_publishes_what_they_decoded(tmp_path: Path, traffic: Path) -> None:
+    out = tmp_path / "out"
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
+                                      "output.file": {"path": str(out), "filename": "pb"},
+                                      "path.data": str(tmp_path / "data")}))
+    proc = subprocess.Popen([PKTBEAT, "run", "-e", "-t", "-c", str(config), "-w", "2", "-l", "10000", "-I",
+                             str(traffic)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out.is_dir() and any(p.stat().st_size for p in out.iterdir())):
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "replaying with 2 workers" in stderr
+    written = lines(out)
+    assert written and all(line.endswith(b"}") for line in written)
+    assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b""  # no worker left
+
+
+def test_the_progress_bar_shows_each_file_as_far_as_its_slowest_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.runtime import replay_shards
+
+    shown: list[tuple[str, Any]] = []
+
+    class Recorder:
+        def __init__(self, label: str, total: int, enabled: bool) -> None:
+            shown.append(("new", label))
+
+        def update(self, done: int) -> None:
+            shown.append(("at", done))
+
+        def done(self) -> None:
+            shown.append(("done", None))
+
+    monkeypatch.setattr(replay_shards, "Progress", Recorder)
+    shared = replay_shards.SharedState(2)
+    fake = type("Fake", (), {"shared": shared, "workers": [0, 1], "files": ["a.pcap", "b.pcap"],
+                             "options": ReplayOptions(["a.pcap", "b.pcap"], loops=2)})()
+    view = replay_shards._ProgressView(fake, enabled=True)  # type: ignore[arg-type]
+    shared.report(0, 1, 5000)
+    shared.report(1, 1, 3000)
+    view.update()
+    shared.report(0, 2, 100)  # worker 0 is on the next file; worker 1 still on the first
+    shared.report(1, 1, 9000)
+    view.update()
+    shared.report(1, 3, 10)  # both past b.pcap: the second loop's a.pcap
+    shared.report(0, 3, 20)
+    view.update()
+    view.close()
+    assert shown == [("new", "a.pcap"), ("at", 3000), ("at", 9000), ("done", None), ("new", "a.pcap"), ("at", 10),
+                     ("done", None)]
+
+
+def test_the_progress_bar_draws_on_a_terminal(tmp_path: Path, traffic: Path) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
+                                      "output.discard": {}, "path.data": str(tmp_path / "data")}))
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([PKTBEAT, "run", "-t", "-c", str(config), "-w", "2", "-l", "2", "-I", str(traffic)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
+                            env={**os.environ, "TERM": "xterm"})
+    os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the terminal closed: the process is gone
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(controller)
+        if proc.poll() is None:
+            proc.kill()
+    assert b"traffic.pcap" in shown, shown[-2000:]
