@@ -1,7 +1,7 @@
 """Instructions per transaction, per protocol and per stage, counted by callgrind on fixed captures.
 
     .venv/bin/python bench/txn_cost.py [--protocols http,dns,redis,pgsql,mysql] [--small 200] [--large 1200]
-                                       [--stages pair,fields,encode,replay] [--json FILE]
+                                       [--stages pair,fields,encode,replay] [--json FILE] [--compare FILE]
 
 Callgrind's instruction counts are stable to a fraction of a percent on this
 machine, where wall times vary by +-20%.  For each protocol,
@@ -21,7 +21,9 @@ so "fields - pair" is the cost of field building and "encode - fields" that
 of encoding.  The first three run in one process (this script, `--child`);
 `replay` runs the CLI itself.  The native (mypyc) modules are used when
 set-up built them for the current sources (the line "native modules: N of M"
-says); PKTBEAT_PURE_PYTHON=1 measures plain Python.
+says); PKTBEAT_PURE_PYTHON=1 measures plain Python.  `--compare` prints each
+number beside one saved earlier with `--json` (bench/txn_cost_before.json
+holds the counts of the tree before issue 14's work) and their ratio.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=200)
     parser.add_argument("--large", type=int, default=1200)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--compare", type=Path, help="results saved with --json to compare with")
     parser.add_argument("--child", nargs=3, metavar=("STAGE", "PROTOCOL", "PCAP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -157,6 +160,22 @@ def main() -> None:
             print(f"{protocol:<9}" + "".join(f"{row[s]:>10,.0f}" for s in stages), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.compare:
+        compare(json.loads(args.compare.read_text()), results, stages)
+
+
+def compare(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], stages: list[str]) -> None:
+    print("\ninstructions per transaction: before / after (after as a share of before)")
+    print(f"{'protocol':<9}" + "".join(f"{s:>26}" for s in stages))
+    for protocol, row in after.items():
+        old = before.get(protocol, {})
+        cells = []
+        for stage in stages:
+            if stage in old and stage in row:
+                cells.append(f"{old[stage]:>9,.0f} / {row[stage]:>8,.0f} ({row[stage] / old[stage]:4.0%})")
+            else:
+                cells.append(f"{'':>26}")
+        print(f"{protocol:<9}" + "".join(f"{c:>26}" for c in cells))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from agent.capture.decode import (
     LINKTYPE_LINUX_SLL,
     LINKTYPE_LINUX_SLL2,
     LINKTYPE_RAW,
+    SUPPORTED_LINKTYPES,
     FrameDecoder,
 )
 from agent.capture.packet import F_FRAGMENT, IPPROTO_TCP
@@ -87,16 +88,22 @@ class FrameSharder:
         self.shards = shards
         self._ip_at, self._ethertype_at = _FIXED_LINK.get(linktype, (-1, -1))
         # Its own counters: the worker that owns a frame counts it when it decodes it for real.
-        self._decoder = FrameDecoder(linktype, counters=metrics.Counters("shard.decode", DECODE_COUNTERS))
+        self._decoder: FrameDecoder | None = None
+        if linktype in SUPPORTED_LINKTYPES:
+            self._decoder = FrameDecoder(linktype, counters=metrics.Counters("shard.decode", DECODE_COUNTERS))
         self._cache: dict[bytes, int] = {}
 
     def shard(self, frame: bytes) -> int:
-        ip = self._ip_at
-        et = self._ethertype_at
+        return self.shard_at(frame, 0, len(frame))
+
+    def shard_at(self, buf: bytes, start: int, stop: int) -> int:
+        """The shard of the frame buf[start:stop] (read in place: most frames are never copied)."""
+        ip = start + self._ip_at
+        et = start + self._ethertype_at
         # IPv4 without options carrying an unfragmented TCP segment, right after a fixed link header
-        if ip >= 0 and len(frame) >= ip + 40 and (et < 0 or (frame[et] == 8 and frame[et + 1] == 0)) \
-                and frame[ip] == 0x45 and frame[ip + 9] == IPPROTO_TCP and not (frame[ip + 6] & 0x3F or frame[ip + 7]):
-            key = frame[ip + 12:ip + 24]  # addresses and ports
+        if ip >= start and stop - ip >= 40 and (et < start or (buf[et] == 8 and buf[et + 1] == 0)) \
+                and buf[ip] == 0x45 and buf[ip + 9] == IPPROTO_TCP and not (buf[ip + 6] & 0x3F or buf[ip + 7]):
+            key = buf[ip + 12:ip + 24]  # addresses and ports
             cache = self._cache
             found = cache.get(key)
             if found is not None:
@@ -107,7 +114,7 @@ class FrameSharder:
                 cache.clear()
             cache[key] = value
             return value
-        pkt = self._decoder.decode(frame, 0)
+        pkt = self._decoder.decode(buf[start:stop], 0) if self._decoder is not None else None
         if pkt is None:
             return 0  # undecodable: one worker counts it
         return flow_hash(pkt.src, pkt.dst, pkt.l4proto, pkt.sport, pkt.dport, bool(pkt.flags & F_FRAGMENT)) \
@@ -115,7 +122,7 @@ class FrameSharder:
 
 
 class ShardedReader(CaptureReader):
-    """A capture reader that yields only the frames of shard `index` of `shards`.
+    """A capture reader that yields only the frames of shard `index` of `shards`, without copying the others.
 
     Every REPORT_EVERY frames it calls `report(offset)` (progress), and stops
     reading when that returns False.  A file that breaks off is reported by
@@ -125,26 +132,27 @@ class ShardedReader(CaptureReader):
     def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool]) -> None:
         super().__init__(path)
         self.index = index
-        self.shards = shards
+        self.filtering = True
+        self._sharder = FrameSharder(self.info.linktype, shards)
         self._report = report
+        self._seen = 0
+
+    def _keep(self, buf: bytes, start: int, stop: int, ts_ns: int) -> bool:
+        self._seen += 1
+        if not self._seen % REPORT_EVERY and not self._report(self.offset):
+            self.stopped = True
+            return False
+        if self._sharder.shard_at(buf, start, stop) == self.index:
+            return True
+        self.skipped_ns = max(self.skipped_ns, ts_ns)
+        return False
 
     def __iter__(self) -> Iterator[tuple[int, bytes, int]]:
-        return self._own_frames(super().__iter__())
+        frames = super().__iter__()
+        return frames if self.index == 0 else self._quiet(frames)
 
-    def _own_frames(self, frames: Iterator[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes, int]]:
-        shard = FrameSharder(self.info.linktype, self.shards).shard
-        index = self.index
-        report = self._report
-        seen = 0
+    def _quiet(self, frames: Iterator[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes, int]]:
         try:
-            for record in frames:
-                seen += 1
-                if not seen % REPORT_EVERY and not report(self.offset):
-                    return
-                if shard(record[1]) == index:
-                    yield record
-                elif record[0] > self.skipped_ns:
-                    self.skipped_ns = record[0]
+            yield from frames
         except CaptureFileError:
-            if index == 0:
-                raise
+            return
