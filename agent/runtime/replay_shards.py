@@ -61,6 +61,7 @@ log = logging.getLogger("pktbeat")
 MAX_REPLAY_WORKERS = 16  # as live capture's rings
 AUTO_MIN_BYTES = 8 << 20  # with workers = 0: at least this much input per worker
 EVENT_BATCH = 512  # events per message to the parent
+EVENT_BATCH_BYTES = 4 << 20  # or fewer, when they are large (far below the channel's frame limit)
 WORKER_PENDING_BYTES = 4 << 20  # a worker waits for the parent beyond this much unsent
 PARENT_TICK_S = 0.1  # pipeline timers and progress
 PR_SET_PDEATHSIG = 1
@@ -151,15 +152,17 @@ class WorkerSink:
         self.chan = chan
         self.on_broken = on_broken
         self._batch: list[EncodedEvent] = []
+        self._batch_bytes = 0
 
     def publish(self, event: EncodedEvent) -> None:
         self._batch.append(event)
-        if len(self._batch) >= EVENT_BATCH:
+        self._batch_bytes += len(event.data)
+        if len(self._batch) >= EVENT_BATCH or self._batch_bytes >= EVENT_BATCH_BYTES:
             self.tick()
 
     def tick(self) -> None:
         if self._batch:
-            batch, self._batch = self._batch, []
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
             self.send(channel.EVENTS, struct.pack("<I", len(batch)) + pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
         elif self.chan.pending:
             self.chan.flush()

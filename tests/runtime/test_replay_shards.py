@@ -215,6 +215,52 @@ def test_first_sigint_stops_every_worker_and_publishes_what_they_decoded(tmp_pat
     assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b""  # no worker left
 
 
+def _workers_of(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _start_long_replay(tmp_path: Path, traffic: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
+                                      "output.file": {"path": str(tmp_path / "out"), "filename": "pb"},
+                                      "path.data": str(tmp_path / "data")}))
+    proc = subprocess.Popen([PKTBEAT, "run", "-e", "-t", "-c", str(config), "-w", "2", "-l", "10000", "-I",
+                             str(traffic)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.1)
+        workers = _workers_of(proc.pid)
+    assert len(workers) == 2, "the workers did not start"
+    return proc, workers
+
+
+def test_a_worker_that_dies_is_reported_and_the_replay_ends_with_an_input_error(tmp_path: Path,
+                                                                                 traffic: Path) -> None:
+    proc, workers = _start_long_replay(tmp_path, traffic)
+    try:
+        os.kill(workers[0], signal.SIGKILL)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, stderr[-2000:]
+    assert "ended without finishing" in stderr
+
+
+def test_workers_die_with_their_parent(tmp_path: Path, traffic: Path) -> None:
+    proc, workers = _start_long_replay(tmp_path, traffic)
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 def test_the_progress_bar_shows_each_file_as_far_as_its_slowest_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.runtime import replay_shards
 
