@@ -15,7 +15,8 @@ chunk joining and the transport dispatcher.
 Per rate the table shows what the flooder offered, what the kernel program
 saw, handed to the workers (records written to the rings) or dropped by
 cause, and what the workers decoded, plus the unexplained loss:
-  kernel: seen - (sum of outcomes)            (every packet has one outcome)
+  kernel: skbs - (sum of outcomes)            (every run of the program has one outcome;
+                                              "seen" counts wire packets, GSO segments included)
   rings:  handed - read by workers            (after the backlog drained)
 Both must be 0.  "worker pps" is decoded / (flood time + drain time): what
 the workers sustained.  Counters come from the agent's SIGUSR1 report.
@@ -120,7 +121,7 @@ def run_rate(agent: LiveAgent, pair: VethPair, flooder: Path, target: str, port:
         **{f"drop_{name}": kd.get(name, 0) for name in DROP_COUNTERS},
         "read": wd.get("capture.records", 0),
         "decoded": wd.get("capture.packets", 0),
-        "unexplained_kernel": kd.get("seen", 0) - outcomes,
+        "unexplained_kernel": kd.get("skbs", 0) - outcomes,
         "unexplained_rings": kd.get("emitted", 0) - wd.get("capture.records", 0),
         "worker_pps": wd.get("capture.packets", 0) / busy if busy > 0 else 0.0,
         "per_worker": (" ".join(str(p1.get(i, 0) - p0.get(i, 0)) for i in sorted(p1))

@@ -7,16 +7,27 @@
  *
  * Per packet:
  *   1. link layer: Ethernet with up to two 802.1Q/802.1ad tags (an offloaded
- *      tag in skb->vlan_tci counts as the outer one), or none on L3 devices
- *      (tun, wireguard, ppp: the IP version comes from skb->protocol); the
- *      `ifaces` map, filled by user space, gives each device's header length;
+ *      tag in skb->vlan_tci counts as the outer one) and PPPoE sessions, or
+ *      none on L3 devices (tun, wireguard, ppp: the IP version comes from
+ *      skb->protocol); the `ifaces` map, filled by user space, gives each
+ *      device's header length;
  *   2. IPv4 (options skipped) or IPv6 (hop-by-hop, routing, destination
  *      options, AH and fragment headers walked), then TCP, UDP, ICMP, ICMPv6;
- *   3. the flow table (`flows`, LRU) counts every IP packet, whatever its port;
- *   4. the `ports` map says whether either port belongs to a configured
- *      protocol; fragments always go to user space (only the first carries
- *      ports), ICMP when enabled;
- *   5. the record header is prepared in a per-CPU scratch buffer, and the
+ *   3. tunnels: GRE (keys, sequence numbers, checksums; IP or Ethernet
+ *      inside; ERSPAN I, II and III), VXLAN and GENEVE (UDP ports from the
+ *      settings), IPv4/IPv6 in IPv4/IPv6.  The program tail-calls pb_decap,
+ *      which parses the inner packet from step 1 (Ethernet) or 2 (IP), at
+ *      most PB_MAX_ENCAP deep; each outer layer is remembered in the per-CPU
+ *      scratch and counted as a flow of its own at the end;
+ *   4. the flow table (`flows`, LRU) counts every IP packet, whatever its
+ *      port, as the wire has it: a GSO/GRO super-packet counts as its
+ *      segments (gso_segs, or its length over gso_size), each with the
+ *      headers it will carry;
+ *   5. the `ports` map says whether either port of the innermost packet
+ *      belongs to a configured protocol; fragments always go to user space
+ *      (only the first carries ports; GRE and IP-in-IP ones too, which user
+ *      space opens once reassembled), ICMP when enabled;
+ *   6. the record header is prepared in a per-CPU scratch buffer, and the
  *      emitter (pb_emit, a tail call) copies the L4 payload, up to snaplen,
  *      after it and writes it to the ring of the worker the flow hash
  *      selects, split in PB_CHUNK pieces when larger.
@@ -57,10 +68,100 @@
 #define PB_MAX_IPV6_EXT 6
 
 #define ETH_P_QINQ1 0x9100
+#define ETH_P_ERSPAN2 0x88BE /* ERSPAN I and II (told apart by the GRE sequence bit) */
+#define ETH_P_ERSPAN3 0x22EB
+#define PPP_IP 0x0021
+#define PPP_IPV6 0x0057
+
+#define GRE_CSUM 0x8000
+#define GRE_ROUTING 0x4000
+#define GRE_KEY 0x2000
+#define GRE_SEQ 0x1000
+#define GRE_VERSION 0x0007
+#define VXLAN_FLAG_VNI 0x08
 
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04
+
+/* ---- parsing state ------------------------------------------------------- */
+
+struct pb_parse {
+    /* First, so that 4-byte reads of the addresses are aligned on the stack. */
+    u8 saddr[16];
+    u8 daddr[16];
+    u32 l4_off;           /* offset of the L4 header (of the fragment payload) */
+    u32 end;              /* offset just past the IP datagram (padding excluded) */
+    u32 payload_off;      /* offset of the L4 payload */
+    u32 seq;
+    u32 ack;
+    u32 frag_id;
+    u32 tunnel_id;        /* of the innermost encapsulation so far that has one */
+    u16 sport;
+    u16 dport;
+    u16 window;
+    u16 frag_off;
+    u16 vlan_outer;
+    u16 vlan_inner;
+    u16 tunnel_kinds;     /* PB_TUN_* per 4 bits, outermost lowest */
+    u8 tunnel_depth;      /* encapsulations around this packet */
+    u8 family;
+    u8 l4proto;
+    u8 tcp_flags;
+    u8 is_frag;
+    u8 more_frags;
+    u8 has_l4;            /* ports/ICMP header parsed (not a later fragment) */
+    u8 has_mac;
+    u8 icmp_type;
+    u8 icmp_code;
+    u8 vlans;
+    u8 pad;
+    u8 smac[6];
+    u8 dmac[6];
+};
+
+/* One layer's contribution to the flow table, counted once the packet's
+ * segments are known (so outer flows of a super-packet count them too). */
+struct pb_layer {
+    struct pb_flow_key key;
+    u32 tunnel_id;
+    u16 tunnel_kinds;
+    u8 tunnel_depth;
+    u8 side;              /* 0: sent by the key's "lo" endpoint */
+    u8 has_mac;
+    u8 tcp_flags;
+    u8 icmp_type;
+    u8 icmp_code;
+    u8 mac[2][6];         /* source MAC of each side */
+};
+
+/* What pb_decap continues from: where the inner packet starts and the
+ * outer layers met so far. */
+struct pb_decap {
+    struct pb_layer layers[PB_MAX_ENCAP]; /* outermost first */
+    u8 outer_saddr[16];   /* the outermost IP header that carried a tunnel */
+    u8 outer_daddr[16];
+    u32 nlayers;
+    u32 off;              /* offset of the inner packet */
+    u32 tunnel_id;
+    u32 slot;
+    u32 link_len;
+    u16 proto;            /* ETH_P_IP, ETH_P_IPV6, or ETH_P_TEB: an Ethernet frame */
+    u16 tunnel_kinds;
+    u8 tunnel_depth;
+    u8 outer_family;
+    u8 dir;
+    u8 pad;
+};
+
+/* Where a tunnel's inner packet starts. */
+struct pb_inner {
+    u32 off;
+    u32 id;
+    u16 proto;            /* as pb_decap.proto */
+    u8 kind;              /* PB_TUN_* */
+    u8 pad;
+};
 
 /* ---- maps ---------------------------------------------------------------- */
 
@@ -69,6 +170,8 @@ BPF_HASH(ports, struct pb_port_key, u32, PB_MAX_PORTS);
 BPF_HASH(ifaces, u32, struct pb_iface, PB_MAX_IFACES);
 BPF_PERCPU_ARRAY(counters, struct pb_counters, PB_MAX_IFACES);
 BPF_TABLE("lru_hash", struct pb_flow_key, struct pb_flow, flows, PB_MAX_FLOWS);
+/* A new flow entry is built here, not on the stack (512 bytes for everything). */
+BPF_PERCPU_ARRAY(new_flow, struct pb_flow, 1);
 
 /* The ports of a fragmented datagram, learnt from its first fragment, so
  * the later fragments (which carry no L4 header) count in the same flow.
@@ -84,10 +187,10 @@ struct pb_frag_key {
 };
 BPF_TABLE("lru_hash", struct pb_frag_key, u32, frag_ports, PB_FRAG_PORTS);
 
-/* The record being built, with room for one chunk of payload.  Too big for
- * the stack and for a per-CPU map value (32 KB cap), so it is a plain array
- * indexed by CPU: TC programs do not migrate while they run, and one CPU
- * runs one of them at a time. */
+/* The record being built, with room for one chunk of payload, and the
+ * decapsulation state.  Too big for the stack and for a per-CPU map value
+ * (32 KB cap), so it is a plain array indexed by CPU: TC programs do not
+ * migrate while they run, and one CPU runs one of them at a time. */
 struct pb_job {
     u32 total;            /* L4 payload bytes of the packet */
     u32 captured;         /* of which to copy (snaplen) */
@@ -103,9 +206,11 @@ struct pb_scratch {
     u8 data[PB_CHUNK];
     u32 since_wake;
     struct pb_job job;
+    struct pb_decap decap;
 };
 BPF_ARRAY(scratch, struct pb_scratch, PB_NCPUS);
 BPF_PROG_ARRAY(emitters, 1);
+BPF_PROG_ARRAY(decappers, 1);
 
 /* One ring per worker process; the flow hash picks one. */
 BPF_RINGBUF_OUTPUT(ring0, PB_RING_PAGES);
@@ -206,38 +311,7 @@ static __always_inline int ring_output(u32 ring, void *data, u64 size, u64 flags
     default: return ring0.ringbuf_output(data, size, flags);
     }
 }
-
 /* ---- parsing ------------------------------------------------------------- */
-
-struct pb_parse {
-    /* First, so that 4-byte reads of the addresses are aligned on the stack. */
-    u8 saddr[16];
-    u8 daddr[16];
-    u32 l4_off;           /* offset of the L4 header (of the fragment payload) */
-    u32 end;              /* offset just past the IP datagram (padding excluded) */
-    u32 payload_off;      /* offset of the L4 payload */
-    u32 seq;
-    u32 ack;
-    u32 frag_id;
-    u16 sport;
-    u16 dport;
-    u16 window;
-    u16 frag_off;
-    u16 vlan_outer;
-    u16 vlan_inner;
-    u8 family;
-    u8 l4proto;
-    u8 tcp_flags;
-    u8 is_frag;
-    u8 more_frags;
-    u8 has_l4;            /* ports/ICMP header parsed (not a later fragment) */
-    u8 has_mac;
-    u8 icmp_type;
-    u8 icmp_code;
-    u8 vlans;
-    u8 smac[6];
-    u8 dmac[6];
-};
 
 static __always_inline void count(struct pb_counters *c, u32 which)
 {
@@ -248,31 +322,45 @@ static __always_inline void count(struct pb_counters *c, u32 which)
 static __always_inline u16 be16(u16 v) { return __builtin_bswap16(v); }
 static __always_inline u32 be32(u32 v) { return __builtin_bswap32(v); }
 
+static __always_inline u32 mix(u32 h, u32 v)
+{
+    h ^= v;
+    h *= 0x9e3779b1;
+    return h ^ (h >> 15);
+}
+
 static __always_inline int is_vlan(u16 proto)
 {
     return proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ1;
 }
 
-/* The parse_* functions return the outcome counter of a packet that stops
- * there, or -1 to go on.  `*ethertype` is in host byte order. */
-static __always_inline int parse_link(struct __sk_buff *skb, u32 link_len, struct pb_parse *p, u32 *l3_off,
-                                      u16 *ethertype)
+/* One more encapsulation around the packet being parsed (the caller checked the depth). */
+static __always_inline void push_tunnel(struct pb_parse *p, u32 kind, u32 id)
 {
-    if (link_len != ETH_HLEN) {
-        /* No (or an unusual) link header: skb->protocol says what follows. */
-        *l3_off = link_len;
-        *ethertype = be16((u16)skb->protocol);
-        return -1;
-    }
+    p->tunnel_kinds |= (u16)((kind & 0xf) << (4 * (p->tunnel_depth & 3)));
+    p->tunnel_depth++;
+    if (id)
+        p->tunnel_id = id;
+}
+
+/* The parse_* functions return the outcome counter of a packet that stops
+ * there, or -1 to go on.  `*ethertype` is in host byte order.
+ *
+ * An Ethernet header at `off`: VLAN tags (the offloaded one first when
+ * `offloaded_tag`, i.e. for the frame the device received), then a PPPoE
+ * session header when there is one. */
+static __always_inline int parse_eth(struct __sk_buff *skb, u32 off, struct pb_parse *p, u32 *l3_off,
+                                     u16 *ethertype, int offloaded_tag, struct pb_counters *c)
+{
     struct ethhdr eth;
-    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+    if (bpf_skb_load_bytes(skb, off, &eth, sizeof(eth)) < 0)
         return PB_C_MALFORMED;
     __builtin_memcpy(p->dmac, eth.h_dest, 6);
     __builtin_memcpy(p->smac, eth.h_source, 6);
     p->has_mac = 1;
     u16 proto = be16(eth.h_proto);
-    u32 off = ETH_HLEN;
-    if (skb->vlan_present) {
+    off += ETH_HLEN;
+    if (offloaded_tag && skb->vlan_present) {
         p->vlan_outer = skb->vlan_tci & 0x0fff;
         p->vlans = 1;
     }
@@ -293,9 +381,42 @@ static __always_inline int parse_link(struct __sk_buff *skb, u32 link_len, struc
     }
     if (is_vlan(proto) || p->vlans > 2)
         return PB_C_NOT_IP;
+    if (proto == ETH_P_PPP_SES) {
+        /* version/type 0x11, code 0, session id, length, then the PPP protocol. */
+        u8 h[8];
+        if (bpf_skb_load_bytes(skb, off, h, sizeof(h)) < 0)
+            return PB_C_MALFORMED;
+        if (h[0] != 0x11 || h[1] != 0)
+            return PB_C_NOT_IP;
+        u16 ppp = ((u16)h[6] << 8) | h[7];
+        if (ppp == PPP_IP)
+            proto = ETH_P_IP;
+        else if (ppp == PPP_IPV6)
+            proto = ETH_P_IPV6;
+        else
+            return PB_C_NOT_IP; /* LCP, IPCP, ...: the session's control traffic */
+        if (p->tunnel_depth >= PB_MAX_ENCAP) {
+            count(c, PB_C_TUNNEL_TOO_DEEP);
+            return PB_C_NOT_IP;
+        }
+        push_tunnel(p, PB_TUN_PPPOE, ((u32)h[2] << 8) | h[3]);
+        off += 8;
+    }
     *l3_off = off;
     *ethertype = proto;
     return -1;
+}
+
+static __always_inline int parse_link(struct __sk_buff *skb, u32 link_len, struct pb_parse *p, u32 *l3_off,
+                                      u16 *ethertype, struct pb_counters *c)
+{
+    if (link_len != ETH_HLEN) {
+        /* No (or an unusual) link header: skb->protocol says what follows. */
+        *l3_off = link_len;
+        *ethertype = be16((u16)skb->protocol);
+        return -1;
+    }
+    return parse_eth(skb, 0, p, l3_off, ethertype, 1, c);
 }
 
 static __always_inline int parse_ipv4(struct __sk_buff *skb, u32 off, struct pb_parse *p)
@@ -448,6 +569,142 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct pb_parse *p)
     return -1;
 }
 
+/* The IP packet at `off` and its L4 header. */
+static __always_inline int parse_network(struct __sk_buff *skb, u32 off, u16 proto, struct pb_parse *p)
+{
+    int outcome;
+    if (proto == ETH_P_IP)
+        outcome = parse_ipv4(skb, off, p);
+    else if (proto == ETH_P_IPV6)
+        outcome = parse_ipv6(skb, off, p);
+    else
+        return PB_C_NOT_IP;
+    if (outcome >= 0)
+        return outcome;
+    return parse_l4(skb, p);
+}
+
+/* ---- tunnels ------------------------------------------------------------- */
+
+static __always_inline int port_listed(const u16 *ports, u16 port)
+{
+#pragma unroll
+    for (int i = 0; i < PB_MAX_TUNNEL_PORTS; i++) {
+        u16 listed = ports[i];
+        if (listed == 0)
+            return 0;
+        if (listed == port)
+            return 1;
+    }
+    return 0;
+}
+
+static __always_inline int gre_inner(struct __sk_buff *skb, struct pb_parse *p, struct pb_inner *in)
+{
+    u16 h[2];
+    if (bpf_skb_load_bytes(skb, p->l4_off, h, sizeof(h)) < 0)
+        return -1;
+    u16 flags = be16(h[0]), proto = be16(h[1]);
+    if (flags & (GRE_VERSION | GRE_ROUTING))
+        return -1; /* PPTP's enhanced GRE, or RFC 1701 source routes */
+    u32 off = p->l4_off + 4;
+    if (flags & GRE_CSUM)
+        off += 4;
+    if (flags & GRE_KEY) {
+        u32 key;
+        if (bpf_skb_load_bytes(skb, off, &key, sizeof(key)) < 0)
+            return -1;
+        in->id = be32(key);
+        off += 4;
+    }
+    if (flags & GRE_SEQ)
+        off += 4;
+    if (proto == ETH_P_IP || proto == ETH_P_IPV6 || proto == ETH_P_TEB) {
+        in->kind = PB_TUN_GRE;
+        in->proto = proto;
+        in->off = off;
+        return 1;
+    }
+    u8 e[12];
+    if (proto == ETH_P_ERSPAN2 && !(flags & GRE_SEQ)) {
+        in->kind = PB_TUN_ERSPAN1; /* no ERSPAN header at all */
+        in->proto = ETH_P_TEB;
+        in->off = off;
+        return 1;
+    }
+    if (proto == ETH_P_ERSPAN2) {
+        if (bpf_skb_load_bytes(skb, off, e, 8) < 0 || (e[0] >> 4) != 1)
+            return -1;
+        in->kind = PB_TUN_ERSPAN2;
+        in->id = ((u32)(e[2] & 0x03) << 8) | e[3];
+        in->proto = ETH_P_TEB;
+        in->off = off + 8;
+        return 1;
+    }
+    if (proto == ETH_P_ERSPAN3) {
+        if (bpf_skb_load_bytes(skb, off, e, 12) < 0 || (e[0] >> 4) != 2)
+            return -1;
+        in->kind = PB_TUN_ERSPAN3;
+        in->id = ((u32)(e[2] & 0x03) << 8) | e[3];
+        in->proto = ETH_P_TEB;
+        in->off = off + 12 + ((e[11] & 0x01) ? 8 : 0); /* O bit: a platform-specific subheader */
+        return 1;
+    }
+    return -1;
+}
+
+static __always_inline int vxlan_inner(struct __sk_buff *skb, struct pb_parse *p, struct pb_inner *in)
+{
+    u8 v[8];
+    if (bpf_skb_load_bytes(skb, p->payload_off, v, sizeof(v)) < 0 || !(v[0] & VXLAN_FLAG_VNI))
+        return -1;
+    in->kind = PB_TUN_VXLAN;
+    in->id = ((u32)v[4] << 16) | ((u32)v[5] << 8) | v[6];
+    in->proto = ETH_P_TEB;
+    in->off = p->payload_off + 8;
+    return 1;
+}
+
+static __always_inline int geneve_inner(struct __sk_buff *skb, struct pb_parse *p, struct pb_inner *in)
+{
+    u8 g[8];
+    if (bpf_skb_load_bytes(skb, p->payload_off, g, sizeof(g)) < 0 || (g[0] >> 6) != 0)
+        return -1;
+    u16 proto = ((u16)g[2] << 8) | g[3];
+    if (proto != ETH_P_TEB && proto != ETH_P_IP && proto != ETH_P_IPV6)
+        return -1;
+    in->kind = PB_TUN_GENEVE;
+    in->id = ((u32)g[4] << 16) | ((u32)g[5] << 8) | g[6];
+    in->proto = proto;
+    in->off = p->payload_off + 8 + (u32)(g[0] & 0x3f) * 4;
+    return 1;
+}
+
+/* 1 when `p` carries a tunnel pktbeat follows (`in` says where its inner
+ * packet starts), -1 for a tunnel header it does not follow, 0 otherwise. */
+static __always_inline int tunnel_of(struct __sk_buff *skb, struct pb_parse *p, struct pb_settings *cfg,
+                                     struct pb_inner *in)
+{
+    u8 l4 = p->l4proto;
+    if (p->is_frag)
+        return 0; /* user space reassembles the datagram (fragments always go there) */
+    if (l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6) {
+        in->kind = l4 == IPPROTO_IPIP ? PB_TUN_IPIP : PB_TUN_IP6;
+        in->proto = l4 == IPPROTO_IPIP ? ETH_P_IP : ETH_P_IPV6;
+        in->off = p->l4_off;
+        return 1;
+    }
+    if (l4 == IPPROTO_GRE)
+        return gre_inner(skb, p, in);
+    if (l4 == IPPROTO_UDP && p->has_l4) {
+        if (port_listed(cfg->vxlan_ports, p->dport))
+            return vxlan_inner(skb, p, in);
+        if (port_listed(cfg->geneve_ports, p->dport))
+            return geneve_inner(skb, p, in);
+    }
+    return 0;
+}
+
 /* ---- flows ----------------------------------------------------------------- */
 
 /* < 0, 0, > 0 comparing two 16-byte addresses in network byte order. */
@@ -473,8 +730,27 @@ static __always_inline void frag_key(struct pb_frag_key *k, struct pb_parse *p)
     __builtin_memcpy(k->daddr, p->daddr, 16);
 }
 
-static __always_inline void update_flow(struct __sk_buff *skb, struct pb_parse *p, u64 now,
-                                        struct pb_counters *c)
+/* The tunnel a packet travels in, the same both ways: kinds, id and the
+ * outermost addresses (XOR and sum are symmetric).  Never 0. */
+static __always_inline u32 tunnel_zone(struct pb_parse *p, struct pb_decap *t)
+{
+    u32 h = mix(0x7f4a7c15, (u32)p->tunnel_kinds | ((u32)p->tunnel_depth << 16));
+    h = mix(h, p->tunnel_id);
+    if (t && t->outer_family) {
+#pragma unroll
+        for (int i = 0; i < 16; i += 4) {
+            u32 a = *(u32 *)(t->outer_saddr + i);
+            u32 b = *(u32 *)(t->outer_daddr + i);
+            h = mix(h, a ^ b);
+            h = mix(h, a + b);
+        }
+    }
+    return h ? h : 1;
+}
+
+/* The flow-table view of the packet `p` (inside the tunnels `t` has met). */
+static __always_inline void describe_layer(struct pb_parse *p, struct pb_decap *t, struct pb_layer *l,
+                                           struct pb_counters *c)
 {
     u16 sport = p->sport, dport = p->dport;
     if (p->is_frag && (p->l4proto == IPPROTO_TCP || p->l4proto == IPPROTO_UDP)) {
@@ -493,81 +769,149 @@ static __always_inline void update_flow(struct __sk_buff *skb, struct pb_parse *
             }
         }
     }
-    struct pb_flow_key key;
-    __builtin_memset(&key, 0, sizeof(key));
-    key.family = p->family;
-    key.l4proto = p->l4proto;
-    key.vlan_outer = p->vlan_outer;
-    key.vlan_inner = p->vlan_inner;
+    struct pb_flow_key *key = &l->key;
+    __builtin_memset(l, 0, sizeof(*l));
+    key->family = p->family;
+    key->l4proto = p->l4proto;
+    key->vlan_outer = p->vlan_outer;
+    key->vlan_inner = p->vlan_inner;
+    if (p->tunnel_depth) {
+        key->zone = tunnel_zone(p, t);
+        l->tunnel_id = p->tunnel_id;
+        l->tunnel_kinds = p->tunnel_kinds;
+        l->tunnel_depth = p->tunnel_depth;
+    }
     int icmp = p->l4proto == IPPROTO_ICMP || p->l4proto == IPPROTO_ICMPV6;
     if (icmp)
         sport = dport = 0; /* and icmp_id stays 0: all ICMP between two hosts is one flow, as in Packetbeat */
     int cmp = addr_cmp(p->saddr, p->daddr);
     u8 side = (cmp > 0 || (cmp == 0 && sport > dport)) ? 1 : 0;
+    l->side = side;
     if (side == 0) {
-        __builtin_memcpy(key.addr_lo, p->saddr, 16);
-        __builtin_memcpy(key.addr_hi, p->daddr, 16);
-        key.port_lo = sport;
-        key.port_hi = dport;
+        __builtin_memcpy(key->addr_lo, p->saddr, 16);
+        __builtin_memcpy(key->addr_hi, p->daddr, 16);
+        key->port_lo = sport;
+        key->port_hi = dport;
+        __builtin_memcpy(l->mac[0], p->smac, 6);
+        __builtin_memcpy(l->mac[1], p->dmac, 6);
     } else {
-        __builtin_memcpy(key.addr_lo, p->daddr, 16);
-        __builtin_memcpy(key.addr_hi, p->saddr, 16);
-        key.port_lo = dport;
-        key.port_hi = sport;
+        __builtin_memcpy(key->addr_lo, p->daddr, 16);
+        __builtin_memcpy(key->addr_hi, p->saddr, 16);
+        key->port_lo = dport;
+        key->port_hi = sport;
+        __builtin_memcpy(l->mac[1], p->smac, 6);
+        __builtin_memcpy(l->mac[0], p->dmac, 6);
     }
-    u64 len = skb->len;
-    struct pb_flow *f = flows.lookup(&key);
+    l->has_mac = p->has_mac;
+    l->tcp_flags = p->tcp_flags;
+    l->icmp_type = icmp ? p->icmp_type : 0;
+    l->icmp_code = icmp ? p->icmp_code : 0;
+}
+
+/* Adds `segs` packets and `bytes` wire bytes to the layer's flow. */
+static __always_inline void account_flow(struct pb_layer *l, struct pb_decap *t, u32 segs, u64 bytes, u64 now,
+                                         struct pb_counters *c)
+{
+    u8 side = l->side & 1;
+    struct pb_flow *f = flows.lookup(&l->key);
     if (!f) {
-        struct pb_flow init;
-        __builtin_memset(&init, 0, sizeof(init));
-        init.first_ns = now;
-        init.last_ns = now;
-        init.packets[side] = 1;
-        init.bytes[side] = len;
-        init.tcp_flags = p->tcp_flags;
-        init.first_side = side;
-        init.has_mac = p->has_mac;
-        init.icmp_type = p->icmp_type;
-        init.icmp_code = p->icmp_code;
-        if (side == 0) {
-            __builtin_memcpy(init.mac[0], p->smac, 6);
-            __builtin_memcpy(init.mac[1], p->dmac, 6);
-        } else {
-            __builtin_memcpy(init.mac[1], p->smac, 6);
-            __builtin_memcpy(init.mac[0], p->dmac, 6);
+        u32 zero = 0;
+        struct pb_flow *init = new_flow.lookup(&zero);
+        if (!init) {
+            count(c, PB_C_FLOW_FAILED);
+            return;
         }
-        if (flows.insert(&key, &init) == 0) { /* BPF_NOEXIST: never overwrite another CPU's new entry */
+        __builtin_memset(init, 0, sizeof(*init));
+        init->first_ns = now;
+        init->last_ns = now;
+        init->packets[side] = segs;
+        init->bytes[side] = bytes;
+        init->tcp_flags = l->tcp_flags;
+        init->first_side = side;
+        init->has_mac = l->has_mac;
+        init->icmp_type = l->icmp_type;
+        init->icmp_code = l->icmp_code;
+        __builtin_memcpy(init->mac, l->mac, sizeof(init->mac));
+        if (l->tunnel_depth) {
+            init->tunnel_id = l->tunnel_id;
+            init->tunnel_kinds = l->tunnel_kinds;
+            init->tunnel_depth = l->tunnel_depth;
+            if (t && t->outer_family) {
+                /* The outer source carried this side's packet. */
+                init->outer_family = t->outer_family;
+                if (side == 0) {
+                    __builtin_memcpy(init->outer[0], t->outer_saddr, 16);
+                    __builtin_memcpy(init->outer[1], t->outer_daddr, 16);
+                } else {
+                    __builtin_memcpy(init->outer[1], t->outer_saddr, 16);
+                    __builtin_memcpy(init->outer[0], t->outer_daddr, 16);
+                }
+            }
+        }
+        if (flows.insert(&l->key, init) == 0) { /* BPF_NOEXIST: never overwrite another CPU's new entry */
             count(c, PB_C_FLOW_NEW);
             return;
         }
         /* Another CPU created it first (or the update failed): add to it. */
-        f = flows.lookup(&key);
+        f = flows.lookup(&l->key);
         if (!f) {
             count(c, PB_C_FLOW_FAILED);
             return;
         }
     }
-    __sync_fetch_and_add(&f->packets[side], 1);
-    __sync_fetch_and_add(&f->bytes[side], len);
+    __sync_fetch_and_add(&f->packets[side], segs);
+    __sync_fetch_and_add(&f->bytes[side], bytes);
     if (f->last_ns < now)
         f->last_ns = now;
-    if ((f->tcp_flags | p->tcp_flags) != f->tcp_flags)
-        f->tcp_flags |= p->tcp_flags;
-    if (icmp && side == f->first_side) {
+    if ((f->tcp_flags | l->tcp_flags) != f->tcp_flags)
+        f->tcp_flags |= l->tcp_flags;
+    if ((l->key.l4proto == IPPROTO_ICMP || l->key.l4proto == IPPROTO_ICMPV6) && side == f->first_side) {
         /* The latest message of the source side names the flow's ICMP type, as in Packetbeat. */
-        f->icmp_type = p->icmp_type;
-        f->icmp_code = p->icmp_code;
+        f->icmp_type = l->icmp_type;
+        f->icmp_code = l->icmp_code;
     }
 }
 
-/* ---- records --------------------------------------------------------------- */
-
-static __always_inline u32 mix(u32 h, u32 v)
+/* The outer layers of a decapsulated packet, each a flow of its own. */
+static __always_inline void account_outer_layers(struct pb_decap *t, u32 segs, u64 bytes, u64 now,
+                                                 struct pb_counters *c)
 {
-    h ^= v;
-    h *= 0x9e3779b1;
-    return h ^ (h >> 15);
+#pragma unroll
+    for (int i = 0; i < PB_MAX_ENCAP; i++) {
+        if (i >= t->nlayers)
+            break;
+        account_flow(&t->layers[i], t, segs, bytes, now, c);
+    }
 }
+
+/* The wire packets an skb stands for: its GSO/GRO segment count (set by
+ * the stack, or derived from gso_size when a device such as tun with a
+ * virtio-net header left it 0), at least 1.  `hdr`: the header bytes each
+ * segment carries. */
+static __always_inline u32 wire_segments(struct __sk_buff *skb, u32 hdr)
+{
+    u32 segs = skb->gso_segs;
+    if (segs)
+        return segs;
+    u32 size = skb->gso_size;
+    if (size == 0 || skb->len <= hdr + size)
+        return 1;
+    return (skb->len - hdr + size - 1) / size;
+}
+
+/* Counts one run of the program (every run counts exactly once). */
+static __always_inline void count_run(struct pb_counters *c, u32 segs, u64 bytes)
+{
+    if (!c)
+        return;
+    c->c[PB_C_SKBS]++;
+    c->c[PB_C_SEEN] += segs;
+    c->c[PB_C_BYTES] += bytes;
+    if (segs > 1)
+        c->c[PB_C_GSO]++;
+}
+
+/* ---- records --------------------------------------------------------------- */
 
 /* The same for both directions: XOR and sum of the endpoints are symmetric. */
 static __always_inline u32 flow_hash(struct pb_parse *p)
@@ -601,8 +945,8 @@ static __always_inline int port_matches(struct pb_parse *p)
 /* Fills the record header in the per-CPU scratch and the facts the emitter
  * needs, then tail-calls it.  The emitter is a separate program so that the
  * verifier checks its chunk loop once, not once per parsing path. */
-static __always_inline int prepare(struct __sk_buff *skb, struct pb_parse *p, u64 now, u32 dir, u32 l3_device,
-                                   u32 slot, struct pb_settings *cfg)
+static __always_inline int prepare(struct __sk_buff *skb, struct pb_parse *p, struct pb_decap *t, u64 now, u32 dir,
+                                   u32 l3_device, u32 slot, struct pb_settings *cfg)
 {
     u32 cpu = bpf_get_smp_processor_id();
     struct pb_scratch *s = scratch.lookup(&cpu);
@@ -636,6 +980,18 @@ static __always_inline int prepare(struct __sk_buff *skb, struct pb_parse *p, u6
     r->tcp_flags = p->tcp_flags;
     __builtin_memcpy(r->saddr, p->saddr, 16);
     __builtin_memcpy(r->daddr, p->daddr, 16);
+    r->tunnel_id = p->tunnel_id;
+    r->tunnel_kinds = p->tunnel_kinds;
+    r->tunnel_depth = p->tunnel_depth;
+    if (t && t->outer_family) {
+        r->outer_family = t->outer_family;
+        __builtin_memcpy(r->outer_saddr, t->outer_saddr, 16);
+        __builtin_memcpy(r->outer_daddr, t->outer_daddr, 16);
+    } else {
+        r->outer_family = 0;
+        __builtin_memset(r->outer_saddr, 0, 16);
+        __builtin_memset(r->outer_daddr, 0, 16);
+    }
     u16 flags = 0;
     if (p->is_frag)
         flags |= PB_F_FRAGMENT | (p->more_frags ? PB_F_MORE_FRAGS : 0);
@@ -643,6 +999,8 @@ static __always_inline int prepare(struct __sk_buff *skb, struct pb_parse *p, u6
         flags |= PB_F_L3_DEVICE;
     if (p->vlans)
         flags |= PB_F_VLAN;
+    if (p->tunnel_depth)
+        flags |= PB_F_TUNNEL;
     r->flags = flags;
 
     s->job.total = total;
@@ -736,6 +1094,132 @@ int pb_emit(struct __sk_buff *skb)
     count(c, outcome);
     return TC_ACT_UNSPEC;
 }
+/* ---- the end of every packet --------------------------------------------------- */
+
+/* A packet that stopped before its innermost IP layer was parsed (`outcome`):
+ * counted, and so are the outer layers already met. */
+static __always_inline int stop(struct __sk_buff *skb, struct pb_decap *t, struct pb_settings *cfg,
+                                struct pb_counters *c, int outcome)
+{
+    u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+    u64 bytes = skb->len;
+    count_run(c, segs, bytes);
+    if (t && cfg && cfg->flows)
+        account_outer_layers(t, segs, bytes, bpf_ktime_get_boot_ns(), c);
+    count(c, outcome);
+    return TC_ACT_UNSPEC;
+}
+
+/* The innermost packet `p` is parsed: count it (and its outer layers) in the
+ * flow table, decide whether user space wants it, and hand it over. */
+static __always_inline int finish(struct __sk_buff *skb, struct pb_parse *p, struct pb_decap *t,
+                                  struct pb_settings *cfg, struct pb_counters *c, u32 dir, u32 slot, u32 link_len)
+{
+    /* Every segment carries the headers up to the innermost payload. */
+    u32 hdr = p->payload_off;
+    u32 segs = wire_segments(skb, hdr);
+    u64 bytes = skb->len + (u64)(segs - 1) * hdr;
+    count_run(c, segs, bytes);
+    if (p->tunnel_depth)
+        count(c, PB_C_DECAPSULATED);
+
+    u64 now = bpf_ktime_get_boot_ns();
+    if (cfg->flows) {
+        if (t)
+            account_outer_layers(t, segs, bytes, now, c);
+        struct pb_layer l;
+        describe_layer(p, t, &l, c);
+        account_flow(&l, t, segs, bytes, now, c);
+    }
+
+    u8 l4 = p->l4proto;
+    int pass;
+    if (p->is_frag) {
+        /* and those of GRE and IP-in-IP, which user space opens once reassembled */
+        pass = l4 == IPPROTO_TCP || l4 == IPPROTO_UDP || l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6 ||
+               (cfg->decap && (l4 == IPPROTO_GRE || l4 == IPPROTO_IPIP || l4 == IPPROTO_IPV6));
+        if (pass)
+            count(c, PB_C_FRAGMENT);
+    } else if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {
+        pass = port_matches(p);
+    } else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
+        pass = cfg->icmp;
+    } else {
+        count(c, PB_C_OTHER_L4);
+        return TC_ACT_UNSPEC;
+    }
+    if (!pass) {
+        count(c, PB_C_UNMATCHED);
+        return TC_ACT_UNSPEC;
+    }
+    count(c, PB_C_MATCHED);
+    if (p->is_frag)
+        p->payload_off = p->l4_off; /* user space reassembles from the raw IP payload */
+    if (l4 == IPPROTO_TCP && !p->is_frag && p->end <= p->payload_off &&
+        !(p->tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST))) {
+        count(c, PB_C_NO_PAYLOAD);
+        return TC_ACT_UNSPEC;
+    }
+    /* On success the emitter counts the outcome and returns for us. */
+    count(c, prepare(skb, p, t, now, dir, link_len == 0, slot, cfg));
+    return TC_ACT_UNSPEC;
+}
+
+/* `p` is parsed: go inside the tunnel it carries (pb_decap, by tail call),
+ * or finish here.  `t` is the decapsulation state, NULL at the outermost layer. */
+static __always_inline int descend(struct __sk_buff *skb, struct pb_parse *p, struct pb_decap *t,
+                                   struct pb_settings *cfg, struct pb_counters *c, u32 dir, u32 slot, u32 link_len)
+{
+    struct pb_inner in = {};
+    int tunnel = cfg->decap ? tunnel_of(skb, p, cfg, &in) : 0;
+    if (tunnel < 0) {
+        count(c, PB_C_TUNNEL_NOT_FOLLOWED);
+    } else if (tunnel > 0 && p->tunnel_depth >= PB_MAX_ENCAP) {
+        count(c, PB_C_TUNNEL_TOO_DEEP);
+    } else if (tunnel > 0) {
+        struct pb_decap *next = t;
+        if (!next) {
+            u32 cpu = bpf_get_smp_processor_id();
+            struct pb_scratch *s = scratch.lookup(&cpu);
+            if (s) {
+                next = &s->decap;
+                next->nlayers = 0;
+                next->outer_family = 0;
+                next->dir = dir;
+                next->slot = slot;
+                next->link_len = link_len;
+            }
+        }
+        u32 n = next ? next->nlayers : PB_MAX_ENCAP;
+        if (n < PB_MAX_ENCAP) {
+            describe_layer(p, next, &next->layers[n], c);
+            u8 outer_known = next->outer_family;
+            if (!outer_known) {
+                next->outer_family = p->family;
+                __builtin_memcpy(next->outer_saddr, p->saddr, 16);
+                __builtin_memcpy(next->outer_daddr, p->daddr, 16);
+            }
+            next->nlayers = n + 1;
+            next->off = in.off;
+            next->proto = in.proto;
+            next->tunnel_kinds = p->tunnel_kinds;
+            next->tunnel_depth = p->tunnel_depth;
+            next->tunnel_id = p->tunnel_id;
+            /* push_tunnel's effect, for the inner packet */
+            next->tunnel_kinds |= (u16)((in.kind & 0xf) << (4 * (p->tunnel_depth & 3)));
+            next->tunnel_depth++;
+            if (in.id)
+                next->tunnel_id = in.id;
+            decappers.call(skb, 0);
+            /* The tail call failed: the packet ends at this layer. */
+            next->nlayers = n;
+            if (!outer_known)
+                next->outer_family = 0;
+        }
+        count(c, PB_C_TUNNEL_NOT_FOLLOWED);
+    }
+    return finish(skb, p, t, cfg, c, dir, slot, link_len);
+}
 
 /* ---- entry points ----------------------------------------------------------- */
 
@@ -749,67 +1233,21 @@ static __always_inline int handle(struct __sk_buff *skb, u32 dir)
         link_len = iface->link_len;
     }
     struct pb_counters *c = counters.lookup(&slot);
-    count(c, PB_C_SEEN);
-    if (c)
-        c->c[PB_C_BYTES] += skb->len;
     u32 zero = 0;
     struct pb_settings *cfg = settings.lookup(&zero);
     if (!cfg)
-        return TC_ACT_UNSPEC;
+        return stop(skb, NULL, NULL, c, PB_C_EMIT_FAILED); /* cannot happen: an array always has entry 0 */
 
     struct pb_parse p;
     __builtin_memset(&p, 0, sizeof(p));
     u32 l3_off = 0;
     u16 proto = 0;
-    int outcome = parse_link(skb, link_len, &p, &l3_off, &proto);
-    if (outcome < 0) {
-        if (proto == ETH_P_IP)
-            outcome = parse_ipv4(skb, l3_off, &p);
-        else if (proto == ETH_P_IPV6)
-            outcome = parse_ipv6(skb, l3_off, &p);
-        else
-            outcome = PB_C_NOT_IP;
-    }
+    int outcome = parse_link(skb, link_len, &p, &l3_off, &proto, c);
     if (outcome < 0)
-        outcome = parse_l4(skb, &p);
-    if (outcome >= 0) {
-        count(c, outcome);
-        return TC_ACT_UNSPEC;
-    }
-
-    u64 now = bpf_ktime_get_boot_ns();
-    if (cfg->flows)
-        update_flow(skb, &p, now, c);
-
-    u8 l4 = p.l4proto;
-    int pass;
-    if (p.is_frag) {
-        pass = l4 == IPPROTO_TCP || l4 == IPPROTO_UDP || l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6;
-        if (pass)
-            count(c, PB_C_FRAGMENT);
-    } else if (l4 == IPPROTO_TCP || l4 == IPPROTO_UDP) {
-        pass = port_matches(&p);
-    } else if (l4 == IPPROTO_ICMP || l4 == IPPROTO_ICMPV6) {
-        pass = cfg->icmp;
-    } else {
-        count(c, PB_C_OTHER_L4);
-        return TC_ACT_UNSPEC;
-    }
-    if (!pass) {
-        count(c, PB_C_UNMATCHED);
-        return TC_ACT_UNSPEC;
-    }
-    count(c, PB_C_MATCHED);
-    if (p.is_frag)
-        p.payload_off = p.l4_off; /* user space reassembles from the raw IP payload */
-    if (l4 == IPPROTO_TCP && !p.is_frag && p.end <= p.payload_off &&
-        !(p.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST))) {
-        count(c, PB_C_NO_PAYLOAD);
-        return TC_ACT_UNSPEC;
-    }
-    /* On success the emitter counts the outcome and returns for us. */
-    count(c, prepare(skb, &p, now, dir, link_len == 0, slot, cfg));
-    return TC_ACT_UNSPEC;
+        outcome = parse_network(skb, l3_off, proto, &p);
+    if (outcome >= 0)
+        return stop(skb, NULL, cfg, c, outcome);
+    return descend(skb, &p, NULL, cfg, c, dir, slot, link_len);
 }
 
 int pb_ingress(struct __sk_buff *skb)
@@ -820,4 +1258,37 @@ int pb_ingress(struct __sk_buff *skb)
 int pb_egress(struct __sk_buff *skb)
 {
     return handle(skb, PB_DIR_EGRESS);
+}
+
+/* The inner packet of a tunnel: entered only by tail call from pb_ingress,
+ * pb_egress or itself, with the state `descend` left in the scratch. */
+int pb_decap(struct __sk_buff *skb)
+{
+    u32 cpu = bpf_get_smp_processor_id();
+    struct pb_scratch *s = scratch.lookup(&cpu);
+    if (!s)
+        return TC_ACT_UNSPEC;
+    struct pb_decap *t = &s->decap;
+    u32 slot = t->slot;
+    struct pb_counters *c = counters.lookup(&slot);
+    u32 zero = 0;
+    struct pb_settings *cfg = settings.lookup(&zero);
+    if (!cfg)
+        return stop(skb, t, NULL, c, PB_C_EMIT_FAILED);
+
+    struct pb_parse p;
+    __builtin_memset(&p, 0, sizeof(p));
+    p.tunnel_id = t->tunnel_id;
+    p.tunnel_kinds = t->tunnel_kinds;
+    p.tunnel_depth = t->tunnel_depth;
+    u32 l3_off = t->off;
+    u16 proto = t->proto;
+    int outcome = -1;
+    if (proto == ETH_P_TEB)
+        outcome = parse_eth(skb, t->off, &p, &l3_off, &proto, 0, c);
+    if (outcome < 0)
+        outcome = parse_network(skb, l3_off, proto, &p);
+    if (outcome >= 0)
+        return stop(skb, t, cfg, c, outcome);
+    return descend(skb, &p, t, cfg, c, t->dir, slot, t->link_len);
 }

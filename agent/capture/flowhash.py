@@ -14,9 +14,11 @@ is its own; deciding must cost far less than decoding.  Plain
 Ethernet/IPv4/TCP frames (nearly all of a typical capture) are keyed by their
 raw address and port bytes and the answer cached; every other frame is decoded
 (by a decoder of its own, so the replay's decode counters count each frame
-once) and hashed from the decoded addresses, as the dispatcher will see them.
-One TCP caveat, shared with live capture: the pieces of an IP-fragmented TCP
-segment go to the worker of the address pair, not of the connection.
+once; tunnels opened as the replay opens them) and hashed from the decoded
+addresses, as the dispatcher will see them.  One caveat, shared with live
+capture: the pieces of an IP-fragmented packet go to the worker of their
+address pair, so a fragmented TCP segment (or tunnel packet) may reach
+another worker than its connection's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from agent.capture.decode import (
 )
 from agent.capture.packet import F_FRAGMENT, IPPROTO_TCP
 from agent.capture.pcapfile import CaptureFileError, CaptureReader
+from agent.capture.tunnel import TunnelSettings
 
 _SEED = 0x2545F491
 _GOLDEN = 0x9E3779B1
@@ -84,13 +87,15 @@ def flow_hash(src: bytes, dst: bytes, l4proto: int, sport: int, dport: int, frag
 class FrameSharder:
     """Which of `shards` workers owns each frame of one link type (the kernel's choice: hash % workers)."""
 
-    def __init__(self, linktype: int, shards: int) -> None:
+    def __init__(self, linktype: int, shards: int, tunnels: TunnelSettings | None = None) -> None:
         self.shards = shards
         self._ip_at, self._ethertype_at = _FIXED_LINK.get(linktype, (-1, -1))
-        # Its own counters: the worker that owns a frame counts it when it decodes it for real.
+        # Decoded as the replay decodes (tunnels opened alike), with its own counters: the worker
+        # that owns a frame counts it when it decodes it for real.
         self._decoder: FrameDecoder | None = None
         if linktype in SUPPORTED_LINKTYPES:
-            self._decoder = FrameDecoder(linktype, counters=metrics.Counters("shard.decode", DECODE_COUNTERS))
+            self._decoder = FrameDecoder(linktype, tunnels=tunnels,
+                                         counters=metrics.Counters("shard.decode", DECODE_COUNTERS))
         self._cache: dict[bytes, int] = {}
 
     def shard(self, frame: bytes) -> int:
@@ -129,11 +134,12 @@ class ShardedReader(CaptureReader):
     shard 0 only: every shard meets the same error at the same place.
     """
 
-    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool]) -> None:
+    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool],
+                 tunnels: TunnelSettings | None = None) -> None:
         super().__init__(path)
         self.index = index
         self.filtering = True
-        self._sharder = FrameSharder(self.info.linktype, shards)
+        self._sharder = FrameSharder(self.info.linktype, shards, tunnels)
         self._report = report
         self._seen = 0
 

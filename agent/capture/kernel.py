@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from agent.capture import record
 from agent.capture.bpfmap import BPF_ANY, BpfMap, possible_cpus
+from agent.capture.tunnel import GENEVE_PORTS, VXLAN_PORTS
 
 log = logging.getLogger("pktbeat.capture")
 
@@ -40,6 +41,9 @@ class KernelSettings:
     ports: Mapping[tuple[int, int], int] = field(default_factory=dict)
     wake_every: int = DEFAULT_WAKE_EVERY
     chunk: int | None = None  # PB_CHUNK override (tests exercise record splitting with it)
+    decap: bool = True  # look inside tunnels (packetbeat.tunnels)
+    vxlan_ports: tuple[int, ...] = VXLAN_PORTS
+    geneve_ports: tuple[int, ...] = GENEVE_PORTS
 
 
 class KernelProgram:
@@ -52,6 +56,7 @@ class KernelProgram:
             raise ValueError(f"workers must be between 1 and {MAX_WORKERS}")
         if len(settings.ports) > MAX_PORTS:
             raise ValueError(f"at most {MAX_PORTS} (protocol, port) pairs can be matched in the kernel")
+        _check_tunnel_ports(settings.vxlan_ports, settings.geneve_ports)
         self.settings = settings
         page = os.sysconf("SC_PAGE_SIZE")
         self.ring_size = settings.ring_bytes
@@ -72,7 +77,9 @@ class KernelProgram:
             self.ingress = self.bpf.load_func(b"pb_ingress", BPF.SCHED_CLS)
             self.egress = self.bpf.load_func(b"pb_egress", BPF.SCHED_CLS)
             self.emitter = self.bpf.load_func(b"pb_emit", BPF.SCHED_CLS)
+            self.decapper = self.bpf.load_func(b"pb_decap", BPF.SCHED_CLS)
             self.bpf.get_table("emitters")[ct.c_int(0)] = ct.c_int(self.emitter.fd)
+            self.bpf.get_table("decappers")[ct.c_int(0)] = ct.c_int(self.decapper.fd)
         except Exception as exc:  # BCC raises bare Exceptions
             raise KernelLoadError(str(exc)) from exc
         self.ring_fds = [self._fd(f"ring{i}") for i in range(settings.workers)]
@@ -91,6 +98,7 @@ class KernelProgram:
         self._icmp = settings.icmp
         self._snaplen = settings.snaplen
         self._flows = settings.flows
+        self._decap, self._vxlan_ports, self._geneve_ports = settings.decap, settings.vxlan_ports, settings.geneve_ports
         self._write_settings()
         self.set_ports(settings.ports)
 
@@ -108,9 +116,20 @@ class KernelProgram:
     # -- settings and ports (may change while running) ---------------------------
 
     def _write_settings(self) -> None:
-        value = record.SETTINGS.pack(min(self._snaplen, record.MAX_SNAPLEN), max(1, self.settings.wake_every),
-                                     int(self._icmp), int(self._flows), b"\0" * 6)
+        s = self.settings
+        ports = record.MAX_TUNNEL_PORTS
+        value = record.SETTINGS.pack(min(self._snaplen, record.MAX_SNAPLEN), max(1, s.wake_every),
+                                     int(self._icmp), int(self._flows), int(self._decap), b"\0" * 5,
+                                     *(tuple(self._vxlan_ports) + (0,) * ports)[:ports],
+                                     *(tuple(self._geneve_ports) + (0,) * ports)[:ports])
         self.maps["settings"].update(b"\0\0\0\0", value)
+
+    def set_tunnels(self, decap: bool, vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
+        """Whether to look inside tunnels, and on which UDP ports VXLAN and GENEVE come."""
+        _check_tunnel_ports(vxlan_ports, geneve_ports)
+        with self._lock:
+            self._decap, self._vxlan_ports, self._geneve_ports = decap, vxlan_ports, geneve_ports
+            self._write_settings()
 
     def set_icmp(self, enabled: bool) -> None:
         with self._lock:
@@ -203,6 +222,12 @@ class KernelProgram:
             self.bpf.cleanup()
         except Exception:
             pass
+
+
+def _check_tunnel_ports(vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
+    for name, tunnel_ports in (("VXLAN", vxlan_ports), ("GENEVE", geneve_ports)):
+        if len(tunnel_ports) > record.MAX_TUNNEL_PORTS or not all(0 < p < 65536 for p in tunnel_ports):
+            raise ValueError(f"at most {record.MAX_TUNNEL_PORTS} {name} ports, each 1-65535")
 
 
 def effective_workers(configured: int) -> int:

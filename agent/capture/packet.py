@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from agent.capture.tunnel import TunnelInfo
+
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -21,6 +23,7 @@ F_MORE_FRAGS = 0x0004
 F_LAST_CHUNK = 0x0008
 F_L3_DEVICE = 0x0010
 F_VLAN = 0x0020
+F_TUNNEL = 0x0040
 
 DIR_INGRESS = 0
 DIR_EGRESS = 1
@@ -34,12 +37,12 @@ TCP_ACK = 0x10
 
 
 class LinkInfo(NamedTuple):
-    """What the link layer said about a frame; only file replay fills it (for flows)."""
+    """What the link layer said about a frame (of the innermost packet); only file replay fills it (for flows)."""
 
     src_mac: bytes
     dst_mac: bytes
     vlans: tuple[int, ...]
-    outer_ips: tuple[bytes, bytes] | None  # the outer pair of an IP-in-IP packet
+    carriers: tuple[Packet, ...] = ()  # the outer layers of a decapsulated packet, outermost first (flows)
 
 
 class Packet:
@@ -65,6 +68,7 @@ class Packet:
         "src",
         "tcp_flags",
         "ts_ns",
+        "tunnel",
         "vlan",
         "window",
         "wire_len",
@@ -95,6 +99,7 @@ class Packet:
         flow_hash: int = 0,
         vlan: int = 0,
         link: LinkInfo | None = None,
+        tunnel: TunnelInfo | None = None,
     ) -> None:
         self.ts_ns = ts_ns
         self.family = family
@@ -118,6 +123,7 @@ class Packet:
         self.flow_hash = flow_hash
         self.vlan = vlan
         self.link = link
+        self.tunnel = tunnel  # what carried the packet, when it was decapsulated
 
     def __repr__(self) -> str:
         return (

@@ -11,9 +11,10 @@ import mmap
 import struct
 from pathlib import Path
 
-from agent.capture.packet import Packet
+from agent.capture.packet import F_TUNNEL, Packet
+from agent.capture.tunnel import MAX_TUNNEL_PORTS, TunnelInfo, kinds_of, pack_kinds
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 # Field order and widths of struct pb_record, little-endian as the kernel writes it.
 RECORD_FIELDS: tuple[tuple[str, str], ...] = (
@@ -39,6 +40,12 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("tcp_flags", "B"),
     ("saddr", "16s"),
     ("daddr", "16s"),
+    ("tunnel_id", "I"),
+    ("tunnel_kinds", "H"),
+    ("tunnel_depth", "B"),
+    ("outer_family", "B"),
+    ("outer_saddr", "16s"),
+    ("outer_daddr", "16s"),
 )
 RECORD_FORMAT = "<" + "".join(code for _, code in RECORD_FIELDS)
 RECORD = struct.Struct(RECORD_FORMAT)
@@ -69,8 +76,14 @@ COUNTER_NAMES: tuple[str, ...] = (
     "flow_failed",
     "bytes",
     "frag_no_ports",
+    "skbs",
+    "gso",
+    "decapsulated",
+    "tunnel_too_deep",
+    "tunnel_not_followed",
 )
-# Every packet the program sees ends in exactly one of these (record.h: [outcome]).
+# Every run of the program ("skbs") ends in exactly one of these (record.h: [outcome]); "seen" counts
+# wire packets (a GSO/GRO super-packet as its segments).
 OUTCOME_COUNTERS: tuple[str, ...] = (
     "not_ip", "malformed", "other_l4", "unmatched", "no_payload", "sent", "ring_full", "load_failed", "emit_failed",
 )
@@ -86,7 +99,8 @@ IFACE = struct.Struct("<" + "".join(c for _, c in IFACE_FIELDS))
 
 # struct pb_settings
 SETTINGS_FIELDS: tuple[tuple[str, str], ...] = (
-    ("snaplen", "I"), ("wake_every", "I"), ("icmp", "B"), ("flows", "B"), ("pad", "6s"),
+    ("snaplen", "I"), ("wake_every", "I"), ("icmp", "B"), ("flows", "B"), ("decap", "B"), ("pad", "5s"),
+    ("vxlan_ports", f"{MAX_TUNNEL_PORTS}H"), ("geneve_ports", f"{MAX_TUNNEL_PORTS}H"),
 )
 SETTINGS = struct.Struct("<" + "".join(c for _, c in SETTINGS_FIELDS))
 
@@ -103,6 +117,7 @@ FLOW_KEY_FIELDS: tuple[tuple[str, str], ...] = (
     ("icmp_id", "H"),
     ("vlan_outer", "H"),
     ("vlan_inner", "H"),
+    ("zone", "I"),
     ("addr_lo", "16s"),
     ("addr_hi", "16s"),
 )
@@ -120,6 +135,11 @@ FLOW_VALUE_FIELDS: tuple[tuple[str, str], ...] = (
     ("icmp_type", "B"),
     ("icmp_code", "B"),
     ("mac", "12s"),
+    ("tunnel_id", "I"),
+    ("tunnel_kinds", "H"),
+    ("tunnel_depth", "B"),
+    ("outer_family", "B"),
+    ("outer", "32s"),
     ("pad", "4s"),
 )
 FLOW_VALUE = struct.Struct("<" + "".join(c for _, c in FLOW_VALUE_FIELDS))
@@ -136,7 +156,12 @@ class RecordError(ValueError):
     """A ring-buffer record that does not fit the layout (a bug, or a mismatched program)."""
 
 
-_unpack = RECORD.unpack_from
+# The record splits in the fields every packet has and the tunnel fields, read only when PB_F_TUNNEL says so.
+_HEAD_FIELDS = 22
+_head = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIELDS]))
+_tail = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[_HEAD_FIELDS:]))
+_unpack = _head.unpack_from
+_unpack_tunnel = _tail.unpack_from
 _new = object.__new__
 
 
@@ -189,7 +214,17 @@ def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_of
     pkt.flow_hash = flow_hash
     pkt.vlan = vlan
     pkt.link = None
+    pkt.tunnel = _tunnel(buf, offset + _head.size) if flags & F_TUNNEL else None
     return pkt
+
+
+def _tunnel(buf: Buffer, at: int) -> TunnelInfo:
+    tunnel_id, kinds, depth, outer_family, outer_src, outer_dst = _unpack_tunnel(buf, at)
+    if outer_family == 4:
+        outer_src, outer_dst = outer_src[:4], outer_dst[:4]
+    elif outer_family != 6:
+        outer_src = outer_dst = b""
+    return TunnelInfo(kinds_of(kinds, depth), tunnel_id, outer_src, outer_dst)
 
 
 # Offset of payload_off inside the record (for the chunk joiner, without a second full unpack).
@@ -206,8 +241,16 @@ def encode_record(pkt: Packet, payload_off: int = 0) -> bytes:
     """The record the kernel would write for `pkt` (used by tests and by --dump round trips)."""
     saddr = pkt.src.ljust(16, b"\0")
     daddr = pkt.dst.ljust(16, b"\0")
+    tunnel = pkt.tunnel
+    flags = pkt.flags | F_TUNNEL if tunnel is not None else pkt.flags & ~F_TUNNEL
+    if tunnel is None:
+        tail = (0, 0, 0, 0, b"", b"")
+    else:
+        outer_family = {4: 4, 16: 6}.get(len(tunnel.outer_src), 0)
+        tail = (tunnel.id, pack_kinds(tunnel.kinds), tunnel.depth, outer_family, tunnel.outer_src.ljust(16, b"\0"),
+                tunnel.outer_dst.ljust(16, b"\0"))
     return RECORD.pack(
         pkt.ts_ns, pkt.ifindex, pkt.wire_len, pkt.seq, pkt.ack, pkt.frag_id, pkt.missing, pkt.flow_hash,
-        pkt.sport, pkt.dport, pkt.window, len(pkt.payload), payload_off, pkt.frag_off, pkt.flags, pkt.vlan,
-        pkt.direction, pkt.family, pkt.l4proto, pkt.tcp_flags, saddr, daddr,
+        pkt.sport, pkt.dport, pkt.window, len(pkt.payload), payload_off, pkt.frag_off, flags, pkt.vlan,
+        pkt.direction, pkt.family, pkt.l4proto, pkt.tcp_flags, saddr, daddr, *tail,
     ) + pkt.payload

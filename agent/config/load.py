@@ -20,6 +20,7 @@ from agent.config.model import (
     PathConfig,
     QueueConfig,
     SetupConfig,
+    TunnelsConfig,
 )
 from agent.config.typed import ConfigError, build, convert, opt, parse_duration, suggest
 from agent.events.direction import parse_networks
@@ -48,7 +49,7 @@ UNSUPPORTED_PACKETBEAT: dict[str, str] = {
     "npcap": "Windows only",
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
-KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout")
+KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout", "tunnels")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -77,6 +78,7 @@ class AgentConfig:
     path: PathConfig
     setup: SetupConfig
     http: HttpEndpointConfig
+    tunnels: TunnelsConfig = field(default_factory=TunnelsConfig)
     processors: list[Any] = field(default_factory=list)
     name: str = ""
     tags: tuple[str, ...] = ()
@@ -141,6 +143,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         if not flows.enabled:
             flows = None
     protocols = _protocols(pb.get("protocols"), warn)
+    tunnels = _tunnels(pb.get("tunnels"))
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
     precision = "millisecond"
@@ -168,11 +171,19 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         build_processors(flows.processors, "packetbeat.flows.processors")
     return AgentConfig(
         file=path, interfaces=interfaces, flows=flows, protocols=tuple(protocols), output=output, queue=queue,
-        logging=logging_cfg, path=paths, setup=setup, http=http, processors=general.processors,
+        logging=logging_cfg, path=paths, setup=setup, http=http, tunnels=tunnels, processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
         shutdown_timeout=shutdown_timeout, warnings=tuple(warnings), raw=tree,
     )
+
+
+def _tunnels(raw: Any) -> TunnelsConfig:
+    tunnels = build(TunnelsConfig, raw, "packetbeat.tunnels")
+    both = set(tunnels.vxlan_ports) & set(tunnels.geneve_ports)
+    if both:
+        raise ConfigError("packetbeat.tunnels", f"port {min(both)} is both a VXLAN and a GENEVE port")
+    return tunnels
 
 
 def _interfaces(raw: Any, warn: Any) -> InterfacesConfig:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from agent.capture.tunnel import GENEVE_PORTS, MAX_TUNNEL_PORTS, VXLAN_PORTS
 from agent.config.typed import non_negative, opt, positive
 
 CAPTURE_TYPES = ("ebpf", "pcap", "af_packet", "autodetect")
@@ -67,6 +68,26 @@ class FlowsConfig:
     processors: list[Any] = opt([])
     # pktbeat's own: entries of the kernel's flow LRU map.
     max_flows: int = opt(65536, check=positive)
+
+
+def _tunnel_ports(ports: tuple[int, ...]) -> str | None:
+    if len(ports) > MAX_TUNNEL_PORTS:
+        return f"at most {MAX_TUNNEL_PORTS} ports"
+    for port in ports:
+        if not 0 < port < 65536:
+            return f"port {port} is outside 1-65535"
+    if len(set(ports)) != len(ports):
+        return "a port is listed twice"
+    return None
+
+
+@dataclass(frozen=True)
+class TunnelsConfig:
+    """`packetbeat.tunnels` (pktbeat's own): looking inside GRE, ERSPAN, VXLAN, GENEVE, IP-in-IP and PPPoE."""
+
+    enabled: bool = opt(True)
+    vxlan_ports: tuple[int, ...] = opt(VXLAN_PORTS, check=_tunnel_ports, doc="UDP destination ports of VXLAN")
+    geneve_ports: tuple[int, ...] = opt(GENEVE_PORTS, check=_tunnel_ports, doc="UDP destination ports of GENEVE")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import orjson
 from agent.events.community_id import community_id
 from agent.events.direction import DirectionClassifier
 from agent.events.timefmt import format_ns
+from agent.events.tunnel import outer_ips, tunnel_fields
 from agent.processors import Processor, run_chain
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
@@ -108,7 +109,7 @@ class EventBuilder:
         """What every event of a connection shares: texts, community id, direction (cached)."""
         client, server = conn.client, conn.server
         # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp)
+        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp, conn.tunnel)
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:
@@ -124,10 +125,12 @@ class EventBuilder:
             elif proto_number:
                 cid = community_id(conn.client.ip, conn.server.ip, proto_number, conn.client.port,
                                    conn.server.port)
+            related: tuple[str, ...] = (client_ip,) if client_ip == server_ip else (client_ip, server_ip)
+            if conn.tunnel is not None:
+                related += tuple(ip for ip in outer_ips(conn.tunnel) if ip not in related)
             facts = self._conn_cache[key] = _ConnFacts(
                 client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
-                "ipv4" if conn.family == 4 else "ipv6",
-                (client_ip,) if client_ip == server_ip else (client_ip, server_ip))
+                "ipv4" if conn.family == 4 else "ipv6", related)
         return facts
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
@@ -189,6 +192,8 @@ class EventBuilder:
             "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
+        if conn.tunnel is not None:
+            event["pktbeat"] = {"tunnel": tunnel_fields(conn.tunnel)}
         related_ips = list(facts.related_ips)
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None

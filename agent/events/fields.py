@@ -266,6 +266,15 @@ flow.id keyword
 flow.vlan long
 """
 
+# pktbeat's own, under its name as ECS advises for fields it does not define (agent/events/tunnel.py).
+_PKTBEAT_TUNNEL = """
+pktbeat.tunnel.type keyword
+pktbeat.tunnel.id long
+pktbeat.tunnel.depth long
+pktbeat.tunnel.source.ip ip
+pktbeat.tunnel.destination.ip ip
+"""
+
 _HTTP = """
 http.version keyword
 http.request.method keyword
@@ -502,6 +511,7 @@ def _tables() -> Iterator[tuple[str, str]]:
         yield "ecs", _prefixed(f"tls.{side}", _TLS_SIDE)
         yield "ecs", _prefixed(f"tls.{side}.x509", _X509)
     yield "packetbeat", _PACKETBEAT_COMMON
+    yield "pktbeat", _PKTBEAT_TUNNEL
     yield "http", _HTTP
     yield "dns", _DNS
     for section in ("answers", "authorities", "additionals"):

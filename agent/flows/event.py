@@ -14,6 +14,7 @@ from typing import Any
 from agent.capture.packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 from agent.events.community_id import community_id
 from agent.events.timefmt import format_ns
+from agent.events.tunnel import tunnel_fields
 from agent.flows.flowid import flow_id
 from agent.flows.types import FlowSnapshot
 from agent.transport.types import ip_text
@@ -30,12 +31,13 @@ class FlowDescriptor:
     network_type: str
     transport: str | None
     vlan: int | list[int] | None
-    # Community ID inputs: the addresses Packetbeat hashes (the first IP layer it
-    # lists), the protocol, and the ports (TCP/UDP) - ICMP takes type/code per report.
+    # Community ID inputs: the addresses, the protocol, and the ports (TCP/UDP) - ICMP
+    # takes type/code per report.
     cid_src: bytes
     cid_dst: bytes
     l4proto: int
     community_id: str | None  # precomputed when it does not depend on ICMP type/code
+    tunnel: dict[str, Any] | None = None  # pktbeat.tunnel of a flow inside a tunnel
 
 
 def describe(snap: FlowSnapshot) -> FlowDescriptor:
@@ -46,36 +48,31 @@ def describe(snap: FlowSnapshot) -> FlowDescriptor:
         src, sport, dst, dport = key.addr_hi, key.port_hi, key.addr_lo, key.port_lo
     macs = (snap.source_mac, snap.dest_mac) if snap.source_mac and snap.dest_mac else None
     vlans = tuple(v for v in (key.vlan_outer, key.vlan_inner) if v)
+    # A tunnelled flow is described from the inside (agent/events/tunnel.py); its id
+    # keeps Packetbeat's layout for IP-in-IP (the outer pair as the outer IP layer)
+    # and the tunnel id in the connection-id part, so two tunnels never share an id.
+    tunnel = snap.tunnel
     layers: list[tuple[bytes, bytes]] = []
-    if snap.outer_addrs is not None:
-        layers.append(snap.outer_addrs)
+    if tunnel is not None and tunnel.outer_src:
+        layers.append((tunnel.outer_src, tunnel.outer_dst))
     layers.append((src, dst))
     proto = key.l4proto
     has_ports = proto in (IPPROTO_TCP, IPPROTO_UDP) and (sport or dport)
-    fid, layout = flow_id(macs, vlans, layers, proto, (sport, dport) if has_ports else None)
-
-    # Packetbeat lists IPv4 layers before IPv6 ones and, within a family, the
-    # outer before the inner; network.type and the community id follow the first.
-    listed = sorted(enumerate(layers), key=lambda item: (len(item[1][0]) != 4, item[0]))
-    ordered = [pair for _, pair in listed]
+    fid, layout = flow_id(macs, vlans, layers, proto, (sport, dport) if has_ports else None,
+                          connection_id=tunnel.id if tunnel is not None and tunnel.id else None)
     source: dict[str, Any] = {}
     destination: dict[str, Any] = {}
     if macs is not None:
         source["mac"] = _mac(macs[0])
         destination["mac"] = _mac(macs[1])
-    if len(ordered) == 1:
-        source["ip"] = ip_text(ordered[0][0])
-        destination["ip"] = ip_text(ordered[0][1])
-    else:
-        source["ip"] = [ip_text(a) for a, _ in ordered]
-        destination["ip"] = [ip_text(b) for _, b in ordered]
+    source["ip"] = ip_text(src)
+    destination["ip"] = ip_text(dst)
     if has_ports:
         source["port"] = sport
         destination["port"] = dport
-    cid_src, cid_dst = ordered[0]
     cid = None
     if proto not in (IPPROTO_ICMP, IPPROTO_ICMPV6) and proto in _TRANSPORTS:
-        cid = community_id(cid_src, cid_dst, proto, sport, dport)
+        cid = community_id(src, dst, proto, sport, dport)
     vlan: int | list[int] | None = None
     if len(vlans) == 1:
         vlan = vlans[0]
@@ -83,8 +80,9 @@ def describe(snap: FlowSnapshot) -> FlowDescriptor:
         vlan = list(vlans)
     return FlowDescriptor(
         flow_id=fid, layout=layout, source=source, destination=destination,
-        network_type="ipv4" if len(cid_src) == 4 else "ipv6", transport=_TRANSPORTS.get(proto), vlan=vlan,
-        cid_src=cid_src, cid_dst=cid_dst, l4proto=proto, community_id=cid,
+        network_type="ipv4" if len(src) == 4 else "ipv6", transport=_TRANSPORTS.get(proto), vlan=vlan,
+        cid_src=src, cid_dst=dst, l4proto=proto, community_id=cid,
+        tunnel=tunnel_fields(tunnel) if tunnel is not None else None,
     )
 
 
@@ -119,7 +117,7 @@ def flow_event(desc: FlowDescriptor, snap: FlowSnapshot, counts: tuple[int, int,
         network["community_id"] = cid
     network["bytes"] = sb + db
     network["packets"] = sp + dp
-    return {
+    event: dict[str, Any] = {
         "@timestamp": timestamp,
         "type": "flow",
         "event": {
@@ -137,6 +135,9 @@ def flow_event(desc: FlowDescriptor, snap: FlowSnapshot, counts: tuple[int, int,
         "destination": destination,
         "network": network,
     }
+    if desc.tunnel is not None:
+        event["pktbeat"] = {"tunnel": _copy_tunnel(desc.tunnel)}
+    return event
 
 
 def _copy(part: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +145,13 @@ def _copy(part: dict[str, Any]) -> dict[str, Any]:
     ip = out.get("ip")
     if isinstance(ip, list):  # processors may edit the event; never share a list between events
         out["ip"] = list(ip)
+    return out
+
+
+def _copy_tunnel(tunnel: dict[str, Any]) -> dict[str, Any]:
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in tunnel.items()}
+    if isinstance(out["type"], list):
+        out["type"] = list(out["type"])
     return out
 
 

@@ -9,7 +9,8 @@ followed by the address bytes:
   id, then the counts of Ethernet, VLAN and IP layers;
 - address bytes, in the order the layers are met on the wire: both MACs,
   each VLAN id (2 bytes, little endian), each IP pair, the port pair
-  (little endian).
+  (little endian), and the connection id (8 bytes, little endian) when
+  there is one.
 
 Pairs are written in a canonical order so both directions give one id: the
 first pair whose two values differ (MACs, then IPs outer to inner, then
@@ -34,21 +35,24 @@ _F_OUTER_IPV6 = 1 << 5
 _F_IPV6 = 1 << 6
 _F_UDP = 1 << 9
 _F_TCP = 1 << 10
+_F_CONNECTION_ID = 1 << 11
 
 _UNSET = 0xFF
 # Indexes into the offsets part of the header.
 _OFF_ETH, _OFF_OUTER_VLAN, _OFF_VLAN, _OFF_OUTER_V4, _OFF_V4, _OFF_OUTER_V6, _OFF_V6 = range(7)
-_OFF_UDP, _OFF_TCP = 9, 10
+_OFF_UDP, _OFF_TCP, _OFF_CONNECTION_ID = 9, 10, 11
 _N_OFFSETS = 12
 
 
 def flow_id(macs: tuple[bytes, bytes] | None, vlans: tuple[int, ...], ip_layers: list[tuple[bytes, bytes]],
-            l4proto: int, ports: tuple[int, int] | None) -> tuple[str, bytes]:
+            l4proto: int, ports: tuple[int, int] | None, connection_id: int | None = None) -> tuple[str, bytes]:
     """(flow.id, layout header) for a flow, every pair given as (source side, destination side).
 
     `ip_layers` runs outer to inner (at most two are kept, like Packetbeat's
-    decoder); `ports` only for TCP and UDP.  The layout header identifies the
-    shape of the id; Packetbeat reports flows grouped by it.
+    decoder); `ports` only for TCP and UDP; `connection_id` (8 bytes, little
+    endian, in Packetbeat's connection-id part) tells apart flows whose other
+    parts are equal (pktbeat: the tunnel id).  The layout header identifies
+    the shape of the id; Packetbeat reports flows grouped by it.
     """
     port_pair = None
     if ports is not None and l4proto in (IPPROTO_TCP, IPPROTO_UDP):
@@ -100,6 +104,10 @@ def flow_id(macs: tuple[bytes, bytes] | None, vlans: tuple[int, ...], ip_layers:
             offsets[_OFF_UDP] = len(out)
             flags |= _F_UDP
         put(*port_pair)
+    if connection_id is not None:
+        offsets[_OFF_CONNECTION_ID] = len(out)
+        flags |= _F_CONNECTION_ID
+        out.extend(connection_id.to_bytes(8, "little"))
     header = bytes((flags & 0xFF, flags >> 8, *offsets, n_eth, len(kept_vlans), len(kept_ips)))
     return base64.b64encode(header + out).rstrip(b"=").decode(), header
 

@@ -7,9 +7,11 @@ reads snapshots every tick, decides what to publish (periodic, final after
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
+
+from agent.capture.tunnel import TunnelInfo
 
 
 class FlowKey(NamedTuple):
@@ -23,10 +25,11 @@ class FlowKey(NamedTuple):
 
     The fields after `icmp_id` are optional parts of the identity, as in
     Packetbeat's flow id: the Ethernet addresses (empty when the link has
-    none, or with `allow_mismatched_eth`) and the outer addresses of an
-    IP-in-IP packet.  `mac_lo`/`outer_lo` are the ones on the `addr_lo`
-    side (its own MAC as sender, its outer address).  The kernel map keys by
-    the 5-tuple alone and may leave them empty.
+    none, or with `allow_mismatched_eth`; `mac_lo` is the `addr_lo` side's
+    own MAC as sender), and the tunnel the packets travel in (`zone`: the
+    same both ways, 0 outside tunnels), so that the same inner addresses in
+    two VXLAN segments are two flows.  The kernel map keys by the 5-tuple,
+    VLANs and zone (a 32-bit hash there), and leaves the MACs empty.
     """
 
     family: int  # 4 or 6 (of the inner IP layer)
@@ -40,8 +43,7 @@ class FlowKey(NamedTuple):
     icmp_id: int = 0
     mac_lo: bytes = b""
     mac_hi: bytes = b""
-    outer_lo: bytes = b""
-    outer_hi: bytes = b""
+    zone: Hashable = 0  # kernel: tunnel_zone()'s hash; replay: TunnelInfo.zone
 
 
 @dataclass(slots=True)
@@ -63,7 +65,7 @@ class FlowSnapshot:
     # overwrites them per packet and takes network.community_id from them.
     icmp_type: int = 0
     icmp_code: int = 0
-    outer_addrs: tuple[bytes, bytes] | None = None  # (source side, destination side) outer pair of IP-in-IP
+    tunnel: TunnelInfo | None = None  # what carried the flow's first packet, seen from the source
 
 
 class FlowSource(Protocol):

@@ -1,12 +1,14 @@
 """The user-space flow source: a bounded table of bidirectional flows fed with decoded Packets (file replay).
 
 Flow identity follows Packetbeat's flow id: the two (address, port)
-endpoints, the protocol, the VLAN tags, the outer addresses of IP-in-IP, and
+endpoints, the protocol, the VLAN tags, the tunnel the packets travel in, and
 the Ethernet addresses unless `allow_mismatched_eth` is set (so the two
 halves of a conversation routed through different MACs are two flows, as in
-Packetbeat).  ICMP flows are not split by echo id (see `FlowKey`).  Every IP
-frame counts, TCP packets without payload included; fragments count in their
-datagram's flow (`agent.flows.fragments`).  Non-IP frames never reach here.
+Packetbeat).  A decapsulated packet counts in its inner flow and, through
+the carriers the decoder attached to it, in the flow of every outer layer.
+ICMP flows are not split by echo id (see `FlowKey`).  Every IP frame counts,
+TCP packets without payload included; fragments count in their datagram's
+flow (`agent.flows.fragments`).  Non-IP frames never reach here.
 
 The table holds at most `max_flows` flows.  A new flow in a full table makes
 room by ending the least recently active sixteenth of the table; those flows
@@ -16,11 +18,12 @@ go to `on_evict` (the reporter sends their final report) and are counted.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from operator import attrgetter
 
 from agent import metrics
-from agent.capture.packet import F_FRAGMENT, F_LAST_CHUNK, IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
+from agent.capture.packet import F_FRAGMENT, F_LAST_CHUNK, F_TUNNEL, IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
+from agent.capture.tunnel import TunnelInfo
 from agent.flows.fragments import FragmentTracker
 from agent.flows.types import FlowKey, FlowSnapshot
 
@@ -65,6 +68,9 @@ class UserFlowSource:
         flags = pkt.flags
         if not flags & F_LAST_CHUNK:  # a super-packet split over records counts once, on its last chunk
             return
+        if flags & F_TUNNEL and pkt.link is not None:
+            for carrier in pkt.link.carriers:
+                self._count(carrier, carrier.sport, carrier.dport, None)
         if flags & F_FRAGMENT:
             self._fragments.fragment(pkt)
             return
@@ -82,10 +88,10 @@ class UserFlowSource:
         dst = pkt.dst
         link = pkt.link
         if link is None:
-            smac = dmac = osrc = odst = b""
+            smac = dmac = b""
             v0 = v1 = 0
         else:
-            smac, dmac, vlans, outer = link  # unpacking beats four attribute lookups on this path
+            smac, dmac, vlans, _ = link  # unpacking beats three attribute lookups on this path
             if not (dmac and self.keep_macs):
                 smac = dmac = b""
             if vlans:
@@ -93,20 +99,18 @@ class UserFlowSource:
                 v1 = vlans[1] if len(vlans) > 1 else 0
             else:
                 v0 = v1 = 0
-            if outer is None:
-                osrc = odst = b""
-            else:
-                osrc, odst = outer
+        tunnel = pkt.tunnel
+        zone: Hashable = 0 if tunnel is None else tunnel.zone
         if src < dst or (src == dst and (sport < dport or (sport == dport and smac <= dmac))):
             forward = True
-            key = (pkt.family, pkt.l4proto, src, sport, dst, dport, v0, v1, 0, smac, dmac, osrc, odst)
+            key = (pkt.family, pkt.l4proto, src, sport, dst, dport, v0, v1, 0, smac, dmac, zone)
         else:
             forward = False
-            key = (pkt.family, pkt.l4proto, dst, dport, src, sport, v0, v1, 0, dmac, smac, odst, osrc)
+            key = (pkt.family, pkt.l4proto, dst, dport, src, sport, v0, v1, 0, dmac, smac, zone)
         ts = pkt.ts_ns
         snap = self._flows.get(key)
         if snap is None:
-            snap = self._create(key, forward, ts, smac, dmac, osrc, odst)
+            snap = self._create(key, forward, ts, smac, dmac, tunnel)
         if forward is snap.source_is_lo:
             snap.source_packets += 1
             snap.source_bytes += pkt.wire_len
@@ -120,13 +124,13 @@ class UserFlowSource:
             snap.last_ns = ts
         snap.tcp_flags |= pkt.tcp_flags
 
-    def _create(self, key: tuple[object, ...], forward: bool, ts: int, smac: bytes, dmac: bytes, osrc: bytes,
-                odst: bytes) -> FlowSnapshot:
+    def _create(self, key: tuple[object, ...], forward: bool, ts: int, smac: bytes, dmac: bytes,
+                tunnel: TunnelInfo | None) -> FlowSnapshot:
         if len(self._flows) >= self.max_flows:
             self._evict(ts)
         fkey = FlowKey(*key)  # type: ignore[arg-type]
         snap = FlowSnapshot(key=fkey, source_is_lo=forward, first_ns=ts, last_ns=ts, source_mac=smac, dest_mac=dmac,
-                            outer_addrs=(osrc, odst) if osrc else None)
+                            tunnel=tunnel)
         self._flows[fkey] = snap
         self.stats["flows_created"] += 1
         return snap

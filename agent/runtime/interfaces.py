@@ -225,8 +225,9 @@ def is_up(name: str) -> bool:
 def format_counters(values: Counters) -> str:
     named = dict(zip(COUNTER_NAMES, values, strict=True))
     drops = {n: named[n] for n in DROP_COUNTERS if named[n]}
-    main = ("seen", "matched", "sent", "emitted", "unmatched", "no_payload", "not_ip", "malformed", "other_l4",
-            "truncated", "fragment", "frag_no_ports", "flow_new", "flow_failed", "bytes")
+    main = ("seen", "skbs", "matched", "sent", "emitted", "unmatched", "no_payload", "not_ip", "malformed", "other_l4",
+            "truncated", "fragment", "frag_no_ports", "flow_new", "flow_failed", "bytes", "gso", "decapsulated",
+            "tunnel_too_deep", "tunnel_not_followed")
     text = ", ".join(f"{n}={named[n]}" for n in main if named[n] or n in ("seen", "matched", "emitted"))
     dropped = ", ".join(f"{n}={v}" for n, v in drops.items()) or "none"
     return f"{text}; dropped: {dropped}"

@@ -160,7 +160,8 @@ class LiveRunner:
             workers=workers, ring_bytes=ring_bytes,
             max_flows=config.flows.max_flows if config.flows is not None else 1024,
             snaplen=config.interfaces.snaplen, icmp=wiring.icmp_enabled(config), flows=config.flows is not None,
-            ports=wiring.kernel_port_map(config),
+            ports=wiring.kernel_port_map(config), decap=config.tunnels.enabled,
+            vxlan_ports=config.tunnels.vxlan_ports, geneve_ports=config.tunnels.geneve_ports,
         )
         started = time.monotonic()
         try:

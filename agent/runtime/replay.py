@@ -143,7 +143,8 @@ class ReplayRunner:
                 self.stats["read_errors"] += 1
                 return None
             self.stats["files"] += 1
-            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None)
+            decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None,
+                                   tunnels=wiring.tunnel_settings(self.config))
             progress = Progress(path, info.size, enabled=self._show_progress())
             last_ns = clock_ns
             next_tick = 0

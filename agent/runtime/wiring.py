@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent import metrics
+from agent.capture.tunnel import TunnelSettings
 from agent.config.load import AgentConfig
 from agent.events.builder import AgentIdentity, EventBuilder, EventSettings
 from agent.events.direction import DirectionClassifier, local_addresses, parse_networks
@@ -41,6 +42,12 @@ def tune_gc() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def tunnel_settings(config: AgentConfig) -> TunnelSettings:
+    """What replay decapsulates (`packetbeat.tunnels`); live capture passes the same to the kernel."""
+    tunnels = config.tunnels
+    return TunnelSettings(tunnels.enabled, tunnels.vxlan_ports, tunnels.geneve_ports)
 
 
 def agent_identity(config: AgentConfig) -> AgentIdentity:
@@ -119,7 +126,12 @@ def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
                     udp_ports[port] = DatagramBinding(entry.name, handler)
         if spec.icmp is not None:
             icmp = DatagramBinding(entry.name, spec.icmp(pc, emit, counters))
-    return Dispatcher(tcp_ports, udp_ports, icmp)
+    decapsulate = None
+    if config.tunnels.enabled:
+        from agent.capture.decode import LINKTYPE_RAW, FrameDecoder
+
+        decapsulate = FrameDecoder(LINKTYPE_RAW, tunnels=tunnel_settings(config)).reassembled
+    return Dispatcher(tcp_ports, udp_ports, icmp, decapsulate=decapsulate)
 
 
 def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:

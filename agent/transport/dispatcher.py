@@ -3,14 +3,16 @@
 It owns the TCP connection table, the UDP/ICMP handlers and IP fragment
 reassembly.  A protocol is chosen by port, source port first and then
 destination port (as Packetbeat does); the side whose port matched is the
-server unless a SYN says otherwise.
+server unless a SYN says otherwise.  Packets that came out of a tunnel are
+keyed by their tunnel too: the same addresses and ports in two VXLAN
+segments are two conversations.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from agent import metrics
 from agent.capture.packet import (
@@ -25,6 +27,7 @@ from agent.capture.packet import (
     TCP_SYN,
     Packet,
 )
+from agent.capture.tunnel import TunnelInfo
 from agent.transport.ipfrag import FRAGMENT_COUNTERS, FragmentLimits, FragmentReassembler
 from agent.transport.session import DatagramBinding, ParseError, StreamBinding
 from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits, seq_diff
@@ -44,10 +47,13 @@ class Dispatcher:
         icmp: DatagramBinding | None = None,
         tcp_limits: TcpLimits | None = None,
         fragment_limits: FragmentLimits | None = None,
+        decapsulate: Callable[[Packet], Packet | None] | None = None,
     ) -> None:
         self.tcp_ports = dict(tcp_ports)
         self.udp_ports = dict(udp_ports)
         self.icmp = icmp
+        # Opens a reassembled datagram that carries a tunnel (FrameDecoder.reassembled), when tunnels are on.
+        self.decapsulate = decapsulate
         self.tcp_limits = tcp_limits or TcpLimits()
         self.tcp_counters = metrics.register("tcp", TCP_COUNTERS)
         self.udp_counters = metrics.register("udp", UDP_COUNTERS)
@@ -56,10 +62,11 @@ class Dispatcher:
                                              fragment_limits)
         # Both directions' keys map to the same connection; the LRU order
         # (least recently active first) drives expiry and eviction.
-        self._conns: dict[tuple[bytes, int, bytes, int], tuple[TcpConnection, Direction]] = {}
-        self._lru: OrderedDict[int, tuple[tuple[bytes, int, bytes, int], TcpConnection]] = OrderedDict()
+        # Keys are (src, sport, dst, dport), plus the tunnel's zone for decapsulated packets.
+        self._conns: dict[tuple[object, ...], tuple[TcpConnection, Direction]] = {}
+        self._lru: OrderedDict[int, tuple[tuple[object, ...], TcpConnection]] = OrderedDict()
         self._next_conn_id = 1
-        self._udp_routes: dict[tuple[bytes, int, bytes, int], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
+        self._udp_routes: dict[tuple[object, ...], tuple[DatagramBinding, Direction, ConnectionInfo]] = {}
         self._min_timeout_ns = min((b.timeout_ns for b in self.tcp_ports.values()), default=10**10)
         self._datagram_handlers = list({id(b.handler): b for b in self.udp_ports.values()}.values())
         if icmp is not None:
@@ -72,22 +79,28 @@ class Dispatcher:
             whole = self.fragments.add(pkt)
             if whole is None:
                 return
+            if self.decapsulate is not None:
+                inner = self.decapsulate(whole)
+                if inner is not None:  # a tunnel packet fragmented on the underlay
+                    self.handle(inner)
+                    return
             pkt = whole
         proto = pkt.l4proto
         if proto == IPPROTO_TCP:
             self.tcp(pkt.ts_ns, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.seq, pkt.ack, pkt.tcp_flags, pkt.payload,
-                     pkt.missing, pkt.family)
+                     pkt.missing, pkt.family, pkt.tunnel)
         elif proto == IPPROTO_UDP:
             self._udp(pkt)
         elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and self.icmp is not None:
             transport = "icmp" if proto == IPPROTO_ICMP else "ipv6-icmp"
-            conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport)
+            conn = ConnectionInfo(Endpoint(pkt.src, 0), Endpoint(pkt.dst, 0), pkt.family, transport, 0, pkt.tunnel)
             self._datagram(self.icmp, Direction.TO_SERVER, conn, pkt.payload, pkt.ts_ns)
 
     def tcp(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, seq: int, ack: int, flags: int,
-            payload: bytes, missing: int = 0, family: int = 4) -> None:
+            payload: bytes, missing: int = 0, family: int = 4, tunnel: TunnelInfo | None = None) -> None:
         """One TCP segment, as fields: file replay calls this without building a Packet."""
-        entry = self._conns.get((src, sport, dst, dport))
+        key: tuple[object, ...] = (src, sport, dst, dport) if tunnel is None else (src, sport, dst, dport, tunnel.zone)
+        entry = self._conns.get(key)
         if entry is not None:
             conn, direction = entry
             if flags & TCP_SYN and not flags & TCP_ACK and all(s.closed for s in conn.streams):
@@ -103,7 +116,7 @@ class Dispatcher:
         if entry is None:
             if not payload and not missing and not flags & (TCP_SYN | TCP_FIN):
                 return  # a pure ACK (or RST) of a connection we do not follow
-            opened = self._open(ts_ns, src, dst, sport, dport, flags, family)
+            opened = self._open(ts_ns, key, src, dst, sport, dport, flags, family, tunnel)
             if opened is None:
                 return
             conn, direction = opened
@@ -112,8 +125,8 @@ class Dispatcher:
         if payload or missing or flags & (TCP_SYN | TCP_FIN | TCP_RST):
             self.reassembler.segment(conn, direction, seq, flags, payload, missing, ts_ns)
 
-    def _open(self, ts_ns: int, src: bytes, dst: bytes, sport: int, dport: int, flags: int,
-              family: int) -> tuple[TcpConnection, Direction] | None:
+    def _open(self, ts_ns: int, key: tuple[object, ...], src: bytes, dst: bytes, sport: int, dport: int, flags: int,
+              family: int, tunnel: TunnelInfo | None) -> tuple[TcpConnection, Direction] | None:
         binding = self.tcp_ports.get(sport)
         server_is_src = binding is not None
         if binding is None:
@@ -125,15 +138,16 @@ class Dispatcher:
             server_is_src = bool(flags & TCP_ACK)
         source, destination = Endpoint(src, sport), Endpoint(dst, dport)
         client, server = (destination, source) if server_is_src else (source, destination)
+        if tunnel is not None and server_is_src:
+            tunnel = tunnel.reversed()  # seen from the client
         conn_id = self._next_conn_id
         self._next_conn_id += 1
-        info = ConnectionInfo(client, server, family, "tcp", conn_id)
+        info = ConnectionInfo(client, server, family, "tcp", conn_id, tunnel)
         if len(self._lru) >= self.tcp_limits.max_connections:
             self._evict_oldest(ts_ns)
         session = binding.new_session(info)
         conn = TcpConnection(info, binding.protocol, session, binding.timeout_ns, ts_ns)
-        key = (src, sport, dst, dport)
-        rkey = (dst, dport, src, sport)
+        rkey = _reverse(key)
         # Each direction's key maps to the connection and the way its packets go.
         if key == rkey:  # a socket talking to itself: everything counts as a request, as before
             forward = (conn, Direction.TO_SERVER)
@@ -151,7 +165,7 @@ class Dispatcher:
             return
         key = entry[0]
         self._conns.pop(key, None)
-        self._conns.pop((key[2], key[3], key[0], key[1]), None)
+        self._conns.pop(_reverse(key), None)
         self.reassembler.flush_all(conn, conn.last_ns)
         self.reassembler.forget(conn)
         try:
@@ -171,7 +185,9 @@ class Dispatcher:
 
     def _udp(self, pkt: Packet) -> None:
         counters = self.udp_counters
-        key = (pkt.src, pkt.sport, pkt.dst, pkt.dport)
+        tunnel = pkt.tunnel
+        key: tuple[object, ...] = ((pkt.src, pkt.sport, pkt.dst, pkt.dport) if tunnel is None
+                                   else (pkt.src, pkt.sport, pkt.dst, pkt.dport, tunnel.zone))
         route = self._udp_routes.get(key)
         if route is None:
             route = self._udp_route(pkt)
@@ -191,17 +207,20 @@ class Dispatcher:
 
     def _udp_route(self, pkt: Packet) -> tuple[DatagramBinding, Direction, ConnectionInfo] | None:
         """Which protocol, which way, which endpoints: the same for every datagram of a 4-tuple."""
+        tunnel = pkt.tunnel
         binding = self.udp_ports.get(pkt.sport)
         if binding is not None:
             direction = Direction.TO_CLIENT
             client, server = Endpoint(pkt.dst, pkt.dport), Endpoint(pkt.src, pkt.sport)
+            if tunnel is not None:
+                tunnel = tunnel.reversed()  # seen from the client
         else:
             binding = self.udp_ports.get(pkt.dport)
             if binding is None:
                 return None
             direction = Direction.TO_SERVER
             client, server = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
-        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp")
+        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp", 0, tunnel)
 
     def _datagram(self, binding: DatagramBinding, direction: Direction, conn: ConnectionInfo, data: bytes,
                   ts_ns: int) -> None:
@@ -269,3 +288,8 @@ class Dispatcher:
     @property
     def connection_count(self) -> int:
         return len(self._lru)
+
+
+def _reverse(key: tuple[object, ...]) -> tuple[object, ...]:
+    """The key of the other direction: (dst, dport, src, sport[, zone])."""
+    return (key[2], key[3], key[0], key[1], *key[4:])

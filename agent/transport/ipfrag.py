@@ -151,7 +151,8 @@ class FragmentReassembler:
         except struct.error:
             self.counters["bad_l4_header"] += 1
             return None
-        return Packet(ts_ns, frag.family, proto, frag.src, frag.dst, 0, 0, b"", wire_len=wire_len,
+        # Other protocols keep their bytes: a reassembled GRE or IP-in-IP datagram may be opened (tunnels).
+        return Packet(ts_ns, frag.family, proto, frag.src, frag.dst, 0, 0, data, wire_len=wire_len,
                       flags=F_LAST_CHUNK, link=frag.link)
 
     def expire(self, now_ns: int) -> None:

@@ -8,6 +8,8 @@ import socket
 from dataclasses import dataclass
 from functools import lru_cache
 
+from agent.capture.tunnel import TunnelInfo
+
 
 class Direction(enum.IntEnum):
     """Which way bytes flow, decided once per packet by the transport layer."""
@@ -61,6 +63,8 @@ class ConnectionInfo:
     family: int  # 4 or 6
     transport: str  # "tcp", "udp", "icmp", "ipv6-icmp"
     conn_id: int = 0  # unique per TCP connection in this process
+    tunnel: TunnelInfo | None = None  # what carried it, seen from the client (outer_src on the client's side)
 
     def reversed(self) -> ConnectionInfo:
-        return ConnectionInfo(self.server, self.client, self.family, self.transport, self.conn_id)
+        tunnel = self.tunnel.reversed() if self.tunnel is not None else None
+        return ConnectionInfo(self.server, self.client, self.family, self.transport, self.conn_id, tunnel)

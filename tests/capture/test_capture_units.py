@@ -14,7 +14,7 @@ from agent.capture import preflight
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
 from agent.capture.devices import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE, Device, DeviceSpec, DeviceSpecError
 from agent.capture.packet import F_LAST_CHUNK, IPPROTO_TCP, IPPROTO_UDP, Packet
-from agent.capture.record import encode_record
+from agent.capture.record import RECORD_SIZE, encode_record
 from agent.capture.ring import BUSY_BIT, DISCARD_BIT, RingReader, ring_size_bytes
 from agent.capture.tc import FilterInfo, filter_name
 from agent.runtime import channel
@@ -71,7 +71,7 @@ def test_ring_reader_decodes_records_and_moves_the_consumer(tmp_path: Path) -> N
     got = reader.read(3, ts_offset=100)
     assert [p.sport for p in got] == [5000, 5001, 5002]
     assert got[0].ts_ns == 1100 and got[0].payload == b"\0" * 10
-    assert ring.consumer() == 3 * ((88 + 10 + 8 + 7) & ~7)
+    assert ring.consumer() == 3 * ((RECORD_SIZE + 10 + 8 + 7) & ~7)
     assert [p.sport for p in reader.read(100)] == [5003, 5004]
     assert reader.pending_bytes() == 0 and reader.records == 5
     reader.close()

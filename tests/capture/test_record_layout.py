@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.capture import packet, record
+from agent.capture import packet, record, tunnel
 
 STRUCTS = {
     "pb_record": record.RECORD_FIELDS,
@@ -67,7 +67,7 @@ def test_struct_matches_header(c_layout: dict[str, int], struct_name: str) -> No
 
 
 def test_struct_objects_have_header_sizes(c_layout: dict[str, int]) -> None:
-    assert record.RECORD_SIZE == c_layout["pb_record"] == 88
+    assert record.RECORD_SIZE == c_layout["pb_record"] == 128
     assert record.FLOW_KEY.size == c_layout["pb_flow_key"]
     assert record.FLOW_VALUE.size == c_layout["pb_flow"]
     assert record.IFACE.size == c_layout["pb_iface"]
@@ -97,8 +97,16 @@ def test_version_and_flags_match(c_layout: dict[str, int]) -> None:
     assert defines["PB_F_LAST_CHUNK"] == packet.F_LAST_CHUNK
     assert defines["PB_F_L3_DEVICE"] == packet.F_L3_DEVICE
     assert defines["PB_F_VLAN"] == packet.F_VLAN
+    assert defines["PB_F_TUNNEL"] == packet.F_TUNNEL
     assert defines["PB_DIR_INGRESS"] == packet.DIR_INGRESS
     assert defines["PB_DIR_EGRESS"] == packet.DIR_EGRESS
+    kinds = {m.group(1).lower(): int(m.group(2)) for m in re.finditer(r"#define PB_TUN_(\w+)\s+(\d+)", HEADER)}
+    assert kinds == {name: getattr(tunnel, f"KIND_{name.upper()}") for name in kinds}
+    assert set(kinds.values()) == set(tunnel.KIND_NAMES)
+    encap = re.search(r"#define PB_MAX_ENCAP (\d+)", HEADER)
+    assert encap is not None and int(encap.group(1)) == tunnel.MAX_ENCAP <= 4  # 4 bits per layer in a u16
+    ports = re.search(r"#define PB_MAX_TUNNEL_PORTS (\d+)", HEADER)
+    assert ports is not None and int(ports.group(1)) == record.MAX_TUNNEL_PORTS
     chunk = re.search(r"#define PB_CHUNK (\d+)", HEADER)
     assert chunk is not None and int(chunk.group(1)) == record.DEFAULT_CHUNK
     snap = re.search(r"#define PB_MAX_SNAPLEN (\d+)", HEADER)
@@ -117,6 +125,23 @@ def test_decode_record_round_trip() -> None:
             back.payload) == (1_005, pkt.src, pkt.dst, 40000, 80, 7, 9, 0x18, 512, 84, 3, 1, 0xDEADBEEF, 5,
                               pkt.flags, pkt.payload)
     assert record.chunk_offset(record.encode_record(pkt, payload_off=1234)) == 1234
+
+
+def test_tunnel_fields_round_trip_and_only_with_the_flag() -> None:
+    inner = packet.Packet(7, 4, packet.IPPROTO_TCP, b"\x0a\x00\x00\x01", b"\x0a\x00\x00\x02", 40000, 80, b"hi",
+                          tunnel=tunnel.TunnelInfo(("gre", "vxlan"), 42, b"\xc0\x00\x02\x01", b"\xc0\x00\x02\x02"))
+    raw = record.encode_record(inner)
+    back = record.decode_record(raw)
+    assert back.flags & packet.F_TUNNEL and back.tunnel == inner.tunnel
+    assert back.tunnel.depth == 2 and back.tunnel.reversed().outer_src == b"\xc0\x00\x02\x02"
+    assert raw[_offset("tunnel_kinds")] == tunnel.KIND_GRE | tunnel.KIND_VXLAN << 4
+    pppoe = packet.Packet(7, 6, packet.IPPROTO_UDP, b"\x20" * 16, b"\x21" * 16, 1, 2, b"",
+                          tunnel=tunnel.TunnelInfo(("pppoe",), 0x1234, b"", b""))
+    assert record.decode_record(record.encode_record(pppoe)).tunnel == pppoe.tunnel
+    # Without the flag, whatever the tail holds is not read.
+    plain = bytearray(raw)
+    plain[_offset("flags")] &= ~packet.F_TUNNEL
+    assert record.decode_record(bytes(plain)).tunnel is None
 
 
 def test_decode_record_sets_every_packet_slot() -> None:

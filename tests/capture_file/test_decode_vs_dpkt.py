@@ -8,17 +8,19 @@ import pytest
 
 from agent.capture import decode_dpkt
 from agent.capture.decode import FrameDecoder
-from agent.capture.packet import F_FRAGMENT
+from agent.capture.packet import F_FRAGMENT, F_MORE_FRAGS, F_TUNNEL, F_VLAN
 from agent.capture.pcapfile import CaptureReader
 from tests.helpers.replay import CORPUS
 
-PCAPS = sorted(CORPUS.glob("*.pcap"))
+TUNNEL_PCAPS = sorted((Path(__file__).resolve().parents[1] / "pcaps" / "tunnels").glob("*.pcap"))
+PCAPS = sorted(CORPUS.glob("*.pcap")) + TUNNEL_PCAPS
 FIELDS = ("family", "l4proto", "src", "dst", "sport", "dport", "seq", "ack", "tcp_flags", "window", "payload",
-          "frag_id", "frag_off", "vlan")
+          "frag_id", "frag_off", "vlan", "tunnel")
+LAYER_FLAGS = F_FRAGMENT | F_MORE_FRAGS | F_VLAN | F_TUNNEL  # the reference does not work out truncation
 
 
 def test_corpus_present() -> None:
-    assert len(PCAPS) >= 100
+    assert len(PCAPS) >= 100 and len(TUNNEL_PCAPS) >= 9
 
 
 @pytest.mark.parametrize("pcap", PCAPS, ids=lambda p: p.name)
@@ -35,6 +37,7 @@ def test_fast_decoder_matches_dpkt(pcap: Path) -> None:
             assert fast is not None, f"fast decoder dropped a frame dpkt decodes ({slow})"
             for name in FIELDS:
                 assert getattr(fast, name) == getattr(slow, name), f"{name} differs: {fast} vs {slow}"
+            assert fast.flags & LAYER_FLAGS == slow.flags & LAYER_FLAGS
             compared += 1
     assert compared > 0 or pcap.name == "flowhash_arp.pcap"
 

@@ -13,6 +13,7 @@ from agent.capture.packet import (
     TCP_SYN,
 )
 from agent.events.community_id import community_id
+from agent.flows.flowid import flow_id
 from tests.flows.packets import MAC_A, MAC_B, T0, S, ip, packet, reply, table
 
 HTTP = ("10.0.0.1", "10.0.0.2", 40000, 80)
@@ -247,18 +248,27 @@ def test_vlan_and_q_in_q_tags_are_part_of_the_flow() -> None:
     assert len({e["flow"]["id"] for e in events}) == 3
 
 
-def test_ip_in_ip_lists_outer_then_inner_addresses() -> None:
+def test_ip_in_ip_reports_the_inner_conversation_with_the_outer_pair_as_tunnel_fields() -> None:
+    """Unlike Packetbeat (source.ip = [outer, inner], community id of the outer pair), the flow is described
+    from the inside, as every tunnelled flow is; the id keeps Packetbeat's two-IP-layer layout."""
     flows, events = table()
     inner = packet(T0, "192.168.0.1", "192.168.0.2", 5000, 80, outer=("10.1.1.1", "10.2.2.2"))
     flows.packet(inner)
     flows.packet(reply(inner, T0 + 1))
+    # The same inner addresses between two other tunnel endpoints: another flow.
+    flows.packet(packet(T0 + 2, "192.168.0.1", "192.168.0.2", 5000, 80, outer=("10.3.3.3", "10.2.2.2")))
     flows.final(T0 + S)
     ev = events[0]
-    assert ev["source"]["ip"] == ["10.1.1.1", "192.168.0.1"]
-    assert ev["destination"]["ip"] == ["10.2.2.2", "192.168.0.2"]
-    assert ev["network"]["packets"] == 2
-    # Packetbeat hashes the outer pair (the first one it lists) with the inner ports.
-    assert ev["network"]["community_id"] == community_id(ip("10.1.1.1"), ip("10.2.2.2"), 6, 5000, 80)
+    assert ev["source"]["ip"] == "192.168.0.1" and ev["destination"]["ip"] == "192.168.0.2"
+    assert ev["network"]["type"] == "ipv4" and ev["network"]["packets"] == 2
+    assert ev["network"]["community_id"] == community_id(ip("192.168.0.1"), ip("192.168.0.2"), 6, 5000, 80)
+    assert ev["pktbeat"]["tunnel"] == {"type": "ip-in-ip", "depth": 1, "source": {"ip": "10.1.1.1"},
+                                       "destination": {"ip": "10.2.2.2"}}
+    expected_id, _ = flow_id((MAC_A, MAC_B), (), [(ip("10.1.1.1"), ip("10.2.2.2")),
+                                                  (ip("192.168.0.1"), ip("192.168.0.2"))], 6, (5000, 80))
+    assert ev["flow"]["id"] == expected_id
+    assert len(events) == 2 and events[1]["pktbeat"]["tunnel"]["source"]["ip"] == "10.3.3.3"
+    assert events[1]["flow"]["id"] != expected_id
 
 
 def test_macs_are_part_of_the_key_unless_mismatched_eth_is_allowed() -> None:

@@ -293,15 +293,15 @@ class Tcpdump:
         return self.stats
 
 
-def start_tcpdump(ns: Namespace, interface: str, pcap: Path, bpf: str = "") -> Tcpdump:
-    """Capture on `interface` in `ns`; returns once tcpdump listens.
+def start_tcpdump(ns: Namespace, interface: str, pcap: Path, bpf: str = "", snaplen: int = 0) -> Tcpdump:
+    """Capture on `interface` in `ns` (`snaplen` bytes of each packet, 0: all); returns once tcpdump listens.
 
     Immediate mode matters: without it TPACKET_V3 blocks still being filled
     when tcpdump is stopped are never written, and counts come out short.
     """
     import shlex
 
-    args = ["tcpdump", "--immediate-mode", "-B", "16384", "-i", interface, "-U", "-s", "0", "-w", str(pcap)]
+    args = ["tcpdump", "--immediate-mode", "-B", "16384", "-i", interface, "-U", "-s", str(snaplen), "-w", str(pcap)]
     args += shlex.split(bpf)
     proc = subprocess.Popen(ns.exec_args(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)

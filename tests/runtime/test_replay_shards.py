@@ -24,7 +24,7 @@ from agent.outputs.file import METADATA
 from agent.runtime.replay import ReplayOptions
 from agent.runtime.replay_shards import replay_workers
 from bench.gen_traffic_pcap import generate
-from tests.helpers.replay import CORPUS, PKTBEAT, STANDARD_PROTOCOLS
+from tests.helpers.replay import CORPUS, PKTBEAT, ROOT, STANDARD_PROTOCOLS
 
 # A mix of link types, VLANs, IPv6, UDP/ICMP, pipelined and datagram protocols, unanswered requests.
 MIXED = ["http_over_vlan.pcap", "icmp6_ping_over_vlan.pcap", "ipv6_thrift.pcap", "dns_udp_edns_ds.pcap",
@@ -92,7 +92,8 @@ def per_connection(out: Path) -> dict[tuple[Any, ...], list[str]]:
 
 
 def test_two_workers_give_the_same_events_in_each_connections_order(tmp_path: Path, traffic: Path) -> None:
-    files = [traffic, *(CORPUS / name for name in MIXED)]
+    tunnels = sorted((ROOT / "tests" / "pcaps" / "tunnels").glob("*.pcap"))  # sharded by the inner flow
+    files = [traffic, *(CORPUS / name for name in MIXED), *tunnels]
     one, out1 = run(tmp_path, files, 1)
     two, out2 = run(tmp_path, files, 2)
     assert one.returncode == 0, one.stderr[-3000:]
