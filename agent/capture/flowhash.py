@@ -14,10 +14,12 @@ is its own; deciding must cost far less than decoding.  Plain
 Ethernet/IPv4/TCP frames (nearly all of a typical capture) are keyed by their
 raw address and port bytes and the answer cached; every other frame is decoded
 (by a decoder of its own, so the replay's decode counters count each frame
-once; tunnels opened as the replay opens them) and hashed from the decoded
-addresses, as the dispatcher will see them.  One caveat, shared with live
-capture: the pieces of an IP-fragmented packet go to the worker of their
-address pair, so a fragmented TCP segment (or tunnel packet) may reach
+once) and hashed from the decoded addresses.  Tunnels are not opened for
+this: a tunnel's packets go by their outer address pair, so the underlay
+flow and the connections inside it stay in one worker (frames that are not
+IP at all, PPPoE sessions among them, all go to the first worker).  One
+caveat, shared with live capture: the pieces of an IP-fragmented packet go
+to the worker of their address pair, so a fragmented TCP segment may reach
 another worker than its connection's.
 """
 
@@ -50,6 +52,7 @@ _IPV4_PAD = bytes(12)
 
 SHARD_CACHE = 65536  # flows whose shard is remembered; the cache starts over when full
 REPORT_EVERY = 1024  # frames between two progress reports of a ShardedReader
+_OUTER_ONLY = TunnelSettings(enabled=False)
 
 # Link types with a fixed-size header: (offset of the IP header, offset of the EtherType or -1).
 _FIXED_LINK = {
@@ -87,14 +90,14 @@ def flow_hash(src: bytes, dst: bytes, l4proto: int, sport: int, dport: int, frag
 class FrameSharder:
     """Which of `shards` workers owns each frame of one link type (the kernel's choice: hash % workers)."""
 
-    def __init__(self, linktype: int, shards: int, tunnels: TunnelSettings | None = None) -> None:
+    def __init__(self, linktype: int, shards: int) -> None:
         self.shards = shards
         self._ip_at, self._ethertype_at = _FIXED_LINK.get(linktype, (-1, -1))
-        # Decoded as the replay decodes (tunnels opened alike), with its own counters: the worker
-        # that owns a frame counts it when it decodes it for real.
+        # Tunnels are not opened: their packets go by the outer address pair.  Its own counters:
+        # the worker that owns a frame counts it when it decodes it for real.
         self._decoder: FrameDecoder | None = None
         if linktype in SUPPORTED_LINKTYPES:
-            self._decoder = FrameDecoder(linktype, tunnels=tunnels,
+            self._decoder = FrameDecoder(linktype, tunnels=_OUTER_ONLY,
                                          counters=metrics.Counters("shard.decode", DECODE_COUNTERS))
         self._cache: dict[bytes, int] = {}
 
@@ -134,12 +137,11 @@ class ShardedReader(CaptureReader):
     shard 0 only: every shard meets the same error at the same place.
     """
 
-    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool],
-                 tunnels: TunnelSettings | None = None) -> None:
+    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool]) -> None:
         super().__init__(path)
         self.index = index
         self.filtering = True
-        self._sharder = FrameSharder(self.info.linktype, shards, tunnels)
+        self._sharder = FrameSharder(self.info.linktype, shards)
         self._report = report
         self._seen = 0
 

@@ -187,7 +187,6 @@ class _QuietFilter(logging.Filter):
 def _shard_opener(setup: ShardSetup, index: int, runner: ReplayRunner) -> Callable[[str], CaptureReader]:
     """The worker's `open_capture`: readers of its shard that report their position and watch the stop flag."""
     shared = setup.shared
-    tunnels = wiring.tunnel_settings(setup.config)
     opened = [0]
 
     def open_shard(path: str) -> CaptureReader:
@@ -202,7 +201,7 @@ def _shard_opener(setup: ShardSetup, index: int, runner: ReplayRunner) -> Callab
             return True
 
         shared.report(index, number, 0)
-        return ShardedReader(path, index, setup.workers, report, tunnels)
+        return ShardedReader(path, index, setup.workers, report)
 
     return open_shard
 

@@ -130,17 +130,22 @@ def test_the_shards_partition_the_file_and_keep_flows_together(traffic: Path) ->
             assert owner.setdefault(key, index) == index, key
 
 
-@pytest.mark.parametrize("name", ["http_over_vlan.pcap", "ipv6_thrift.pcap", "802.1q-q-in-q-icmp.pcap",
-                                  "wsgi_loopback.pcap", "dns_udp_edns_ds.pcap", "mysql_long_result.pcap"])
-def test_the_fast_path_agrees_with_the_decoded_packet(name: str) -> None:
-    """Plain IPv4/TCP frames are sharded from their raw bytes, the rest from the decoded packet: the same answer."""
+@pytest.mark.parametrize("path", [CORPUS / "http_over_vlan.pcap", CORPUS / "ipv6_thrift.pcap",
+                                  CORPUS / "802.1q-q-in-q-icmp.pcap", CORPUS / "wsgi_loopback.pcap",
+                                  CORPUS / "dns_udp_edns_ds.pcap", CORPUS / "mysql_long_result.pcap",
+                                  ROOT / "tests/pcaps/tunnels/vxlan.pcap", ROOT / "tests/pcaps/tunnels/gre.pcap"],
+                         ids=lambda p: p.name)
+def test_the_fast_path_agrees_with_the_decoded_packet(path: Path) -> None:
+    """Plain IPv4/TCP frames are sharded from their raw bytes, the rest from the decoded packet (tunnels by
+    their outer addresses): the same answer."""
     from agent.capture.decode import FrameDecoder
     from agent.capture.packet import F_FRAGMENT
+    from agent.capture.tunnel import TunnelSettings
     from agent.metrics import Counters
 
-    with CaptureReader(CORPUS / name) as reader:
+    with CaptureReader(path) as reader:
         sharder = FrameSharder(reader.info.linktype, 7)
-        decoder = FrameDecoder(reader.info.linktype, counters=Counters("test"))
+        decoder = FrameDecoder(reader.info.linktype, tunnels=TunnelSettings(enabled=False), counters=Counters("t"))
         for _ts, frame, _len in reader:
             pkt = decoder.decode(frame, 0)
             expected = 0 if pkt is None else flow_hash(pkt.src, pkt.dst, pkt.l4proto, pkt.sport, pkt.dport,
