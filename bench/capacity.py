@@ -15,8 +15,9 @@ agent gets up to 30 s to catch up.  Then:
   lost       server - events: transactions the agent did not publish
   unmatched  the protocol's unmatched-request/response counters
   drops      kernel ring drops, worker channel drops, queue drops
-  agent cpu  CPU of the agent and its worker, as a share of one core (from the
-             start of the load until it caught up) and in microseconds per transaction
+  agent cpu  CPU of the agent and its worker, from the start of the load until it
+             caught up: in microseconds per transaction, and as a share of one core
+             over the load's duration
   gen/srv    CPU of the load generator and of the server (share of one core)
 
 A rate passes with zero unexplained loss when lost, unmatched and drops are
@@ -415,7 +416,7 @@ def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: f
     drops = sum(found.get(k, 0) for k in ("ring_full", "load_failed", "emit_failed", "capture.events_dropped",
                                          "pipeline.queue_full_drops"))
     achieved = server / max(load.seconds, 1e-9)
-    agent_pct = 100.0 * (cpu1 - cpu0) / max(wall1 - wall0, 1e-9)
+    agent_pct = 100.0 * (cpu1 - cpu0) / max(load.seconds, 1e-9)  # the share of a core the load took
     row = {"target": rate, "achieved": achieved, "server": server, "events": events,
            "lost": server - events - load.explained, "wire_lost": load.explained, "unmatched": unmatched,
            "drops": drops, "gaps": found.get("tcp.gaps", 0), "agent_pct": agent_pct,
