@@ -19,6 +19,8 @@ agent gets up to 30 s to catch up.  Then:
              caught up: in microseconds per transaction, and as a share of one core
              over the load's duration
   gen/srv    CPU of the load generator and of the server (share of one core)
+  behind     seconds after the load ended that the agent's output still grew
+             (its backlog, plus up to a second of output flushing)
 
 A rate passes with zero unexplained loss when lost, unmatched and drops are
 all zero (for DNS, queries the generator itself counted as lost on the wire
@@ -422,7 +424,8 @@ def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: f
            "drops": drops, "gaps": found.get("tcp.gaps", 0), "agent_pct": agent_pct,
            "us_per_txn": 1e6 * (cpu1 - cpu0) / max(server, 1),
            "gen_pct": 100.0 * load.cpu_s / max(load.seconds, 1e-9),
-           "srv_pct": 100.0 * (srv1 - srv0) / max(load.seconds, 1e-9), "load": os.getloadavg()[0]}
+           "srv_pct": 100.0 * (srv1 - srv0) / max(load.seconds, 1e-9), "load": os.getloadavg()[0],
+           "behind": wall1 - wall0 - load.seconds}
     row["ok"] = row["lost"] <= 0 and unmatched == 0 and drops == 0 and server > 0
     row["limit"] = limit(row)
     return row
@@ -483,7 +486,8 @@ def main() -> int:
             print(f"\n== {scenario.name}: without the agent the generator and server reach {ceiling:,.0f}/s "
                   f"({per_request:.0f} wire bytes per request from the client)", flush=True)
             print(f"{'target':>7} {'achieved':>9} {'server':>8} {'events':>8} {'lost':>6} {'unmatch':>7} "
-                  f"{'drops':>6} {'agent %':>7} {'us/txn':>7} {'gen %':>6} {'srv %':>6} {'load':>5}  limit")
+                  f"{'drops':>6} {'agent %':>7} {'us/txn':>7} {'gen %':>6} {'srv %':>6} {'behind':>6} "
+                  f"{'load':>5}  limit")
             best: dict[str, Any] | None = None
             last_limit = ""
             for rate in rates:
@@ -491,7 +495,7 @@ def main() -> int:
                 print(f"{row['target']:>7} {row['achieved']:>9,.0f} {row['server']:>8} {row['events']:>8} "
                       f"{row['lost']:>6} {row['unmatched']:>7} {row['drops']:>6} {row['agent_pct']:>7.0f} "
                       f"{row['us_per_txn']:>7.1f} {row['gen_pct']:>6.0f} {row['srv_pct']:>6.0f} "
-                      f"{row['load']:>5.1f}  {row['limit']}", flush=True)
+                      f"{row['behind']:>6.1f} {row['load']:>5.1f}  {row['limit']}", flush=True)
                 last_limit = row["limit"]
                 if row["ok"] and (best is None or row["achieved"] > best["achieved"]):
                     best = row
