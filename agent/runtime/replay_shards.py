@@ -275,6 +275,9 @@ class ShardedReplay:
         self.shared = SharedState(workers)
         self.workers: list[_Worker] = []
         # Fork before any thread exists (the pipeline starts its sender): a fork keeps only its own thread.
+        # Start-up objects are frozen first: a collection in a worker then never walks (and so never
+        # copies) the memory it shares with the parent.
+        wiring.tune_gc()
         self._fork(ShardSetup(config, replace(options, files=self.files), self.identity, workers, self.shared))
         try:
             self.output = wiring.make_output(config)
@@ -331,7 +334,6 @@ class ShardedReplay:
     def run(self) -> Exit:
         log.info("Process watcher disabled when file input is used")
         log.info("replaying with %d workers", len(self.workers))
-        wiring.tune_gc()
         progress = _ProgressView(self, self._show_progress())
         code = Exit.OK
         try:
