@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 _lock = threading.Lock()
 _groups: dict[str, Counters] = {}
+# Dotted names whose value is a level (a depth, bytes pending), not a running total: /metrics exports
+# them as gauges.
+_gauges: set[str] = {"capture.ring_pending_bytes"}
 
 
 class Counters(dict[str, int]):
@@ -38,6 +41,16 @@ def register(prefix: str, names: tuple[str, ...] = ()) -> Counters:
         if group is None:
             group = _groups[prefix] = Counters(prefix, names)
         return group
+
+
+def declare_gauge(dotted: str) -> None:
+    """Mark `prefix.name` as a gauge (a current level), so that /metrics does not call it a total."""
+    with _lock:
+        _gauges.add(dotted)
+
+
+def is_gauge(dotted: str) -> bool:
+    return dotted in _gauges
 
 
 def groups() -> Iterator[Counters]:

@@ -913,24 +913,31 @@ static __always_inline void count_run(struct pb_counters *c, u32 segs, u64 bytes
 
 /* ---- records --------------------------------------------------------------- */
 
-/* The same for both directions: XOR and sum of the endpoints are symmetric. */
-static __always_inline u32 flow_hash(struct pb_parse *p)
+/* The same for both directions: XOR and sum of the endpoints are symmetric.
+ * Also used by bpf/sockets.bpf.c to send a socket's process to the worker
+ * that decodes its packets: the two must agree. */
+static __always_inline u32 pb_tuple_hash(const u8 *saddr, const u8 *daddr, u16 sport, u16 dport, int by_ports)
 {
     u32 h = 0x2545f491;
 #pragma unroll
     for (int i = 0; i < 16; i += 4) {
-        u32 a = *(u32 *)(p->saddr + i);
-        u32 b = *(u32 *)(p->daddr + i);
+        u32 a = *(const u32 *)(saddr + i);
+        u32 b = *(const u32 *)(daddr + i);
         h = mix(h, a ^ b);
         h = mix(h, a + b);
     }
-    /* TCP by 5-tuple; UDP, ICMP and fragments by address pair, so the
-     * pieces of a fragmented datagram and its exchange meet in one worker. */
-    if (p->l4proto == IPPROTO_TCP && !p->is_frag) {
-        h = mix(h, (u32)(p->sport ^ p->dport) | ((u32)(p->sport + p->dport) << 16));
+    if (by_ports) {
+        h = mix(h, (u32)(sport ^ dport) | ((u32)(sport + dport) << 16));
         h = mix(h, IPPROTO_TCP);
     }
     return h;
+}
+
+/* TCP by 5-tuple; UDP, ICMP and fragments by address pair, so the pieces
+ * of a fragmented datagram and its exchange meet in one worker. */
+static __always_inline u32 flow_hash(struct pb_parse *p)
+{
+    return pb_tuple_hash(p->saddr, p->daddr, p->sport, p->dport, p->l4proto == IPPROTO_TCP && !p->is_frag);
 }
 
 static __always_inline int port_matches(struct pb_parse *p)

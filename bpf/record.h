@@ -1,7 +1,9 @@
 /* The one definition of what the kernel program shares with user space.
  *
  * Every record in a ring buffer is a `struct pb_record` followed by
- * `payload_len` payload bytes.  agent/capture/record.py decodes it (and the
+ * `payload_len` payload bytes, or a socket record of process attribution
+ * (bpf/sockets.h), told apart by bit 63 of the first u64: keep `ts_ns`
+ * first (a boot-time stamp never sets it).  agent/capture/record.py decodes it (and the
  * map structs below) with struct formats that tests/capture/test_record_layout.py
  * checks against this file by compiling it, so change both together and bump
  * PB_RECORD_VERSION.

@@ -1,33 +1,67 @@
 #!/usr/bin/env bash
 # Set-up for pktbeat on Debian 12, as root, then one of:
-#   scripts/setup.sh run  [pktbeat run options]   live capture with ./packetbeat.yml
-#   scripts/setup.sh test [pytest options]        the whole test suite (what .ci/run calls)
-#   scripts/setup.sh                              set-up only
-# Every step checks first and does nothing when its work is already done, so a
-# second run takes a second or two.
+#   scripts/setup.sh run  [pktbeat run options]   runtime set-up, then live capture with ./packetbeat.yml
+#   scripts/setup.sh test [pytest options]        test set-up, then the whole test suite (what .ci/run calls)
+#   scripts/setup.sh                              runtime set-up only (no servers, no test tools)
+#   scripts/setup.sh dev                          test set-up only (what a developer's worktree needs)
+#   scripts/setup.sh plan run|test                the Debian packages that mode needs, one per line; changes nothing
+# The runtime set-up installs only what the agent needs on a monitored host: BCC, kernel headers,
+# a venv with pktbeat's runtime dependencies.  Test mode adds the servers and tools the tests drive
+# and the test extras.  Every step checks first and does nothing when its work is already done, so
+# a second run takes a second or two.
+# PKTBEAT_VENV puts the venv elsewhere (default: ./.venv).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MODE="${1:-setup}"
 [ $# -gt 0 ] && shift
+VENV="${PKTBEAT_VENV:-$ROOT/.venv}"
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "run as root (BPF, TC and network namespaces need it)"
-[ -r /etc/debian_version ] || die "this script targets Debian 12"
-
-# Packages: the capture stack, then the real servers and tools the tests drive.
-APT_PACKAGES=(
-  python3 python3-venv python3-dev python3-bpfcc gcc make
-  iproute2 iputils-ping ethtool tcpdump tshark curl openssl ca-certificates procps psmisc socat netcat-openbsd
+# What the agent needs at run time (the native build needs the compiler and Python headers).
+RUNTIME_PACKAGES=(python3 python3-venv python3-bpfcc ca-certificates python3-dev gcc)
+# What the tests add: the real servers and clients they drive, packet tools, tmux for `pktbeat top`,
+# systemd for `systemd-analyze verify` of the unit (this machine's init need not be systemd).
+TEST_PACKAGES=(
+  make iproute2 iputils-ping ethtool tcpdump tshark curl openssl procps psmisc socat netcat-openbsd tmux systemd
   nginx-light dnsmasq-base bind9-dnsutils
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
   wrk dnsperf libmemcached-tools
 )
+
+# The headers package BCC compiles against: the running kernel's own, or Debian's generic one.
+headers_package() {
+  local own="linux-headers-$(uname -r)"
+  if apt-cache show "$own" >/dev/null 2>&1; then echo "$own"; else echo linux-headers-amd64; fi
+}
+
+packages_for() {
+  printf '%s\n' "${RUNTIME_PACKAGES[@]}"
+  headers_package
+  [ "$1" = test ] && printf '%s\n' "${TEST_PACKAGES[@]}"
+  return 0
+}
+
+if [ "$MODE" = plan ]; then
+  case "${1:-}" in
+    run|test) packages_for "$1"; exit 0 ;;
+    *) die "usage: scripts/setup.sh plan run|test" ;;
+  esac
+fi
+
+case "$MODE" in
+  setup|run) LEVEL=run ;;
+  test|dev) LEVEL=test ;;
+  *) die "unknown mode '$MODE' (use run, test, dev, plan run|test, or nothing for set-up only)" ;;
+esac
+
+[ "$(id -u)" -eq 0 ] || die "run as root (BPF, TC and network namespaces need it)"
+[ -r /etc/debian_version ] || die "this script targets Debian 12"
 
 missing_packages() {
   local pkg status
@@ -81,40 +115,71 @@ kernel_headers() {
   say "no headers package for kernel $(uname -r): linked $mod/build -> $arch and $mod/source -> $common"
 }
 
+# The venv records what it was set up for: a test venv also serves `run`, never the reverse.
 python_env() {
-  local venv="$ROOT/.venv" stamp
-  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import bcc' 2>/dev/null; then
-    rm -rf "$venv"
-    say "creating $venv from /usr/bin/python3 with --system-site-packages"
-    /usr/bin/python3 -m venv --system-site-packages "$venv"
+  local stamp want extras
+  if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import bcc' 2>/dev/null; then
+    rm -rf "$VENV"
+    say "creating $VENV from /usr/bin/python3 with --system-site-packages"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
   fi
-  stamp=$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)
-  if [ "$(cat "$venv/.pktbeat-installed" 2>/dev/null)" != "$stamp" ] || [ ! -x "$venv/bin/pktbeat" ]; then
-    say "installing pktbeat and its Python dependencies into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test]" >/tmp/pktbeat-pip.log 2>&1 \
-      || { tail -20 /tmp/pktbeat-pip.log >&2; die "pip install failed (log: /tmp/pktbeat-pip.log)"; }
-    echo "$stamp" > "$venv/.pktbeat-installed"
-  fi
-  # Native (mypyc) builds of the per-packet modules: ~20% faster replay. Rebuilt whenever those
-  # sources change; agent/accel.py ignores a build that does not match them.
-  if ! "$venv/bin/python" "$ROOT/scripts/accel.py" check 2>/dev/null; then
-    say "compiling the per-packet modules with mypyc into $venv/pktbeat-accel (about a minute)"
-    if ! PKTBEAT_PURE_PYTHON=1 "$venv/bin/python" "$ROOT/scripts/accel.py" build >/tmp/pktbeat-accel.log 2>&1; then
-      say "warning: mypyc build failed, running pure Python (log: /tmp/pktbeat-accel.log)"
-    fi
-  fi
+  stamp=$(sha256sum < "$ROOT/pyproject.toml" | cut -c1-16)
+  want="$stamp $LEVEL"
+  case "$(cat "$VENV/.pktbeat-installed" 2>/dev/null)" in
+    "$stamp test") [ -x "$VENV/bin/pktbeat" ] && return 0 ;;
+    "$want") [ -x "$VENV/bin/pktbeat" ] && return 0 ;;
+  esac
+  extras=""
+  [ "$LEVEL" = test ] && extras="[test,bench]"
+  say "installing pktbeat and its ${LEVEL/run/runtime} Python dependencies into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT$extras" >/tmp/pktbeat-pip.log 2>&1 \
+    || { tail -20 /tmp/pktbeat-pip.log >&2; die "pip install failed (log: /tmp/pktbeat-pip.log)"; }
+  echo "$want" > "$VENV/.pktbeat-installed"
 }
 
-apt_install "${APT_PACKAGES[@]}"
+# Native (mypyc) builds of the per-packet modules: ~20% faster replay. Rebuilt whenever those sources
+# change; agent/accel.py ignores a build that does not match them.  A runtime venv has no mypy: the
+# build then reuses ./.venv's matching build, or compiles in a throw-away venv.
+native_build() {
+  "$VENV/bin/python" "$ROOT/scripts/accel.py" check 2>/dev/null && return 0
+  local builder="$VENV" scratch=""
+  if [ ! -x "$VENV/bin/mypyc" ]; then
+    if [ "$VENV" != "$ROOT/.venv" ] && [ -x "$ROOT/.venv/bin/python" ] \
+        && "$ROOT/.venv/bin/python" "$ROOT/scripts/accel.py" check 2>/dev/null; then
+      rm -rf "$VENV/pktbeat-accel"
+      cp -a "$ROOT/.venv/pktbeat-accel" "$VENV/pktbeat-accel"
+      "$VENV/bin/python" "$ROOT/scripts/accel.py" check 2>/dev/null && return 0
+    fi
+    scratch=$(mktemp -d /tmp/pktbeat-accel-venv.XXXXXX)
+    /usr/bin/python3 -m venv --system-site-packages "$scratch"
+    "$scratch/bin/pip" install -q --disable-pip-version-check "mypy>=1.11" -e "$ROOT" >/tmp/pktbeat-accel.log 2>&1 \
+      || { rm -rf "$scratch"; say "warning: no mypy for the native build, running pure Python"; return 0; }
+    builder="$scratch"
+  fi
+  say "compiling the per-packet modules with mypyc into $VENV/pktbeat-accel (about a minute)"
+  if PKTBEAT_PURE_PYTHON=1 "$builder/bin/python" "$ROOT/scripts/accel.py" build >>/tmp/pktbeat-accel.log 2>&1; then
+    if [ -n "$scratch" ]; then
+      rm -rf "$VENV/pktbeat-accel"
+      cp -a "$scratch/pktbeat-accel" "$VENV/pktbeat-accel"
+    fi
+  else
+    say "warning: mypyc build failed, running pure Python (log: /tmp/pktbeat-accel.log)"
+  fi
+  [ -n "$scratch" ] && rm -rf "$scratch"
+  return 0
+}
+
+mapfile -t PACKAGES < <(packages_for "$LEVEL" | grep -v '^linux-headers-')
+apt_install "${PACKAGES[@]}"
 kernel_headers
 python_env
+native_build
 
 case "$MODE" in
-  setup) say "ready: $ROOT/.venv/bin/pktbeat" ;;
-  run)   exec "$ROOT/.venv/bin/pktbeat" run -c "$ROOT/packetbeat.yml" "$@" ;;
+  setup|dev) say "ready: $VENV/bin/pktbeat" ;;
+  run)   exec "$VENV/bin/pktbeat" run -c "$ROOT/packetbeat.yml" "$@" ;;
   test)
-    "$ROOT/.venv/bin/ruff" check agent tests bench docs
-    "$ROOT/.venv/bin/mypy" --no-error-summary
-    exec "$ROOT/.venv/bin/python" -m pytest "$@" ;;
-  *) die "unknown mode '$MODE' (use run, test, or nothing for set-up only)" ;;
+    "$VENV/bin/ruff" check agent tests bench docs
+    "$VENV/bin/mypy" --no-error-summary
+    exec "$VENV/bin/python" -m pytest "$@" ;;
 esac

@@ -132,12 +132,12 @@ class FrameSharder:
 class ShardedReader(CaptureReader):
     """A capture reader that yields only the frames of shard `index` of `shards`, without copying the others.
 
-    Every REPORT_EVERY frames it calls `report(offset)` (progress), and stops
-    reading when that returns False.  A file that breaks off is reported by
+    Every REPORT_EVERY frames it calls `report(offset, frames read)` (progress),
+    and stops reading when that returns False.  A file that breaks off is reported by
     shard 0 only: every shard meets the same error at the same place.
     """
 
-    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int], bool]) -> None:
+    def __init__(self, path: str | Path, index: int, shards: int, report: Callable[[int, int], bool]) -> None:
         super().__init__(path)
         self.index = index
         self.filtering = True
@@ -147,7 +147,7 @@ class ShardedReader(CaptureReader):
 
     def _keep(self, buf: bytes, start: int, stop: int, ts_ns: int) -> bool:
         self._seen += 1
-        if not self._seen % REPORT_EVERY and not self._report(self.offset):
+        if not self._seen % REPORT_EVERY and not self._report(self.offset, self._seen):
             self.stopped = True
             return False
         if self._sharder.shard_at(buf, start, stop) == self.index:

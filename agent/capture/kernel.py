@@ -13,9 +13,12 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.capture import record
 from agent.capture.bpfmap import BPF_ANY, BpfMap, possible_cpus
+from agent.capture.sockets import SocketSettings, SocketsUnavailable, SocketTracer, socket_cflags
+from agent.capture.sockrecord import SOCK_PROGRAM_FILE
 from agent.capture.tunnel import GENEVE_PORTS, VXLAN_PORTS
 
 log = logging.getLogger("pktbeat.capture")
@@ -41,6 +44,7 @@ class KernelSettings:
     ports: Mapping[tuple[int, int], int] = field(default_factory=dict)
     wake_every: int = DEFAULT_WAKE_EVERY
     chunk: int | None = None  # PB_CHUNK override (tests exercise record splitting with it)
+    procs: SocketSettings | None = None  # process attribution (bpf/sockets.bpf.c), None: off
     decap: bool = True  # look inside tunnels (packetbeat.tunnels)
     vxlan_ports: tuple[int, ...] = VXLAN_PORTS
     geneve_ports: tuple[int, ...] = GENEVE_PORTS
@@ -72,8 +76,17 @@ class KernelProgram:
         ]
         if settings.chunk is not None:
             cflags.append(f"-DPB_CHUNK={settings.chunk}")
+        # Process attribution: None when off or unavailable (`procs_unavailable` says why).
+        self.sockets: SocketTracer | None = None
+        self.procs_unavailable: str | None = None
+        procs_flags: list[str] = []
+        if settings.procs is not None:
+            try:
+                procs_flags = socket_cflags(settings.procs)
+            except SocketsUnavailable as exc:
+                self.procs_unavailable = str(exc)
         try:
-            self.bpf = BPF(src_file=str(record.PROGRAM_FILE).encode(), cflags=cflags)
+            self.bpf = _compile(cflags, procs_flags)
             self.ingress = self.bpf.load_func(b"pb_ingress", BPF.SCHED_CLS)
             self.egress = self.bpf.load_func(b"pb_egress", BPF.SCHED_CLS)
             self.emitter = self.bpf.load_func(b"pb_emit", BPF.SCHED_CLS)
@@ -82,6 +95,11 @@ class KernelProgram:
             self.bpf.get_table("decappers")[ct.c_int(0)] = ct.c_int(self.decapper.fd)
         except Exception as exc:  # BCC raises bare Exceptions
             raise KernelLoadError(str(exc)) from exc
+        if settings.procs is not None and self.procs_unavailable is None:
+            try:
+                self.sockets = SocketTracer(self.bpf, settings.procs)
+            except SocketsUnavailable as exc:
+                self.procs_unavailable = str(exc)
         self.ring_fds = [self._fd(f"ring{i}") for i in range(settings.workers)]
         self.maps = {
             "settings": BpfMap("settings", self._fd("settings"), 4, record.SETTINGS.size, 1),
@@ -218,12 +236,26 @@ class KernelProgram:
         return self.maps["flows"]
 
     def close(self) -> None:
+        if self.sockets is not None:
+            self.sockets.close()
         try:
             self.bpf.cleanup()
         except Exception:
             pass
 
 
+def _compile(cflags: list[str], procs_flags: list[str]) -> Any:
+    """One BCC module: the capture program, followed by the socket programs when `procs_flags` are given.
+
+    One text rather than an #include: BCC only rewrites and loads functions of the main file.
+    """
+    from bcc import BPF
+
+    if not procs_flags:
+        return BPF(src_file=str(record.PROGRAM_FILE).encode(), cflags=cflags)
+    text = (f'#line 1 "{record.PROGRAM_FILE.name}"\n{record.PROGRAM_FILE.read_text()}\n'
+            f'#line 1 "{SOCK_PROGRAM_FILE.name}"\n{SOCK_PROGRAM_FILE.read_text()}')
+    return BPF(text=text.encode(), cflags=cflags + procs_flags)
 def _check_tunnel_ports(vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
     for name, tunnel_ports in (("VXLAN", vxlan_ports), ("GENEVE", geneve_ports)):
         if len(tunnel_ports) > record.MAX_TUNNEL_PORTS or not all(0 < p < 65536 for p in tunnel_ports):

@@ -47,20 +47,43 @@ def effective_caps(status: Path = Path("/proc/self/status")) -> int:
     return 0
 
 
+# The capabilities live capture needs (found by experiment on Linux 6.18, see README "Least privilege"),
+# each with what it is for.  CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON, as in the kernel.
+REQUIRED_CAPS: tuple[tuple[int, str, str], ...] = (
+    (CAP_BPF, "CAP_BPF", "create the BPF maps and ring buffers and load the program"),
+    (CAP_PERFMON, "CAP_PERFMON", "let the verifier accept the program's pointer arithmetic on packet data"),
+    (CAP_NET_ADMIN, "CAP_NET_ADMIN", "load a TC classifier and attach it to the interfaces"),
+)
+GRANT_HINT = ("AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN in the unit, or "
+              "setpriv --ambient-caps +bpf,+perfmon,+net_admin")
+
+
+def missing_caps(caps: int) -> list[tuple[str, str]]:
+    """(name, purpose) of each needed capability absent from `caps`."""
+
+    def has(cap: int) -> bool:
+        return bool(caps >> cap & 1) or (cap != CAP_NET_ADMIN and bool(caps >> CAP_SYS_ADMIN & 1))
+
+    return [(name, purpose) for cap, name, purpose in REQUIRED_CAPS if not has(cap)]
+
+
 def check_privileges(euid: int | None = None, caps: int | None = None) -> None:
     euid = os.geteuid() if euid is None else euid
     caps = effective_caps() if caps is None else caps
-
-    def has(cap: int) -> bool:
-        return bool(caps >> cap & 1)
-
-    if has(CAP_NET_ADMIN) and (has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))):
+    missing = missing_caps(caps)
+    if not missing:
         return
     who = "root" if euid == 0 else f"uid {euid}"
+    if len(missing) == len(REQUIRED_CAPS):
+        raise PreflightError(Missing.PRIVILEGES,
+                             f"live capture needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, to load the eBPF "
+                             f"program and attach it with TC; running as {who} without them: use sudo, grant them "
+                             f"({GRANT_HINT}), or read a file with -I")
+    names = " and ".join(name for name, _ in missing)
+    purposes = "; ".join(f"{name} to {purpose}" for name, purpose in missing)
     raise PreflightError(Missing.PRIVILEGES,
-                         f"live capture needs root (or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN) to load the eBPF "
-                         f"program and attach it with TC; running as {who} without them: use sudo, or read a "
-                         f"file with -I")
+                         f"live capture needs {names}, which {who} lacks ({purposes}): grant "
+                         f"{'it' if len(missing) == 1 else 'them'} ({GRANT_HINT}), or run as root")
 
 
 def check_bcc(importer: Callable[[str], object] = __import__) -> None:

@@ -13,6 +13,11 @@ being written; bit 30 "discard": skip it) and u32 page offset; records are
 8-byte aligned.  Reading a record costs one `unpack_from` of the header plus
 the record decoder: no ctypes callback per record, which measured faster
 than BCC's `ring_buffer_poll`.
+
+Socket records (process attribution, bpf/sockets.h) share the rings with
+packet records; bit 63 of their first u64 marks them.  `read` sets them
+aside, undecoded, in `sockets`, for the caller to take before it handles
+the packets read with them.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from agent.capture.record import RecordError, decode_record
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HEADER_SIZE = 8
+SOCKET_FLAG_AT = HEADER_SIZE + 7  # the top byte of a record's first (little-endian) u64
 
 _u64 = struct.Struct("<Q")
 _u32 = struct.Struct("<I")
@@ -49,6 +55,7 @@ class RingReader:
         self.bytes = 0
         self.discarded = 0
         self.bad_records = 0
+        self.sockets: list[bytes] = []  # socket records set aside by `read`; the caller empties it
 
     def fileno(self) -> int:
         """Poll this fd (EPOLLIN) to sleep until the kernel forces a wake-up."""
@@ -73,6 +80,7 @@ class RingReader:
         start = cons
         unpack_len = _u32.unpack_from
         append = out.append
+        sockets = self.sockets
         while cons < prod and len(out) < limit:
             at = base + (cons & mask)
             header = unpack_len(data, at)[0]
@@ -81,6 +89,8 @@ class RingReader:
             length = header & ~(BUSY_BIT | DISCARD_BIT)
             if header & DISCARD_BIT:
                 self.discarded += 1
+            elif data[at + SOCKET_FLAG_AT] & 0x80:
+                sockets.append(data[at + HEADER_SIZE:at + HEADER_SIZE + length])
             else:
                 try:
                     append(decode_record(data, at + HEADER_SIZE, length, ts_offset))

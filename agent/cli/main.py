@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.cli.top import top as top_command
 from agent.config.load import AgentConfig, load
 from agent.config.typed import ConfigError
 from agent.runtime.exitcodes import Exit
@@ -40,9 +41,13 @@ PathLogs = Annotated[str | None, typer.Option("--path.logs", help="Logs path")]
 PathConfig = Annotated[str | None, typer.Option("--path.config", help="Config path")]
 
 
+PATH_ENV = "PKTBEAT_PATH_"  # PKTBEAT_PATH_HOME/CONFIG/DATA/LOGS: the installed layout (/usr/bin/pktbeat sets them)
+
+
 def _config_file(path: str | None, path_config: str | None = None) -> str:
+    """-c FILE (relative to path.config when one is given, as in Beats), else path.config/packetbeat.yml."""
     if path:
-        return path
+        return str(Path(path_config) / path) if path_config and not os.path.isabs(path) else path
     base = Path(path_config) if path_config else Path.cwd()
     return str(base / "packetbeat.yml")
 
@@ -50,12 +55,15 @@ def _config_file(path: str | None, path_config: str | None = None) -> str:
 def _load(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
           path_data: str | None = None, path_logs: str | None = None,
           path_config: str | None = None, extra: dict[str, Any] | None = None) -> AgentConfig:
-    overrides = list(settings or [])
+    # Last wins: the file, the installed layout (as Packetbeat's wrapper passes --path.*), -E, --path.* flags.
+    overrides = [f"path.{key}={os.environ[PATH_ENV + key.upper()]}" for key in ("home", "config", "data", "logs")
+                 if os.environ.get(PATH_ENV + key.upper())]
+    overrides += list(settings or [])
     for key, value in (("path.home", path_home), ("path.data", path_data), ("path.logs", path_logs),
                        ("path.config", path_config)):
         if value:
             overrides.append(f"{key}={value}")
-    file = _config_file(config, path_config)
+    file = _config_file(config, path_config or os.environ.get(PATH_ENV + "CONFIG"))
     if not os.path.exists(file):
         raise ConfigError("", "config file not found; pass -c FILE", file)
     return load(file, overrides, extra)
@@ -108,7 +116,8 @@ def run(
     except ConfigError as exc:
         _fail_config(exc)
         return
-    logs.setup(cfg.logging, to_stderr, _selectors(debug), cfg.path.logs)
+    logs_where = logs.setup(cfg.logging, to_stderr, _selectors(debug), cfg.path.logs)
+    logs.announce(cfg.output.name, cfg.output.config, logs_where)
     for warning in cfg.warnings:
         log.warning("config: %s", warning)
     if read_file:
@@ -257,6 +266,9 @@ def export_template(config: ConfigOpt = None, settings: SettingsOpt = None) -> N
         return
     module = registry.module("elasticsearch")
     typer.echo(json.dumps(module.index_template(cfg), indent=2))
+
+
+app.command("top")(top_command)
 
 
 @app.command()

@@ -18,6 +18,7 @@ from agent.config.model import (
     InterfacesConfig,
     LoggingConfig,
     PathConfig,
+    ProcsConfig,
     QueueConfig,
     SetupConfig,
     TunnelsConfig,
@@ -45,11 +46,10 @@ UNSUPPORTED_TOP: dict[str, str] = {
     "gc_percent": "not applicable",
 }
 UNSUPPORTED_PACKETBEAT: dict[str, str] = {
-    "procs": "process enrichment (packetbeat.procs) is not implemented yet",
     "npcap": "Windows only",
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
-KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "ignore_outgoing", "shutdown_timeout", "tunnels")
+KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "procs", "ignore_outgoing", "shutdown_timeout", "tunnels")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -87,6 +87,7 @@ class AgentConfig:
     timestamp_digits: int = 3
     ignore_outgoing: bool = False
     shutdown_timeout: float = 0.0
+    procs: ProcsConfig = field(default_factory=ProcsConfig)
     warnings: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -143,6 +144,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         if not flows.enabled:
             flows = None
     protocols = _protocols(pb.get("protocols"), warn)
+    procs = build(ProcsConfig, pb.get("procs"), "packetbeat.procs", warn=warn, unsupported=ProcsConfig.UNSUPPORTED)
     tunnels = _tunnels(pb.get("tunnels"))
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
@@ -174,7 +176,7 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         logging=logging_cfg, path=paths, setup=setup, http=http, tunnels=tunnels, processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
-        shutdown_timeout=shutdown_timeout, warnings=tuple(warnings), raw=tree,
+        shutdown_timeout=shutdown_timeout, procs=procs, warnings=tuple(warnings), raw=tree,
     )
 
 

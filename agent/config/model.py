@@ -91,6 +91,37 @@ class TunnelsConfig:
 
 
 @dataclass(frozen=True)
+class MonitoredProcessConfig:
+    """One `packetbeat.procs.monitored` entry: processes whose command line contains `cmdline_grep`
+    (or, without it, `process`) are named `process` in events."""
+
+    process: str = opt("")
+    cmdline_grep: str = opt("")
+
+    def __post_init__(self) -> None:
+        if not self.process:
+            raise ValueError("every monitored entry needs a process name")
+
+
+@dataclass(frozen=True)
+class ProcsConfig:
+    """`packetbeat.procs`: process attribution.  On by default in pktbeat (off in Packetbeat)."""
+
+    enabled: bool = opt(True)
+    monitored: tuple[MonitoredProcessConfig, ...] = opt(())
+    # pktbeat's own: sockets the kernel and each worker remember, processes each worker describes.
+    max_sockets: int = opt(65536, check=positive)
+    max_processes: int = opt(4096, check=positive)
+    # pktbeat's own: where the running kernel's BTF is (a BTFHub file for kernels built without it).
+    btf_file: str = opt("/sys/kernel/btf/vmlinux")
+
+    UNSUPPORTED: ClassVar[dict[str, str]] = {
+        "max_proc_read_freq": "not needed; the kernel reports each socket's process as it happens",
+        "refresh_pids_freq": "not needed; the kernel reports each socket's process as it happens",
+    }
+
+
+@dataclass(frozen=True)
 class FlushConfig:
     min_events: int = opt(1600, check=non_negative)
     timeout: float = opt(10.0, kind="duration")

@@ -23,6 +23,7 @@ from agent.events.direction import DirectionClassifier
 from agent.events.timefmt import format_ns
 from agent.events.tunnel import outer_ips, tunnel_fields
 from agent.processors import Processor, run_chain
+from agent.procs.annotate import Finder, annotate
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.transport.types import ConnectionInfo, ip_text
@@ -102,6 +103,7 @@ class EventBuilder:
         self.dropped_outgoing = 0
         self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
         self.dropped_by_processors = 0
+        self.processes: Finder | None = None  # process attribution (live capture with packetbeat.procs)
 
     # -- transactions -----------------------------------------------------------
 
@@ -192,6 +194,11 @@ class EventBuilder:
             "server": dict(source if txn.client_is_destination else destination),
             "network": network,
         }
+        finder = self.processes
+        if finder is not None:
+            l4proto = _PROTO_NUMBER.get(conn.transport, 0)
+            if l4proto in (6, 17):
+                annotate(event, finder, l4proto, conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
         if conn.tunnel is not None:
             event["pktbeat"] = {"tunnel": tunnel_fields(conn.tunnel)}
         related_ips = list(facts.related_ips)

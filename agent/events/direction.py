@@ -10,6 +10,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 
+from agent.procs import procfs
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -131,26 +133,7 @@ def local_addresses() -> frozenset[bytes]:
 
 
 def _proc_local_addresses() -> set[bytes]:
-    found: set[bytes] = set()
-    try:
-        with open("/proc/net/fib_trie", encoding="ascii") as handle:
-            previous = ""
-            for line in handle:
-                stripped = line.strip()
-                if stripped.startswith("/32 host LOCAL") and previous.startswith("|-- "):
-                    found.add(socket.inet_aton(previous[4:]))
-                previous = stripped
-    except OSError:
-        pass
-    try:
-        with open("/proc/net/if_inet6", encoding="ascii") as handle:
-            for line in handle:
-                hexaddr = line.split(" ", 1)[0]
-                if len(hexaddr) == 32:
-                    found.add(bytes.fromhex(hexaddr))
-    except (OSError, ValueError):
-        pass
-    return found
+    return procfs.local_addresses()
 
 
 class DirectionClassifier:

@@ -129,7 +129,23 @@ geo.region_name keyword
 geo.timezone keyword
 """
 
-# Packetbeat's process enrichment (server.process.* / client.process.*).
+# Process attribution (packetbeat.procs): the process of each local endpoint, as Packetbeat names them
+# (process, source.process, destination.process), with ECS's process.user and parent.pid.
+_PROCESS = """
+pid long
+ppid long
+parent.pid long
+name keyword +text
+executable keyword +text
+args keyword
+args_count long
+working_directory keyword +text
+start date
+user.id keyword
+user.name keyword +text
+"""
+
+# Packetbeat 6's process enrichment (server.process.* / client.process.*): mapped for older dashboards.
 _ENDPOINT_PROCESS = """
 process.name keyword
 process.args keyword
@@ -504,6 +520,9 @@ def _tables() -> Iterator[tuple[str, str]]:
         yield "ecs", _prefixed(side, _ENDPOINT)
     for side in ("client", "server"):
         yield "packetbeat", _prefixed(side, _ENDPOINT_PROCESS)
+    for where in ("process", "source.process", "destination.process"):
+        yield "ecs", _prefixed(where, _PROCESS)
+    yield "ecs", "container.id keyword"
     yield "ecs", _NETWORK
     yield "ecs", _URL_USER
     yield "ecs", _TLS

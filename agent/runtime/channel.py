@@ -23,6 +23,7 @@ EVENTS = 1
 STATS = 2
 DONE = 3
 LOG = 4
+TOP = 5  # transaction summaries for `pktbeat top` (agent/runtime/topstats.py)
 
 
 def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> None:

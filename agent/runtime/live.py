@@ -31,6 +31,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from agent import metrics
 from agent.capture import preflight
 from agent.capture.ring import ring_size_bytes
 from agent.config.load import AgentConfig
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from agent.capture.kernel import KernelProgram
     from agent.events.builder import EventBuilder
     from agent.flows.reporter import FlowReporter
+    from agent.procs.flows import FlowProcesses
     from agent.publisher.types import Output
 
 log = logging.getLogger("pktbeat")
@@ -93,6 +95,7 @@ class LiveRunner:
         self.pipeline: Pipeline | None = None
         self.reporter: FlowReporter | None = None
         self.watcher: LinkWatcher | None = None
+        self.flow_processes: FlowProcesses | None = None
         self._stop_requests = 0
         self._report_requested = False
         self._failure: Exit | None = None
@@ -131,10 +134,12 @@ class LiveRunner:
         except BaseException:
             self._cleanup_after_failed_start()
             raise
-        from agent.runtime.monitoring import MonitoringServer
+        from agent.runtime.monitoring import MonitoringServer, live_sources
 
         monitor = MonitoringServer(self.config.http, self.counters.snapshot,
-                                   {"name": self.config.name or socket.gethostname(), "mode": "live"})
+                                   {"name": self.config.name or socket.gethostname(), "mode": "live"},
+                                   sources=live_sources(self.counters, self.pipeline, self.pool,
+                                                        [p.name for p in self.config.protocols]))
         monitor.start()
         try:
             self._loop()
@@ -152,6 +157,7 @@ class LiveRunner:
 
     def _start(self) -> None:
         from agent.capture.kernel import KernelLoadError, KernelProgram, KernelSettings, effective_workers
+        from agent.capture.sockets import SocketSettings
 
         config = self.config
         workers = effective_workers(config.interfaces.workers)
@@ -162,6 +168,8 @@ class LiveRunner:
             snaplen=config.interfaces.snaplen, icmp=wiring.icmp_enabled(config), flows=config.flows is not None,
             ports=wiring.kernel_port_map(config), decap=config.tunnels.enabled,
             vxlan_ports=config.tunnels.vxlan_ports, geneve_ports=config.tunnels.geneve_ports,
+            procs=SocketSettings(config.procs.max_sockets, config.procs.max_processes, config.procs.btf_file)
+            if config.procs.enabled else None,
         )
         started = time.monotonic()
         try:
@@ -173,6 +181,9 @@ class LiveRunner:
         log.info("eBPF program loaded in %.1fs: %d worker(s), %d MiB ring each, %d port(s) matched in the kernel%s",
                  time.monotonic() - started, workers, ring_bytes >> 20, len(settings.ports),
                  ", ICMP" if settings.icmp else "")
+        sockets = self.kernel.sockets
+        if self.kernel.procs_unavailable is not None:
+            log.warning("process attribution (packetbeat.procs) is off: %s", self.kernel.procs_unavailable)
         identity = wiring.agent_identity(config)
         self.builder = wiring.event_builder(config, identity)
         try:
@@ -186,7 +197,8 @@ class LiveRunner:
                 dump.create(self.options.dump)
             except OSError as exc:
                 raise StartError(Exit.OUTPUT, f"--dump {self.options.dump}: {exc.strerror}") from None
-        self.pool = WorkerPool(WorkerSetup(config, identity, ring_bytes, self.options.dump))
+        self.pool = WorkerPool(WorkerSetup(config, identity, ring_bytes, self.options.dump, procs=sockets is not None,
+                                           close_fds=tuple(sockets.fds) if sockets is not None else ()))
         self.counters.pool = self.pool
         self.pool.fork(self.kernel.ring_fds[:workers])
         # Only after forking: no thread (the pipeline's sender) and no netlink socket may be inherited.
@@ -220,6 +232,10 @@ class LiveRunner:
 
         assert self.config.flows is not None and self.kernel is not None
         self.counters.flow_source = KernelFlowSource(self.kernel.flow_map())
+        if self.kernel.sockets is not None:
+            from agent.procs.flows import FlowProcesses
+
+            self.flow_processes = FlowProcesses(self.kernel.sockets, wiring.process_table(self.config, "procs.flows"))
         self.reporter = FlowReporter(self.config.flows, self.counters.flow_source, self._publish_flow)
 
     def _cleanup_after_failed_start(self) -> None:
@@ -321,10 +337,13 @@ class LiveRunner:
 
     def _publish_flow(self, event: dict[str, Any]) -> None:
         assert self.builder is not None and self.pipeline is not None
+        if self.flow_processes is not None:
+            self.flow_processes.annotate_flow(event)
         finished = self.builder.finish(event, self.builder.settings.get("flow", EventSettings()))
         if finished is None:
             return
         self.counters.parent["events_received"] += 1
+        metrics.register("events").inc("flow.")
         self.pipeline.publish(self.builder.encode(finished, self.builder.index_for("flow")))
 
     def _tick_flows(self) -> None:

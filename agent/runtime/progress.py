@@ -1,10 +1,16 @@
-"""A one-line progress bar on stderr for file replay (only on a terminal)."""
+"""Replay's progress bar on stderr (only on a terminal), drawn by rich.progress.
+
+It shows the file, a bar over the bytes read, packets per second, the events made so far and the
+time left.  Updates are throttled (at most five a second) so the bar costs nothing per packet.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
 import time
+from typing import Any
+
+MIN_INTERVAL_S = 0.2
 
 
 class Progress:
@@ -14,24 +20,49 @@ class Progress:
         self.enabled = enabled
         self._last = 0.0
         self._start = time.monotonic()
+        self._bar: Any = None
+        self._task: Any = None
+        if enabled:
+            self._open()
 
-    def update(self, done: int) -> None:
+    def _open(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        self._bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
+            TextColumn("{task.fields[pps]} pkt/s"), TextColumn("events {task.fields[events]}"),
+            TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False, auto_refresh=False)
+        self._task = self._bar.add_task(self.label, total=self.total, pps="0", events="0")
+        self._bar.start()
+
+    def update(self, done: int, packets: int | None = None, events: int | None = None, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self._last < 0.2:
+        if not force and now - self._last < MIN_INTERVAL_S:
             return
         self._last = now
-        frac = min(done / self.total, 1.0)
-        width = 30
-        bar = "#" * int(frac * width)
-        rate = done / max(now - self._start, 1e-6) / 1e6
-        sys.stderr.write(f"\r{self.label} [{bar:<{width}}] {frac * 100:5.1f}% {rate:6.1f} MB/s")
-        sys.stderr.flush()
+        fields: dict[str, str] = {}
+        if packets is not None:
+            fields["pps"] = _si(packets / max(now - self._start, 1e-6))
+        if events is not None:
+            fields["events"] = _si(events)
+        self._bar.update(self._task, completed=min(done, self.total), **fields)
+        self._bar.refresh()
 
-    def done(self) -> None:
-        if self.enabled:
-            self.update(self.total)
-            self._last = 0
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+    def done(self, packets: int | None = None, events: int | None = None) -> None:
+        if self.enabled and self._bar is not None:
+            self.update(self.total, packets, events, force=True)
+            self._bar.stop()
+            self._bar = None
+            self.enabled = False
+
+
+def _si(value: float) -> str:
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{suffix}"
+    return f"{value:.0f}"

@@ -177,7 +177,7 @@ class ReplayRunner:
                         if last_ns >= next_tick:
                             self._tick(last_ns)
                             next_tick = last_ns + TICK_NS
-                            progress.update(reader.offset)
+                            progress.update(reader.offset, count, stats["events"])
                     elif ts_ns < last_ns - 1_000_000_000:
                         log.debug("time went backwards in %s", path)
                     if not count & 1023 and self._stop:
@@ -188,7 +188,7 @@ class ReplayRunner:
                 self._input_error = True
             finally:
                 self.stats["packets"] += count
-                progress.done()
+                progress.done(count, stats["events"])
         return max(last_ns, reader.skipped_ns)  # a sharded reader's file ends where its last frame is
 
     def _tick(self, now_ns: int) -> None:

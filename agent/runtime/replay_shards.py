@@ -107,11 +107,14 @@ def replay_runner(config: AgentConfig, options: ReplayOptions) -> ReplayRunner |
 # ---------------------------------------------------------------------------------------------------------------
 
 
+_SLOTS = 3  # per worker: file number, offset in it, frames read from it
+
+
 class SharedState:
-    """An anonymous shared mapping of 64-bit slots: the stop flag, then (file number, offset) per worker."""
+    """An anonymous shared mapping of 64-bit slots: the stop flag, then each worker's position."""
 
     def __init__(self, workers: int) -> None:
-        self._map = mmap.mmap(-1, 8 * (1 + 2 * workers))
+        self._map = mmap.mmap(-1, 8 * (1 + _SLOTS * workers))
         self.slots = memoryview(self._map).cast("q")
 
     @property
@@ -121,12 +124,16 @@ class SharedState:
     def stop(self) -> None:
         self.slots[0] = 1
 
-    def report(self, worker: int, file_number: int, offset: int) -> None:
-        self.slots[1 + 2 * worker + 1] = offset
-        self.slots[1 + 2 * worker] = file_number
+    def report(self, worker: int, file_number: int, offset: int, frames: int) -> None:
+        at = 1 + _SLOTS * worker
+        self.slots[at + 1] = offset
+        self.slots[at + 2] = frames
+        self.slots[at] = file_number
 
-    def position(self, worker: int) -> tuple[int, int]:
-        return self.slots[1 + 2 * worker], self.slots[1 + 2 * worker + 1]
+    def position(self, worker: int) -> tuple[int, int, int]:
+        """(file number, offset, frames read): a torn read only shows a position a moment old."""
+        at = 1 + _SLOTS * worker
+        return self.slots[at], self.slots[at + 1], self.slots[at + 2]
 
 
 @dataclass(frozen=True)
@@ -193,14 +200,14 @@ def _shard_opener(setup: ShardSetup, index: int, runner: ReplayRunner) -> Callab
         opened[0] += 1
         number = opened[0]
 
-        def report(offset: int) -> bool:
-            shared.report(index, number, offset)
+        def report(offset: int, frames: int) -> bool:
+            shared.report(index, number, offset, frames)
             if shared.stopping:
                 runner.stop()
                 return False
             return True
 
-        shared.report(index, number, 0)
+        shared.report(index, number, 0, 0)
         return ShardedReader(path, index, setup.workers, report)
 
     return open_shard
@@ -274,6 +281,7 @@ class ShardedReplay:
         self.identity = wiring.agent_identity(config)
         self.shared = SharedState(workers)
         self.workers: list[_Worker] = []
+        self.published = 0
         # Fork before any thread exists (the pipeline starts its sender): a fork keeps only its own thread.
         # Start-up objects are frozen first: a collection in a worker then never walks (and so never
         # copies) the memory it shares with the parent.
@@ -371,8 +379,10 @@ class ShardedReplay:
         publish = self.pipeline.publish
         for kind, payload in messages:
             if kind == channel.EVENTS:
-                for event in pickle.loads(memoryview(payload)[4:]):
+                events = pickle.loads(memoryview(payload)[4:])
+                for event in events:
                     publish(event)
+                self.published += len(events)
             elif kind == channel.DONE:
                 done = json.loads(payload)
                 worker.code = int(done["code"])
@@ -428,6 +438,7 @@ class _ProgressView:
 
     def __init__(self, replay: ShardedReplay, enabled: bool) -> None:
         self.enabled = enabled
+        self.replay = replay
         self.shared = replay.shared
         self.workers = len(replay.workers)
         self.files = [path for _ in range(max(1, replay.options.loops)) for path in replay.files]
@@ -437,21 +448,21 @@ class _ProgressView:
     def update(self) -> None:
         if not self.enabled or not self.files:
             return
-        number, offset = min(self.shared.position(i) for i in range(self.workers))
+        number, offset, frames = min(self.shared.position(i) for i in range(self.workers))
         if number != self.number:
             if self.bar is not None:
-                self.bar.done()
+                self.bar.done(events=self.replay.published)
                 self.bar = None
             self.number = number
             if 1 <= number <= len(self.files):
                 path = self.files[number - 1]
                 self.bar = Progress(path, _size(path), enabled=True)
         if self.bar is not None:
-            self.bar.update(offset)
+            self.bar.update(offset, frames, self.replay.published)
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.done()
+            self.bar.done(events=self.replay.published)
             self.bar = None
 
 

@@ -40,6 +40,7 @@ class LiveCounters:
         self.pool: WorkerPool | None = None  # set once the workers are forked
         self.max_flows = max_flows
         self.parent = metrics.register("live", PARENT_COUNTERS)
+        self.kernel_procs = metrics.register("kernel.procs")  # bpf/sockets.bpf.c's counters
         self.kernel: KernelProgram | None = None
         self.flow_source: KernelFlowSource | None = None
         self.kernel_totals: Counters = [0] * len(COUNTER_NAMES)  # every interface, including those gone
@@ -56,6 +57,10 @@ class LiveCounters:
             log.debug("reading kernel counters failed: %s", exc)
             return False
         self.kernel_by_if = by_if
+        sockets = self.kernel.sockets
+        if sockets is not None:
+            with contextlib.suppress(Exception):
+                self.kernel_procs.update(sockets.counters())
         totals = [0] * len(COUNTER_NAMES)
         for values in (*by_if.values(), *self.interfaces.history.values()):
             for i, v in enumerate(values):

@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent import metrics
 from agent.capture.tunnel import TunnelSettings
@@ -25,6 +26,9 @@ from agent.publisher.types import Output
 from agent.transport.dispatcher import Dispatcher
 from agent.transport.session import DatagramBinding, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo
+
+if TYPE_CHECKING:
+    from agent.procs.table import ProcessTable
 
 log = logging.getLogger("pktbeat")
 
@@ -91,6 +95,16 @@ def _settings(tags: tuple[str, ...], fields: dict[str, object], under_root: bool
               processors: list[object], where: str) -> EventSettings:
     return EventSettings(tags=tags, fields=dict(fields), fields_under_root=under_root, keep_null=keep_null,
                          index=index, processors=tuple(build_processors(processors, where)))
+
+
+def process_table(config: AgentConfig, prefix: str = "procs") -> ProcessTable:
+    """The bounded socket and process tables of packetbeat.procs (one per worker, one for flows)."""
+    from agent.procs.table import PROCS_COUNTERS, Monitored, ProcessTable
+
+    procs = config.procs
+    monitored = tuple(Monitored(m.process, m.cmdline_grep) for m in procs.monitored)
+    return ProcessTable(procs.max_sockets, procs.max_processes, monitored,
+                        counters=metrics.register(prefix, PROCS_COUNTERS))
 
 
 def make_output(config: AgentConfig) -> Output:

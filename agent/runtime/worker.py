@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from agent import metrics
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
@@ -36,6 +36,7 @@ from agent.events.builder import AgentIdentity
 from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.runtime import channel, wiring
+from agent.runtime.topstats import TransactionStats
 
 log = logging.getLogger("pktbeat")
 
@@ -57,6 +58,8 @@ class WorkerSetup:
     identity: AgentIdentity
     ring_bytes: int
     dump_path: str | None
+    procs: bool = False  # the kernel sends socket owners: attribute transactions to processes
+    close_fds: tuple[int, ...] = ()  # the parent's fds a worker must not keep (raw tracepoint links)
 
 
 class CaptureWorker:
@@ -66,10 +69,14 @@ class CaptureWorker:
         self.control_fd = control_fd
         self._baseline = metrics.snapshot()
         self.counters = metrics.register("capture", WORKER_COUNTERS)
+        self.by_status = metrics.register("events")  # events.<type>.<status>: /metrics' pktbeat_events_total
+        self.top = TransactionStats()  # latency and endpoints: /metrics and `pktbeat top`
         self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
         self.builder = wiring.event_builder(setup.config, setup.identity)
         self.dispatcher = wiring.dispatcher(setup.config, self._emit)
         self.reader = RingReader(ring_fd, setup.ring_bytes)
+        self.processes = wiring.process_table(setup.config) if setup.procs else None
+        self.builder.processes = self.processes
         self.chan = channel.ChannelWriter(chan_fd)
         self.dump = None
         if setup.dump_path:
@@ -83,7 +90,10 @@ class CaptureWorker:
         event = self.builder.transaction_event(txn)
         if event is None:
             return
-        self._batch.append(self.builder.encode(event, self.builder.index_for(event["type"])))
+        kind = event["type"]
+        self.by_status.inc(f"{kind}.{event.get('status', '')}")
+        self.top.add(event)
+        self._batch.append(self.builder.encode(event, self.builder.index_for(kind)))
         if len(self._batch) >= EVENT_BATCH:
             self._send_events()
 
@@ -103,6 +113,16 @@ class CaptureWorker:
         delta = {k: v - self._baseline.get(k, 0) for k, v in now.items() if v != self._baseline.get(k, 0)}
         delta["capture.ring_pending_bytes"] = self.reader.pending_bytes()
         self.chan.send(channel.STATS, json.dumps(delta).encode(), droppable=False)
+        self.chan.send(channel.TOP, json.dumps(self.top.snapshot()).encode(), droppable=True)
+
+    def _learn_sockets(self) -> None:
+        """Socket owners read with the packets: known before any of those packets makes an event."""
+        records = self.reader.sockets
+        if self.processes is not None:
+            add = self.processes.add_record
+            for raw in records:
+                add(raw)
+        records.clear()
 
     def _process(self, packets: list[Packet]) -> None:
         handle = self.dispatcher.handle
@@ -140,6 +160,8 @@ class CaptureWorker:
         stopping = False
         while not stopping:
             packets = self.reader.read(READ_BATCH, offset)
+            if self.reader.sockets:
+                self._learn_sockets()
             if packets:
                 self._process(packets)
             else:
@@ -179,6 +201,7 @@ class CaptureWorker:
         deadline = time.monotonic() + WORKER_DRAIN_S
         while time.monotonic() < deadline:
             packets = self.reader.read(READ_BATCH, offset)
+            self._learn_sockets()
             if not packets:
                 break
             self._process(packets)
@@ -227,6 +250,7 @@ class WorkerHandle:
     reader: channel.ChannelReader
     control_fd: int
     stats: dict[str, int] = field(default_factory=dict)
+    top: dict[str, Any] = field(default_factory=dict)  # its last TransactionStats snapshot
     done: bool = False  # said goodbye: it stopped because it was asked to
     exited: bool = False
 
@@ -251,7 +275,7 @@ class WorkerPool:
             parent_fds += [chan_r, ctl_w]
             pid = os.fork()
             if pid == 0:
-                _worker_main(self.setup, index, ring_fd, chan_w, ctl_r, parent_fds)
+                _worker_main(self.setup, index, ring_fd, chan_w, ctl_r, [*parent_fds, *self.setup.close_fds])
             os.close(chan_w)
             os.close(ctl_r)
             self.workers.append(WorkerHandle(index, pid, channel.ChannelReader(chan_r), ctl_w))
@@ -270,6 +294,9 @@ class WorkerPool:
             elif kind == channel.STATS:
                 with contextlib.suppress(ValueError):
                     worker.stats = json.loads(payload)
+            elif kind == channel.TOP:
+                with contextlib.suppress(ValueError):
+                    worker.top = json.loads(payload)
             elif kind == channel.DONE:
                 worker.done = True
         if worker.reader.eof:

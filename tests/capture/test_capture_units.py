@@ -240,6 +240,10 @@ def test_privileges() -> None:
     assert err.value.missing is preflight.Missing.PRIVILEGES and "sudo" in err.value.message
     with pytest.raises(preflight.PreflightError):
         preflight.check_privileges(0, 1 << preflight.CAP_NET_ADMIN)  # root without CAP_BPF/SYS_ADMIN
+    preflight.check_privileges(1000, (1 << preflight.CAP_SYS_ADMIN) | (1 << preflight.CAP_NET_ADMIN))
+    with pytest.raises(preflight.PreflightError) as err:
+        preflight.check_privileges(998, (1 << preflight.CAP_BPF) | (1 << preflight.CAP_PERFMON))
+    assert "needs CAP_NET_ADMIN," in err.value.message and "CAP_BPF" not in err.value.message.split(":")[0]
 
 
 def test_headers(tmp_path: Path) -> None:

@@ -66,9 +66,23 @@ def test_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
 
 
 def test_unsupported_packetbeat_key_is_a_warning(tmp_path: Path) -> None:
-    cfg = load(_write(tmp_path, "packetbeat.procs.enabled: true\nmax_procs: 2\n"))
-    assert any("packetbeat.procs" in w for w in cfg.warnings)
+    cfg = load(_write(tmp_path, "packetbeat.npcap.never_install: true\nmax_procs: 2\n"))
+    assert any("packetbeat.npcap" in w for w in cfg.warnings)
     assert any("max_procs" in w for w in cfg.warnings)
+
+
+def test_procs_on_by_default_and_monitored_entries(tmp_path: Path) -> None:
+    assert load(None).procs.enabled
+    cfg = load(_write(tmp_path, "packetbeat.procs:\n  enabled: true\n  max_proc_read_freq: 10ms\n  monitored:\n"
+                                "  - process: mysqld\n    cmdline_grep: /usr/sbin/mysqld\n  - process: nginx\n"))
+    assert [(m.process, m.cmdline_grep) for m in cfg.procs.monitored] == [("mysqld", "/usr/sbin/mysqld"),
+                                                                           ("nginx", "")]
+    assert any("packetbeat.procs.max_proc_read_freq" in w for w in cfg.warnings)
+    assert not load(_write(tmp_path, "packetbeat.procs.enabled: false\n")).procs.enabled
+    with pytest.raises(ConfigError, match="needs a process name"):
+        load(_write(tmp_path, "packetbeat.procs.monitored:\n- cmdline_grep: java\n"))
+    with pytest.raises(ConfigError, match="greater than 0"):
+        load(_write(tmp_path, "packetbeat.procs.max_sockets: 0\n"))
 
 
 def test_unknown_protocol_type_and_duplicate_port_are_errors(tmp_path: Path) -> None:

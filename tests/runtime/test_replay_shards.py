@@ -114,7 +114,7 @@ def test_the_shards_partition_the_file_and_keep_flows_together(traffic: Path) ->
     shards = 3
     kept: list[list[tuple[int, bytes, int]]] = []
     for index in range(shards):
-        with ShardedReader(traffic, index, shards, lambda offset: True) as reader:
+        with ShardedReader(traffic, index, shards, lambda offset, frames: True) as reader:
             kept.append(list(reader))
     with CaptureReader(traffic) as reader:
         everything = list(reader)
@@ -276,29 +276,29 @@ def test_the_progress_bar_shows_each_file_as_far_as_its_slowest_worker(monkeypat
         def __init__(self, label: str, total: int, enabled: bool) -> None:
             shown.append(("new", label))
 
-        def update(self, done: int) -> None:
-            shown.append(("at", done))
+        def update(self, done: int, packets: int | None = None, events: int | None = None) -> None:
+            shown.append(("at", done, packets))
 
-        def done(self) -> None:
+        def done(self, packets: int | None = None, events: int | None = None) -> None:
             shown.append(("done", None))
 
     monkeypatch.setattr(replay_shards, "Progress", Recorder)
     shared = replay_shards.SharedState(2)
-    fake = type("Fake", (), {"shared": shared, "workers": [0, 1], "files": ["a.pcap", "b.pcap"],
+    fake = type("Fake", (), {"shared": shared, "workers": [0, 1], "files": ["a.pcap", "b.pcap"], "published": 0,
                              "options": ReplayOptions(["a.pcap", "b.pcap"], loops=2)})()
     view = replay_shards._ProgressView(fake, enabled=True)  # type: ignore[arg-type]
-    shared.report(0, 1, 5000)
-    shared.report(1, 1, 3000)
+    shared.report(0, 1, 5000, 50)
+    shared.report(1, 1, 3000, 30)
     view.update()
-    shared.report(0, 2, 100)  # worker 0 is on the next file; worker 1 still on the first
-    shared.report(1, 1, 9000)
+    shared.report(0, 2, 100, 1)  # worker 0 is on the next file; worker 1 still on the first
+    shared.report(1, 1, 9000, 90)
     view.update()
-    shared.report(1, 3, 10)  # both past b.pcap: the second loop's a.pcap
-    shared.report(0, 3, 20)
+    shared.report(1, 3, 10, 1)  # both past b.pcap: the second loop's a.pcap
+    shared.report(0, 3, 20, 2)
     view.update()
     view.close()
-    assert shown == [("new", "a.pcap"), ("at", 3000), ("at", 9000), ("done", None), ("new", "a.pcap"), ("at", 10),
-                     ("done", None)]
+    assert shown == [("new", "a.pcap"), ("at", 3000, 30), ("at", 9000, 90), ("done", None), ("new", "a.pcap"),
+                     ("at", 10, 1), ("done", None)]
 
 
 def test_the_progress_bar_draws_on_a_terminal(tmp_path: Path, traffic: Path) -> None:

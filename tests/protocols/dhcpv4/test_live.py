@@ -95,6 +95,8 @@ def check_exchange(lab: Lab, events: list[dict[str, Any]], leased: str, broadcas
             assert {"Subnet Mask", "Router", "Domain Name Server"} <= set(option["parameter_request_list"])
         else:
             assert d["op_code"] == "bootreply"
+            # The sender is dnsmasq (bound to any address, in b): process attribution names it.
+            assert e["source"].pop("process")["name"] == "dnsmasq"
             assert e["source"] == {"ip": lab.pair.b_ip, "port": 67, "bytes": e["network"]["bytes"]}
             assert e["server"] == e["source"]
             assert (e["client"]["ip"], e["client"]["port"]) == ("255.255.255.255" if broadcast else leased, 68)
