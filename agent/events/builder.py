@@ -281,8 +281,24 @@ class EventBuilder:
         except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
             data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
-        return EncodedEvent(data, event_id(data, self._ephemeral, self.id_salt), index or None,
-                            str(event.get("type", "")))
+        # The id must come out the same when a crashed run is replayed again, so the per-run
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
+        hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
+        ephemeral = self._ephemeral
+        at = data.find(ephemeral)
+        if at < 0:
+            hasher.update(data)
+        else:  # hashed around each occurrence: no copy of the event
+            view = memoryview(data)
+            start = 0
+            while at >= 0:
+                hasher.update(view[start:at])
+                start = at + len(ephemeral)
+                at = data.find(ephemeral, start)
+            hasher.update(view[start:])
+        digest = hasher.digest()[:15]
+        event_id = binascii.b2a_base64(digest, newline=False).translate(_URLSAFE_B64).decode()
+        return EncodedEvent(data, event_id, index or None, str(event.get("type", "")))
 
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)
@@ -334,25 +350,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
-
-
-def event_id(data: bytes, ephemeral: bytes, salt: bytes = b"") -> str:
-    """An event's deterministic id: a hash of its JSON `data` around the run's `ephemeral` id.
-
-    The id must come out the same when a crashed run is replayed again, so the
-    per-run ephemeral id stays out of it; `salt` keeps the loops of `-l N` apart.
-    """
-    hasher = hashlib.sha256(salt)  # SHA-256 runs in hardware here: twice blake2b's speed
-    at = data.find(ephemeral)
-    if at < 0:
-        hasher.update(data)
-    else:  # hashed around each occurrence: no copy of the event
-        view = memoryview(data)
-        start = 0
-        while at >= 0:
-            hasher.update(view[start:at])
-            start = at + len(ephemeral)
-            at = data.find(ephemeral, start)
-        hasher.update(view[start:])
-    digest = hasher.digest()[:15]
-    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE_B64).decode()

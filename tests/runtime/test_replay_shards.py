@@ -19,10 +19,10 @@ import yaml
 from agent.capture.flowhash import FrameSharder, ShardedReader, flow_hash
 from agent.capture.pcapfile import CaptureReader
 from agent.config.load import load
-from agent.events.builder import event_id
-from agent.outputs.file import METADATA
-from agent.runtime.replay import ReplayOptions
-from agent.runtime.replay_shards import replay_workers
+from agent.publisher.types import EncodedEvent, Outcome
+from agent.runtime import wiring
+from agent.runtime.replay import ReplayOptions, ReplayRunner
+from agent.runtime.replay_shards import ShardedReplay, replay_runner, replay_workers
 from bench.gen_traffic_pcap import generate
 from tests.helpers.replay import CORPUS, PKTBEAT, ROOT, STANDARD_PROTOCOLS
 
@@ -69,21 +69,43 @@ def lines(out: Path) -> list[bytes]:
     return found
 
 
-def ids(out: Path) -> Counter[str]:
-    """Each event's id as the Elasticsearch output sends it, from the document the file output wrote."""
-    counted: Counter[str] = Counter()
-    for line in lines(out):
-        ephemeral = json.loads(line)["agent"]["ephemeral_id"].encode()
-        data = b"{" + line[1 + len(METADATA):]
-        counted[event_id(data, ephemeral)] += 1
-    return counted
+class Recorder:
+    """An output that keeps every event it is given, ids included, in order."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[EncodedEvent] = []
+
+    def publish(self, batch: list[EncodedEvent]) -> list[Outcome]:
+        self.events.extend(batch)
+        return [Outcome.ACKED] * len(batch)
+
+    def close(self) -> None:
+        pass
 
 
-def per_connection(out: Path) -> dict[tuple[Any, ...], list[str]]:
-    """Events of each connection (and each flow) in the order they were written, without the run's ephemeral id."""
+def replay_in_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: list[Path], workers: int
+                      ) -> tuple[Any, list[EncodedEvent]]:
+    """The replay the CLI runs, in this process (workers forked from it), into a Recorder."""
+    recorder = Recorder()
+    monkeypatch.setattr(wiring, "make_output", lambda config: recorder)
+    config = load(None, extra={
+        "packetbeat.protocols": [p for p in STANDARD_PROTOCOLS if p["type"] not in ("http", "redis")]
+        + [{"type": "thrift", "ports": [9090], "transport_type": "framed"}, {"type": "http", "ports": [80, 8000, 8080]},
+           {"type": "redis", "ports": [6379, 6380]}],
+        "packetbeat.flows": {"period": "-1s"}, "packetbeat.interfaces.workers": workers,
+        "path.data": str(tmp_path / "data"), "logging.level": "warning"})
+    runner = replay_runner(config, ReplayOptions([str(f) for f in files], topspeed=True, progress=False))
+    assert runner.run() == 0
+    return runner, recorder.events
+
+
+def per_connection(events: list[EncodedEvent]) -> dict[tuple[Any, ...], list[str]]:
+    """Each connection's (and flow's) events in the order they were published, without the run's ephemeral id."""
     order: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-    for line in lines(out):
-        event = json.loads(line)
+    for encoded in events:
+        event = json.loads(encoded.data)
         event["agent"].pop("ephemeral_id")
         source, destination = event.get("source", {}), event.get("destination", {})
         key = (event["type"], source.get("ip"), source.get("port"), destination.get("ip"), destination.get("port"))
@@ -91,19 +113,29 @@ def per_connection(out: Path) -> dict[tuple[Any, ...], list[str]]:
     return order
 
 
-def test_two_workers_give_the_same_events_in_each_connections_order(tmp_path: Path, traffic: Path) -> None:
-    tunnels = sorted((ROOT / "tests" / "pcaps" / "tunnels").glob("*.pcap"))  # sharded by the inner flow
+def test_two_workers_give_the_same_events_and_ids_in_each_connections_order(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, traffic: Path) -> None:
+    tunnels = sorted((ROOT / "tests" / "pcaps" / "tunnels").glob("*.pcap"))
     files = [traffic, *(CORPUS / name for name in MIXED), *tunnels]
+    one, first = replay_in_process(monkeypatch, tmp_path, files, 1)
+    two, second = replay_in_process(monkeypatch, tmp_path, files, 2)
+    assert isinstance(one, ReplayRunner) and isinstance(two, ShardedReplay) and len(two.workers) == 2
+    assert len(first) > 1000 and {"flow", "http", "dns", "mysql", "pgsql", "redis", "icmp", "thrift"} <= {
+        e.type for e in first}
+    # the ids every output is given (Elasticsearch's _id): the same multiset
+    assert Counter(e.event_id for e in first) == Counter(e.event_id for e in second)
+    assert per_connection(first) == per_connection(second)
+    assert [e.event_id for e in first] != [e.event_id for e in second]  # (the workers did interleave)
+
+
+def test_the_cli_with_two_workers_reports_once(tmp_path: Path, traffic: Path) -> None:
+    files = [traffic, CORPUS / "http_unmatched.pcap", CORPUS / "dns_udp_edns_ds.pcap"]
     one, out1 = run(tmp_path, files, 1)
     two, out2 = run(tmp_path, files, 2)
     assert one.returncode == 0, one.stderr[-3000:]
     assert two.returncode == 0, two.stderr[-3000:]
     assert "replaying with 2 workers" in two.stderr and "replaying with" not in one.stderr
-    first, second = ids(out1), ids(out2)
-    assert sum(first.values()) > 1000 and {"flow", "http", "dns", "mysql", "pgsql", "redis", "icmp", "thrift"} <= {
-        json.loads(line)["type"] for line in lines(out1)}
-    assert first == second
-    assert per_connection(out1) == per_connection(out2)
+    assert len(lines(out1)) == len(lines(out2)) > 1000
     # end-of-input reports are totals, said once
     pending = [line for line in two.stderr.splitlines() if "had no response by the end of the input" in line]
     assert len(pending) == 1 and pending[0].split("INFO")[-1] == next(
