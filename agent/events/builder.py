@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import socket
+import struct
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -31,6 +32,8 @@ from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 CONN_CACHE_LIMIT = 65536
+SEQUENCE_LIMIT = 16384  # connections whose last request time is remembered for event ids
+_ID_EXTRA = struct.Struct("<qI")  # request time (ns), sequence among the connection's events of that time
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered
 
 
@@ -99,19 +102,45 @@ class EventBuilder:
         self._agent = identity.fields()
         self._ephemeral = identity.ephemeral_id.encode()
         self.id_salt = b""  # mixed into event ids: keeps the loops of `-l N` apart
+        # Per connection: (request time, how many of its events had that time); see _sequence_of.
+        self._sequence: dict[tuple[object, ...], tuple[int, int]] = {}
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
         self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
         self.dropped_by_processors = 0
         self.processes: Finder | None = None  # process attribution (live capture with packetbeat.procs)
 
+    def new_run(self, salt: bytes) -> None:
+        """A new loop of `-l N`: ids mixed with `salt`, connections numbered afresh."""
+        self.id_salt = salt
+        self._sequence.clear()
+
     # -- transactions -----------------------------------------------------------
 
-    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None) -> _ConnFacts:
-        """What every event of a connection shares: texts, community id, direction (cached)."""
-        client, server = conn.client, conn.server
-        # Plain values only: hashing the endpoint dataclasses would run Python code per event.
-        key = (client.ip, client.port, server.ip, server.port, conn.transport, icmp, conn.tunnel)
+    def encode_transaction(self, txn: Transaction) -> tuple[dict[str, Any], EncodedEvent] | None:
+        """The event for `txn` and its encoding (None when it is dropped), its id set apart by _sequence_of."""
+        key = _connection_key(txn)
+        event = self._transaction_event(txn, key)
+        if event is None:
+            return None
+        return event, self.encode(event, self.index_for(event["type"]), self._sequence_of(txn.ts_ns, key))
+
+    def _sequence_of(self, ts_ns: int, key: tuple[object, ...]) -> bytes:
+        """What tells apart two transactions whose events would be identical byte for byte (pipelined
+        requests in one segment answered in one segment): the request's nanosecond time, and how many
+        earlier events of the same connection had that very time.  Both come from the packets alone, so
+        ids are the same on every run and whatever the number of workers (a connection's packets all
+        reach one worker, in order)."""
+        sequence = self._sequence
+        last = sequence.get(key)
+        count = last[1] + 1 if last is not None and last[0] == ts_ns else 0
+        if last is None and len(sequence) >= SEQUENCE_LIMIT:
+            sequence.clear()
+        sequence[key] = (ts_ns, count)
+        return _ID_EXTRA.pack(ts_ns, count)
+
+    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None, key: tuple[object, ...]) -> _ConnFacts:
+        """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
         facts = self._conn_cache.get(key)
         if facts is None:
             if len(self._conn_cache) >= CONN_CACHE_LIMIT:
@@ -137,8 +166,11 @@ class EventBuilder:
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
+        return self._transaction_event(txn, _connection_key(txn))
+
+    def _transaction_event(self, txn: Transaction, conn_key: tuple[object, ...]) -> dict[str, Any] | None:
         conn = txn.conn
-        facts = self._endpoints(conn, txn.icmp)
+        facts = self._endpoints(conn, txn.icmp, conn_key)
         fmt = format_ns
         digits = self.digits
         event_section: dict[str, Any] = {
@@ -201,7 +233,6 @@ class EventBuilder:
                 annotate(event, finder, l4proto, conn.client.ip, conn.client.port, conn.server.ip, conn.server.port)
         if conn.tunnel is not None:
             event["pktbeat"] = {"tunnel": tunnel_fields(conn.tunnel)}
-        related_ips = list(facts.related_ips)
         proto_fields = txn.fields
         extra_related = proto_fields.pop("related", None) if proto_fields else None
         settings = self.settings.get(txn.type, self._default_settings)
@@ -214,15 +245,8 @@ class EventBuilder:
                     _merge(current, value)
                 else:
                     event[key] = value
-        related: dict[str, Any] = {"ip": related_ips}
-        if extra_related:
-            for key, values in extra_related.items():
-                bucket = related.setdefault(key, [])
-                for value in values:
-                    if value and value not in bucket:
-                        bucket.append(value)
-            related = {k: v for k, v in related.items() if v}
-        event["related"] = related
+        event["related"] = _related(facts.related_ips, extra_related) if extra_related else \
+            {"ip": list(facts.related_ips)}
         if txn.notes:
             event["error"] = {"message": txn.notes[0] if len(txn.notes) == 1 else list(txn.notes)}
         return self.finish(event, settings, nulls_stripped=True)
@@ -275,15 +299,17 @@ class EventBuilder:
             event = result
         return event
 
-    def encode(self, event: dict[str, Any], index: str | None = None) -> EncodedEvent:
+    def encode(self, event: dict[str, Any], index: str | None = None, id_extra: bytes = b"") -> EncodedEvent:
         try:
             data = orjson.dumps(event, default=_json_default)
         except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
             data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
         # The id must come out the same when a crashed run is replayed again, so the per-run
-        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
-        hasher = hashlib.sha256(self.id_salt)  # SHA-256 runs in hardware here: twice blake2b's speed
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and `id_extra` (a
+        # transaction's request time and sequence) keeps identical-looking transactions apart.
+        # SHA-256 runs in hardware here: twice blake2b's speed.
+        hasher = hashlib.sha256(self.id_salt + id_extra if self.id_salt else id_extra)
         ephemeral = self._ephemeral
         at = data.find(ephemeral)
         if at < 0:
@@ -303,6 +329,25 @@ class EventBuilder:
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)
         return settings.index if settings and settings.index else None
+
+
+def _connection_key(txn: Transaction) -> tuple[object, ...]:
+    """A connection (and ICMP exchange) as plain values: hashing the endpoint dataclasses would run Python
+    code per event."""
+    conn = txn.conn
+    client, server = conn.client, conn.server
+    return client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp, conn.tunnel
+
+
+def _related(ips: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    """related.*: the connection's addresses, plus what the protocol found (users, hosts, hashes)."""
+    related: dict[str, Any] = {"ip": list(ips)}
+    for key, values in extra.items():
+        bucket = related.setdefault(key, [])
+        for value in values:
+            if value and value not in bucket:
+                bucket.append(value)
+    return {k: v for k, v in related.items() if v}
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:

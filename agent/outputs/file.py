@@ -2,23 +2,38 @@
 
 Files are named like Packetbeat 8's: `<filename>-<YYYYMMDD>.ndjson`, then
 `<filename>-<YYYYMMDD>-1.ndjson`, ... (higher numbers are newer).  At most
-`number_of_files` are kept; the oldest is deleted.
+`number_of_files` are kept; the oldest is deleted.  A new directory is made
+0700 and files get `permissions` (0600): events carry captured payloads.
+
+A write that fails (a full disk: ENOSPC, EDQUOT; EIO) never leaves a torn
+line: the file is cut back to the end of the last complete line, the events
+written are acknowledged and the rest are retried (RETRY), so nothing is
+written twice.  Writing resumes by itself when space returns (the pipeline
+retries at least every `backoff_max` seconds); the failure is logged once per
+`LOG_INTERVAL` with what is full, and its end once.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from agent.config.typed import opt
 from agent.publisher.types import EncodedEvent, Outcome, OutputError
 from agent.version import VERSION
 
+log = logging.getLogger("pktbeat.output.file")
+
 METADATA = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
+LOG_INTERVAL = 10.0
+# Errors that say the directory itself is wrong (fix the config), not that the disk is full for now.
+_FATAL_AT_START = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
 
 
 def _files_range(value: int) -> str | None:
@@ -49,20 +64,31 @@ CONFIG_CLASS = FileOutputConfig
 
 class FileOutput:
     name = "file"
+    backoff_max = 1.0  # a full disk is retried every second: writing resumes soon after space returns
 
     def __init__(self, config: FileOutputConfig) -> None:
         self.config = config
         self.directory = Path(config.path or "data")
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise OutputError(f"output.file.path: cannot create {self.directory}: {exc.strerror}") from None
         self.limit = config.rotate_every_kb * 1024
         self.mode = int(config.permissions, 8)
         self._pattern = re.compile(re.escape(config.filename) + r"-(\d{8})(?:-(\d+))?\.ndjson$")
-        self._handle: BinaryIO | None = None
+        self._fd = -1
+        self._path = self.directory
         self._size = 0
-        self._open(rotate=config.rotate_on_startup)
+        self._error: OSError | None = None
+        self._error_since = 0.0
+        self._last_error_log = 0.0
+        self._waiting = 0
+        try:
+            self._open(rotate=config.rotate_on_startup)
+        except OSError as exc:
+            if exc.errno in _FATAL_AT_START:
+                raise OutputError(f"output.file.path: cannot write in {self.directory}: {exc.strerror}") from None
+            self._failed(exc, 0)  # a full disk at start: capture starts anyway, writing is retried
 
     # Files of this output, oldest first: (date, index, path).
     def _existing(self) -> list[tuple[str, int, Path]]:
@@ -82,9 +108,14 @@ class FileOutput:
             index = last[1] + 1 if rotate and last[2].stat().st_size > 0 else last[1]
         name = f"{self.config.filename}-{today}" + (f"-{index}" if index else "") + ".ndjson"
         path = self.directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.mode)
-        self._handle = os.fdopen(fd, "ab", buffering=1 << 16)
-        self._size = path.stat().st_size
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.mode)  # read: a torn tail
+        try:
+            self._size = _cut_torn_line(fd, path)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._path = path
         self._prune()
 
     def _prune(self) -> None:
@@ -96,28 +127,116 @@ class FileOutput:
                 pass
 
     def _rotate(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
+        self._close_fd()
         self._open(rotate=True)
 
     def publish(self, batch: list[EncodedEvent]) -> list[Outcome]:
-        assert self._handle is not None
-        write = self._handle.write
-        for event in batch:
-            line = b"{" + METADATA + event.data[1:] + b"\n"
-            if self._size and self._size + len(line) > self.limit:
-                self._handle.flush()
-                self._rotate()
-                write = self._handle.write
-            write(line)
-            self._size += len(line)
-        self._handle.flush()
+        done = 0
+        error: OSError | None = None
+        try:
+            if self._fd < 0:
+                self._open(rotate=False)
+            run: list[bytes] = []
+            run_bytes = 0
+            for event in batch:
+                line = b"{" + METADATA + event.data[1:] + b"\n"
+                if self._size + run_bytes and self._size + run_bytes + len(line) > self.limit:
+                    written, error = self._write(run, run_bytes)
+                    done += written
+                    if error is not None:
+                        break
+                    run, run_bytes = [], 0
+                    self._rotate()
+                run.append(line)
+                run_bytes += len(line)
+            if error is None:
+                written, error = self._write(run, run_bytes)
+                done += written
+        except OSError as exc:
+            error = exc
+        if error is not None:
+            self._failed(error, len(batch) - done)
+            return [Outcome.ACKED] * done + [Outcome.RETRY] * (len(batch) - done)
+        if self._error is not None:
+            log.warning("output.file: writing to %s again after %.0fs", self._path,
+                        time.monotonic() - self._error_since)
+            self._error = None
         return [Outcome.ACKED] * len(batch)
 
+    def _write(self, lines: list[bytes], total: int) -> tuple[int, OSError | None]:
+        """Write whole lines: (lines in the file, None), or after a failure, the file cut back to the
+        last complete line: (lines in the file, the error)."""
+        if not lines:
+            return 0, None
+        data = memoryview(b"".join(lines))
+        written = 0
+        try:
+            while written < total:
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            complete, end = _complete_lines(lines, written)
+            if written > end:
+                try:
+                    os.ftruncate(self._fd, self._size + end)
+                except OSError as cut:
+                    log.error("output.file: cannot remove a partly written line from %s: %s", self._path,
+                              cut.strerror)
+            self._size += end
+            return complete, exc
+        self._size += total
+        return len(lines), None
+
+    def _failed(self, exc: OSError, waiting: int) -> None:
+        now = time.monotonic()
+        if self._error is None:
+            self._error_since = now
+            self._last_error_log = 0.0
+        self._error = exc
+        self._waiting = waiting
+        if self._last_error_log and now - self._last_error_log < LOG_INTERVAL:
+            return
+        self._last_error_log = now
+        log.warning("output.file: cannot write to %s: %s; %d event(s) wait and are retried (failing for %.0fs)",
+                    self._path, exc.strerror or exc, waiting, now - self._error_since)
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        self._close_fd()
+
+
+def _complete_lines(lines: list[bytes], written: int) -> tuple[int, int]:
+    """How many of `lines` fit whole in `written` bytes, and their length."""
+    end = 0
+    for count, line in enumerate(lines):
+        if end + len(line) > written:
+            return count, end
+        end += len(line)
+    return len(lines), end
+
+
+def _cut_torn_line(fd: int, path: Path) -> int:
+    """The file's size after cutting a torn last line (a crash mid-write) off; the lines before it stay."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    keep = size
+    step = 65536
+    while keep > 0:
+        start = max(0, keep - step)
+        chunk = os.pread(fd, keep - start, start)
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            keep = start + at + 1
+            break
+        keep = start
+    os.ftruncate(fd, keep)
+    log.warning("output.file: %s ended with a partly written line (%d bytes, from a crash); removed it", path,
+                size - keep)
+    return keep
 
 
 def create(config: FileOutputConfig, context: Any = None) -> FileOutput:

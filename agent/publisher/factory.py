@@ -8,8 +8,9 @@
     overflow spool), used only when the memory queue is full.
   - replay without `queue.disk`: the memory queue alone; publish() blocks
     while it is full.
-Backoff comes from the output's `backoff.init` / `backoff.max`; an output
-preset (balanced, throughput, ...) sets the memory queue as Packetbeat's do.
+Backoff comes from the output's `backoff.init` / `backoff.max` (an output
+object may cap it with a `backoff_max` attribute: the file output retries a
+full disk every second); an output preset (balanced, throughput, ...) sets the memory queue as Packetbeat's do.
 """
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def create_pipeline(config: AgentConfig, output: Output, live: bool) -> Pipeline
         spool = _spool(disk, disk.path or os.path.join(config.path.data, "diskqueue"), disk.max_size)
     elif live:
         spool = _spool(DiskQueueConfig(), os.path.join(config.path.data, "spool"), OVERFLOW_SPOOL_MAX)
+    backoff_max = getattr(backoff, "max", 60.0)
+    cap = getattr(output, "backoff_max", None)
+    if isinstance(cap, (int, float)) and cap > 0:
+        backoff_max = min(backoff_max, cap)
+    backoff_init = min(getattr(backoff, "init", 1.0), backoff_max)
     return Pipeline(
         output, max_events=events, flush_min_events=min_events, flush_timeout=timeout, bulk_max_size=bulk,
-        live=live, spool=spool, durable=disk is not None,
-        backoff_init=getattr(backoff, "init", 1.0), backoff_max=getattr(backoff, "max", 60.0),
+        live=live, spool=spool, durable=disk is not None, backoff_init=backoff_init, backoff_max=backoff_max,
     )
 
 

@@ -21,6 +21,17 @@ Modes (chosen by the runner):
 
 With a spool, a restart first resends what the previous run spooled and the
 output had not acknowledged.
+
+A full disk never stops publish(): the spool holds a bounded write-ahead
+buffer in memory while its disk cannot be written, and beyond that events are
+dropped and counted by cause (`queue_full_drops`: no room; `disk_full_drops`:
+the spool's disk cannot be written; `too_large_drops`: an event larger than
+the whole disk queue), logged at most once per `drop_log_interval` saying what
+is full.  In replay and durable modes a full spool or disk makes publish()
+wait (replay never drops) until `interrupt()`; an event that can never fit is
+dropped at once with an error.  `undelivered()` says how many events did not
+reach the output (refused by it, dropped, or still queued at close), which
+the runners turn into an exit code.
 """
 
 from __future__ import annotations
@@ -32,13 +43,17 @@ from collections import deque
 from collections.abc import Callable
 
 from agent import metrics
-from agent.publisher.spool import Position, Spool
+from agent.publisher.spool import Position, Refusal, Spool
 from agent.publisher.types import EncodedEvent, Outcome, Output
 
 log = logging.getLogger("pktbeat.publisher")
 
 PIPELINE_COUNTERS = ("published", "acked", "retried", "dropped", "batches", "spooled", "queue_full_drops",
-                     "output_errors")
+                     "disk_full_drops", "too_large_drops", "interrupted_drops", "output_errors")
+DROP_COUNTERS = ("queue_full_drops", "disk_full_drops", "too_large_drops", "interrupted_drops")
+_REFUSAL_COUNTER = {Refusal.FULL: "queue_full_drops", Refusal.DISK: "disk_full_drops",
+                    Refusal.TOO_LARGE: "too_large_drops"}
+SENDER_JOIN_MAX = 5.0
 
 
 class PublishTimeout(Exception):
@@ -82,10 +97,14 @@ class Pipeline:
         self._cond = threading.Condition()
         self._flushing = 0  # callers waiting in flush(): send partial batches at once
         self._stopping = False
+        self._interrupted = False  # producers stop waiting for room (a stop was asked for)
+        self._interrupt_deadline: float | None = None  # and flush()/close() give up at this time
+        self._closed = False
         self._failed: BaseException | None = None
-        self._drops_unlogged = 0
+        self._drops_unlogged: dict[str, int] = {}
         self._last_drop_log: float | None = None  # None: the first drop is logged at once
-        self._in_flight = 0
+        self._last_wait_log: float | None = None
+        self._not_delivered_at_close = 0
         self._sender = threading.Thread(target=self._run, name="pktbeat-publisher", daemon=True)
         self._sender.start()
 
@@ -105,22 +124,21 @@ class Pipeline:
             if self.durable:
                 self._publish_to_spool(event)
                 return
-            if self.live:
-                if self.spool is not None and (self.spool.unread or len(self._mem) >= self.max_events):
-                    self._publish_to_spool(event)
-                    return
-                if len(self._mem) >= self.max_events:
-                    self._drop_full()
-                    return
-            else:
-                while len(self._mem) >= self.max_events and not self._stopping:
-                    self._check_sender()
-                    self._cond.wait(0.5)
-            if not self._mem:
-                self._oldest = self._clock()
-            self._mem.append(event)
-            if len(self._mem) >= self.flush_min_events:
-                self._cond.notify_all()
+            if self.spool is not None and (self.spool.unread or len(self._mem) >= self.max_events) \
+                    and self._publish_to_spool(event):
+                return
+            if len(self._mem) >= self.max_events:
+                why = self.spool.refusal if self.spool is not None else None
+                self._drop(_REFUSAL_COUNTER.get(why, "queue_full_drops") if why else "queue_full_drops")
+                return
+            self._append_memory(event)
+
+    def _append_memory(self, event: EncodedEvent) -> None:
+        if not self._mem:
+            self._oldest = self._clock()
+        self._mem.append(event)
+        if len(self._mem) >= self.flush_min_events:
+            self._cond.notify_all()
 
     def _hand_over(self) -> None:
         """Move the staged events into the memory queue, waiting for room (replay never drops)."""
@@ -128,55 +146,99 @@ class Pipeline:
         if not staged:
             return
         self._staged = []
+        mem = self._mem
+        limit = self.max_events
         with self._cond:
             self.counters["published"] += len(staged)
             for event in staged:
-                while len(self._mem) >= self.max_events and not self._stopping:
-                    self._check_sender()
-                    self._cond.wait(0.5)
-                if not self._mem:
+                if len(mem) >= limit:
+                    while len(mem) >= limit and not self._stopping and not self._interrupted:
+                        self._check_sender()
+                        self._cond.wait(0.5)
+                    if len(mem) >= limit:
+                        self._drop("interrupted_drops")
+                        continue
+                if not mem:
                     self._oldest = self._clock()
-                self._mem.append(event)
-            if len(self._mem) >= self.flush_min_events:
+                mem.append(event)
+            if len(mem) >= self.flush_min_events:
                 self._cond.notify_all()
 
-    def _publish_to_spool(self, event: EncodedEvent) -> None:
+    def _publish_to_spool(self, event: EncodedEvent) -> bool:
+        """Spool one event; False when the spool refused it (live mode: the caller decides what then)."""
         assert self.spool is not None
-        if not self.live:
-            # Replay: wait for room rather than drop.
-            while not self.spool.append(event):
-                if self._stopping:
-                    return
-                self._check_sender()
-                self._cond.notify_all()
-                self._cond.wait(0.2)
-            self.counters["spooled"] += 1
+        spool = self.spool
+        while not spool.append(event):
+            why = spool.refusal
+            if why is Refusal.TOO_LARGE:
+                self._drop("too_large_drops", len(event.data))
+                return True  # handled: it can never be queued anywhere
+            if self.live and not self.durable:
+                return False
+            if self.live:
+                self._drop(_REFUSAL_COUNTER.get(why or Refusal.FULL, "queue_full_drops"))
+                return True
+            # Replay with a disk queue: wait for room rather than drop.
+            if self._stopping or self._interrupted:
+                self._drop("interrupted_drops")
+                return True
+            self._log_waiting(why)
+            self._check_sender()
             self._cond.notify_all()
-            return
-        if self.spool.append(event):
-            self.counters["spooled"] += 1
-            self._cond.notify_all()
-        else:
-            self._drop_full()
+            self._cond.wait(0.2)
+        self.counters["spooled"] += 1
+        self._cond.notify_all()
+        return True
 
-    def _drop_full(self) -> None:
-        self.counters["queue_full_drops"] += 1
-        self._drops_unlogged += 1
+    def _log_waiting(self, why: Refusal | None) -> None:
+        now = self._clock()
+        if self._last_wait_log is not None and now - self._last_wait_log < self.drop_log_interval:
+            return
+        self._last_wait_log = now
+        assert self.spool is not None
+        if why is Refusal.DISK:
+            log.warning("waiting: the disk queue cannot be written (%s); replay resumes when there is space",
+                        self.spool.describe_error())
+        else:
+            log.info("waiting: the disk queue is full (%d of %d bytes) until the %s output acknowledges events",
+                     self.spool.size, self.spool.max_size, self.output.name)
+
+    def _drop(self, counter: str, size: int = 0) -> None:
+        self.counters[counter] += 1
+        if counter == "too_large_drops" and self.spool is not None:
+            # Each one is worth its own line: it is never a transient condition.
+            log.error("an event of %d bytes is larger than the disk queue (queue.disk.max_size: %d bytes) and was "
+                      "dropped; %d dropped so far for that reason", size, self.spool.max_size,
+                      self.counters[counter])
+            return
+        self._drops_unlogged[counter] = self._drops_unlogged.get(counter, 0) + 1
         now = self._clock()
         if self._last_drop_log is None or now - self._last_drop_log >= self.drop_log_interval:
             self._log_drops(now)
 
     def _log_drops(self, now: float) -> None:
-        where = "the disk spool was full" if self.spool is not None else "the memory queue was full (no spool)"
-        size = f" (cap {self.spool.max_size} bytes, now {self.spool.size})" if self.spool is not None else ""
         since = f"in the last {now - self._last_drop_log:.0f}s" if self._last_drop_log is not None else "now"
-        log.warning("dropped %d event(s) %s: %s%s; %d dropped in total", self._drops_unlogged, since, where, size,
-                    self.counters["queue_full_drops"])
-        self._drops_unlogged = 0
+        for counter, count in self._drops_unlogged.items():
+            if count:
+                log.warning("dropped %d event(s) %s: %s; %d dropped in total for that reason", count, since,
+                            self._drop_reason(counter), self.counters[counter])
+        self._drops_unlogged = {}
         self._last_drop_log = now
 
+    def _drop_reason(self, counter: str) -> str:
+        spool = self.spool
+        if counter == "interrupted_drops":
+            return "stopping, and the queue was full"
+        if spool is None:
+            return f"the memory queue is full ({self.max_events} events, no disk spool)"
+        if counter == "disk_full_drops":
+            error = spool.describe_error()
+            now = f"cannot be written ({error})" if error else f"could not be written ({spool.directory})"
+            return f"the disk under the spool {now} and the memory queue is full"
+        return f"the disk spool is full (cap {spool.max_size} bytes, now {spool.size}; {spool.directory})"
+
     def _drop_log_due(self) -> bool:
-        return bool(self._drops_unlogged) and (
+        return any(self._drops_unlogged.values()) and (
             self._last_drop_log is None or self._clock() - self._last_drop_log >= self.drop_log_interval)
 
     def tick(self) -> None:
@@ -208,7 +270,8 @@ class Pipeline:
                     self._check_sender()
                     if self.spool is not None:
                         self.spool.flush()
-                    remaining = None if deadline is None else deadline - self._clock()
+                    until = self._deadline(deadline)
+                    remaining = None if until is None else until - self._clock()
                     if remaining is not None and remaining <= 0:
                         raise PublishTimeout(
                             f"{self._pending_locked()} events not acknowledged by the {self.output.name} output")
@@ -223,11 +286,40 @@ class Pipeline:
         if self._failed is not None:
             raise RuntimeError(f"the publisher thread failed: {self._failed!r}") from self._failed
 
+    def interrupt(self, grace: float) -> None:
+        """A stop was asked for: producers waiting for room give up (their events are counted as dropped)
+        and flush()/close() wait at most `grace` seconds more.  Safe to call from a signal handler: it never
+        waits for the queue lock (every wait here wakes up on its own within half a second)."""
+        self._interrupt_deadline = self._clock() + grace
+        self._interrupted = True
+        if self._cond.acquire(blocking=False):
+            try:
+                self._cond.notify_all()
+            finally:
+                self._cond.release()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted
+
+    def _deadline(self, deadline: float | None) -> float | None:
+        stop = self._interrupt_deadline
+        if stop is None:
+            return deadline
+        return stop if deadline is None else min(stop, deadline)
+
+    def undelivered(self) -> int:
+        """Events published that the output did not acknowledge: refused by it, dropped, or left at close."""
+        counters = self.counters
+        return counters["dropped"] + sum(counters[name] for name in DROP_COUNTERS) + self._not_delivered_at_close
+
     def close(self, deadline: float | None = None) -> None:
         """Deliver what is queued (until `deadline`), then stop the sender and close the output.
 
-        In live mode with a spool, events still in memory at the deadline are
-        moved to the spool so that the next run sends them.
+        With a spool, events still in memory at the deadline are moved to the
+        spool so that the next run sends them.  The sender is waited for only
+        until the deadline (at most SENDER_JOIN_MAX): a request stuck on a
+        dead server does not hold the exit; its answer, if one comes, is ignored.
         """
         try:
             self.flush(deadline)
@@ -235,23 +327,37 @@ class Pipeline:
             with self._cond:
                 self._stopping = True
                 self._cond.notify_all()
-            self._sender.join(timeout=5.0)
-            if self.spool is not None:
-                self._save_memory_to_spool()
-                self.spool.close()
+            until = self._deadline(deadline)
+            wait = SENDER_JOIN_MAX if until is None else max(0.05, min(SENDER_JOIN_MAX, until - self._clock()))
+            self._sender.join(timeout=wait)
             with self._cond:
-                if self._drops_unlogged:
+                self._closed = True  # from here a late acknowledgement from the sender is ignored
+                self._hand_over_locked_leftovers()
+                if self.spool is not None:
+                    self._save_memory_to_spool()
+                self._not_delivered_at_close = len(self._mem) + (self.spool.pending if self.spool else 0)
+                if any(self._drops_unlogged.values()):
                     self._log_drops(self._clock())
-            self.output.close()
+            if self.spool is not None:
+                self.spool.close()
+            try:
+                self.output.close()
+            except Exception as exc:  # closing never fails the shutdown
+                log.warning("closing the %s output failed: %s", self.output.name, exc)
+
+    def _hand_over_locked_leftovers(self) -> None:
+        """Staged replay events that never reached the queue (the run was interrupted) count as not delivered."""
+        if self._staged:
+            self.counters["interrupted_drops"] += len(self._staged)
+            self._staged = []
 
     def _save_memory_to_spool(self) -> None:
         assert self.spool is not None
-        if self._sender.is_alive():
-            return  # still sending a batch from memory: leave it be
         moved = 0
         while self._mem:
-            if not self.spool.append(self._mem.popleft()):
+            if not self.spool.append(self._mem[0]):
                 break
+            self._mem.popleft()
             moved += 1
         if moved:
             log.info("%d unacknowledged event(s) moved from memory to the spool for the next run", moved)
@@ -304,6 +410,8 @@ class Pipeline:
 
     def _acknowledge(self, source: Position | None, count: int) -> None:
         with self._cond:
+            if self._closed:
+                return
             if source is None:
                 for _ in range(count):
                     self._mem.popleft()

@@ -14,7 +14,7 @@ class Exit(enum.IntEnum):
     OK = 0
     CONFIG = 1  # the config file or a -E setting is invalid
     INPUT = 2  # an input file could not be read, or a capture worker failed
-    PUBLISH_TIMEOUT = 3  # events not delivered within packetbeat.shutdown_timeout
+    PUBLISH_TIMEOUT = 3  # events not delivered: not acknowledged in time, or (replay) refused or dropped
     NO_BPF = 4  # the kernel cannot load the eBPF program
     NO_PRIVILEGES = 5  # a capability is missing
     NO_HEADERS = 6  # BCC finds no kernel headers

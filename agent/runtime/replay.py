@@ -4,6 +4,15 @@ With `-t` packets run at full speed with their own timestamps; without it
 replay is paced in real time and timestamps become the wall clock, as
 Packetbeat does.  Timeouts (transaction expiry, flow reports) follow the
 packet clock, so `-t` runs are deterministic.
+
+With `-l N` each loop starts from a fresh transport state (as a new run
+would), so every loop gives the same transactions; their ids differ by loop.
+
+The first SIGINT/SIGTERM stops reading, stops waiting for room in the queue,
+and gives the output `packetbeat.shutdown_timeout` (INTERRUPT_GRACE when that
+is 0) to acknowledge what is queued.  Exit code 3 says that events were not
+delivered: not acknowledged in time, refused by the output (too large, mapping
+errors) or dropped (larger than the disk queue, or left behind by the stop).
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from agent.runtime.progress import Progress
 log = logging.getLogger("pktbeat")
 
 TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
+
+INTERRUPT_GRACE = 1.0  # after a stop with shutdown_timeout 0: time left for a fast output
 
 
 @dataclass
@@ -80,16 +91,19 @@ class ReplayRunner:
         self._timer_origin: tuple[int, int] | None = None
 
     def stop(self) -> None:
+        """Called from the signal handler: sets flags only (see Pipeline.interrupt)."""
         self._stop = True
+        timeout = self.config.shutdown_timeout
+        self.pipeline.interrupt(timeout if timeout > 0 else INTERRUPT_GRACE)
 
     # -- event path ------------------------------------------------------------
 
     def _emit(self, txn: object) -> None:
-        event = self.builder.transaction_event(txn)  # type: ignore[arg-type]
-        if event is None:
+        built = self.builder.encode_transaction(txn)  # type: ignore[arg-type]
+        if built is None:
             return
         self.stats["events"] += 1
-        self.pipeline.publish(self.builder.encode(event, self.builder.index_for(event["type"])))
+        self.pipeline.publish(built[1])
 
     def _publish_flow(self, event: dict[str, object]) -> None:
         from agent.events.builder import EventSettings
@@ -110,7 +124,8 @@ class ReplayRunner:
         loops = max(1, self.options.loops)
         try:
             for loop in range(loops):
-                self.builder.id_salt = loop.to_bytes(8, "little") if loop else b""
+                if loop:
+                    self._next_loop(now_ns, loop)
                 for path in self.options.files:
                     if self._stop:
                         break
@@ -126,6 +141,14 @@ class ReplayRunner:
         finally:
             code = self._close(code)
         return code
+
+    def _next_loop(self, now_ns: int, loop: int) -> None:
+        """End a loop as a run ends, then start the next from a fresh transport state: without it the
+        next loop's packets meet the connections of the last one and look like retransmissions."""
+        self._end_of_input(now_ns)
+        self.dispatcher = wiring.dispatcher(self.config, self._emit)
+        self.builder.new_run(loop.to_bytes(8, "little"))
+        self._timer_origin = None
 
     def _replay_file(self, path: str, clock_ns: int) -> int | None:
         """Replay one file; returns the last packet time, or None when the file was unreadable."""
@@ -222,22 +245,39 @@ class ReplayRunner:
         return now_ns
 
     def _finish(self, now_ns: int) -> None:
+        self._end_of_input(now_ns)
+        if self.flows is not None:
+            self.flows.final(now_ns)
+
+    def _end_of_input(self, now_ns: int) -> None:
         self.dispatcher.flush_reordering(now_ns)
         pending = self.dispatcher.pending()
         if pending:
             # Packetbeat discards requests still waiting at the end of a file; say so.
             log.info("%d request(s) had no response by the end of the input and were not published", pending)
             metrics.register("replay").inc("pending_at_end", pending)
-        if self.flows is not None:
-            self.flows.final(now_ns)
 
     def _close(self, code: Exit) -> Exit:
         timeout = self.config.shutdown_timeout
         deadline = time.monotonic() + timeout if timeout > 0 else None
+        pipeline = self.pipeline
         try:
-            self.pipeline.close(deadline)
+            pipeline.close(deadline)
         except PublishTimeout as exc:
-            log.error("%s within packetbeat.shutdown_timeout (%gs)", exc, timeout)
+            when = "after the stop" if pipeline.interrupted else f"within packetbeat.shutdown_timeout ({timeout:g}s)"
+            kept = " (they stay in the disk queue for the next run)" if pipeline.spool is not None else \
+                " (lost: without queue.disk they are kept in memory only; replaying the file again sends them)"
+            log.error("%s %s%s", exc, when, kept)
+            return Exit.PUBLISH_TIMEOUT
+        undelivered = pipeline.undelivered()
+        if undelivered:
+            counters = pipeline.counters
+            causes = {"refused by the output": counters["dropped"],
+                      "larger than the disk queue": counters["too_large_drops"],
+                      "left behind by the stop": counters["interrupted_drops"],
+                      "no room in the queue": counters["queue_full_drops"] + counters["disk_full_drops"]}
+            log.error("%d event(s) were not delivered: %s", undelivered,
+                      ", ".join(f"{n} {why}" for why, n in causes.items() if n))
             return Exit.PUBLISH_TIMEOUT
         return code
 

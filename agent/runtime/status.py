@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from agent import metrics
 from agent.capture.record import COUNTER_NAMES, DROP_COUNTERS
+from agent.publisher.pipeline import DROP_COUNTERS as PIPELINE_DROPS
 from agent.runtime.interfaces import Counters, Interfaces, format_counters
 
 if TYPE_CHECKING:
@@ -85,8 +86,9 @@ class LiveCounters:
     def drops(self) -> int:
         """Everything lost between the wire and the publisher's queue."""
         ring = sum(self.kernel_value(n) for n in DROP_COUNTERS)
+        pipeline = metrics.register("pipeline")
         return (ring + self.worker_totals().get("capture.events_dropped", 0)
-                + metrics.register("pipeline")["queue_full_drops"])
+                + sum(pipeline[name] for name in PIPELINE_DROPS))
 
     def snapshot(self) -> dict[str, int]:
         """Kernel, worker and parent counters together (the metrics log and the /stats endpoint)."""

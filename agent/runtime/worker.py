@@ -87,13 +87,14 @@ class CaptureWorker:
         self._newest_ns = 0  # wall-clock time of the newest packet processed
 
     def _emit(self, txn: Transaction) -> None:
-        event = self.builder.transaction_event(txn)
-        if event is None:
+        built = self.builder.encode_transaction(txn)
+        if built is None:
             return
+        event, encoded = built
         kind = event["type"]
         self.by_status.inc(f"{kind}.{event.get('status', '')}")
         self.top.add(event)
-        self._batch.append(self.builder.encode(event, self.builder.index_for(kind)))
+        self._batch.append(encoded)
         if len(self._batch) >= EVENT_BATCH:
             self._send_events()
 

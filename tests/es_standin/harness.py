@@ -54,8 +54,14 @@ class StandinProcess:
             result: dict[str, Any] = json.loads(response.read())
             return result
 
-    def faults(self, *phases: tuple[str, float]) -> None:
-        self.control("/faults", {"phases": [{"kind": k, "seconds": s} for k, s in phases]})
+    def faults(self, *phases: tuple[str, float], delay: float = 0.0, size: int = 0) -> None:
+        """Phases back to back from now; `delay` applies to "slow", `size` to "huge"."""
+        self.control("/faults", {"phases": [{"kind": k, "seconds": s, "delay": delay, "size": size}
+                                            for k, s in phases]})
+
+    def limit_content_length(self, max_bytes: int) -> None:
+        """413 with an empty body for any request body longer than `max_bytes` (0: no limit)."""
+        self.control("/limits", {"max_content_length": max_bytes})
 
     def item_faults(self, **settings: Any) -> None:
         self.control("/item_faults", settings)

@@ -19,9 +19,15 @@ It follows Elasticsearch's documented behaviour for the endpoints it serves:
     users are configured (basic or API key), 401 otherwise.
 
 Fault injection (control API on a second port, JSON):
-  - POST /faults {"phases": [{"kind": "refuse"|"429"|"503"|"slow"|"ok", "seconds": s, "delay": d}]}
-    runs the phases back to back from now ("refuse" closes the listening
-    socket and resets open connections; "slow" delays every response);
+  - POST /faults {"phases": [{"kind": "refuse"|"429"|"503"|"slow"|"ok"|"garbage"|"garbage_json"|"empty"|"huge",
+    "seconds": s, "delay": d, "size": bytes}]} runs the phases back to back from now ("refuse" closes the
+    listening socket and resets open connections; "slow" delays every response).  The next four touch
+    `_bulk` answers only, after the bulk was applied, as a broken proxy would: "garbage" answers 200 with
+    an HTML page, "garbage_json" 200 with a body that is not JSON, "empty" 200 with no body, "huge" the
+    real answer padded to `size` bytes;
+  - POST /limits {"max_content_length": n}: a request whose (decompressed) body is longer gets
+    `413 Request Entity Too Large` with an empty body, as Elasticsearch answers past its
+    `http.max_content_length` (0: no limit);
   - POST /item_faults {"mapping_error_every": n, "item_429_every": n, "mapping_error_field": "type",
     "mapping_error_value": "dns"} per-item failures in otherwise successful bulks;
   - GET /stats, POST /reset.
@@ -106,9 +112,13 @@ def flatten_mapping(props: dict[str, Any], prefix: str = "") -> dict[str, dict[s
     return out
 
 
+_BROKEN_BULK = frozenset({"garbage", "garbage_json", "empty", "huge"})
+
+
 class Faults:
     def __init__(self) -> None:
-        self.phases: list[tuple[float, float, str, float]] = []  # (start, end, kind, delay)
+        self.phases: list[tuple[float, float, str, float, int]] = []  # (start, end, kind, delay, size)
+        self.max_content_length = 0
         self.mapping_error_every = 0
         self.item_429_every = 0
         self.mapping_error_field = ""
@@ -118,10 +128,16 @@ class Faults:
         self.reject_status = 503
 
     def current(self, now: float) -> tuple[str, float]:
-        for start, end, kind, delay in self.phases:
+        for start, end, kind, delay, _ in self.phases:
             if start <= now < end:
                 return kind, delay
         return "ok", 0.0
+
+    def size(self, now: float) -> int:
+        for start, end, _, _, size in self.phases:
+            if start <= now < end:
+                return size
+        return 0
 
 
 class Standin:
@@ -200,7 +216,7 @@ class Standin:
     # -- request handling -----------------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, str]:
-        """(status, JSON body or None, response content type)."""
+        """(status, JSON body (or raw bytes, or None), response content type)."""
         kind, delay = self.faults.current(time.monotonic())
         if delay:
             time.sleep(delay)
@@ -229,7 +245,23 @@ class Standin:
             status, payload = self._route(method, path, params, body, user, read_only)
         except _BadRequest as exc:
             status, payload = 400, es_error(exc.kind, exc.reason, 400)
+        if kind in _BROKEN_BULK and path.rstrip("/").endswith("/_bulk") and status == 200:
+            return self._broken(kind, payload, accept_type)
         return status, payload, accept_type
+
+    def _broken(self, kind: str, payload: Any, accept_type: str) -> tuple[int, Any, str]:
+        """A bulk answer mangled as a broken proxy would (the bulk itself was applied)."""
+        self.count(f"broken_{kind}")
+        if kind == "garbage":
+            return 200, b"<html><body><h1>502 Bad Gateway</h1>upstream sent garbage</body></html>", "text/html"
+        if kind == "garbage_json":
+            return 200, b'{"took": 3, "errors": false, "items": [{"create": {"status": 2', accept_type
+        if kind == "empty":
+            return 200, b"", accept_type
+        data = json.dumps(payload).encode()
+        entry = b'{"create":{"status":201}},'  # many small objects: what costs a parser most
+        count = max(0, self.faults.size(time.monotonic()) - len(data)) // len(entry)
+        return 200, data[:-1] + b',"padding":[' + entry * count + b'{}]}', accept_type
 
     def _check_media(self, headers: dict[str, str], has_body: bool) -> str | tuple[int, Any, str]:
         failed: list[str] = []
@@ -781,8 +813,13 @@ def _handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
             standin.count("requests")
-            status, payload, ctype = standin.handle(self.command, self.path, headers, body)
-            data = b"" if payload is None else json.dumps(payload).encode()
+            limit = standin.faults.max_content_length
+            if limit and len(body) > limit:
+                standin.count("status_413")
+                status, payload, ctype = 413, b"", "text/plain"
+            else:
+                status, payload, ctype = standin.handle(self.command, self.path, headers, body)
+            data = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("X-Elastic-Product", "Elasticsearch")
             self.send_header("Content-Type", ctype)
@@ -840,9 +877,12 @@ def _control_handler(standin: Standin) -> type[BaseHTTPRequestHandler]:
                 phases = []
                 for phase in request.get("phases", []):
                     seconds = float(phase.get("seconds", 0))
-                    phases.append((now, now + seconds, str(phase.get("kind", "ok")), float(phase.get("delay", 0))))
+                    phases.append((now, now + seconds, str(phase.get("kind", "ok")), float(phase.get("delay", 0)),
+                                   int(phase.get("size", 0))))
                     now += seconds
                 faults.phases = phases
+            elif self.path == "/limits":
+                faults.max_content_length = int(request.get("max_content_length", 0))
             elif self.path == "/item_faults":
                 faults.mapping_error_every = int(request.get("mapping_error_every", 0))
                 faults.item_429_every = int(request.get("item_429_every", 0))

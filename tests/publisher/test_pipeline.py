@@ -179,7 +179,7 @@ def test_live_drops_only_when_the_spool_is_full_and_logs_once_per_interval(
     dropped = pipe.counters["queue_full_drops"]
     assert dropped > 10_000
     assert spool.size <= 200_000
-    warnings = [r for r in caplog.records if "dropped" in r.getMessage() and "spool was full" in r.getMessage()]
+    warnings = [r for r in caplog.records if "dropped" in r.getMessage() and "disk spool is full" in r.getMessage()]
     assert len(warnings) == 1  # once per interval, not once per event
     out.gate.set()
     pipe.close(time.monotonic() + 30)

@@ -8,6 +8,13 @@ media types to what that server accepts:
   - server major >= client major: the client's own (`compatible-with=9`);
   - server major 8: `compatible-with=8`;
   - server major 7: plain `application/json` / `application/x-ndjson`.
+
+Every response is read through BoundedNode: at most `max_response_bytes`
+(decompressed), so a broken or hostile server cannot make the agent hold a
+huge answer (reading a 52 MB bulk answer whole took the agent to ~1 GB).  The
+last answer's status, media type and first bytes are kept per thread
+(`last_response()`), so an answer that is not what Elasticsearch sends can be
+described in the log.
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import base64
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import elasticsearch
-from elastic_transport import Transport
+from elastic_transport import Transport, Urllib3HttpNode
 
 from agent.outputs.elasticsearch.config import ElasticsearchOutputConfig
 from agent.publisher.types import OutputError
@@ -31,6 +39,94 @@ log = logging.getLogger("pktbeat.output.elasticsearch")
 
 CLIENT_MAJOR = int(elasticsearch.__versionstr__.split(".")[0])
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+);\s*compatible-with=\d+")
+DEFAULT_RESPONSE_LIMIT = 64 * 1024 * 1024
+_READ_CHUNK = 256 * 1024
+_PREVIEW = 200
+_last = threading.local()
+
+
+class ResponseTooLarge(Exception):
+    """The server's answer was longer than this client reads."""
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """What the server last answered on this thread (for error messages)."""
+
+    status: int
+    content_type: str
+    length: int
+    preview: bytes
+
+
+def last_response() -> RawResponse | None:
+    value: RawResponse | None = getattr(_last, "response", None)
+    return value
+
+
+def describe_body(raw: RawResponse | None) -> str:
+    """A bulk answer that is not Elasticsearch's, in words: status, media type, length and its start."""
+    if raw is None:
+        return "no answer was recorded"
+    if not raw.length:
+        return f"{raw.status} with an empty body"
+    text = raw.preview.decode("utf-8", "replace").replace("\n", " ").strip()
+    more = "..." if raw.length > len(raw.preview) else ""
+    return f"{raw.status} with a {raw.length}-byte {raw.content_type or 'untyped'} body: {text!r}{more}"
+
+
+class _ReadResponse:
+    """The parts of urllib3's response the node uses, with the body already read."""
+
+    def __init__(self, status: int, headers: Any, data: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.data = data
+
+
+class _BoundedPool:
+    """Wraps the node's connection pool: reads each answer itself, up to `limit` bytes."""
+
+    def __init__(self, pool: Any, limit: int) -> None:
+        self._pool = pool
+        self._limit = limit
+
+    def urlopen(self, method: str, url: str, **kwargs: Any) -> _ReadResponse:
+        kwargs["preload_content"] = False
+        response = self._pool.urlopen(method, url, **kwargs)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                chunk = response.read(_READ_CHUNK, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self._limit:
+                    _last.response = RawResponse(response.status, response.headers.get("content-type", ""), size,
+                                                 b"".join(chunks)[:_PREVIEW])
+                    response.close()  # the rest is never read: this connection cannot be reused
+                    raise ResponseTooLarge(f"the server's answer is larger than {self._limit} bytes "
+                                           f"(status {response.status}); not read further")
+                chunks.append(chunk)
+        finally:
+            response.release_conn()
+        data = b"".join(chunks)
+        _last.response = RawResponse(response.status, response.headers.get("content-type", ""), len(data),
+                                     data[:_PREVIEW])
+        return _ReadResponse(response.status, response.headers, data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+def bounded_node_class(limit: int) -> type[Urllib3HttpNode]:
+    class BoundedNode(Urllib3HttpNode):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.pool = _BoundedPool(self.pool, limit)  # type: ignore[assignment]
+
+    return BoundedNode
 
 
 class ServerUnavailable(OutputError):
@@ -152,8 +248,8 @@ def auth_headers(config: ElasticsearchOutputConfig) -> dict[str, str]:
     return headers
 
 
-def build_client(config: ElasticsearchOutputConfig, *, timeout: float | None = None,
-                 concurrency: int = 1) -> elasticsearch.Elasticsearch:
+def build_client(config: ElasticsearchOutputConfig, *, timeout: float | None = None, concurrency: int = 1,
+                 max_response_bytes: int = DEFAULT_RESPONSE_LIMIT) -> elasticsearch.Elasticsearch:
     urls = host_urls(config)
     needs_tls = any(u.startswith("https://") for u in urls)
     kwargs: dict[str, Any] = {}
@@ -171,6 +267,7 @@ def build_client(config: ElasticsearchOutputConfig, *, timeout: float | None = N
         request_timeout=timeout if timeout is not None else config.timeout,
         http_compress=compression > 0,
         transport_class=CompatTransport,
+        node_class=bounded_node_class(max_response_bytes),
         # Each request tries every host once; the pipeline retries with backoff after that.
         max_retries=max(0, len(urls) - 1),
         retry_on_timeout=True,

@@ -1,4 +1,4 @@
-"""The Elasticsearch output: bulk `create` requests through the official client's `streaming_bulk` helper.
+"""The Elasticsearch output: bulk `create` requests through the official client.
 
 Per event the output answers the pipeline with an Outcome:
   - ACKED: stored (201), or already stored (409 on `create`: the same
@@ -14,6 +14,14 @@ are retried without limit: the queue and the spool exist for that.  An item
 that the server keeps failing with a 5xx while it accepts its neighbours is a
 poison event: from then on each of its 5xx counts, and after `max_retries`
 retries it is dropped (max_retries < 0: never).
+
+A request refused with 413 (larger than the server's http.max_content_length)
+is split in halves down to single events; an event that is refused alone is
+DROPPED, counted (`too_large`) and logged with its size and what is known of
+the limit (ES answers 413 with an empty body: the largest request accepted so
+far).  An answer that is not a bulk response (an empty or non-JSON 200 from a
+proxy, an answer longer than RESPONSE_BYTES_PER_EVENT per event) is described
+as the server sent it and retried.
 """
 
 from __future__ import annotations
@@ -22,14 +30,13 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import elasticsearch
+import orjson
 from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import TransportError
-from elasticsearch import helpers
+from elastic_transport import SerializationError, TransportError
 
 from agent import metrics
 from agent.outputs.elasticsearch import client as es_client
@@ -40,10 +47,13 @@ from agent.publisher.types import EncodedEvent, Outcome, OutputError
 log = logging.getLogger("pktbeat.output.elasticsearch")
 
 OUTPUT_COUNTERS = ("batches", "requests", "acked", "duplicates", "retryable", "dropped", "connect_errors",
-                   "request_errors", "too_many", "server_errors", "poison_dropped", "split_413",
-                   "reconnects")
+                   "request_errors", "too_many", "server_errors", "poison_dropped", "split_413", "too_large",
+                   "bad_responses", "reconnects")
 SAMPLE_INTERVAL = 10.0
 MAX_CHUNK_BYTES = 50 * 1024 * 1024  # below http.max_content_length (100mb)
+RESPONSE_BYTES_PER_EVENT = 4096  # a bulk answer is a few hundred bytes per item, errors included
+MIN_RESPONSE_BYTES = 1024 * 1024
+TOO_LARGE_LOG_LINES = 10  # per SAMPLE_INTERVAL: each such event is logged, up to this many
 _RETRIABLE_REQUEST = frozenset({401, 403, 408, 429})
 _TRACKED_LIMIT = 100_000
 
@@ -77,13 +87,17 @@ class ElasticsearchOutput:
         if self._pipeline is not None and self._pipeline.constant is None:
             raise OutputError("output.elasticsearch.pipeline: event fields in the pipeline name are not supported")
         self._formats = compile_cached()
-        self.client = es_client.build_client(config, concurrency=self.concurrency)
+        self.client = es_client.build_client(
+            config, concurrency=self.concurrency,
+            max_response_bytes=max(MIN_RESPONSE_BYTES, RESPONSE_BYTES_PER_EVENT * self.bulk_max_size))
         self.server: es_client.ServerInfo | None = None
         self.counters = metrics.register("output.elasticsearch", OUTPUT_COUNTERS)
         self._lock = threading.Lock()
         self._attempts: OrderedDict[str, int] = OrderedDict()  # poison-event retry counts, by event id
         self._last_sample = 0.0
         self._samples_skipped = 0
+        self._largest_accepted = 0  # bytes of the largest bulk request the server took (a 413 comes bare)
+        self._too_large_window = (0.0, 0)  # (start, lines logged in it)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="pktbeat-es") \
             if self.concurrency > 1 else None
 
@@ -138,46 +152,73 @@ class ElasticsearchOutput:
     _lost_connection = False
 
     def _publish_chunk(self, chunk: list[EncodedEvent]) -> list[Outcome]:
-        self.counters["requests"] += 1
+        """One or more bulk requests for `chunk` (split so that none passes MAX_CHUNK_BYTES)."""
+        lines = [line for event in chunk for line in (self._action(event), event.data)]
         outcomes: list[Outcome] = []
-        statuses: list[int] = []
-        errors: list[Any] = []
+        start = size = 0
+        for i, event in enumerate(chunk):
+            item = len(lines[2 * i]) + len(event.data) + 2
+            if i > start and size + item > MAX_CHUNK_BYTES:
+                outcomes += self._bulk(chunk[start:i], lines[2 * start:2 * i], size)
+                start = i
+                size = 0
+            size += item
+        return outcomes + self._bulk(chunk[start:], lines[2 * start:], size)
+
+    def _bulk(self, chunk: list[EncodedEvent], lines: list[bytes], size: int) -> list[Outcome]:
+        self.counters["requests"] += 1
         self._lost_connection = False
+        pipeline = self._pipeline.constant if self._pipeline else None
         try:
-            for ok, item in helpers.streaming_bulk(
-                self.client, self._actions(chunk), chunk_size=len(chunk), max_chunk_bytes=MAX_CHUNK_BYTES,
-                raise_on_error=False, raise_on_exception=False, max_retries=0, yield_ok=True,
-                expand_action_callback=_expand, pipeline=self._pipeline.constant if self._pipeline else None,
-            ):
-                _, result = next(iter(item.items()))
-                status = int(result.get("status", 500) if isinstance(result, dict) else 500)
-                statuses.append(status if not ok or status >= 300 else 201)
-                errors.append(result.get("error") if isinstance(result, dict) else result)
+            response = self.client.bulk(operations=cast(Any, lines), pipeline=pipeline)
+        except elasticsearch.ApiError as exc:
+            return self._request_failure(chunk, exc.meta.status, exc.body, size)
+        except SerializationError:
+            return self._bad_response(chunk, "not JSON")
         except TransportConnectionError as exc:
+            causes = (exc.__cause__, *exc.errors)
+            too_large = next((e for e in causes if isinstance(e, es_client.ResponseTooLarge)), None)
+            if too_large is not None:
+                self.counters["bad_responses"] += 1
+                log.warning("bulk request of %d event(s): %s (a bulk answer is about a few hundred bytes per "
+                            "event); retrying with backoff", len(chunk), too_large)
+                return [Outcome.RETRY] * len(chunk)
             self.counters["connect_errors"] += 1
             self._lost_connection = True
             log.warning("bulk request failed: %s", _short(exc))
             return [Outcome.RETRY] * len(chunk)
-        except TransportError as exc:  # timeouts, TLS errors, serialization of a bad response
+        except TransportError as exc:  # timeouts, TLS errors
             self.counters["request_errors"] += 1
             self._lost_connection = True
             log.warning("bulk request failed: %s", _short(exc))
             return [Outcome.RETRY] * len(chunk)
-        if len(statuses) != len(chunk):
-            log.error("bulk response had %d items for %d events; resending", len(statuses), len(chunk))
-            return [Outcome.RETRY] * len(chunk)
-        request_failed = all(s == statuses[0] for s in statuses) and statuses[0] >= 400 and \
-            _whole_request_error(errors[0])
-        if request_failed:
-            return self._request_failure(chunk, statuses[0], errors[0])
+        body = response.body
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            return self._bad_response(chunk, "not a bulk response")
+        if len(items) != len(chunk):
+            return self._bad_response(chunk, f"{len(items)} items for {len(chunk)} events")
+        self._largest_accepted = max(self._largest_accepted, size)
+        statuses: list[int] = []
+        errors: list[Any] = []
+        for item in items:
+            result = next(iter(item.values()), None) if isinstance(item, dict) and item else None
+            status = result.get("status") if isinstance(result, dict) else None
+            statuses.append(status if isinstance(status, int) else 500)
+            errors.append(result.get("error") if isinstance(result, dict) else f"malformed item {str(item)[:100]}")
         any_accepted = any(s < 300 or s == 409 for s in statuses)
-        for event, status, error in zip(chunk, statuses, errors, strict=True):
-            outcomes.append(self._item_outcome(event, status, error, any_accepted))
-        return outcomes
+        return [self._item_outcome(event, status, error, any_accepted)
+                for event, status, error in zip(chunk, statuses, errors, strict=True)]
 
-    def _actions(self, chunk: list[EncodedEvent]) -> Iterator[Any]:
-        for event in chunk:
-            yield {"create": {"_index": self._index_for(event), "_id": event.event_id}}, event.data
+    def _bad_response(self, chunk: list[EncodedEvent], what: str) -> list[Outcome]:
+        """An answer Elasticsearch would not send: say what the server sent, and retry."""
+        self.counters["bad_responses"] += 1
+        log.warning("bulk request of %d event(s): the server answered %s (%s); retrying with backoff", len(chunk),
+                    es_client.describe_body(es_client.last_response()), what)
+        return [Outcome.RETRY] * len(chunk)
+
+    def _action(self, event: EncodedEvent) -> bytes:
+        return orjson.dumps({"create": {"_index": self._index_for(event), "_id": event.event_id}})
 
     def _index_for(self, event: EncodedEvent) -> str:
         fmt = self._formats(event.index) if event.index else self._default_index
@@ -189,14 +230,17 @@ class ElasticsearchOutput:
             name = self._default_index.render(event.data) or "packetbeat"
         return name.lower()
 
-    def _request_failure(self, chunk: list[EncodedEvent], status: int, error: Any) -> list[Outcome]:
+    def _request_failure(self, chunk: list[EncodedEvent], status: int, body: Any, size: int) -> list[Outcome]:
         """The whole bulk request was refused."""
-        text = _error_text(error)
-        if status == 413 and len(chunk) > 1:
-            self.counters["split_413"] += 1
-            half = len(chunk) // 2
-            log.warning("bulk request of %d events too large (413); splitting", len(chunk))
-            return self._publish_chunk(chunk[:half]) + self._publish_chunk(chunk[half:])
+        text = _error_text(body.get("error", body) if isinstance(body, dict) else body) if body else "empty body"
+        if status == 413:
+            if len(chunk) > 1:
+                self.counters["split_413"] += 1
+                half = len(chunk) // 2
+                log.warning("bulk request of %d events (%d bytes) too large (413); splitting", len(chunk), size)
+                return self._publish_chunk(chunk[:half]) + self._publish_chunk(chunk[half:])
+            self._too_large(chunk[0], size)
+            return [Outcome.DROPPED]
         if status == 400 and "media_type_header_exception" in text:
             log.warning("the server refused the compatibility header (%s); rediscovering its version", text)
             self.server = None
@@ -241,6 +285,24 @@ class ElasticsearchOutput:
                      f"Event: {event.data[:300].decode('utf-8', 'replace')}")
         return Outcome.DROPPED
 
+    def _too_large(self, event: EncodedEvent, size: int) -> None:
+        self.counters["too_large"] += 1
+        self.counters["dropped"] += 1
+        now = time.monotonic()
+        with self._lock:
+            start, logged = self._too_large_window
+            if now - start >= SAMPLE_INTERVAL:
+                start, logged = now, 0
+            self._too_large_window = (start, logged + 1)
+        if logged >= TOO_LARGE_LOG_LINES:
+            return
+        known = f"; the largest request it accepted was {self._largest_accepted} bytes" \
+            if self._largest_accepted else ""
+        log.error("event %s (%s) is too large for Elasticsearch: its bulk request of %d bytes was refused with 413 "
+                  "even alone (over the server's http.max_content_length%s); dropped, %d so far%s", event.event_id,
+                  event.type or "event", size, known, self.counters["too_large"],
+                  "; more in the next 10s are only counted" if logged + 1 == TOO_LARGE_LOG_LINES else "")
+
     def _remember(self, event_id: str) -> int:
         with self._lock:
             count = self._attempts.pop(event_id, 0) + 1
@@ -272,16 +334,6 @@ class ElasticsearchOutput:
             self.client.close()
         except Exception:  # closing never fails the shutdown
             pass
-
-
-def _expand(action: Any) -> tuple[dict[str, Any], bytes]:
-    header, data = action
-    return header, data
-
-
-def _whole_request_error(error: Any) -> bool:
-    """streaming_bulk reports a refused request by giving every item the request's error as a string."""
-    return isinstance(error, str)
 
 
 def _error_text(error: Any) -> str:
