@@ -49,24 +49,25 @@ from agent.capture.flowhash import ShardedReader
 from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.config.load import AgentConfig
 from agent.events.builder import AgentIdentity
-from agent.publisher.pipeline import Pipeline, PublishTimeout
-from agent.publisher.types import EncodedEvent
+from agent.publisher.pipeline import Pipeline
+from agent.publisher.types import EncodedEvent, Outcome
 from agent.runtime import channel, wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
-from agent.runtime.replay import ReplayOptions, ReplayRunner
+from agent.runtime.replay import INTERRUPT_GRACE, ReplayOptions, ReplayRunner, close_pipeline
 
 log = logging.getLogger("pktbeat")
 
 MAX_REPLAY_WORKERS = 16  # as live capture's rings
 AUTO_MIN_BYTES = 8 << 20  # with workers = 0: at least this much input per worker
 EVENT_BATCH = 512  # events per message to the parent
-EVENT_BATCH_BYTES = 4 << 20  # or fewer, when they are large (far below the channel's frame limit)
-WORKER_PENDING_BYTES = 4 << 20  # a worker waits for the parent beyond this much unsent
+WORKER_QUEUE = 2048  # events a worker's memory queue holds while the parent is busy
 PARENT_TICK_S = 0.1  # pipeline timers and progress
 PR_SET_PDEATHSIG = 1
-# What the parent counts itself instead of summing over the workers.
+# What the parent counts itself instead of summing over the workers (a worker's pipeline hands events to
+# the parent's, which counts them again).
 PARENT_COUNTERS = ("replay.files",)
+PARENT_GROUPS = ("pipeline.",)
 # Log lines every worker would print about its own share; the parent prints the total.
 _WORKER_QUIET = ("request(s) had no response by the end of the input", "Process watcher disabled")
 
@@ -152,38 +153,38 @@ class ShardSetup:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class WorkerSink:
-    """A replay worker's event sink: batches of encoded events to the parent, waiting when the pipe is full."""
+class ParentOutput:
+    """A replay worker's output: batches of encoded events to the parent, over a pipe that blocks when full.
+
+    The worker's own (memory) pipeline feeds it, so a worker publishes, waits
+    and stops exactly as a one-process replay does; the parent's pipeline and
+    output acknowledge for real.
+    """
+
+    name = "parent"
 
     def __init__(self, chan: channel.ChannelWriter, on_broken: Callable[[], None]) -> None:
         self.chan = chan
         self.on_broken = on_broken
-        self._batch: list[EncodedEvent] = []
-        self._batch_bytes = 0
+        self.batch_size = EVENT_BATCH
 
-    def publish(self, event: EncodedEvent) -> None:
-        self._batch.append(event)
-        self._batch_bytes += len(event.data)
-        if len(self._batch) >= EVENT_BATCH or self._batch_bytes >= EVENT_BATCH_BYTES:
-            self.tick()
+    def publish(self, batch: list[EncodedEvent]) -> list[Outcome]:
+        if not self.send(channel.EVENTS, struct.pack("<I", len(batch)) + pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)):
+            return [Outcome.RETRY] * len(batch)
+        return [Outcome.ACKED] * len(batch)
 
-    def tick(self) -> None:
-        if self._batch:
-            batch, self._batch, self._batch_bytes = self._batch, [], 0
-            self.send(channel.EVENTS, struct.pack("<I", len(batch)) + pickle.dumps(batch, pickle.HIGHEST_PROTOCOL))
-        elif self.chan.pending:
-            self.chan.flush()
-
-    def send(self, kind: int, payload: bytes) -> None:
+    def send(self, kind: int, payload: bytes) -> bool:
+        """Queue a message and wait until the pipe has taken it; False when the parent is gone."""
         chan = self.chan
         chan.send(kind, payload, droppable=False)
-        if chan.pending > WORKER_PENDING_BYTES:
-            chan.drain(float("inf"))  # the parent reads as fast as its output takes events
+        chan.drain(float("inf"))  # the parent reads as fast as its output takes events
         if chan.broken:
             self.on_broken()
+            return False
+        return True
 
-    def close(self, deadline: float | None = None) -> None:
-        self.tick()
+    def close(self) -> None:
+        pass
 
 
 class _QuietFilter(logging.Filter):
@@ -237,15 +238,17 @@ def _worker_main(setup: ShardSetup, index: int, chan_fd: int, close_fds: list[in
             if runner is not None:
                 runner.stop()
 
-        sink = WorkerSink(chan, parent_gone)
-        runner = ReplayRunner(setup.config, replace(setup.options, progress=False), sink=sink,
+        output = ParentOutput(chan, parent_gone)
+        # A memory queue only: the parent's pipeline has the configured queue (and disk queue).
+        pipeline = Pipeline(output, max_events=WORKER_QUEUE, flush_min_events=EVENT_BATCH,
+                            flush_timeout=PARENT_TICK_S, bulk_max_size=EVENT_BATCH)
+        runner = ReplayRunner(setup.config, replace(setup.options, progress=False), pipeline=pipeline,
                               identity=setup.identity)
         runner.open_capture = _shard_opener(setup, index, runner)
         code = int(runner.run())
         now = metrics.snapshot()
         stats = {k: v - baseline.get(k, 0) for k, v in now.items() if v != baseline.get(k, 0)}
-        sink.send(channel.DONE, json.dumps({"code": code, "stats": stats}).encode())
-        chan.drain(time.monotonic() + 5.0)
+        output.send(channel.DONE, json.dumps({"code": code, "stats": stats}).encode())
     except BaseException:
         log.exception("replay worker %d failed", index)
     finally:
@@ -295,8 +298,11 @@ class ShardedReplay:
             raise
 
     def stop(self) -> None:
+        """Called from the signal handler: sets flags only."""
         self._stop = True
         self.shared.stop()
+        timeout = self.config.shutdown_timeout
+        self.pipeline.interrupt(timeout if timeout > 0 else INTERRUPT_GRACE)
 
     def _readable(self, path: str) -> bool:
         """Check a file once here, where one process reports it, not in every worker."""
@@ -406,7 +412,7 @@ class ShardedReplay:
             metrics.merge(totals, worker.stats)
         for name, value in totals.items():
             prefix, _, counter = name.rpartition(".")
-            if name not in PARENT_COUNTERS and prefix:
+            if name not in PARENT_COUNTERS and prefix and not name.startswith(PARENT_GROUPS):
                 metrics.register(prefix).inc(counter, value)
         self.stats["files"] += len(self.files) * max(1, self.options.loops)
         pending = totals.get("replay.pending_at_end", 0)
@@ -415,17 +421,12 @@ class ShardedReplay:
         codes = [w.code for w in self.workers]
         if any(c is None for c in codes) or self.stats["read_errors"] or Exit.INPUT in codes:
             return Exit.INPUT
+        if Exit.PUBLISH_TIMEOUT in codes:  # a worker was stopped with events still queued (it said so)
+            return Exit.PUBLISH_TIMEOUT
         return Exit.OK
 
     def _close(self, code: Exit) -> Exit:
-        timeout = self.config.shutdown_timeout
-        deadline = time.monotonic() + timeout if timeout > 0 else None
-        try:
-            self.pipeline.close(deadline)
-        except PublishTimeout as exc:
-            log.error("%s within packetbeat.shutdown_timeout (%gs)", exc, timeout)
-            return Exit.PUBLISH_TIMEOUT
-        return code
+        return close_pipeline(self.pipeline, self.config.shutdown_timeout, code)
 
     def _show_progress(self) -> bool:
         if self.options.progress is not None:
