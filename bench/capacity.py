@@ -415,8 +415,9 @@ def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: f
     shape(pair, None)
     protocol = scenario.event_type
     unmatched = sum(v for k, v in found.items() if k.startswith(f"{protocol}.unmatched"))
-    drops = sum(found.get(k, 0) for k in ("ring_full", "load_failed", "emit_failed", "capture.events_dropped",
-                                         "pipeline.queue_full_drops"))
+    causes = {k: found.get(k, 0) for k in ("ring_full", "load_failed", "emit_failed", "capture.events_dropped",
+                                          "pipeline.queue_full_drops") if found.get(k, 0)}
+    drops = sum(causes.values())
     achieved = server / max(load.seconds, 1e-9)
     agent_pct = 100.0 * (cpu1 - cpu0) / max(load.seconds, 1e-9)  # the share of a core the load took
     row = {"target": rate, "achieved": achieved, "server": server, "events": events,
@@ -425,7 +426,7 @@ def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: f
            "us_per_txn": 1e6 * (cpu1 - cpu0) / max(server, 1),
            "gen_pct": 100.0 * load.cpu_s / max(load.seconds, 1e-9),
            "srv_pct": 100.0 * (srv1 - srv0) / max(load.seconds, 1e-9), "load": os.getloadavg()[0],
-           "behind": wall1 - wall0 - load.seconds}
+           "behind": wall1 - wall0 - load.seconds, "causes": causes}
     row["ok"] = row["lost"] <= 0 and unmatched == 0 and drops == 0 and server > 0
     row["limit"] = limit(row)
     return row
@@ -495,7 +496,9 @@ def main() -> int:
                 print(f"{row['target']:>7} {row['achieved']:>9,.0f} {row['server']:>8} {row['events']:>8} "
                       f"{row['lost']:>6} {row['unmatched']:>7} {row['drops']:>6} {row['agent_pct']:>7.0f} "
                       f"{row['us_per_txn']:>7.1f} {row['gen_pct']:>6.0f} {row['srv_pct']:>6.0f} "
-                      f"{row['behind']:>6.1f} {row['load']:>5.1f}  {row['limit']}", flush=True)
+                      f"{row['behind']:>6.1f} {row['load']:>5.1f}  {row['limit']}"
+                      + (f" ({', '.join(f'{k}={v}' for k, v in row['causes'].items())})" if row["causes"] else ""),
+                      flush=True)
                 last_limit = row["limit"]
                 if row["ok"] and (best is None or row["achieved"] > best["achieved"]):
                     best = row
