@@ -18,8 +18,6 @@ errors) or dropped (larger than the disk queue, or left behind by the stop).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from agent.publisher.types import Output
 from agent.runtime import wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
+from agent.runtime.progress import wanted as progress_wanted
 
 log = logging.getLogger("pktbeat")
 
@@ -157,7 +156,7 @@ class ReplayRunner:
             self.stats["files"] += 1
             decoder = FrameDecoder(info.linktype, keep_link=self.flows is not None,
                                    tunnels=wiring.tunnel_settings(self.config))
-            progress = Progress(path, info.size, enabled=self._show_progress())
+            progress = Progress(path, info.size, enabled=progress_wanted(self.options.progress))
             last_ns = clock_ns
             next_tick = 0
             pace = None if self.options.topspeed else _Pacer()
@@ -249,10 +248,6 @@ class ReplayRunner:
     def _close(self, code: Exit) -> Exit:
         return close_pipeline(self.pipeline, self.config.shutdown_timeout, code)
 
-    def _show_progress(self) -> bool:
-        if self.options.progress is not None:
-            return self.options.progress
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
 def close_pipeline(pipeline: Pipeline, timeout: float, code: Exit) -> Exit:

@@ -37,7 +37,6 @@ import select
 import signal
 import stat
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -54,6 +53,7 @@ from agent.publisher.types import EncodedEvent, Outcome
 from agent.runtime import channel, wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
+from agent.runtime.progress import wanted as progress_wanted
 from agent.runtime.replay import INTERRUPT_GRACE, ReplayOptions, ReplayRunner, close_pipeline
 
 log = logging.getLogger("pktbeat")
@@ -215,47 +215,37 @@ def _shard_opener(setup: ShardSetup, index: int, runner: ReplayRunner) -> Callab
 
 
 def _worker_main(setup: ShardSetup, index: int, chan_fd: int, close_fds: list[int], parent: int) -> NoReturn:
-    code = int(Exit.INPUT)
-    try:
-        for fd in close_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        # The parent coordinates stopping: a terminal's Ctrl-C reaches the whole process group.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        with contextlib.suppress(Exception):
-            signal.set_wakeup_fd(-1)
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(code)  # the parent died before the request took effect
-        logging.getLogger("pktbeat").addFilter(_QuietFilter())
-        chan = channel.ChannelWriter(chan_fd)
-        baseline = metrics.snapshot()
-        runner: ReplayRunner | None = None
+    channel.run_child(f"replay worker {index}", close_fds, lambda: _replay_shard(setup, index, chan_fd, parent),
+                      failed=int(Exit.INPUT))
 
-        def parent_gone() -> None:
-            if runner is not None:
-                runner.stop()
 
-        output = ParentOutput(chan, parent_gone)
-        # A memory queue only: the parent's pipeline has the configured queue (and disk queue).
-        pipeline = Pipeline(output, max_events=WORKER_QUEUE, flush_min_events=EVENT_BATCH,
-                            flush_timeout=PARENT_TICK_S, bulk_max_size=EVENT_BATCH)
-        runner = ReplayRunner(setup.config, replace(setup.options, progress=False), pipeline=pipeline,
-                              identity=setup.identity)
-        runner.open_capture = _shard_opener(setup, index, runner)
-        code = int(runner.run())
-        now = metrics.snapshot()
-        stats = {k: v - baseline.get(k, 0) for k, v in now.items() if v != baseline.get(k, 0)}
-        output.send(channel.DONE, json.dumps({"code": code, "stats": stats}).encode())
-    except BaseException:
-        log.exception("replay worker %d failed", index)
-    finally:
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(code)
+def _replay_shard(setup: ShardSetup, index: int, chan_fd: int, parent: int) -> int:
+    """A worker's replay of its shard; its exit code (and counters) go to the parent with DONE."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        return int(Exit.INPUT)  # the parent died before the request took effect
+    logging.getLogger("pktbeat").addFilter(_QuietFilter())
+    chan = channel.ChannelWriter(chan_fd)
+    baseline = metrics.snapshot()
+    runner: ReplayRunner | None = None
+
+    def parent_gone() -> None:
+        if runner is not None:
+            runner.stop()
+
+    output = ParentOutput(chan, parent_gone)
+    # A memory queue only: the parent's pipeline has the configured queue (and disk queue).
+    pipeline = Pipeline(output, max_events=WORKER_QUEUE, flush_min_events=EVENT_BATCH,
+                        flush_timeout=PARENT_TICK_S, bulk_max_size=EVENT_BATCH)
+    runner = ReplayRunner(setup.config, replace(setup.options, progress=False), pipeline=pipeline,
+                          identity=setup.identity)
+    runner.open_capture = _shard_opener(setup, index, runner)
+    code = int(runner.run())
+    now = metrics.snapshot()
+    stats = {k: v - baseline.get(k, 0) for k, v in now.items() if v != baseline.get(k, 0)}
+    output.send(channel.DONE, json.dumps({"code": code, "stats": stats}).encode())
+    return code
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,7 +338,7 @@ class ShardedReplay:
     def run(self) -> Exit:
         log.info("Process watcher disabled when file input is used")
         log.info("replaying with %d workers", len(self.workers))
-        progress = _ProgressView(self, self._show_progress())
+        progress = _ProgressView(self, progress_wanted(self.options.progress))
         code = Exit.OK
         try:
             self._collect(progress)
@@ -428,10 +418,6 @@ class ShardedReplay:
     def _close(self, code: Exit) -> Exit:
         return close_pipeline(self.pipeline, self.config.shutdown_timeout, code)
 
-    def _show_progress(self) -> bool:
-        if self.options.progress is not None:
-            return self.options.progress
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
 class _ProgressView:

@@ -228,15 +228,31 @@ def test_a_broken_file_is_reported_once(tmp_path: Path, traffic: Path) -> None:
     assert len(lines(out)) > 100  # the part before the break was replayed
 
 
-def test_first_sigint_stops_every_worker_and_publishes_what_they_decoded(tmp_path: Path, traffic: Path) -> None:
-    out = tmp_path / "out"
+def _workers_of(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def _start_long_replay(tmp_path: Path, traffic: Path) -> tuple[subprocess.Popen[str], list[int]]:
     config = tmp_path / "c.yml"
     config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
-                                      "output.file": {"path": str(out), "filename": "pb"},
+                                      "output.file": {"path": str(tmp_path / "out"), "filename": "pb"},
                                       "path.data": str(tmp_path / "data")}))
     proc = subprocess.Popen([PKTBEAT, "run", "-e", "-t", "-c", str(config), "-w", "2", "-l", "10000", "-I",
                              str(traffic)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.1)
+        workers = _workers_of(proc.pid)
+    assert len(workers) == 2, "the workers did not start"
+    return proc, workers
+
+
+def test_first_sigint_stops_every_worker_and_publishes_what_they_decoded(tmp_path: Path, traffic: Path) -> None:
+    proc, _ = _start_long_replay(tmp_path, traffic)
+    out = tmp_path / "out"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (out.is_dir() and any(p.stat().st_size for p in out.iterdir())):
@@ -251,27 +267,6 @@ def test_first_sigint_stops_every_worker_and_publishes_what_they_decoded(tmp_pat
     written = lines(out)
     assert written and all(line.endswith(b"}") for line in written)
     assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b""  # no worker left
-
-
-def _workers_of(parent: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
-    return [int(pid) for pid in out.split()]
-
-
-def _start_long_replay(tmp_path: Path, traffic: Path) -> tuple[subprocess.Popen[str], list[int]]:
-    config = tmp_path / "c.yml"
-    config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
-                                      "output.file": {"path": str(tmp_path / "out"), "filename": "pb"},
-                                      "path.data": str(tmp_path / "data")}))
-    proc = subprocess.Popen([PKTBEAT, "run", "-e", "-t", "-c", str(config), "-w", "2", "-l", "10000", "-I",
-                             str(traffic)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:
-        time.sleep(0.1)
-        workers = _workers_of(proc.pid)
-    assert len(workers) == 2, "the workers did not start"
-    return proc, workers
 
 
 def test_a_worker_that_dies_is_reported_and_the_replay_ends_with_an_input_error(tmp_path: Path,
