@@ -56,13 +56,12 @@ import contextlib
 import os
 import re
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +72,11 @@ sys.path.insert(0, str(ROOT))
 from bench.db_redis import tree_cpu_seconds  # noqa: E402
 from tests.helpers.live import LiveAgent, live_agent  # noqa: E402
 from tests.helpers.netns import VethPair, veth_pair  # noqa: E402
+from tests.protocols.memcache.test_live import memcached  # noqa: E402
+from tests.protocols.mysql import test_live as mysql_live  # noqa: E402
+from tests.protocols.pgsql import test_live as pg_live  # noqa: E402
+from tests.protocols.redis.test_live import redis_server  # noqa: E402
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DRAIN_S = 30.0
 
 
@@ -94,7 +96,7 @@ class Scenario:
     protocol: dict[str, Any]
     event_type: str
     rates: list[int]
-    start: Callable[[VethPair, Path], subprocess.Popen[bytes]]
+    server: Callable[[Path], AbstractContextManager[VethPair]]  # the server running in namespace b
     count: Callable[[VethPair, Path], int]  # the server's transaction counter
     load: Callable[[VethPair, Path, int | None, float], Load]  # rate None: unshaped
     shaped: bool = True  # the rate is set by tc tbf (the generator has no rate option)
@@ -119,32 +121,35 @@ def timed_run(pair: VethPair, args: list[str], timeout: float) -> tuple[str, flo
 NGINX_PORT = 8080
 
 
-def nginx(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
+@contextlib.contextmanager
+def nginx(tmp: Path) -> Iterator[VethPair]:
+    """nginx tuned for load (the tests' configuration allows 64 connections): one worker, buffered log."""
     (tmp / "www").mkdir(exist_ok=True)
     (tmp / "www" / "index.html").write_bytes(b"<!DOCTYPE html>\n" + b"x" * 596)  # nginx's welcome page size
-    conf = tmp / "nginx.conf"
-    conf.write_text(textwrap.dedent(f"""
-        daemon off;
-        master_process off;
-        worker_rlimit_nofile 8192;
-        pid {tmp}/nginx.pid;
-        error_log {tmp}/error.log crit;
-        events {{ worker_connections 4096; }}
-        http {{
-            log_format counted '$status';
-            access_log {tmp}/access.log counted buffer=256k flush=1s;
-            client_body_temp_path {tmp}/tmp_body;
-            proxy_temp_path {tmp}/tmp_proxy;
-            fastcgi_temp_path {tmp}/tmp_fastcgi;
-            uwsgi_temp_path {tmp}/tmp_uwsgi;
-            scgi_temp_path {tmp}/tmp_scgi;
-            keepalive_requests 1000000;
-            server {{ listen {pair.b_ip}:{NGINX_PORT} reuseport backlog=4096; root {tmp}/www; }}
-        }}
-        """))
-    proc = pair.b.popen(["nginx", "-c", str(conf), "-p", str(tmp)], log=tmp / "nginx.out")
-    pair.b.wait_port(NGINX_PORT, host=pair.b_ip)
-    return proc
+    with veth_pair("cap") as pair:
+        conf = tmp / "nginx.conf"
+        conf.write_text(textwrap.dedent(f"""
+            daemon off;
+            master_process off;
+            worker_rlimit_nofile 8192;
+            pid {tmp}/nginx.pid;
+            error_log {tmp}/error.log crit;
+            events {{ worker_connections 4096; }}
+            http {{
+                log_format counted '$status';
+                access_log {tmp}/access.log counted buffer=256k flush=1s;
+                client_body_temp_path {tmp}/tmp_body;
+                proxy_temp_path {tmp}/tmp_proxy;
+                fastcgi_temp_path {tmp}/tmp_fastcgi;
+                uwsgi_temp_path {tmp}/tmp_uwsgi;
+                scgi_temp_path {tmp}/tmp_scgi;
+                keepalive_requests 1000000;
+                server {{ listen {pair.b_ip}:{NGINX_PORT} reuseport backlog=4096; root {tmp}/www; }}
+            }}
+            """))
+        pair.b.popen(["nginx", "-c", str(conf), "-p", str(tmp)], log=tmp / "nginx.out")
+        pair.b.wait_port(NGINX_PORT, host=pair.b_ip)
+        yield pair
 
 
 def nginx_count(pair: VethPair, tmp: Path) -> int:
@@ -167,15 +172,18 @@ def wrk(close: bool) -> Callable[[VethPair, Path, int | None, float], Load]:
     return run
 
 
-def dnsmasq(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
-    proc = pair.b.popen(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-                         "--port=53", f"--listen-address={pair.b_ip}", "--bind-interfaces", "--pid-file=",
-                         "--user=root", "--group=root", "--address=/example.test/10.9.8.7", "--local=/example.test/",
-                         "--cache-size=10000", "--dns-forward-max=4096"], log=tmp / "dnsmasq.log")
-    pair.b.wait_port(53, udp=True)
-    queries = tmp / "queries.txt"
-    queries.write_text("".join(f"host{i}.example.test {'AAAA' if i % 4 == 3 else 'A'}\n" for i in range(2000)))
-    return proc
+@contextlib.contextmanager
+def dnsmasq(tmp: Path) -> Iterator[VethPair]:
+    """dnsmasq answering every name under example.test itself (no upstream)."""
+    (tmp / "queries.txt").write_text("".join(f"host{i}.example.test {'AAAA' if i % 4 == 3 else 'A'}\n"
+                                             for i in range(2000)))
+    with veth_pair("cap") as pair:
+        pair.b.popen(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--port=53",
+                      f"--listen-address={pair.b_ip}", "--bind-interfaces", "--pid-file=", "--user=root",
+                      "--group=root", "--address=/example.test/10.9.8.7", "--local=/example.test/",
+                      "--cache-size=10000", "--dns-forward-max=4096"], log=tmp / "dnsmasq.log")
+        pair.b.wait_port(53, udp=True)
+        yield pair
 
 
 def dnsperf(pair: VethPair, tmp: Path, rate: int | None, seconds: float) -> Load:
@@ -189,14 +197,7 @@ def dnsperf(pair: VethPair, tmp: Path, rate: int | None, seconds: float) -> Load
     return Load(wall, int(done.group(1)) if done else 0, cpu, int(lost.group(1)) if lost else 0)
 
 
-REDIS_PORT = 6379
-
-
-def redis_server(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
-    proc = pair.b.popen(["redis-server", "--bind", pair.b_ip, "--port", str(REDIS_PORT), "--save", "",
-                         "--appendonly", "no", "--protected-mode", "no", "--dir", str(tmp)], log=tmp / "redis.log")
-    pair.b.wait_port(REDIS_PORT, host=pair.b_ip)
-    return proc
+REDIS_PORT = 6379  # the tests' redis_server, memcached and PostgreSQL listen on the standard ports
 
 
 def redis_count(pair: VethPair, tmp: Path) -> int:
@@ -219,23 +220,13 @@ PG_PORT = 5432
 PG_QUERY = "SELECT abalance FROM pgbench_accounts WHERE aid = "
 
 
-def postgres(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
-    os.chmod(tmp, 0o755)
-    data = tmp / "pgdata"
-    data.mkdir(mode=0o700)
-    shutil.chown(data, "postgres", "postgres")
-    subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust",
-                    "-U", "postgres", "--no-sync"], check=True, capture_output=True, timeout=120)
-    with open(data / "pg_hba.conf", "a") as hba:
-        hba.write("host all all 0.0.0.0/0 trust\n")
-    proc = pair.b.popen(["runuser", "-u", "postgres", "--", str(PG_BIN / "postgres"), "-D", str(data),
-                         "-c", f"listen_addresses={pair.b_ip}", "-c", f"port={PG_PORT}",
-                         "-c", f"unix_socket_directories={data}", "-c", "fsync=off", "-c", "shared_buffers=32MB",
-                         "-c", "ssl=off"], log=tmp / "postgres.log")
-    pair.b.wait_port(PG_PORT, host=pair.b_ip, timeout=60)
-    pair.a.run(["pgbench", "-h", pair.b_ip, "-p", str(PG_PORT), "-U", "postgres", "-i", "-s", "1", "-q",
-                "postgres"], timeout=300)
-    return proc
+@contextlib.contextmanager
+def postgres(tmp: Path) -> Iterator[VethPair]:
+    """The tests' PostgreSQL, with pgbench's tables."""
+    with pg_live.postgres_server() as pair:
+        pair.a.run(["pgbench", "-h", pair.b_ip, "-p", str(PG_PORT), "-U", "postgres", "-i", "-s", "1", "-q",
+                    "postgres"], timeout=300)
+        yield pair
 
 
 def pgbench(pair: VethPair, tmp: Path, rate: int | None, seconds: float) -> Load:
@@ -256,19 +247,13 @@ MYSQL_PORT = 3306
 MYSQL_QUERY = "SELECT id, balance FROM bench.accounts WHERE id = 4242"
 
 
-def mariadb(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
-    datadir = tmp / "mysql"
-    subprocess.run(["mariadb-install-db", f"--datadir={datadir}", "--user=root",
-                    "--auth-root-authentication-method=normal", "--skip-test-db"],
-                   check=True, capture_output=True, timeout=120)
-    proc = pair.b.popen(["mariadbd", "--no-defaults", f"--datadir={datadir}", f"--socket={tmp}/mysql.sock",
-                         f"--bind-address={pair.b_ip}", f"--port={MYSQL_PORT}", "--user=root", "--skip-grant-tables",
-                         f"--pid-file={tmp}/mysql.pid", "--innodb-buffer-pool-size=32M", "--skip-name-resolve",
-                         "--skip-log-bin", f"--tmpdir={tmp}", "--max-connections=500"], log=tmp / "mysql.log")
-    pair.b.wait_port(MYSQL_PORT, host=pair.b_ip, timeout=60)
-    mysql(pair, "CREATE DATABASE bench; CREATE TABLE bench.accounts (id INT PRIMARY KEY, balance INT); "
-                "USE bench; INSERT INTO accounts SELECT seq, seq * 7 FROM seq_1_to_10000;")
-    return proc
+@contextlib.contextmanager
+def mariadb(tmp: Path) -> Iterator[VethPair]:
+    """The tests' MariaDB, with a table of 10,000 accounts."""
+    with mysql_live.mariadb_server() as pair:
+        mysql(pair, "CREATE DATABASE bench; CREATE TABLE bench.accounts (id INT PRIMARY KEY, balance INT); "
+                    "USE bench; INSERT INTO accounts SELECT seq, seq * 7 FROM seq_1_to_10000;")
+        yield pair
 
 
 def mysql(pair: VethPair, sql: str) -> str:
@@ -291,13 +276,6 @@ def mysqlslap(pair: VethPair, tmp: Path, rate: int | None, seconds: float) -> Lo
 
 
 MEMCACHE_PORT = 11211
-
-
-def memcached(pair: VethPair, tmp: Path) -> subprocess.Popen[bytes]:
-    proc = pair.b.popen(["memcached", "-u", "nobody", "-l", pair.b_ip, "-p", str(MEMCACHE_PORT), "-U", "0",
-                         "-m", "64", "-t", "1", "-c", "4096"], log=tmp / "memcached.log")
-    pair.b.wait_port(MEMCACHE_PORT, pair.b_ip)
-    return proc
 
 
 def memcache_count(pair: VethPair, tmp: Path) -> int:
@@ -394,17 +372,18 @@ def counters(log: str) -> dict[str, int]:
 def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: float,
             bytes_per_request: float) -> dict[str, Any]:
     shape(pair, rate * bytes_per_request if scenario.shaped else None)
+    # The queue flushes within half a second (default: 10 s), so that "behind" shows the agent's own lag.
     settings = {"packetbeat.interfaces.buffer_size_mb": 24, "output.file.rotate_every_kb": 1 << 20,
-                "output.file.number_of_files": 1024}
+                "output.file.number_of_files": 1024, "queue.mem.flush.timeout": "0.5s"}
     server_pid = scenario_server_pid(pair)
     with live_agent(pair.a, [pair.a_if], [scenario.protocol], settings) as agent:
         root = agent.proc.pid
-        cpu0, srv0, wall0 = tree_cpu_seconds(root), tree_cpu_seconds(server_pid), time.monotonic()
+        cpu0, srv0, wall0 = tree_cpu_seconds(root), tree_cpu_seconds(server_pid, reaped=True), time.monotonic()
         before = scenario.count(pair, tmp)
         load = scenario.load(pair, tmp, rate, seconds)
         counted = scenario.count(pair, tmp) - before
         server = counted if counted > 0 else load.requests
-        srv1 = tree_cpu_seconds(server_pid)
+        srv1 = tree_cpu_seconds(server_pid, reaped=True)
         wall1 = max(wait_drained(agent), wall0 + load.seconds)
         cpu1 = tree_cpu_seconds(root)  # idle since wall1, but for its polling
         code = agent.stop()
@@ -420,7 +399,7 @@ def measure(scenario: Scenario, pair: VethPair, tmp: Path, rate: int, seconds: f
     drops = sum(causes.values())
     achieved = server / max(load.seconds, 1e-9)
     agent_pct = 100.0 * (cpu1 - cpu0) / max(load.seconds, 1e-9)  # the share of a core the load took
-    row = {"target": rate, "achieved": achieved, "server": server, "events": events,
+    row: dict[str, Any] = {"target": rate, "achieved": achieved, "server": server, "events": events,
            "lost": server - events - load.explained, "wire_lost": load.explained, "unmatched": unmatched,
            "drops": drops, "gaps": found.get("tcp.gaps", 0), "agent_pct": agent_pct,
            "us_per_txn": 1e6 * (cpu1 - cpu0) / max(server, 1),
@@ -460,10 +439,11 @@ def probe(scenario: Scenario, pair: VethPair, tmp: Path, seconds: float) -> tupl
 
 @contextlib.contextmanager
 def server(scenario: Scenario) -> Iterator[tuple[VethPair, Path]]:
-    with tempfile.TemporaryDirectory(prefix=f"pktbeat-cap-{scenario.name}-") as tmpdir, veth_pair("cap") as pair:
+    with tempfile.TemporaryDirectory(prefix=f"pktbeat-cap-{scenario.name}-") as tmpdir:
         tmp = Path(tmpdir)
-        scenario.start(pair, tmp)
-        yield pair, tmp
+        os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
+        with scenario.server(tmp) as pair:
+            yield pair, tmp
 
 
 def main() -> int:
