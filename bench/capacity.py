@@ -22,6 +22,10 @@ agent gets up to 30 s to catch up.  Then:
   behind     seconds after the load ended that the agent's output still grew
              (its backlog, plus up to a second of output flushing)
 
+The summary adds "a core's worth": 1e6 / (agent CPU microseconds per
+transaction), the rate the agent would sustain with a core to itself (the
+measured rate shares the two cores with the server and the generator).
+
 A rate passes with zero unexplained loss when lost, unmatched and drops are
 all zero (for DNS, queries the generator itself counted as lost on the wire
 are explained).  The last column says what limited a rate that fell short of
@@ -486,14 +490,15 @@ def main() -> int:
                     break
             summary.append((scenario.name, best, ceiling, last_limit))
     print("\nhighest rate with zero unexplained loss (one worker)")
-    lines = ["| scenario | transactions/s | agent CPU us/txn | agent CPU % | without agent | limit above |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| scenario | transactions/s | agent CPU us/txn | agent CPU % | a core's worth | without agent | "
+             "limit above | load |", "|---|---|---|---|---|---|---|---|"]
     for name, best, ceiling, last in summary:
         if best is None:
-            lines.append(f"| {name} | none | | | {ceiling:,.0f}/s | {last} |")
+            lines.append(f"| {name} | none | | | | {ceiling:,.0f}/s | {last} | |")
         else:
             lines.append(f"| {name} | {best['achieved']:,.0f} | {best['us_per_txn']:.1f} | {best['agent_pct']:.0f} | "
-                         f"{ceiling:,.0f}/s | {last or 'not reached'} |")
+                         f"{1e6 / best['us_per_txn']:,.0f}/s | {ceiling:,.0f}/s | {last or 'not reached'} | "
+                         f"{best['load']:.1f} |")
     for line in lines:
         print(line if args.markdown else line.replace("|", " ").strip())
     return 0
