@@ -34,6 +34,7 @@ MODULES = (
     "agent.capture.decode",
     "agent.capture.flowhash",
     "agent.transport.tcp",
+    "agent.transport.halfopen",
     "agent.transport.dispatcher",
     "agent.protocols.http.fields",
     "agent.protocols.http.parser",

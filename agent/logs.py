@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -28,6 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent import metrics
 from agent.config.model import LoggingConfig
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
@@ -35,6 +37,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 ECS_VERSION = "1.6.0"
 SERVICE = "pktbeat"
 DIR_MODE = 0o750
+LOST_NOTICE_S = 60.0
 # The attributes every LogRecord has: anything else on a record came from `extra=` and becomes a field.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -104,8 +107,11 @@ class RotatingFiles(logging.Handler):
         self.keep = max(1, keep)
         self.mode = mode
         self.interval_s = interval_s
-        self._stream: TextIO | None = None
+        self._fd: int | None = None
         self._size = 0
+        self.counters = metrics.register("logging", ("lines_lost",))  # lines a full or failing disk refused
+        self._lost_noticed = 0
+        self._next_notice = 0.0
         self._next_rotation = float("inf")
         self._pid = os.getpid()  # forked capture workers append to the parent's file and never rotate it
         self.path: Path | None = None
@@ -138,7 +144,7 @@ class RotatingFiles(logging.Handler):
         path = path or self._new_path()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.mode)
         os.fchmod(fd, self.mode)  # the umask must not widen or narrow what the operator asked for
-        self._stream = os.fdopen(fd, "a", encoding="utf-8", buffering=1)
+        self._fd = fd
         self._size = os.fstat(fd).st_size
         self.path = path
         if self.interval_s > 0:
@@ -156,32 +162,62 @@ class RotatingFiles(logging.Handler):
                     pass
 
     def rotate(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        self._close_fd()
         self._open(None)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + "\n"
-            size = len(line) if line.isascii() else len(line.encode("utf-8"))
-            full = self._size > 0 and self._size + size > self.max_bytes > 0
-            if self._stream is None or full or time.time() >= self._next_rotation:
+            data = (self.format(record) + "\n").encode("utf-8", "replace")
+            full = self._size > 0 and self._size + len(data) > self.max_bytes > 0
+            # Forked capture workers append to the parent's file; only the parent rotates it.
+            if self._fd is None or (os.getpid() == self._pid and (full or time.time() >= self._next_rotation)):
                 self.rotate()
-            assert self._stream is not None
-            self._stream.write(line)
-            self._size += size
+            assert self._fd is not None
+            self._write(self._fd, data)
+        except OSError as exc:
+            self._refused(exc)
         except Exception:
             self.handleError(record)
 
+    def _write(self, fd: int, data: bytes) -> None:
+        """The whole line or nothing: a failed write is cut back, so no torn line is left behind."""
+        start = os.fstat(fd).st_size
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            if len(view) < len(data):
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+            raise
+        self._size = start + len(data)
+
+    def _refused(self, exc: OSError) -> None:
+        """A full or failing disk costs log lines, never the agent: count them, say so once a minute."""
+        self.counters["lines_lost"] += 1
+        now = time.monotonic()
+        if now < self._next_notice:
+            return
+        self._next_notice = now + LOST_NOTICE_S
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"pktbeat: cannot write the log file {self.path}: {exc.strerror or exc}; "
+                             f"{self.counters['lines_lost'] - self._lost_noticed} log line(s) lost (said at most once "
+                             f"every {LOST_NOTICE_S:.0f}s; writing resumes by itself)\n")
+            sys.stderr.flush()
+        self._lost_noticed = self.counters["lines_lost"]
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
     def flush(self) -> None:
-        if self._stream is not None:
-            self._stream.flush()
+        pass  # every line is written straight to the file
 
     def close(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
+        self._close_fd()
         super().close()
 
 

@@ -32,6 +32,8 @@ TEST_PACKAGES=(
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
   wrk dnsperf libmemcached-tools
+  exim4-daemon-light swaks libnet-ssleay-perl
+  slapd ldap-utils nghttp2-client
 )
 
 # The headers package BCC compiles against: the running kernel's own, or Debian's generic one.
@@ -83,6 +85,8 @@ apt_install() {
     printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created_policy=1
   fi
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  # slapd: the tests run their own slapd with its own configuration; no system-wide directory
+  echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
   if ! apt-get install -y -q --no-install-recommends "${todo[@]}" >/tmp/pktbeat-apt.log 2>&1; then
     apt-get update -q >>/tmp/pktbeat-apt.log 2>&1 || true

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes as ct
 import errno
 import os
+import struct
 
 from bcc.libbcc import lib
 
@@ -78,6 +79,16 @@ class BpfMap:
 
     def per_cpu(self, value: bytes) -> list[bytes]:
         return [value[i * self.stride:i * self.stride + self.value_size] for i in range(self.ncpus)]
+
+    def counter_totals(self, key: bytes, names: tuple[str, ...]) -> dict[str, int]:
+        """A per-CPU array of u64 counters at `key`, summed over CPUs, by name (zeros when unreadable)."""
+        totals = [0] * len(names)
+        raw = self.lookup(key)
+        if raw is not None:
+            for part in self.per_cpu(raw):
+                for i, value in enumerate(struct.unpack_from(f"<{len(names)}Q", part)):
+                    totals[i] += value
+        return dict(zip(names, totals, strict=True))
 
     def delete(self, key: bytes) -> bool:
         self._check(key)

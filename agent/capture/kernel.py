@@ -19,6 +19,8 @@ from agent.capture import record
 from agent.capture.bpfmap import BPF_ANY, BpfMap, possible_cpus
 from agent.capture.sockets import SocketSettings, SocketsUnavailable, SocketTracer, socket_cflags
 from agent.capture.sockrecord import SOCK_PROGRAM_FILE
+from agent.capture.tlsprobes import TlsProbes, TlsSettings, TlsUnavailable, tls_cflags
+from agent.capture.tlsrecord import TLS_PROGRAM_FILE
 from agent.capture.tunnel import GENEVE_PORTS, VXLAN_PORTS
 
 log = logging.getLogger("pktbeat.capture")
@@ -45,6 +47,7 @@ class KernelSettings:
     wake_every: int = DEFAULT_WAKE_EVERY
     chunk: int | None = None  # PB_CHUNK override (tests exercise record splitting with it)
     procs: SocketSettings | None = None  # process attribution (bpf/sockets.bpf.c), None: off
+    tls: TlsSettings | None = None  # TLS plaintext (bpf/tls.bpf.c), None: off
     decap: bool = True  # look inside tunnels (packetbeat.tunnels)
     vxlan_ports: tuple[int, ...] = VXLAN_PORTS
     geneve_ports: tuple[int, ...] = GENEVE_PORTS
@@ -79,14 +82,12 @@ class KernelProgram:
         # Process attribution: None when off or unavailable (`procs_unavailable` says why).
         self.sockets: SocketTracer | None = None
         self.procs_unavailable: str | None = None
-        procs_flags: list[str] = []
-        if settings.procs is not None:
-            try:
-                procs_flags = socket_cflags(settings.procs)
-            except SocketsUnavailable as exc:
-                self.procs_unavailable = str(exc)
+        # TLS plaintext: None when off or unavailable (`tls_unavailable` says why).
+        self.tls: TlsProbes | None = None
+        self.tls_unavailable: str | None = None
+        sock_flags, tls_flags = self._feature_flags(settings)
         try:
-            self.bpf = _compile(cflags, procs_flags)
+            self.bpf = _compile(cflags, sock_flags, tls_flags)
             self.ingress = self.bpf.load_func(b"pb_ingress", BPF.SCHED_CLS)
             self.egress = self.bpf.load_func(b"pb_egress", BPF.SCHED_CLS)
             self.emitter = self.bpf.load_func(b"pb_emit", BPF.SCHED_CLS)
@@ -100,6 +101,11 @@ class KernelProgram:
                 self.sockets = SocketTracer(self.bpf, settings.procs)
             except SocketsUnavailable as exc:
                 self.procs_unavailable = str(exc)
+        if settings.tls is not None and self.tls_unavailable is None:
+            try:
+                self.tls = TlsProbes(self.bpf, settings.tls)
+            except TlsUnavailable as exc:
+                self.tls_unavailable = str(exc)
         self.ring_fds = [self._fd(f"ring{i}") for i in range(settings.workers)]
         self.maps = {
             "settings": BpfMap("settings", self._fd("settings"), 4, record.SETTINGS.size, 1),
@@ -120,8 +126,38 @@ class KernelProgram:
         self._write_settings()
         self.set_ports(settings.ports)
 
+    def _feature_flags(self, settings: KernelSettings) -> tuple[list[str], list[str]]:
+        """-D options of the socket programs (process attribution, and TLS plaintext, which reads sockets too)."""
+        if settings.procs is None and settings.tls is None:
+            return [], []
+        try:
+            sock_flags = socket_cflags(settings.procs or SocketSettings())
+        except SocketsUnavailable as exc:
+            if settings.procs is not None:
+                self.procs_unavailable = str(exc)
+            if settings.tls is not None:
+                self.tls_unavailable = str(exc)
+            return [], []
+        tls_flags: list[str] = []
+        if settings.tls is not None:
+            try:
+                tls_flags = tls_cflags(settings.tls)
+            except TlsUnavailable as exc:
+                self.tls_unavailable = str(exc)
+        return sock_flags, tls_flags
+
     def _fd(self, name: str) -> int:
         return int(self.bpf.get_table(name).get_fd())
+
+    @property
+    def tracepoint_fds(self) -> tuple[int, ...]:
+        """Raw tracepoint links a forked worker must close (a link lives while any process holds its fd)."""
+        fds: list[int] = []
+        if self.sockets is not None:
+            fds += self.sockets.fds
+        if self.tls is not None:
+            fds += self.tls.tracepoint_fds
+        return tuple(fds)
 
     @property
     def ingress_fd(self) -> int:
@@ -236,6 +272,8 @@ class KernelProgram:
         return self.maps["flows"]
 
     def close(self) -> None:
+        if self.tls is not None:
+            self.tls.close()
         if self.sockets is not None:
             self.sockets.close()
         try:
@@ -244,18 +282,20 @@ class KernelProgram:
             pass
 
 
-def _compile(cflags: list[str], procs_flags: list[str]) -> Any:
-    """One BCC module: the capture program, followed by the socket programs when `procs_flags` are given.
+def _compile(cflags: list[str], sock_flags: list[str], tls_flags: list[str]) -> Any:
+    """One BCC module: the capture program, then the socket programs and the TLS programs when asked for.
 
-    One text rather than an #include: BCC only rewrites and loads functions of the main file.
+    One text rather than #includes: BCC only rewrites and loads functions of the main file.
     """
     from bcc import BPF
 
-    if not procs_flags:
+    if not sock_flags:
         return BPF(src_file=str(record.PROGRAM_FILE).encode(), cflags=cflags)
-    text = (f'#line 1 "{record.PROGRAM_FILE.name}"\n{record.PROGRAM_FILE.read_text()}\n'
-            f'#line 1 "{SOCK_PROGRAM_FILE.name}"\n{SOCK_PROGRAM_FILE.read_text()}')
-    return BPF(text=text.encode(), cflags=cflags + procs_flags)
+    parts = [record.PROGRAM_FILE, SOCK_PROGRAM_FILE] + ([TLS_PROGRAM_FILE] if tls_flags else [])
+    text = "\n".join(f'#line 1 "{part.name}"\n{part.read_text()}' for part in parts)
+    return BPF(text=text.encode(), cflags=cflags + sock_flags + tls_flags)
+
+
 def _check_tunnel_ports(vxlan_ports: tuple[int, ...], geneve_ports: tuple[int, ...]) -> None:
     for name, tunnel_ports in (("VXLAN", vxlan_ports), ("GENEVE", geneve_ports)):
         if len(tunnel_ports) > record.MAX_TUNNEL_PORTS or not all(0 < p < 65536 for p in tunnel_ports):

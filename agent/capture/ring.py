@@ -14,10 +14,13 @@ being written; bit 30 "discard": skip it) and u32 page offset; records are
 the record decoder: no ctypes callback per record, which measured faster
 than BCC's `ring_buffer_poll`.
 
-Socket records (process attribution, bpf/sockets.h) share the rings with
-packet records; bit 63 of their first u64 marks them.  `read` sets them
-aside, undecoded, in `sockets`, for the caller to take before it handles
-the packets read with them.
+Socket records (process attribution, bpf/sockets.h) and TLS plaintext
+records (bpf/tls.h) share the rings with packet records; bit 63 of their
+first u64 marks them, and the low 32 bits tell the two kinds apart.  `read`
+sets socket records aside, undecoded, in `sockets`, for the caller to take
+before it handles the packets read with them; plaintext records go to
+`plaintext` with their place among the packets (how many packets of the
+batch came before), so the caller can keep the ring's order.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import struct
 
 from agent.capture.packet import Packet
 from agent.capture.record import RecordError, decode_record
+from agent.capture.tlsrecord import TLS_MAGIC
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -56,6 +60,7 @@ class RingReader:
         self.discarded = 0
         self.bad_records = 0
         self.sockets: list[bytes] = []  # socket records set aside by `read`; the caller empties it
+        self.plaintext: list[tuple[int, bytes]] = []  # (packets before it in the batch, record); likewise
 
     def fileno(self) -> int:
         """Poll this fd (EPOLLIN) to sleep until the kernel forces a wake-up."""
@@ -90,7 +95,11 @@ class RingReader:
             if header & DISCARD_BIT:
                 self.discarded += 1
             elif data[at + SOCKET_FLAG_AT] & 0x80:
-                sockets.append(data[at + HEADER_SIZE:at + HEADER_SIZE + length])
+                raw = data[at + HEADER_SIZE:at + HEADER_SIZE + length]
+                if length >= 4 and unpack_len(data, at + HEADER_SIZE)[0] == TLS_MAGIC:
+                    self.plaintext.append((len(out), raw))
+                else:
+                    sockets.append(raw)
             else:
                 try:
                     append(decode_record(data, at + HEADER_SIZE, length, ts_offset))

@@ -158,13 +158,7 @@ class SocketTracer:
         return sockrecord.decode_exec(raw, start_ns)
 
     def counters(self) -> dict[str, int]:
-        raw = self.counters_map.lookup(b"\0\0\0\0")
-        totals = [0] * len(sockrecord.SOCK_COUNTER_NAMES)
-        if raw is not None:
-            for part in self.counters_map.per_cpu(raw):
-                for i, value in enumerate(sockrecord.SOCK_COUNTERS.unpack(part)):
-                    totals[i] += value
-        return dict(zip(sockrecord.SOCK_COUNTER_NAMES, totals, strict=True))
+        return self.counters_map.counter_totals(b"\0\0\0\0", sockrecord.SOCK_COUNTER_NAMES)
 
     def close(self) -> None:
         fds, self.fds = self.fds, []

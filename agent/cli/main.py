@@ -16,16 +16,23 @@ from typing import Annotated, Any
 import typer
 
 from agent.cli.top import top as top_command
-from agent.config.load import AgentConfig, load
+from agent.config.load import AgentConfig, load, load_as_written
+from agent.config.perms import check_config_file, exposed_directory, strict_by_default
 from agent.config.typed import ConfigError
 from agent.runtime.exitcodes import Exit
 from agent.version import VERSION
 
 log = logging.getLogger("pktbeat")
 
+# What pktbeat creates is not readable by other users (Packetbeat's default umask).
+UMASK = 0o027
+# Packetbeat's -strict.perms flag; main() takes it from anywhere on the command line, as Beats does.
+_options = {"strict_perms": True}
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="pktbeat: Packetbeat-compatible network traffic analyzer with eBPF capture.")
+                  help="pktbeat: Packetbeat-compatible network traffic analyzer with eBPF capture. "
+                       "--strict.perms=false (anywhere) accepts a config that other users could write.")
 test_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Check the config or the output.")
 export_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Print config, template or ILM policy.")
 app.add_typer(test_app, name="test")
@@ -52,9 +59,10 @@ def _config_file(path: str | None, path_config: str | None = None) -> str:
     return str(base / "packetbeat.yml")
 
 
-def _load(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
-          path_data: str | None = None, path_logs: str | None = None,
-          path_config: str | None = None, extra: dict[str, Any] | None = None) -> AgentConfig:
+def _locate(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
+            path_data: str | None = None, path_logs: str | None = None,
+            path_config: str | None = None) -> tuple[str, list[str]]:
+    """The config file and the settings over it, in order."""
     # Last wins: the file, the installed layout (as Packetbeat's wrapper passes --path.*), -E, --path.* flags.
     overrides = [f"path.{key}={os.environ[PATH_ENV + key.upper()]}" for key in ("home", "config", "data", "logs")
                  if os.environ.get(PATH_ENV + key.upper())]
@@ -66,7 +74,15 @@ def _load(config: str | None, settings: list[str] | None, *, path_home: str | No
     file = _config_file(config, path_config or os.environ.get(PATH_ENV + "CONFIG"))
     if not os.path.exists(file):
         raise ConfigError("", "config file not found; pass -c FILE", file)
-    return load(file, overrides, extra)
+    return file, overrides
+
+
+def _load(config: str | None, settings: list[str] | None, *, path_home: str | None = None,
+          path_data: str | None = None, path_logs: str | None = None,
+          path_config: str | None = None, extra: dict[str, Any] | None = None) -> AgentConfig:
+    file, overrides = _locate(config, settings, path_home=path_home, path_data=path_data, path_logs=path_logs,
+                              path_config=path_config)
+    return load(file, overrides, extra, strict_perms=_options["strict_perms"])
 
 
 def _fail_config(exc: ConfigError) -> None:
@@ -116,10 +132,15 @@ def run(
     except ConfigError as exc:
         _fail_config(exc)
         return
+    os.umask(UMASK)
     logs_where = logs.setup(cfg.logging, to_stderr, _selectors(debug), cfg.path.logs)
     logs.announce(cfg.output.name, cfg.output.config, logs_where)
     for warning in cfg.warnings:
         log.warning("config: %s", warning)
+    for key, directory in (("path.data", cfg.path.data), ("path.logs", cfg.path.logs)):
+        problem = exposed_directory(directory)
+        if problem:
+            log.warning("%s %s", key, problem)
     if read_file:
         from agent.runtime.replay import ReplayOptions
         from agent.runtime.replay_shards import replay_runner
@@ -241,15 +262,18 @@ def setup(
 
 @export_app.command("config")
 def export_config(config: ConfigOpt = None, settings: SettingsOpt = None) -> None:
-    """Print the effective config as YAML."""
+    """Print the config as YAML: ${VAR} references unexpanded, literal secrets redacted."""
     import yaml
 
     try:
-        cfg = _load(config, settings)
+        file, overrides = _locate(config, settings)
+        if _options["strict_perms"]:
+            check_config_file(file)
+        tree = load_as_written(file, overrides)
     except ConfigError as exc:
         _fail_config(exc)
         return
-    typer.echo(yaml.safe_dump(cfg.raw, sort_keys=False, default_flow_style=False))
+    typer.echo(yaml.safe_dump(tree, sort_keys=False, default_flow_style=False))
 
 
 @export_app.command("template")
@@ -278,7 +302,26 @@ def version() -> None:
 
 
 def main() -> None:
-    app()
+    args = _take_strict_perms(sys.argv[1:])
+    app(args=args, prog_name="pktbeat")
+
+
+def _take_strict_perms(args: list[str]) -> list[str]:
+    """Remove `--strict.perms[=true|false]` (or Go's single-dash spelling) from `args`, remembering it."""
+    strict = strict_by_default()
+    rest: list[str] = []
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if name not in ("--strict.perms", "-strict.perms"):
+            rest.append(arg)
+            continue
+        choice = value.strip().lower() if sep else "true"
+        if choice not in ("true", "false", "1", "0"):
+            typer.echo(f"pktbeat: {name} takes true or false, got {value!r}", err=True)
+            raise SystemExit(Exit.CONFIG)
+        strict = choice in ("true", "1")
+    _options["strict_perms"] = strict
+    return rest
 
 
 if __name__ == "__main__":

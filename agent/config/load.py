@@ -21,9 +21,12 @@ from agent.config.model import (
     ProcsConfig,
     QueueConfig,
     SetupConfig,
+    TcpConfig,
+    TlsPlaintextConfig,
     TunnelsConfig,
 )
-from agent.config.typed import ConfigError, build, convert, opt, parse_duration, suggest
+from agent.config.perms import check_config_file
+from agent.config.typed import ConfigError, build, convert, opt, out_of_bounds, parse_duration, suggest
 from agent.events.direction import parse_networks
 from agent.events.timefmt import PRECISIONS
 from agent.outputs import registry as output_registry
@@ -49,7 +52,8 @@ UNSUPPORTED_PACKETBEAT: dict[str, str] = {
     "npcap": "Windows only",
     "overwrite_pipelines": "ingest pipelines are not uploaded by pktbeat",
 }
-KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "procs", "ignore_outgoing", "shutdown_timeout", "tunnels")
+KNOWN_PACKETBEAT = ("interfaces", "flows", "protocols", "procs", "ignore_outgoing", "shutdown_timeout", "tcp",
+                    "tunnels", "tls_plaintext")
 KNOWN_TOP = ("packetbeat", "name", "tags", "fields", "fields_under_root", "timestamp", "queue", "processors",
              "output", "path", "logging", "setup", "http")
 
@@ -78,6 +82,7 @@ class AgentConfig:
     path: PathConfig
     setup: SetupConfig
     http: HttpEndpointConfig
+    tcp: TcpConfig = field(default_factory=TcpConfig)
     tunnels: TunnelsConfig = field(default_factory=TunnelsConfig)
     processors: list[Any] = field(default_factory=list)
     name: str = ""
@@ -88,6 +93,9 @@ class AgentConfig:
     ignore_outgoing: bool = False
     shutdown_timeout: float = 0.0
     procs: ProcsConfig = field(default_factory=ProcsConfig)
+    tls_plaintext: TlsPlaintextConfig = field(default_factory=TlsPlaintextConfig)
+    # Server port -> protocol decoding TLS plaintext there (packetbeat.tls_plaintext.ports, checked)
+    plaintext_ports: dict[int, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -108,8 +116,13 @@ class _General:
 
 
 def load(path: str | None, overrides: list[str] | None = None,
-         extra: Mapping[str, Any] | None = None) -> AgentConfig:
-    """Read, merge and validate a config.  `path=None` means built-in defaults only."""
+         extra: Mapping[str, Any] | None = None, *, strict_perms: bool = True) -> AgentConfig:
+    """Read, merge and validate a config.  `path=None` means built-in defaults only.
+
+    `strict_perms` refuses a file that another user could have written (perms.py).
+    """
+    if path and strict_perms:
+        check_config_file(path)
     tree: dict[str, Any] = yamlload.read_file(path) if path else {}
     try:
         if extra:
@@ -118,6 +131,22 @@ def load(path: str | None, overrides: list[str] | None = None,
         return from_tree(tree, path)
     except ConfigError as exc:
         raise exc.in_file(path) from None
+
+
+def load_as_written(path: str | None, overrides: list[str] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The merged settings with `${VAR}` references unexpanded and literal secrets redacted (export config)."""
+    tree: dict[str, Any] = yamlload.read_file(path, expand=False) if path else {}
+    try:
+        if extra:
+            yamlload.merge(tree, yamlload.normalize(dict(extra)))
+        yamlload.apply_overrides(tree, list(overrides or []), expand=False)
+    except ConfigError as exc:
+        raise exc.in_file(path) from None
+    from agent.config.secrets import redact  # only export config needs it
+
+    redacted: dict[str, Any] = redact(tree)
+    return redacted
 
 
 def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
@@ -146,6 +175,8 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     protocols = _protocols(pb.get("protocols"), warn)
     procs = build(ProcsConfig, pb.get("procs"), "packetbeat.procs", warn=warn, unsupported=ProcsConfig.UNSUPPORTED)
     tunnels = _tunnels(pb.get("tunnels"))
+    tls_plaintext = build(TlsPlaintextConfig, pb.get("tls_plaintext"), "packetbeat.tls_plaintext")
+    plaintext_ports = _plaintext_ports(tls_plaintext, protocols, warn)
     general = build(_General, {k: tree[k] for k in ("name", "tags", "fields", "fields_under_root", "processors")
                                if k in tree}, "")
     precision = "millisecond"
@@ -161,9 +192,13 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
     paths = build(PathConfig, tree.get("path"), "path").resolved(path)
     setup = build(SetupConfig, tree.get("setup"), "setup", warn=warn, unsupported=SetupConfig.UNSUPPORTED)
     http = build(HttpEndpointConfig, tree.get("http"), "http")
+    tcp = build(TcpConfig, pb.get("tcp"), "packetbeat.tcp")
     output = _output(tree.get("output"), paths)
     ignore_outgoing = bool(convert(pb.get("ignore_outgoing", False), bool, "", "packetbeat.ignore_outgoing"))
     shutdown_timeout = parse_duration(pb.get("shutdown_timeout", 0), "packetbeat.shutdown_timeout")
+    problem = out_of_bounds(shutdown_timeout, "duration", (0.0, 3600.0))
+    if problem:
+        raise ConfigError("packetbeat.shutdown_timeout", problem)
     from agent.processors import build_processors
 
     build_processors(general.processors, "processors")  # validated now, built again by the agent
@@ -173,11 +208,43 @@ def from_tree(tree: dict[str, Any], path: str | None = None) -> AgentConfig:
         build_processors(flows.processors, "packetbeat.flows.processors")
     return AgentConfig(
         file=path, interfaces=interfaces, flows=flows, protocols=tuple(protocols), output=output, queue=queue,
-        logging=logging_cfg, path=paths, setup=setup, http=http, tunnels=tunnels, processors=general.processors,
+        logging=logging_cfg, path=paths, setup=setup, http=http, tcp=tcp, tunnels=tunnels,
+        processors=general.processors,
         name=general.name, tags=general.tags, fields=general.fields, fields_under_root=general.fields_under_root,
         timestamp_digits=PRECISIONS[precision], ignore_outgoing=ignore_outgoing,
-        shutdown_timeout=shutdown_timeout, procs=procs, warnings=tuple(warnings), raw=tree,
+        shutdown_timeout=shutdown_timeout, procs=procs, tls_plaintext=tls_plaintext,
+        plaintext_ports=plaintext_ports, warnings=tuple(warnings), raw=tree,
     )
+
+
+def _plaintext_ports(config: TlsPlaintextConfig, protocols: list[ProtocolEntry], warn: Any) -> dict[int, str]:
+    """packetbeat.tls_plaintext.ports as server port -> protocol; a port claimed twice is refused."""
+    key = "packetbeat.tls_plaintext.ports"
+    if not isinstance(config.ports, dict):
+        raise ConfigError(key, "expected a mapping of protocol to ports, such as {http: [443]}")
+    enabled = {entry.name: entry for entry in protocols}
+    wire_tls = set(enabled["tls"].config.ports) if "tls" in enabled else set()
+    out: dict[int, str] = {}
+    for name, raw_ports in config.ports.items():
+        where = f"{key}.{name}"
+        if name not in protocol_registry.PROTOCOLS:
+            raise ConfigError(where, "unknown protocol" + suggest(str(name), tuple(protocol_registry.PROTOCOLS)))
+        if name == "tls" or protocol_registry.spec(name).tcp is None:
+            raise ConfigError(where, "not a protocol over TCP that TLS can carry")
+        ports = raw_ports if isinstance(raw_ports, list) else [raw_ports]
+        for port in ports:
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ConfigError(where, f"{port!r} is not a port (1-65535)")
+            if port in out:
+                raise ConfigError(where, f"port {port} is already decoded by {out[port]}")
+            out[port] = name
+        if config.enabled and name not in enabled:
+            warn(f"{where}: the {name} protocol is not enabled: these ports are not decoded")
+        missing = sorted(set(ports) - wire_tls)
+        if config.enabled and name in enabled and missing:
+            warn(f"{where}: port(s) {', '.join(map(str, missing))} are not TLS ports (packetbeat.protocols "
+                 "tls.ports): their events will lack the tls.* handshake fields")
+    return {port: name for port, name in out.items() if name in enabled}
 
 
 def _tunnels(raw: Any) -> TunnelsConfig:

@@ -7,15 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent.capture.tunnel import GENEVE_PORTS, MAX_TUNNEL_PORTS, VXLAN_PORTS
-from agent.config.typed import non_negative, opt, positive
+from agent.config.typed import DAY, GIB, TIB, opt
 
 CAPTURE_TYPES = ("ebpf", "pcap", "af_packet", "autodetect")
-
-
-
-
-def _snaplen(value: int) -> str | None:
-    return None if 0 < value <= 2**31 - 1 else "must be between 1 and 2147483647"
+MAX_WORKERS = 16  # PB_MAX_WORKERS in the kernel program
+MIB = 1024**2
 
 
 def _capture_type(value: str) -> str | None:
@@ -30,18 +26,18 @@ class InterfacesConfig:
 
     device: tuple[str, ...] = opt(("any",), doc="a name, a list of names, a devices index, or any")
     type: str = opt("ebpf", check=_capture_type)
-    snaplen: int = opt(65535, check=_snaplen)
-    buffer_size_mb: int = opt(24, check=positive, doc="ring buffer per worker, rounded to a power of 2")
+    snaplen: int = opt(65535, bounds=(64, 262144))
+    buffer_size_mb: int = opt(24, bounds=(1, 1024), doc="ring buffer per worker, rounded to a power of 2")
     with_vlans: bool = opt(False)
     bpf_filter: str = opt("")
     internal_networks: tuple[str, ...] = opt(())
     auto_promisc_mode: bool = opt(False)
-    metrics_interval: float = opt(5.0, kind="duration")
-    poll_default_route: float = opt(0.0, kind="duration")
-    fanout_group: int | None = opt(None)
+    metrics_interval: float = opt(5.0, kind="duration", bounds=(1.0, DAY))
+    poll_default_route: float = opt(0.0, kind="duration", bounds=(0.0, DAY))
+    fanout_group: int | None = opt(None, bounds=(0, 65535))
     file: str = opt("")
     # pktbeat's own: decoding processes the kernel spreads flows over (0: one per CPU).
-    workers: int = opt(0, check=non_negative)
+    workers: int = opt(0, bounds=(0, MAX_WORKERS))
     # pktbeat's own: interfaces never attached, even with device: any (glob patterns).
     ignore_devices: tuple[str, ...] = opt(())
 
@@ -55,8 +51,8 @@ class FlowsConfig:
     """`packetbeat.flows`: present means enabled unless `enabled: false`."""
 
     enabled: bool = opt(True)
-    timeout: float = opt(30.0, kind="duration", check=lambda v: None if v >= 1 else "must be at least 1s")
-    period: float = opt(10.0, kind="duration",
+    timeout: float = opt(30.0, kind="duration", bounds=(1.0, DAY))
+    period: float = opt(10.0, kind="duration", bounds=(-1.0, DAY),
                         check=lambda v: None if v == -1 or v >= 1 else "must be -1s or at least 1s")
     enable_delta_flow_reports: bool = opt(False)
     allow_mismatched_eth: bool = opt(False)
@@ -67,7 +63,7 @@ class FlowsConfig:
     tags: tuple[str, ...] = opt(())
     processors: list[Any] = opt([])
     # pktbeat's own: entries of the kernel's flow LRU map.
-    max_flows: int = opt(65536, check=positive)
+    max_flows: int = opt(65536, bounds=(1, 1 << 24))
 
 
 def _tunnel_ports(ports: tuple[int, ...]) -> str | None:
@@ -110,8 +106,8 @@ class ProcsConfig:
     enabled: bool = opt(True)
     monitored: tuple[MonitoredProcessConfig, ...] = opt(())
     # pktbeat's own: sockets the kernel and each worker remember, processes each worker describes.
-    max_sockets: int = opt(65536, check=positive)
-    max_processes: int = opt(4096, check=positive)
+    max_sockets: int = opt(65536, bounds=(1, 1 << 24))
+    max_processes: int = opt(4096, bounds=(1, 1 << 20))
     # pktbeat's own: where the running kernel's BTF is (a BTFHub file for kernels built without it).
     btf_file: str = opt("/sys/kernel/btf/vmlinux")
 
@@ -121,27 +117,61 @@ class ProcsConfig:
     }
 
 
+def _library_paths(paths: tuple[str, ...]) -> str | None:
+    for path in paths:
+        if not str(path).startswith("/"):
+            return f"{path!r} is not an absolute path"
+    return None
+
+
+@dataclass(frozen=True)
+class TlsPlaintextConfig:
+    """`packetbeat.tls_plaintext` (pktbeat's own): HTTPS and other TLS traffic in plaintext, from OpenSSL uprobes.
+
+    `ports` says which protocol decodes the plaintext of a TLS connection by its
+    server port ({protocol: [ports]}); a port no entry lists is decoded by the
+    protocol whose own `ports` hold it (TLS started inside the protocol, as
+    PostgreSQL and MySQL do).
+    """
+
+    enabled: bool = opt(False)
+    ports: dict[str, Any] = opt({"http": [443, 8443]}, doc="protocol -> server ports of TLS connections it decodes")
+    libraries: tuple[str, ...] = opt((), check=_library_paths,
+                                     doc="more library files to probe besides every libssl.so.3")
+    max_connections: int = opt(16384, bounds=(1, 1 << 20), doc="TLS connections the kernel and each worker follow")
+    rescan_interval: float = opt(30.0, kind="duration",
+                                 check=lambda v: None if v == 0 or v >= 1 else "must be 0 or at least 1s",
+                                 doc="how often every process's maps are searched for libraries (0: at start only)")
+
+
 @dataclass(frozen=True)
 class FlushConfig:
-    min_events: int = opt(1600, check=non_negative)
-    timeout: float = opt(10.0, kind="duration")
+    min_events: int = opt(1600, bounds=(0, 1 << 20))
+    timeout: float = opt(10.0, kind="duration", bounds=(0.0, 3600.0))
 
 
 @dataclass(frozen=True)
 class MemQueueConfig:
-    events: int = opt(3200, check=positive)
+    events: int = opt(3200, bounds=(1, 1 << 20))
     flush: FlushConfig = field(default_factory=FlushConfig)
 
 
 @dataclass(frozen=True)
 class DiskQueueConfig:
     path: str = opt("")
-    max_size: int = opt(10 * 1024**3, kind="size", check=positive)
-    segment_size: int | None = opt(None, kind="size")
-    read_ahead: int = opt(512, check=positive)
-    write_ahead: int = opt(2048, check=positive)
-    retry_interval: float = opt(1.0, kind="duration")
-    max_retry_interval: float = opt(30.0, kind="duration")
+    # Packetbeat's minimums: a queue of at least 10MB, segments of at least 1MB.
+    max_size: int = opt(10 * GIB, kind="size", bounds=(10 * 1000**2, 16 * TIB))
+    segment_size: int | None = opt(None, kind="size", bounds=(1000**2, 4 * GIB))
+    read_ahead: int = opt(512, bounds=(1, 1 << 16))
+    write_ahead: int = opt(2048, bounds=(1, 1 << 16))
+    retry_interval: float = opt(1.0, kind="duration", bounds=(0.001, 3600.0))
+    max_retry_interval: float = opt(30.0, kind="duration", bounds=(0.001, DAY))
+
+    def __post_init__(self) -> None:
+        if self.segment_size is not None and self.max_size < 2 * self.segment_size:
+            raise ValueError("max_size must be at least twice segment_size")
+        if self.max_retry_interval < self.retry_interval:
+            raise ValueError("max_retry_interval must not be less than retry_interval")
 
 
 @dataclass(frozen=True)
@@ -154,17 +184,17 @@ class QueueConfig:
 class LogFilesConfig:
     path: str = opt("")
     name: str = opt("pktbeat")
-    rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", check=positive)
-    keepfiles: int = opt(7, check=positive)
+    rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", bounds=(1024, TIB))
+    keepfiles: int = opt(7, bounds=(2, 1024))
     permissions: str = opt("0600")
-    interval: float = opt(0.0, kind="duration")
+    interval: float = opt(0.0, kind="duration", bounds=(0.0, 366 * DAY))
     rotateonstartup: bool = opt(True)
 
 
 @dataclass(frozen=True)
 class LogMetricsConfig:
     enabled: bool = opt(True)
-    period: float = opt(30.0, kind="duration")
+    period: float = opt(30.0, kind="duration", bounds=(1.0, DAY))
 
 
 @dataclass(frozen=True)
@@ -234,4 +264,19 @@ class HttpEndpointConfig:
 
     enabled: bool = opt(False)
     host: str = opt("localhost")
-    port: int = opt(5066)
+    port: int = opt(5066, bounds=(1, 65535))
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    """`packetbeat.tcp`, pktbeat's own: the bounds of each worker's TCP state (see agent/transport)."""
+
+    max_connections: int = opt(100_000, bounds=(64, 10_000_000), doc="connections that carried payload")
+    max_half_open: int = opt(20_000, bounds=(64, 10_000_000), doc="connections without payload yet (SYN floods)")
+    max_buffered: int = opt(32 * MIB, kind="size", bounds=(MIB, 64 * GIB),
+                            doc="bytes held for unfinished messages in reordering buffers and parsers")
+    memory_budget: int = opt(96 * MIB, kind="size", bounds=(16 * MIB, TIB),
+                             doc="estimated TCP state of a worker; the state idle longest is shed first")
+    reorder_segments: int = opt(32, bounds=(1, 4096), doc="segments held per direction behind a hole")
+    reorder_bytes: int = opt(512 * 1024, kind="size", bounds=(16 * 1024, 64 * MIB),
+                             doc="bytes held per direction behind a hole")

@@ -3,6 +3,9 @@
 A config section is a frozen dataclass; each field's type (and `kind` in its
 metadata for durations and sizes) says how the YAML value is converted.
 Unknown keys are errors that name the key and suggest the nearest known one.
+Every number has an allowed range: its own (`bounds=`) or, when it has none,
+the default of its kind below (never negative; durations up to 30 days, sizes
+up to 1 TiB); a value outside it is an error that gives the range.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+MAX_REASON = 300  # characters of a reason kept in the one-line message (a value quoted in it can be huge)
+
+
 class ConfigError(Exception):
     """A setting that is missing, unknown or invalid: where it is and why."""
 
     def __init__(self, key: str, reason: str, file: str | None = None) -> None:
+        reason = " ".join(reason.split())
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + "..."
         self.key = key
         self.reason = reason
         self.file = file
@@ -76,14 +85,27 @@ def parse_size(value: Any, key: str = "") -> int:
     if isinstance(value, str):
         match = _SIZE.fullmatch(value.strip())
         if match and match.group(2).lower() in _SIZE_UNITS:
-            return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+            number = float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+            if number != float("inf"):
+                return int(number)
     raise ConfigError(key, f"expected a size such as 10MiB or 1GB, got {value!r}")
 
 
+DAY = 86400.0
+GIB = 1024**3
+TIB = 1024**4
+INT_MAX = 2**31 - 1
+# The range of a number whose field gives none, by kind ("" is a plain int or float).
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"duration": (0.0, 30 * DAY), "size": (0, TIB), "": (0, INT_MAX)}
+
+
 def opt(default: Any, *, kind: str = "", doc: str = "", check: Callable[[Any], str | None] | None = None,
-        aliases: tuple[str, ...] = ()) -> Any:
-    """A config field: `kind` is "duration" or "size" when the YAML value needs converting."""
-    meta = {"kind": kind, "doc": doc, "check": check, "aliases": aliases}
+        aliases: tuple[str, ...] = (), bounds: tuple[float, float] | None = None) -> Any:
+    """A config field: `kind` is "duration" or "size" when the YAML value needs converting.
+
+    `bounds` is the allowed (lowest, highest) value of a number, both included.
+    """
+    meta = {"kind": kind, "doc": doc, "check": check, "aliases": aliases, "bounds": bounds}
     if isinstance(default, (list, dict, set)):
         template = default
         return dataclasses.field(default_factory=lambda: _copy(template), metadata=meta)
@@ -143,7 +165,11 @@ def build(cls: type[T], data: Mapping[str, Any] | None, path: str,
                     warn(f"{dotted}: {unsupported[key]}")
                 continue
             raise ConfigError(dotted, "unknown setting" + suggest(key, by_yaml))
-        values[field.name] = convert(raw, hints[field.name], field.metadata.get("kind", ""), dotted)
+        kind = field.metadata.get("kind", "")
+        values[field.name] = convert(raw, hints[field.name], kind, dotted)
+        problem = out_of_bounds(values[field.name], kind, field.metadata.get("bounds"))
+        if problem:
+            raise ConfigError(dotted, problem)
         check = field.metadata.get("check")
         if check is not None:
             problem = check(values[field.name])
@@ -153,6 +179,35 @@ def build(cls: type[T], data: Mapping[str, Any] | None, path: str,
         return cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(path, str(exc)) from None
+
+
+def out_of_bounds(value: Any, kind: str, bounds: tuple[float, float] | None) -> str | None:
+    """Why a number is outside its field's range (or the default range of its kind), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, high = bounds if bounds is not None else DEFAULT_BOUNDS[kind if kind in DEFAULT_BOUNDS else ""]
+    if low <= value <= high:  # NaN compares false: out of every range
+        return None
+    return f"must be between {show(low, kind)} and {show(high, kind)}, got {show(value, kind)}"
+
+
+_SIZE_SHOWN = (("TiB", TIB), ("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024), ("TB", 1000**4), ("GB", 1000**3),
+               ("MB", 1000**2), ("KB", 1000))
+
+
+def show(value: float, kind: str) -> str:
+    """A number as it would be written in packetbeat.yml (10s, 1h, 10MB, 64MiB, 65535)."""
+    if kind == "duration":
+        sign, v = ("-", -value) if value < 0 else ("", value)
+        for unit, seconds in (("h", 3600.0), ("m", 60.0), ("s", 1.0), ("ms", 1e-3)):
+            if v >= seconds and round(v / seconds, 9).is_integer():
+                return f"{sign}{round(v / seconds):d}{unit}"
+        return f"{sign}{v:g}s"
+    if kind == "size" and value > 0 and float(value).is_integer():
+        for unit, size in _SIZE_SHOWN:
+            if value % size == 0:
+                return f"{int(value) // size}{unit}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
@@ -170,6 +225,8 @@ def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
         if raw is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return convert(raw, inner[0], kind, key)
         errors = []
         for candidate in inner:
             try:
@@ -190,7 +247,7 @@ def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
             raise ConfigError(key, f"expected an integer, got {raw!r}")
         try:
             value = int(raw)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: .inf
             raise ConfigError(key, f"expected an integer, got {raw!r}") from None
         if isinstance(raw, float) and not raw.is_integer():
             raise ConfigError(key, f"expected an integer, got {raw!r}")

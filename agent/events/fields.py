@@ -291,6 +291,11 @@ pktbeat.tunnel.source.ip ip
 pktbeat.tunnel.destination.ip ip
 """
 
+# The payload of the event came from a TLS library (agent/runtime/plaintext.py), not from the wire.
+_PKTBEAT_PAYLOAD = """
+pktbeat.payload.source keyword
+"""
+
 _HTTP = """
 http.version keyword
 http.request.method keyword
@@ -531,6 +536,7 @@ def _tables() -> Iterator[tuple[str, str]]:
         yield "ecs", _prefixed(f"tls.{side}.x509", _X509)
     yield "packetbeat", _PACKETBEAT_COMMON
     yield "pktbeat", _PKTBEAT_TUNNEL
+    yield "pktbeat", _PKTBEAT_PAYLOAD
     yield "http", _HTTP
     yield "dns", _DNS
     for section in ("answers", "authorities", "additionals"):

@@ -23,11 +23,12 @@ from typing import Any, ClassVar
 
 from agent.config.typed import opt
 from agent.metrics import Counters
-from agent.transport.session import DatagramHandler, ParseError, StreamSession
+from agent.transport.session import DatagramHandler, HandOver, HandOvers, ParseError, StreamSession
 from agent.transport.types import ConnectionInfo
 
 __all__ = [
     "DatagramHandler",
+    "HandOver",
     "ParseError",
     "ProtocolConfig",
     "ProtocolSpec",
@@ -52,7 +53,7 @@ class ProtocolConfig:
     ports: tuple[int, ...] = opt((), check=_check_ports)
     send_request: bool = opt(False)
     send_response: bool = opt(False)
-    transaction_timeout: float = opt(10.0, kind="duration")
+    transaction_timeout: float = opt(10.0, kind="duration", bounds=(0.1, 86400.0))
     keep_null: bool = opt(False)
     fields: dict[str, Any] = opt({})
     fields_under_root: bool = opt(False)
@@ -94,17 +95,33 @@ class Transaction:
 
 
 class SessionContext:
-    """What a session may use: its config, connection, counters and the emit hook."""
+    """What a session may use: its config, connection, counters, the emit hook and the hand-over to another protocol."""
 
-    __slots__ = ("config", "conn", "counters", "emit", "protocol")
+    __slots__ = ("config", "conn", "counters", "emit", "hand_overs", "handed_over", "protocol")
 
     def __init__(self, protocol: str, config: ProtocolConfig, conn: ConnectionInfo,
-                 emit: Callable[[Transaction], None], counters: Counters) -> None:
+                 emit: Callable[[Transaction], None], counters: Counters, hand_overs: HandOvers | None = None) -> None:
         self.protocol = protocol
         self.config = config
         self.conn = conn
         self.emit = emit
         self.counters = counters
+        self.hand_overs = hand_overs
+        self.handed_over: HandOver | None = None  # the last request made (what a test without a transport reads)
+
+    def hand_over(self, protocol: str, ts_ns: int, to_server: bytes = b"", to_client: bytes = b"") -> None:
+        """From this byte on the connection is `protocol`: one call, then return and expect no more calls.
+
+        `to_server`/`to_client` are the bytes each direction already carried past the
+        switch (buffered and not consumed): the new session gets them first.  Publish
+        what is due before calling; the transport replaces this session when the
+        current `feed` (`gap`, `fin`, `recover`) returns.  A protocol that is not
+        enabled cannot take over: the connection is then no longer decoded.
+        """
+        request = HandOver(protocol, (to_server, to_client), ts_ns)  # indexed by Direction
+        self.handed_over = request
+        if self.hand_overs is not None:
+            self.hand_overs.post(self.conn, request)
 
 
 DatagramFactory = Callable[[ProtocolConfig, Callable[[Transaction], None], Counters], DatagramHandler]

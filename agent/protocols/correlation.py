@@ -75,6 +75,11 @@ class RequestQueue(Generic[T]):
     def __bool__(self) -> bool:
         return bool(self._items)
 
+    @property
+    def held(self) -> int:
+        """Bytes of the queued requests, as pushed."""
+        return self._bytes
+
 
 class KeyedRequests(Generic[K, T]):
     """Requests waiting for a response with the same key (DNS id, ICMP id/seq).

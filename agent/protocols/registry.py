@@ -28,6 +28,8 @@ PROTOCOLS: dict[str, str] = {
     "nfs": "agent.protocols.nfs.plugin",
     "sip": "agent.protocols.sip.plugin",
     "dhcpv4": "agent.protocols.dhcpv4.plugin",
+    "smtp": "agent.protocols.smtp.plugin",
+    "tns": "agent.protocols.tns.plugin",
 }
 
 # Packetbeat protocols pktbeat does not decode yet: configuring them is a warning, not an error.

@@ -21,6 +21,10 @@ class PendingFrame:
     def __bool__(self) -> bool:
         return self.need > 0
 
+    @property
+    def held(self) -> int:
+        return self._have
+
     def add(self, data: bytes) -> bytes | None:
         """Hold `data`; the joined segments once `need` bytes are in, else None."""
         self._chunks.append(data)

@@ -64,6 +64,7 @@ COUNTERS_S = 1.0
 RECONCILE_S = 5.0  # safety net besides netlink notifications
 FLOWS_TICK_S = 1.0
 SHUTDOWN_GRACE_S = 0.5
+TLS_POLL_S = 0.05  # new programs that may map a TLS library not probed yet
 
 
 @dataclass
@@ -158,6 +159,7 @@ class LiveRunner:
     def _start(self) -> None:
         from agent.capture.kernel import KernelLoadError, KernelProgram, KernelSettings, effective_workers
         from agent.capture.sockets import SocketSettings
+        from agent.capture.tlsprobes import TlsSettings
 
         config = self.config
         workers = effective_workers(config.interfaces.workers)
@@ -170,6 +172,10 @@ class LiveRunner:
             vxlan_ports=config.tunnels.vxlan_ports, geneve_ports=config.tunnels.geneve_ports,
             procs=SocketSettings(config.procs.max_sockets, config.procs.max_processes, config.procs.btf_file)
             if config.procs.enabled else None,
+            tls=TlsSettings(wiring.plaintext_server_ports(config), config.tls_plaintext.libraries,
+                            max_connections=config.tls_plaintext.max_connections,
+                            rescan_interval=config.tls_plaintext.rescan_interval)
+            if config.tls_plaintext.enabled else None,
         )
         started = time.monotonic()
         try:
@@ -184,6 +190,8 @@ class LiveRunner:
         sockets = self.kernel.sockets
         if self.kernel.procs_unavailable is not None:
             log.warning("process attribution (packetbeat.procs) is off: %s", self.kernel.procs_unavailable)
+        if self.kernel.tls_unavailable is not None:
+            log.warning("TLS plaintext (packetbeat.tls_plaintext) is off: %s", self.kernel.tls_unavailable)
         identity = wiring.agent_identity(config)
         self.builder = wiring.event_builder(config, identity)
         try:
@@ -198,9 +206,12 @@ class LiveRunner:
             except OSError as exc:
                 raise StartError(Exit.OUTPUT, f"--dump {self.options.dump}: {exc.strerror}") from None
         self.pool = WorkerPool(WorkerSetup(config, identity, ring_bytes, self.options.dump, procs=sockets is not None,
-                                           close_fds=tuple(sockets.fds) if sockets is not None else ()))
+                                           tls_plaintext=self.kernel.tls is not None,
+                                           close_fds=self.kernel.tracepoint_fds))
         self.counters.pool = self.pool
         self.pool.fork(self.kernel.ring_fds[:workers])
+        if self.kernel.tls is not None:
+            self.kernel.tls.start()  # after the fork: no worker holds a uprobe
         # Only after forking: no thread (the pipeline's sender) and no netlink socket may be inherited.
         self.pipeline = wiring.make_pipeline(config, self.output, live=True)
         self._start_tc()
@@ -297,6 +308,11 @@ class LiveRunner:
             self.status.show(now, self.counters)
         if timers.due("flows", now):
             self._tick_flows()
+        if self.kernel is not None and self.kernel.tls is not None and timers.due("tls", now):
+            try:
+                self.kernel.tls.poll(now)
+            except Exception:
+                log.exception("looking for TLS libraries failed")
         if timers.due("metrics", now):
             self.counters.log_metrics(self.config.logging.metrics.period)
 
@@ -364,6 +380,8 @@ class LiveRunner:
                 self.interfaces.tc.detach_all()
             except Exception:
                 log.exception("removing the TC filters failed")
+        if self.kernel.tls is not None:
+            self.kernel.tls.close()  # no more uprobes in other programs while the workers drain
         self.interfaces.release_all()
         self.counters.kernel_by_if = {}
         self.pool.ask_to_stop()
@@ -412,8 +430,9 @@ class _Timers:
 
     def __init__(self, config: AgentConfig, now: float) -> None:
         metrics_period = config.logging.metrics.period if config.logging.metrics.enabled else 0.0
-        self.periods = {"counters": COUNTERS_S, "reconcile": RECONCILE_S, "flows": FLOWS_TICK_S}
-        self.next = {"counters": now, "reconcile": now + RECONCILE_S, "flows": now + FLOWS_TICK_S}
+        self.periods = {"counters": COUNTERS_S, "reconcile": RECONCILE_S, "flows": FLOWS_TICK_S, "tls": TLS_POLL_S}
+        self.next = {"counters": now, "reconcile": now + RECONCILE_S, "flows": now + FLOWS_TICK_S,
+                     "tls": now + TLS_POLL_S}
         if metrics_period > 0:
             self.periods["metrics"] = metrics_period
             self.next["metrics"] = now + metrics_period

@@ -42,6 +42,7 @@ class LiveCounters:
         self.max_flows = max_flows
         self.parent = metrics.register("live", PARENT_COUNTERS)
         self.kernel_procs = metrics.register("kernel.procs")  # bpf/sockets.bpf.c's counters
+        self.kernel_tls = metrics.register("kernel.tls_plaintext")  # bpf/tls.bpf.c's counters
         self.kernel: KernelProgram | None = None
         self.flow_source: KernelFlowSource | None = None
         self.kernel_totals: Counters = [0] * len(COUNTER_NAMES)  # every interface, including those gone
@@ -62,6 +63,10 @@ class LiveCounters:
         if sockets is not None:
             with contextlib.suppress(Exception):
                 self.kernel_procs.update(sockets.counters())
+        tls = self.kernel.tls
+        if tls is not None:
+            with contextlib.suppress(Exception):
+                self.kernel_tls.update(tls.kernel_counters())
         totals = [0] * len(COUNTER_NAMES)
         for values in (*by_if.values(), *self.interfaces.history.values()):
             for i, v in enumerate(values):

@@ -22,9 +22,10 @@ from agent.protocols import registry as protocol_registry
 from agent.protocols.base import ProtocolConfig, SessionContext, Transaction
 from agent.publisher.factory import create_pipeline
 from agent.publisher.pipeline import Pipeline
-from agent.publisher.types import Output
+from agent.publisher.types import Output, OutputError
 from agent.transport.dispatcher import Dispatcher
-from agent.transport.session import DatagramBinding, StreamBinding, StreamSession
+from agent.transport.session import DatagramBinding, HandOvers, StreamBinding, StreamSession
+from agent.transport.tcp import TcpLimits
 from agent.transport.types import ConnectionInfo
 
 if TYPE_CHECKING:
@@ -109,7 +110,11 @@ def process_table(config: AgentConfig, prefix: str = "procs") -> ProcessTable:
 
 def make_output(config: AgentConfig) -> Output:
     module = output_registry.module(config.output.name)
-    output: Output = module.create(config.output.config, config)
+    try:
+        output: Output = module.create(config.output.config, config)
+    except OSError as exc:  # e.g. an output directory pktbeat may not write: an output error, exit 8
+        where = f" {exc.filename}" if exc.filename else ""
+        raise OutputError(f"output.{config.output.name}: cannot use{where}: {exc.strerror or exc}") from None
     return output
 
 
@@ -121,15 +126,18 @@ def make_pipeline(config: AgentConfig, output: Output, live: bool = False) -> Pi
 def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
     """Port maps from the enabled protocols (the kernel's port map is derived from the same)."""
     tcp_ports: dict[int, StreamBinding] = {}
+    stream_protocols: dict[str, StreamBinding] = {}  # what a connection can be handed over to, by name
     udp_ports: dict[int, DatagramBinding] = {}
     icmp: DatagramBinding | None = None
+    hand_overs = HandOvers()
     for entry in config.protocols:
         spec = protocol_registry.spec(entry.name)
         pc = entry.config
         counters = metrics.register(entry.name, spec.counters)
         if spec.tcp is not None:
             binding = StreamBinding(entry.name, int(pc.transaction_timeout * 1e9),
-                                    _session_factory(entry.name, pc, spec.tcp, emit, counters))
+                                    _session_factory(entry.name, pc, spec.tcp, emit, counters, hand_overs))
+            stream_protocols[entry.name] = binding
             for port in protocol_ports(pc, "tcp"):
                 tcp_ports[port] = binding
         if spec.udp is not None:
@@ -145,7 +153,46 @@ def dispatcher(config: AgentConfig, emit: Emit) -> Dispatcher:
         from agent.capture.decode import LINKTYPE_RAW, FrameDecoder
 
         decapsulate = FrameDecoder(LINKTYPE_RAW, tunnels=tunnel_settings(config)).reassembled
-    return Dispatcher(tcp_ports, udp_ports, icmp, decapsulate=decapsulate)
+    return Dispatcher(tcp_ports, udp_ports, icmp, tcp_limits=tcp_limits(config), decapsulate=decapsulate,
+                      hand_overs=hand_overs, stream_protocols=stream_protocols)
+
+
+def tcp_limits(config: AgentConfig) -> TcpLimits:
+    t = config.tcp
+    return TcpLimits(max_connections=t.max_connections, max_half_open=t.max_half_open, max_buffered=t.max_buffered,
+                     memory_budget=t.memory_budget, reorder_segments=t.reorder_segments,
+                     reorder_bytes=t.reorder_bytes)
+
+
+def plaintext_bindings(config: AgentConfig, emit: Emit) -> dict[int, StreamBinding]:
+    """Server port -> protocol for TLS plaintext: packetbeat.tls_plaintext.ports, then each protocol's own ports
+    (TLS started inside the protocol: PostgreSQL, MySQL, or a server that only speaks TLS on its port)."""
+    by_name: dict[str, StreamBinding] = {}
+    out: dict[int, StreamBinding] = {}
+    for entry in config.protocols:
+        spec = protocol_registry.spec(entry.name)
+        if spec.tcp is None or entry.name == "tls":
+            continue
+        pc = entry.config
+        binding = StreamBinding(entry.name, int(pc.transaction_timeout * 1e9),
+                                _session_factory(entry.name, pc, spec.tcp, emit,
+                                                 metrics.register(entry.name, spec.counters)))
+        by_name[entry.name] = binding
+        for port in protocol_ports(pc, "tcp"):
+            out[port] = binding
+    for port, name in config.plaintext_ports.items():
+        if name in by_name:
+            out[port] = by_name[name]
+    return out
+
+
+def plaintext_server_ports(config: AgentConfig) -> tuple[int, ...]:
+    """The ports the kernel sends TLS plaintext for (the same as `plaintext_bindings`)."""
+    ports = set(config.plaintext_ports)
+    for entry in config.protocols:
+        if entry.name != "tls" and protocol_registry.spec(entry.name).tcp is not None:
+            ports.update(protocol_ports(entry.config, "tcp"))
+    return tuple(sorted(ports))
 
 
 def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:
@@ -156,9 +203,10 @@ def protocol_ports(pc: ProtocolConfig, transport: str) -> tuple[int, ...]:
 
 
 def _session_factory(name: str, pc: ProtocolConfig, factory: Callable[[SessionContext], StreamSession], emit: Emit,
-                     counters: metrics.Counters) -> Callable[[ConnectionInfo], StreamSession]:
+                     counters: metrics.Counters,
+                     hand_overs: HandOvers | None = None) -> Callable[[ConnectionInfo], StreamSession]:
     def new_session(conn: ConnectionInfo) -> StreamSession:
-        return factory(SessionContext(name, pc, conn, emit, counters))
+        return factory(SessionContext(name, pc, conn, emit, counters, hand_overs))
 
     return new_session
 

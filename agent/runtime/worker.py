@@ -24,7 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from agent import metrics
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
@@ -37,6 +37,9 @@ from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.runtime import channel, wiring
 from agent.runtime.topstats import TransactionStats
+
+if TYPE_CHECKING:
+    from agent.runtime.plaintext import TlsPlaintext
 
 log = logging.getLogger("pktbeat")
 
@@ -59,6 +62,7 @@ class WorkerSetup:
     ring_bytes: int
     dump_path: str | None
     procs: bool = False  # the kernel sends socket owners: attribute transactions to processes
+    tls_plaintext: bool = False  # the kernel sends TLS plaintext: decode it (agent/runtime/plaintext.py)
     close_fds: tuple[int, ...] = ()  # the parent's fds a worker must not keep (raw tracepoint links)
 
 
@@ -73,7 +77,15 @@ class CaptureWorker:
         self.top = TransactionStats()  # latency and endpoints: /metrics and `pktbeat top`
         self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
         self.builder = wiring.event_builder(setup.config, setup.identity)
-        self.dispatcher = wiring.dispatcher(setup.config, self._emit)
+        self.plaintext: TlsPlaintext | None = None
+        emit = self._emit
+        if setup.tls_plaintext:
+            from agent.runtime.plaintext import TlsPlaintext
+
+            self.plaintext = TlsPlaintext(self._emit, lambda e: wiring.plaintext_bindings(setup.config, e),
+                                          setup.config.tls_plaintext.max_connections)
+            emit = self.plaintext.wire_transaction  # remembers TLS handshakes for the plaintext's events
+        self.dispatcher = wiring.dispatcher(setup.config, emit)
         self.reader = RingReader(ring_fd, setup.ring_bytes)
         self.processes = wiring.process_table(setup.config) if setup.procs else None
         self.builder.processes = self.processes
@@ -148,6 +160,21 @@ class CaptureWorker:
             handle(pkt)
         counters["packets"] += whole
 
+    def _process_in_order(self, packets: list[Packet], offset: int) -> None:
+        """Packets and TLS plaintext records in the ring's order: a handshake's packets come before its plaintext."""
+        plain, self.reader.plaintext = self.reader.plaintext, []
+        if self.plaintext is None:
+            self._process(packets)
+            return
+        done = 0
+        for before, raw in plain:
+            if before > done:
+                self._process(packets[done:before])
+                done = before
+            self.plaintext.record(raw, offset)
+        if done < len(packets):
+            self._process(packets[done:])
+
     def run(self) -> int:
         wiring.tune_gc()
         poller = select.epoll()
@@ -163,7 +190,9 @@ class CaptureWorker:
             packets = self.reader.read(READ_BATCH, offset)
             if self.reader.sockets:
                 self._learn_sockets()
-            if packets:
+            if self.reader.plaintext:
+                self._process_in_order(packets, offset)
+            elif packets:
                 self._process(packets)
             else:
                 for fd, _ in poller.poll(WORKER_POLL_S):
@@ -191,6 +220,8 @@ class CaptureWorker:
             # transaction_timeout would expire live connections with their requests in flight.
             expire_at = min(wall, self._newest_ns + int(WORKER_TICK_S * 1e9))
         self.dispatcher.expire(expire_at)
+        if self.plaintext is not None:
+            self.plaintext.expire(expire_at)
         self.joiner.expire(expire_at)
         self._send_events()
         self.chan.flush()
@@ -203,10 +234,12 @@ class CaptureWorker:
         while time.monotonic() < deadline:
             packets = self.reader.read(READ_BATCH, offset)
             self._learn_sockets()
-            if not packets:
+            if not packets and not self.reader.plaintext:
                 break
-            self._process(packets)
+            self._process_in_order(packets, offset)
         self.dispatcher.close_all(time.time_ns())
+        if self.plaintext is not None:
+            self.plaintext.close_all(time.time_ns())
         self._send_events()
         if self.dump is not None:
             self.dump.close()

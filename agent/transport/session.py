@@ -3,6 +3,14 @@
 Protocol packages implement these; the transport layer knows nothing else
 about them.  A `Binding` is how the wiring code tells the dispatcher which
 factory serves which port.
+
+A session may hand its connection over to another protocol (STARTTLS, an
+SSLRequest answered 'S', an HTTP CONNECT answered 2xx...): it posts one
+`HandOver` to the `HandOvers` mailbox its context was given, and when the
+session's current call returns, the transport replaces the session with a
+new one of that protocol and feeds it the bytes each direction already
+carried past the switch (docs/adding-a-protocol.md, "Handing a connection
+over").
 """
 
 from __future__ import annotations
@@ -51,6 +59,16 @@ class StreamSession(Protocol):
         """Requests not yet published (for end-of-input accounting)."""
         ...
 
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete, both directions (the worker's `max_buffered` counts them).
+
+        Asked only after the session was called, so it may cost a little.  Over the
+        limit, the worker calls `recover` on both directions of the sessions idle
+        longest that hold bytes: they must drop that partial state (a session that
+        still holds bytes afterwards is closed).
+        """
+        ...
+
 
 class DatagramHandler(Protocol):
     """A protocol's state for all of its datagrams (UDP, or ICMP)."""
@@ -61,6 +79,37 @@ class DatagramHandler(Protocol):
         """Publish transactions whose timeout passed."""
 
     def pending(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """From here on the connection is `protocol`; `pending` are the bytes each direction (by Direction)
+    already carried past the switch, which the new session is fed first."""
+
+    protocol: str
+    pending: tuple[bytes, bytes]
+    ts_ns: int
+
+
+class HandOvers:
+    """Hand-over requests from sessions to the transport that feeds them, by connection id.
+
+    One per dispatcher: the wiring gives it to every session context and to
+    the dispatcher, which takes a connection's request when the session call
+    that posted it returns.  At most one request per connection is pending
+    (a later one replaces it).
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        self.pending: dict[int, HandOver] = {}
+
+    def post(self, conn: ConnectionInfo, request: HandOver) -> None:
+        self.pending[conn.conn_id] = request
+
+    def take(self, conn: ConnectionInfo) -> HandOver | None:
+        return self.pending.pop(conn.conn_id, None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,22 @@ a small per-direction reordering buffer; when that buffer is full (segments
 or bytes), the hole is declared a gap of N bytes and delivery resumes after
 it.  Retransmissions are dropped and overlaps trimmed, with 32-bit sequence
 arithmetic throughout.
+
+Every call into a session goes through one error boundary here, which is
+also where a session's hand-over to another protocol takes effect
+(`HandOvers`): when the call returns, the connection gets a session of that
+protocol and is fed the bytes each direction carried past the switch.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agent.capture.packet import TCP_FIN, TCP_RST, TCP_SYN
 from agent.metrics import Counters
-from agent.transport.session import ParseError, StreamSession
+from agent.transport.session import HandOvers, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction
 
 log = logging.getLogger("pktbeat.tcp")
@@ -27,12 +33,14 @@ _CONTROL = TCP_SYN | TCP_FIN | TCP_RST
 
 @dataclass(frozen=True, slots=True)
 class TcpLimits:
-    """Bounds of the TCP layer; each has a counter for what it dropped."""
+    """Bounds of the TCP layer of one worker (`packetbeat.tcp.*`); each has a counter for what it dropped."""
 
-    max_connections: int = 100_000
+    max_connections: int = 100_000  # connections that carried payload
+    max_half_open: int = 20_000  # connections without payload yet (SYN floods): no session, no buffers
+    max_buffered: int = 32 * 1024 * 1024  # bytes held in reordering buffers and parsers, all connections
+    memory_budget: int = 96 * 1024 * 1024  # estimated TCP state: entries, sessions and held bytes
     reorder_segments: int = 32  # per direction, before a hole becomes a gap
     reorder_bytes: int = 512 * 1024  # per direction
-    reorder_total_bytes: int = 64 * 1024 * 1024  # all connections together
 
 
 TCP_COUNTERS = (
@@ -53,6 +61,13 @@ TCP_COUNTERS = (
     "rst",
     "parse_errors",
     "internal_errors",
+    "half_open",
+    "half_open_evicted",
+    "buffer_shed",
+    "buffer_shed_bytes",
+    "memory_shed",
+    "hand_overs",
+    "hand_overs_unclaimed",
 )
 
 
@@ -77,8 +92,8 @@ class Stream:
 
 
 class TcpConnection:
-    __slots__ = ("client_ip", "client_port", "conn_id", "info", "last_ns", "protocol", "session", "streams",
-                 "timeout_ns")
+    __slots__ = ("client_ip", "client_port", "conn_id", "dirty", "held", "info", "last_ns", "protocol", "session",
+                 "streams", "timeout_ns")
 
     def __init__(self, info: ConnectionInfo, protocol: str, session: StreamSession, timeout_ns: int,
                  ts_ns: int) -> None:
@@ -91,15 +106,24 @@ class TcpConnection:
         self.streams = (Stream(), Stream())
         self.timeout_ns = timeout_ns
         self.last_ns = ts_ns
+        self.held = 0  # bytes its session held at the last audit
+        self.dirty = False  # fed since the last audit
 
 
 class StreamReassembler:
     """Feeds one connection's segments, in order, to its session."""
 
-    def __init__(self, counters: Counters, limits: TcpLimits) -> None:
+    def __init__(self, counters: Counters, limits: TcpLimits, hand_overs: HandOvers | None = None,
+                 protocols: Mapping[str, StreamBinding] | None = None) -> None:
         self.counters = counters
         self.limits = limits
         self.ooo_total = 0  # bytes held in every reordering buffer
+        self.held_total = 0  # bytes held by every session, as of each one's last audit
+        self.unaudited = 0  # bytes fed to sessions since the last audit
+        self.dirty: list[TcpConnection] = []  # connections whose sessions were called since the last audit
+        self.hand_overs = hand_overs if hand_overs is not None else HandOvers()
+        self._requests = self.hand_overs.pending  # checked after every session call: keep it one lookup
+        self.protocols = dict(protocols or {})  # the protocols a connection may be handed over to
 
     # -- entry point -------------------------------------------------------
 
@@ -208,7 +232,7 @@ class StreamReassembler:
         stream.ooo_bytes += len(payload)
         self.ooo_total += len(payload)
         limits = self.limits
-        if self.ooo_total > limits.reorder_total_bytes:
+        if self.ooo_total + self.held_total > limits.max_buffered:
             counters["reorder_global_overflow"] += 1
             self._flush_with_gaps(conn, direction, ts_ns)
         elif len(stream.ooo) > limits.reorder_segments or stream.ooo_bytes > limits.reorder_bytes:
@@ -284,15 +308,21 @@ class StreamReassembler:
             self._flush_with_gaps(conn, d, ts_ns)
 
     def forget(self, conn: TcpConnection) -> None:
-        """Release the reordering buffers of a connection that is going away."""
+        """Release the reordering buffers and the held-bytes account of a connection that is going away."""
         for stream in conn.streams:
             self.ooo_total -= stream.ooo_bytes
             stream.ooo.clear()
             stream.ooo_bytes = 0
+        self.held_total -= conn.held
+        conn.held = 0
 
     # -- calls into the session, behind the error boundary -------------------
 
     def _feed(self, conn: TcpConnection, direction: Direction, data: bytes, ts_ns: int) -> None:
+        self.unaudited += len(data)
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
         try:
             conn.session.feed(direction, data, ts_ns)
         except ParseError as exc:
@@ -301,10 +331,13 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "feed")
+        if self._requests:
+            self._hand_over(conn)
 
     def _gap(self, conn: TcpConnection, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
         self.counters["gap_bytes"] += nbytes
+        self._touch(conn)
         try:
             conn.session.gap(direction, nbytes, ts_ns)
         except ParseError as exc:
@@ -312,8 +345,11 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "gap")
+        if self._requests:
+            self._hand_over(conn)
 
     def _fin(self, conn: TcpConnection, direction: Direction, ts_ns: int) -> None:
+        self._touch(conn)
         try:
             conn.session.fin(direction, ts_ns)
         except ParseError as exc:
@@ -321,12 +357,50 @@ class StreamReassembler:
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "fin")
+        if self._requests:
+            self._hand_over(conn)
+
+    def _touch(self, conn: TcpConnection) -> None:
+        """The session may hold a different number of bytes now: audit it next time."""
+        if not conn.dirty:
+            conn.dirty = True
+            self.dirty.append(conn)
+
+    def recover(self, conn: TcpConnection, direction: Direction, exc: ParseError, ts_ns: int) -> None:
+        """Make the session drop the partial state of `direction` (also used to shed memory)."""
+        self._touch(conn)
+        self._recover(conn, direction, exc, ts_ns)
 
     def _recover(self, conn: TcpConnection, direction: Direction, exc: ParseError, ts_ns: int) -> None:
         try:
             conn.session.recover(direction, exc, ts_ns)
         except Exception:
             self._internal_error(conn, "recover")
+
+    def _hand_over(self, conn: TcpConnection) -> None:
+        """The session asked for its connection to become another protocol: swap it, feed the new one."""
+        request = self.hand_overs.take(conn.info)
+        if request is None:
+            return
+        counters = self.counters
+        counters["hand_overs"] += 1
+        binding = self.protocols.get(request.protocol)
+        if binding is None:
+            counters["hand_overs_unclaimed"] += 1
+            log.debug("%s %s: hand-over to %s, which is not enabled", conn.protocol, conn.info.client,
+                      request.protocol)
+            conn.session = NullSession()
+            return
+        conn.protocol = binding.protocol
+        conn.timeout_ns = binding.timeout_ns
+        conn.session = binding.new_session(conn.info)
+        for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
+            data = request.pending[direction]
+            if data:
+                self._feed(conn, direction, data, request.ts_ns)
+        for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
+            if conn.streams[direction].closed:
+                self._fin(conn, direction, request.ts_ns)
 
     def _internal_error(self, conn: TcpConnection, where: str) -> None:
         self.counters["internal_errors"] += 1
@@ -353,4 +427,7 @@ class NullSession:
         pass
 
     def pending(self) -> int:
+        return 0
+
+    def buffered(self) -> int:
         return 0

@@ -81,7 +81,7 @@ def test_procs_on_by_default_and_monitored_entries(tmp_path: Path) -> None:
     assert not load(_write(tmp_path, "packetbeat.procs.enabled: false\n")).procs.enabled
     with pytest.raises(ConfigError, match="needs a process name"):
         load(_write(tmp_path, "packetbeat.procs.monitored:\n- cmdline_grep: java\n"))
-    with pytest.raises(ConfigError, match="greater than 0"):
+    with pytest.raises(ConfigError, match="between 1 and 16777216, got 0"):
         load(_write(tmp_path, "packetbeat.procs.max_sockets: 0\n"))
 
 

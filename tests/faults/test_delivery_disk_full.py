@@ -27,7 +27,8 @@ from agent.outputs.file import FileOutput, FileOutputConfig
 from agent.publisher.pipeline import Pipeline
 from agent.publisher.spool import Refusal, Spool
 from agent.publisher.types import EncodedEvent, Outcome
-from tests.helpers.replay import PKTBEAT, corpus
+from tests.helpers.floods import PcapWriter, one_exchange
+from tests.helpers.replay import PKTBEAT
 from tests.helpers.tmpfs import fill, tmpfs, tmpfs_available
 from tests.outputs.pcapgen import icmp_pairs
 
@@ -158,16 +159,26 @@ def test_replay_whose_output_disk_is_full_delivers_everything_once_space_returns
 
 
 def test_an_event_larger_than_the_disk_queue_is_a_counted_drop_not_a_hang(tmp_path: Path) -> None:
+    # queue.disk.max_size is at least 10MB (Packetbeat's minimum): an 11 MB response body kept in its event.
+    pcap = tmp_path / "big.pcap"
+    body = b"x" * 11_000_000
+    with PcapWriter(pcap) as w:
+        one_exchange(w, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11000000\r\n\r\n" + body, 80)
+    config = tmp_path / "pktbeat.yml"
+    config.write_text("packetbeat.protocols: [{type: http, ports: [80], send_response: true, max_message_size: 16MB,\n"
+                      "                        include_body_for: [text/plain]}]\n"
+                      f"path.data: {tmp_path / 'data'}\nqueue.disk: {{path: {tmp_path / 'queue'}, max_size: 10MB}}\n"
+                      f"output.file: {{path: {tmp_path / 'out'}}}\n")
     started = time.monotonic()
-    proc = _replay(tmp_path, corpus("http_minitwit.pcap"),
-                   f"queue.disk: {{path: {tmp_path / 'queue'}, max_size: 1200}}\n"
-                   f"output.file: {{path: {tmp_path / 'out'}}}\n", timeout=60)
+    proc = subprocess.run([PKTBEAT, "run", "-e", "-t", "-I", str(pcap), "-c", str(config)], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert time.monotonic() - started < 30
     assert proc.returncode == 3, log[-3000:]  # events were not delivered
     assert "Traceback" not in log
-    assert "is larger than the disk queue (queue.disk.max_size: 1200 bytes) and was dropped" in log
-    assert "6 event(s) were not delivered: 6 larger than the disk queue" in log
+    assert "is larger than the disk queue (queue.disk.max_size: 10000000 bytes) and was dropped" in log
+    assert "1 event(s) were not delivered: 1 larger than the disk queue" in log
 
 
 def test_a_pipeline_drops_an_oversized_event_and_delivers_the_rest(tmp_path: Path) -> None:

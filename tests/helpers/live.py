@@ -62,6 +62,9 @@ class LiveAgent:
         if self._final_log is not None:
             return self._final_log
         try:
+            if self.log_path.is_dir():  # the agent's own log files (pktbeat-<date>[-N].ndjson), oldest first
+                files = sorted(self.log_path.glob("pktbeat*"), key=lambda f: f.stat().st_mtime)
+                return "".join(f.read_text(errors="replace") for f in files)
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
@@ -131,20 +134,25 @@ def _group_alive(pgid: int) -> bool:
 @contextlib.contextmanager
 def live_agent(ns: Namespace, interfaces: Sequence[str] | None, protocols: list[dict[str, Any]],
                settings: dict[str, Any] | None = None, extra_args: Sequence[str] = (),
-               env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[LiveAgent]:
-    """Start `pktbeat run` in `ns` on `interfaces` (None: the config's device, default any)."""
+               env: dict[str, str] | None = None, wait_ready: bool = True,
+               log_to_files: bool = False) -> Iterator[LiveAgent]:
+    """Start `pktbeat run` in `ns` on `interfaces` (None: the config's device, default any).
+
+    The agent logs to stderr (-e), or with `log_to_files` to its log file under path.logs.
+    """
     with tempfile.TemporaryDirectory(prefix="pktbeat-live-") as tmp:
         directory = Path(tmp)
         merged: dict[str, Any] = {"path.data": str(directory / "data"), "path.logs": str(directory / "logs"),
                                   "packetbeat.interfaces.workers": 1, "packetbeat.interfaces.buffer_size_mb": 4}
         merged.update(settings or {})
         config = write_config(directory, protocols, merged)
-        log_path = directory / "agent.log"
-        args = [PKTBEAT, "run", "-e", "-c", str(config), *extra_args]
+        output = directory / "agent.log"
+        log_path = directory / "logs" if log_to_files else output
+        args = [PKTBEAT, "run", *([] if log_to_files else ["-e"]), "-c", str(config), *extra_args]
         for name in interfaces or ():
             args += ["-i", name]
         environ = {**os.environ, **(env or {})}
-        proc = ns.popen(args, log=log_path, env=environ, cwd=str(directory))
+        proc = ns.popen(args, log=output, env=environ, cwd=str(directory))
         agent = LiveAgent(ns, proc, directory, config, log_path)
         try:
             if wait_ready:

@@ -49,37 +49,71 @@ class Step:
 
 def run_stream(protocol: str, steps: Sequence[Step], *, split: str = "whole", seed: int = 0,
                options: dict[str, Any] | None = None, server_port: int = 80, expire: bool = True,
-               conn: ConnectionInfo | None = None) -> list[Transaction]:
+               conn: ConnectionInfo | None = None,
+               hand_over_options: dict[str, dict[str, Any]] | None = None) -> list[Transaction]:
     """Feed `steps` to a fresh session of `protocol`; returns what it emitted.
 
     split: "whole" (each step's bytes at once), "bytewise" (one byte per feed),
     or "random" (random cut points, seeded).  ParseError is handled the way the
-    transport dispatcher handles it: the session is asked to recover.
+    transport dispatcher handles it: the session is asked to recover.  A hand-over
+    to another protocol (`ctx.hand_over`) is done as the transport does it: a
+    session of that protocol (its options from `hand_over_options`) takes the
+    connection, fed first the bytes handed over.
     """
     spec = registry.spec(protocol)
     assert spec.tcp is not None, f"{protocol} has no TCP session"
     out: list[Transaction] = []
-    config = protocol_config(protocol, **(options or {}))
-    counters = metrics.register(f"test.{protocol}")
-    info = conn or conn_info(server_port)
-    session = spec.tcp(SessionContext(protocol, config, info, out.append, counters))
+    driver = _Driver(protocol, protocol_config(protocol, **(options or {})), conn or conn_info(server_port), out,
+                     hand_over_options or {})
     rng = random.Random(seed)
     last_ts = 0
     for step in steps:
         last_ts = max(last_ts, step.ts_ns)
         if step.gap:
-            session.gap(step.direction, step.gap, step.ts_ns)
+            driver.call(lambda s, st=step: s.gap(st.direction, st.gap, st.ts_ns), step.direction, step.ts_ns)
             continue
         for chunk in _chunks(step.data, split, rng):
-            try:
-                session.feed(step.direction, chunk, step.ts_ns)
-            except ParseError as exc:
-                session.recover(step.direction, exc, step.ts_ns)
+            driver.feed(step.direction, chunk, step.ts_ns)
         if step.fin:
-            session.fin(step.direction, step.ts_ns)
+            driver.call(lambda s, st=step: s.fin(st.direction, st.ts_ns), step.direction, step.ts_ns)
     if expire:
-        session.expire(last_ts + 10**12)
+        driver.session.expire(last_ts + 10**12)
     return out
+
+
+class _Driver:
+    """One connection's session called as the TCP layer calls it, hand-overs included."""
+
+    def __init__(self, protocol: str, config: Any, info: ConnectionInfo, out: list[Transaction],
+                 hand_over_options: dict[str, dict[str, Any]]) -> None:
+        self.info = info
+        self.out = out
+        self.hand_over_options = hand_over_options
+        self.ctx = SessionContext(protocol, config, info, out.append, metrics.register(f"test.{protocol}"))
+        spec = registry.spec(protocol)
+        assert spec.tcp is not None
+        self.session: Any = spec.tcp(self.ctx)
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        self.call(lambda s: s.feed(direction, data, ts_ns), direction, ts_ns)
+
+    def call(self, action: Any, direction: Direction, ts_ns: int) -> None:
+        try:
+            action(self.session)
+        except ParseError as exc:
+            self.session.recover(direction, exc, ts_ns)
+        request = self.ctx.handed_over
+        if request is None:
+            return
+        name = request.protocol
+        config = protocol_config(name, **self.hand_over_options.get(name, {}))
+        self.ctx = SessionContext(name, config, self.info, self.out.append, metrics.register(f"test.{name}"))
+        spec = registry.spec(name)
+        assert spec.tcp is not None
+        self.session = spec.tcp(self.ctx)
+        for to in (Direction.TO_SERVER, Direction.TO_CLIENT):
+            if request.pending[to]:
+                self.feed(to, request.pending[to], request.ts_ns)
 
 
 def run_datagrams(protocol: str, datagrams: Iterable[tuple[Direction, bytes, int]], *,

@@ -46,6 +46,9 @@ class Recorder:
     def pending(self) -> int:
         return 0
 
+    def buffered(self) -> int:
+        return 0
+
     def stream(self, direction: Direction) -> bytes:
         return b"".join(d for kind, dd, d in self.calls if kind == "data" and dd == direction)  # type: ignore[misc]
 
@@ -101,7 +104,10 @@ def test_syn_decides_client_even_when_ports_say_otherwise() -> None:
     h = Harness()
     # The server-side port sends the SYN: it is the client.
     h.s2c(7, flags=TCP_SYN)
+    assert not h.sessions  # no payload yet: a half-open record, no session
+    h.s2c(8, b"hello")
     assert h.session.conn.client.port == SPORT
+    assert h.session.calls == [("data", Direction.TO_SERVER, b"hello")]
 
 
 def test_retransmission_dropped_and_overlap_trimmed() -> None:
@@ -272,7 +278,7 @@ def test_random_reordering_and_duplication_reassembles_exactly() -> None:
 
 
 def test_global_reorder_budget_is_enforced() -> None:
-    h = Harness(TcpLimits(reorder_segments=1000, reorder_bytes=10**9, reorder_total_bytes=1000))
+    h = Harness(TcpLimits(reorder_segments=1000, reorder_bytes=10**9, max_buffered=1000))
     h.c2s(100, b"a")
     for i in range(20):
         h.c2s(1000 + 200 * i, b"z" * 100)  # never in order: hole at 101
@@ -299,3 +305,105 @@ def test_end_of_input_flushes_what_waits_behind_a_hole() -> None:
     h.c2s(110, b"cccc")
     h.dispatcher.flush_reordering(5)
     assert h.session.calls[-2:] == [("gap", Direction.TO_SERVER, 6), ("data", Direction.TO_SERVER, b"cccc")]
+
+
+def test_half_open_connections_keep_the_handshake_and_no_session() -> None:
+    h = Harness(TcpLimits(max_half_open=2))
+    h.c2s(1000, flags=TCP_SYN)
+    h.s2c(5000, flags=TCP_SYN | TCP_ACK)
+    h.c2s(1001, flags=TCP_ACK)
+    assert not h.sessions and h.dispatcher.half_open_count == 1
+    # The server speaks first (a greeting): in order after its SYN-ACK, not mid-stream.
+    h.s2c(5001, b"220 hello\r\n")
+    h.c2s(1001, b"QUIT\r\n")
+    assert h.session.calls == [("data", Direction.TO_CLIENT, b"220 hello\r\n"),
+                               ("data", Direction.TO_SERVER, b"QUIT\r\n")]
+    counters = metrics.register("tcp")
+    assert (h.dispatcher.half_open_count, counters["connections"], counters["midstream"]) == (0, 1, 0)
+
+
+def test_data_lost_after_the_handshake_is_a_gap_not_a_new_start() -> None:
+    h = Harness()
+    h.c2s(1000, flags=TCP_SYN)
+    h.c2s(1011, b"second")  # the first 10 bytes were never seen
+    h.c2s(1001, b"first part")
+    assert h.session.stream(Direction.TO_SERVER) == b"first partsecond"
+
+
+def test_rst_forgets_a_half_open_connection_and_the_cap_evicts_the_oldest() -> None:
+    h = Harness(TcpLimits(max_half_open=64))
+    h.c2s(1000, flags=TCP_SYN)
+    h.s2c(0, flags=TCP_RST | TCP_ACK)
+    assert h.dispatcher.half_open_count == 0 and metrics.register("tcp")["rst"] == 1
+    for i in range(100):
+        h.dispatcher.handle(Packet(i, 4, IPPROTO_TCP, C, S, 30000 + i, SPORT, b"", seq=1, tcp_flags=TCP_SYN))
+    assert h.dispatcher.half_open_count == 64 and metrics.register("tcp")["half_open_evicted"] == 36
+    # The newest are kept: their data continues in order.
+    h.dispatcher.handle(Packet(200, 4, IPPROTO_TCP, C, S, 30099, SPORT, b"x", seq=2, tcp_flags=TCP_ACK))
+    assert h.session.calls == [("data", Direction.TO_SERVER, b"x")] and metrics.register("tcp")["midstream"] == 0
+
+
+def test_half_open_connections_expire_after_the_protocol_timeout() -> None:
+    h = Harness(timeout_ns=1_000)
+    h.c2s(1000, flags=TCP_SYN, ts=10)
+    h.dispatcher.expire(500)
+    assert h.dispatcher.half_open_count == 1
+    h.dispatcher.expire(1_011)
+    assert h.dispatcher.half_open_count == 0 and not h.sessions
+
+
+class Holder(Recorder):
+    """A session that holds what it is fed until told to recover."""
+
+    def __init__(self, conn: ConnectionInfo) -> None:
+        super().__init__(conn)
+        self.held = 0
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        self.held += len(data)
+
+    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        super().recover(direction, error, ts_ns)
+        self.held = 0
+
+    def buffered(self) -> int:
+        return self.held
+
+
+def test_bytes_held_across_connections_are_capped_idle_longest_first() -> None:
+    sessions: list[Holder] = []
+
+    def new(conn: ConnectionInfo) -> Holder:
+        sessions.append(Holder(conn))
+        return sessions[-1]
+
+    limit = 1 << 20
+    d = Dispatcher({SPORT: StreamBinding("test", 10**12, new)}, {}, tcp_limits=TcpLimits(max_buffered=limit))
+    for rnd in range(40):  # 8 connections, 40 rounds of 8 KiB each: 2.5 MiB offered
+        for i in range(8):
+            d.handle(Packet(rnd * 10 + i, 4, IPPROTO_TCP, C, S, 41000 + i, SPORT, b"h" * 8192, seq=1 + rnd * 8192,
+                            tcp_flags=TCP_ACK))
+    counters = metrics.register("tcp")
+    assert d.reassembler.held_total <= limit and sum(s.held for s in sessions) <= limit + d._audit_bytes
+    assert counters["buffer_shed"] >= 1 and counters["buffer_shed_bytes"] >= 1 << 20
+    shed = [s for s in sessions if any(c[0] == "recover" for c in s.calls)]
+    assert shed and all("max_buffered" in c[2] for s in shed for c in s.calls if c[0] == "recover")  # type: ignore[operator]
+
+
+def test_a_session_that_cannot_let_go_is_closed() -> None:
+    class Stubborn(Holder):
+        def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+            pass  # keeps its bytes
+
+    sessions: list[Holder] = []
+
+    def new(conn: ConnectionInfo) -> Holder:
+        sessions.append(Stubborn(conn))
+        return sessions[-1]
+
+    d = Dispatcher({SPORT: StreamBinding("test", 10**12, new)}, {}, tcp_limits=TcpLimits(max_buffered=1 << 20))
+    for i in range(4):
+        d.handle(Packet(i, 4, IPPROTO_TCP, C, S, 42000 + i, SPORT, b"s" * 400_000, seq=1, tcp_flags=TCP_ACK))
+    d.audit(10)
+    assert d.connection_count < 4 and d.reassembler.held_total <= 1 << 20
+    assert any(c[0] == "expire" for s in sessions for c in s.calls)

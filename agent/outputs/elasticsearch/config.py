@@ -59,7 +59,7 @@ class ElasticsearchOutputConfig:
     compression_level: int = opt(1, check=_compression)
     timeout: float = opt(90.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
     backoff: BackoffConfig = field(default_factory=BackoffConfig)
-    max_retries: int = opt(3)
+    max_retries: int = opt(3, bounds=(-(2**31), 2**31 - 1))  # below 0: never drop
     index: str = opt("")
     pipeline: str = opt("")
     escape_html: bool = opt(False)

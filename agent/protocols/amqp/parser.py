@@ -119,6 +119,10 @@ class AmqpParser:
         self.resync = True
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos + self._pending.held + sum(len(c.body) for c in self._content.values())
+
+    @property
     def idle(self) -> bool:
         return self._state == _FRAME_HEADER and self._pos >= len(self._buf) and not self._content
 

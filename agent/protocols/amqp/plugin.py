@@ -18,6 +18,11 @@
 - A channel.close or connection.close with an error code whose close-ok
   never comes is published when the connection goes idle, with the note
   "Close-ok method not received by sender".
+- A synchronous method the peer refuses by closing its channel (or the whole
+  connection) with an error code, such as a passive queue.declare answered by
+  channel.close 404, is its own event: status Error, the close's reply code
+  and text merged in.  Packetbeat drops it (`publish_refused_methods: false`
+  does the same, counting it in unmatched_requests).
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class AmqpConfig(ProtocolConfig):
     parse_headers: bool = opt(True, doc="publish message properties (content-type, headers ...)")
     parse_arguments: bool = opt(True, doc="publish the arguments table of declare/bind/consume")
     hide_connection_information: bool = opt(True, doc="do not publish connection negotiation and normal closes")
+    publish_refused_methods: bool = opt(True, doc="a method refused by a channel/connection close is an event")
 
     def parser_settings(self) -> ParserSettings:
         return ParserSettings(self.parse_headers, self.parse_arguments, self.max_body_length)
@@ -135,6 +141,9 @@ class AmqpSession:
     def pending(self) -> int:
         return sum(1 for p in self.waiting.values() if not p.hidden)
 
+    def buffered(self) -> int:
+        return sum(p.buffered for p in self.parsers)
+
     # -- pairing -------------------------------------------------------------------
 
     def _count_parser(self, parser: AmqpParser) -> None:
@@ -159,6 +168,8 @@ class AmqpSession:
 
     def _on_request(self, direction: Direction, msg: AmqpMessage) -> None:
         hidden = self._hidden(msg)
+        if _is_close(msg) and _reply_code(msg) >= 300:
+            self._refuse_pending(direction, msg)
         old = self.waiting.pop(msg.channel, None)
         if old is not None and not old.hidden:
             self.counters["unmatched_requests"] += 1
@@ -171,6 +182,21 @@ class AmqpSession:
             if not evicted.hidden:
                 self.counters["unmatched_requests"] += 1
         self.waiting[msg.channel] = _Pending(msg, direction, hidden)
+
+    def _refuse_pending(self, direction: Direction, close: AmqpMessage) -> None:
+        """The peer's requests this error close answers: on its channel, or on every channel."""
+        channels = list(self.waiting) if close.method == "connection.close" else [close.channel]
+        for channel in channels:
+            pending = self.waiting.get(channel)
+            if pending is None or pending.direction is direction or _is_close(pending.msg):
+                continue
+            del self.waiting[channel]
+            if pending.hidden:
+                continue
+            if self.config.publish_refused_methods:
+                self._publish(pending.direction, pending.msg, close)
+            else:
+                self.counters["unmatched_requests"] += 1
 
     def _on_response(self, direction: Direction, msg: AmqpMessage) -> None:
         pending = self.waiting.get(msg.channel)
@@ -218,6 +244,8 @@ class AmqpSession:
             end_ns = max(reply.ts_ns, request.ts_ns)
             if reply.role == CONTENT:  # basic.get answered by basic.get-ok
                 body_owner = reply
+            elif _is_close(reply):  # the request was refused
+                response_text = str(reply.fields.get("reply-text", ""))
             else:
                 response_text = "OK"
                 if reply.method == "basic.get-empty":
@@ -234,7 +262,8 @@ class AmqpSession:
         if notes:
             all_notes.extend(notes)
         status = "Error" if (method in ("basic.return", "basic.reject")
-                             or (_is_close(request) and _reply_code(request) >= 300)) else "OK"
+                             or (_is_close(request) and _reply_code(request) >= 300)
+                             or (reply is not None and _is_close(reply))) else "OK"
         fields: dict[str, Any] = {"method": method, "amqp": amqp, "event": {"action": f"amqp.{method}"}}
         user = amqp.get("user-id")
         if isinstance(user, str):

@@ -41,6 +41,7 @@ PROTOCOL = "cassandra"
 
 MAX_FRAME_BYTES = 16 << 20  # bodies buffered and decoded up to this; longer ones are skipped
 MAX_DECOMPRESSED_BYTES = 16 << 20
+MAX_QUERY_CHARS = 1 << 20  # of a query string put in the event; the rest is cut, with TRUNCATED_QUERY_NOTE
 _MAX_OPCODE = max(OP_NAMES)
 _KNOWN_FLAGS = 0x1F
 
@@ -49,6 +50,7 @@ RESPONSE_LOSS_NOTE = "Packet loss while capturing the response"
 OVERSIZED_NOTE = f"Frame body larger than {MAX_FRAME_BYTES} bytes was not decoded"
 NO_COMPRESSOR_NOTE = "Compressed frame body not decoded: no compressor configured"
 BAD_BODY_NOTE = "Failed to decode the frame body"
+TRUNCATED_QUERY_NOTE = "The query was truncated"
 
 _HEADER, _BODY, _SKIP = range(3)
 
@@ -128,6 +130,10 @@ class CqlParser:
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos + self._pending.held
 
     @property
     def idle(self) -> bool:
@@ -294,6 +300,10 @@ class CqlParser:
             return self._make({}, (BAD_BODY_NOTE,))
         if data is None:
             return self._make({}, (NO_COMPRESSOR_NOTE,))
+        query = data.get("query")
+        if query is not None and len(query) > MAX_QUERY_CHARS:  # as MySQL truncates its queries
+            data["query"] = query[:MAX_QUERY_CHARS]
+            return self._make(data, (TRUNCATED_QUERY_NOTE,))
         return self._make(data, ())
 
     def _decode(self, version: int, response: bool, flags: int, op: int, body: bytes) -> dict[str, Any] | None:

@@ -99,6 +99,9 @@ class CassandraSession:
     def pending(self) -> int:
         return len(self.requests)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.requests.held
+
     # -- pairing -------------------------------------------------------------------
 
     def _count_parser(self, parser: CqlParser) -> None:

@@ -217,6 +217,10 @@ class TcpFramer:
         self._start_ts = 0
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
     def partial(self) -> int:
         """Bytes of an unfinished message held (0: at a message boundary)."""
         return len(self._buf) + self._skip

@@ -306,6 +306,9 @@ class DnsStream:
     def pending(self) -> int:
         return len(self.transactions)
 
+    def buffered(self) -> int:
+        return self.framers[0].buffered + self.framers[1].buffered
+
 
 def _datagrams(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> DnsDatagrams:
     return DnsDatagrams(config, emit, counters)

@@ -131,6 +131,18 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
 _cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
 
 
+def _connect_target(uri: bytes) -> _Target:
+    """CONNECT's authority-form target (host:port): the tunnel's end, in url.domain and url.port."""
+    text = _text(uri)
+    host, port = f.split_host(text)
+    url: dict[str, Any] = {"original": text}
+    if host:
+        url["domain"] = host
+    if port:
+        url["port"] = port
+    return _Target(url, text, host, f.is_ip(host), False)
+
+
 class EventAssembler:
     """Builds the Transaction of a request and/or response."""
 
@@ -205,12 +217,16 @@ class EventAssembler:
             body = f.censor_query(body, hidden)
 
         headers = msg.headers
-        target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port, hidden)
+        if msg.method == b"CONNECT":
+            target = _connect_target(msg.uri)
+        else:
+            target = _target(msg.uri, form_query, headers.get("host", b""), conn.server.port, hidden)
         host = target.host
         if target.host_is_ip:
             related.setdefault("ip", []).append(host)
         elif host:
-            txn.domain = host
+            if msg.method != b"CONNECT":  # a tunnel's target is not this connection's destination (the proxy)
+                txn.domain = host
             related.setdefault("hosts", []).append(host)
         if target.port_mismatch:
             notes.append(NOTE_HOST_PORT_MISMATCH)

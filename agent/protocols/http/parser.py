@@ -13,7 +13,11 @@ Framing follows RFC 9112 and Packetbeat's HTTP parser:
   else the body runs to the end of the connection (HTTP/1.0 style);
 - chunk extensions are ignored, trailer fields are consumed;
 - a gap inside a body keeps the message (with Packetbeat's packet-loss note),
-  a gap anywhere else drops the partial message and resynchronises.
+  a gap anywhere else drops the partial message and resynchronises;
+- a bare LF ends a start line, header line, chunk line or trailer line as
+  well as CRLF does (RFC 9112 section 2.2 lets a recipient accept it; real
+  servers and clients send it): the message gets the note NOTE_BARE_LF.
+  CRLF heads take the fast path; a head with a bare LF is re-read line by line.
 
 Memory is bounded: a header block (or trailer block) longer than
 `header_limit`, a chunk-size line longer than `MAX_CHUNK_LINE`, or a start
@@ -43,6 +47,8 @@ _MAX_MARKS = 64  # segment timestamps remembered for bytes still buffered
 
 NOTE_LOSS_REQUEST = "Packet loss while capturing the request"
 NOTE_LOSS_RESPONSE = "Packet loss while capturing the response"
+NOTE_BARE_LF = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
+BARE_LF = "a line ended by a bare LF"  # parse_header_block's answer when a CRLF line holds an LF
 
 PARSER_COUNTERS = (
     "parse_errors",
@@ -238,13 +244,64 @@ def parse_start_line(line: bytes, head: _Head) -> str | None:
     return None
 
 
+def lenient_head_end(buf: bytes | bytearray, start: int) -> int:
+    """Where the first empty line after `start` ends, lines ended by LF or CRLF; -1 when none yet."""
+    lf_lf = buf.find(b"\n\n", start)
+    lf_crlf = buf.find(b"\n\r\n", start, lf_lf + 2 if lf_lf >= 0 else len(buf))
+    if lf_crlf >= 0:
+        return lf_crlf + 3
+    return lf_lf + 2 if lf_lf >= 0 else -1
+
+
+def crlf_lines(raw: bytes) -> bytes:
+    """`raw` with every line ended by CRLF (bare LF or CRLF before).
+
+    A header line with no colon after a bare LF is the rest of a field value the LF cut:
+    it is joined with a space (RFC 9110 section 5.5: an LF in a value is replaced by SP).
+    """
+    lines: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        if len(lines) > 1 and line and lines[-1] and b":" not in line:
+            lines[-1] += b" " + line
+        else:
+            lines.append(line)
+    return b"\r\n".join(lines)
+
+
+def _line_end(buf: bytes | bytearray, start: int, stop: int) -> tuple[int, int]:
+    """(end of the line's text, start of the next line) of the line at `start`, LF or CRLF; (-1, -1) if none."""
+    newline = buf.find(b"\n", start, stop)
+    if newline < 0:
+        return -1, -1
+    return (newline - 1 if newline > start and buf[newline - 1] == 13 else newline), newline + 1
+
+
+def _lenient_head(raw: bytes) -> tuple[bytes, _Head, str | None]:
+    """The head at the start of `raw` read with LF or CRLF line ends: (its bytes, it, why it is not one)."""
+    raw = raw[:lenient_head_end(raw, 0)]
+    text = crlf_lines(raw)
+    head = _Head()
+    line_end = text.find(b"\r\n")
+    problem = parse_start_line(text[:line_end], head)
+    if problem is None and line_end < len(text) - 4:
+        problem = parse_header_block(text[line_end + 2:-4], head)
+    return raw, head, problem
+
+
 def parse_header_block(block: bytes, head: _Head) -> str | None:
-    """Fill `head` from the lines after the start line (`block` excludes the final CRLF CRLF)."""
+    """Fill `head` from the lines after the start line (`block` excludes the final CRLF CRLF).
+
+    Returns why it is not a header block, BARE_LF when a line holds a bare LF, else None.
+    """
     headers = head.headers
     names = _NAME_CACHE
     last_name = ""
     content_type = b""
     for line in block.split(b"\r\n"):
+        if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
+            return BARE_LF
         raw_name, colon, value = line.partition(b":")
         if line[:1] in _FOLD_START:  # obsolete line folding: joins the previous field with one space
             if not last_name:
@@ -527,6 +584,21 @@ class HttpStreamParser:
         self._reset_message()
         self._state = _RESYNC
 
+    def take_unread(self) -> bytes:
+        """The bytes buffered and not consumed, handed out; nothing is parsed any more (HTTP/2, a tunnel, TLS)."""
+        rest = bytes(self._buf[self._pos:])
+        self.discard()
+        return rest
+
+    def peek(self, n: int) -> bytes:
+        """Up to `n` unconsumed bytes, left in place."""
+        return bytes(self._buf[self._pos:self._pos + n])
+
+    @property
+    def at_stream_start(self) -> bool:
+        """Nothing of this direction has been consumed yet."""
+        return self._base + self._pos == 0
+
     def discard(self) -> None:
         """Forget buffered bytes and any message in progress (the connection became a tunnel)."""
         self._discard_buffer()
@@ -552,9 +624,11 @@ class HttpStreamParser:
         scan = self._head_scan if self._head_scan > pos else pos
         stop = buf.find(b"\r\n\r\n", scan)
         if stop < 0:
+            stop = lenient_head_end(buf, max(pos, scan - 3)) - 4  # a head with bare LF line ends
+        if stop < 0:
             if not self._start_checked:
                 # Check the start line before buffering a whole header block behind it.
-                line_end = buf.find(b"\r\n", max(pos, scan - 1), pos + MAX_START_LINE + 2)
+                line_end, _ = _line_end(buf, pos, pos + MAX_START_LINE + 2)
                 if line_end < 0:
                     if not plausible_start(bytes(buf[pos:pos + _PROBE_LEN])):
                         self._fail(pos, "not an HTTP start line")
@@ -577,9 +651,14 @@ class HttpStreamParser:
             self._fail(pos, f"header block longer than {self._header_limit} bytes")
         head = _Head()
         line_end = raw.find(b"\r\n")
-        problem = parse_start_line(raw[:line_end], head)
+        start_line = raw[:line_end]
+        problem = parse_start_line(start_line, head)
         if problem is None and line_end < len(raw) - 4:
             problem = parse_header_block(raw[line_end + 2:-4], head)
+        if problem is BARE_LF or 10 in start_line:  # the head may even end before this CRLF CRLF
+            raw, head, problem = _lenient_head(raw)
+            stop = pos + len(raw) - 4
+            self._notes.append(NOTE_BARE_LF)
         if problem:
             self._fail(pos, problem)
         head.raw = raw
@@ -670,7 +749,7 @@ class HttpStreamParser:
     def _chunk_size(self) -> bool:
         buf = self._buf
         pos = self._pos
-        end = buf.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
+        end, after = _line_end(buf, pos, pos + MAX_CHUNK_LINE + 2)
         if end < 0:
             if len(buf) - pos > MAX_CHUNK_LINE:
                 self._counters.inc("chunk_line_overflow")
@@ -682,8 +761,10 @@ class HttpStreamParser:
         if not digits or len(digits) > 16 or digits.translate(None, _HEX_CHARS):
             self._fail(pos, "malformed chunk size")
         size = int(digits, 16)
-        self._size += end + 2 - pos
-        self._pos = end + 2
+        if after != end + 2:
+            self._bare_lf()
+        self._size += after - pos
+        self._pos = after
         if size == 0:
             self._state = _TRAILERS
         else:
@@ -701,6 +782,12 @@ class HttpStreamParser:
     def _chunk_crlf(self) -> bool:
         buf = self._buf
         pos = self._pos
+        if buf[pos] == 10:
+            self._bare_lf()
+            self._pos = pos + 1
+            self._size += 1
+            self._state = _CHUNK_SIZE
+            return True
         if len(buf) - pos < 2:
             if len(buf) > pos and buf[pos] != 13:
                 self._fail(pos, "chunk data not followed by CRLF")
@@ -724,14 +811,24 @@ class HttpStreamParser:
             self._pos = pos + 2
             self._size += 2
             return True
+        if buf[pos] == 10:
+            self._bare_lf()
+            self._pos = pos + 1
+            self._size += 1
+            return True
         stop = buf.find(b"\r\n\r\n", pos)
-        if stop < 0:
+        end = stop + 4
+        lenient = lenient_head_end(buf, pos)
+        if lenient >= 0 and (stop < 0 or lenient < end):
+            self._bare_lf()
+            end = lenient
+        elif stop < 0:
             if avail > self._header_limit:
                 self._counters.inc("header_block_overflow")
                 self._fail(pos, f"trailer section longer than {self._header_limit} bytes")
             return False
-        self._size += stop + 4 - pos
-        self._pos = stop + 4
+        self._size += end - pos
+        self._pos = end
         return True
 
     # -- resynchronisation ---------------------------------------------------------
@@ -754,7 +851,7 @@ class HttpStreamParser:
                 self._skip_to(end)
                 self._at_line_start = True
                 return False
-            line_end = buf.find(b"\r\n", candidate, candidate + MAX_START_LINE + 2)
+            line_end, _ = _line_end(buf, candidate, candidate + MAX_START_LINE + 2)
             if line_end < 0:
                 if plausible_start(bytes(buf[candidate:candidate + _PROBE_LEN])) and \
                         end - candidate <= MAX_START_LINE:
@@ -823,6 +920,10 @@ class HttpStreamParser:
         self._truncated = False
         self._notes = []
         self._detached = False
+
+    def _bare_lf(self) -> None:
+        if NOTE_BARE_LF not in self._notes:
+            self._notes.append(NOTE_BARE_LF)
 
     def _add_loss_note(self) -> None:
         note = NOTE_LOSS_REQUEST if self._head.is_request else NOTE_LOSS_RESPONSE

@@ -1,11 +1,21 @@
-"""HTTP/1.x transactions: requests paired FIFO with responses on each connection.
+"""HTTP transactions: HTTP/1.x requests paired FIFO with responses on each connection, and HTTP/2 streams.
 
 Every request is its own event (pipelining and keep-alive included).  An
 interim 1xx response is dropped (one event for `Expect: 100-continue`); a
 response nobody asked for is published at once with "Unmatched response"; a
 request left without a response is published when the connection expires,
-with "Unmatched request".  After `101 Switching Protocols` or a successful
-CONNECT the connection is a tunnel and is no longer parsed.
+with "Unmatched request".
+
+A connection may stop being HTTP/1.x:
+
+- HTTP/2 (its client preface, a server's SETTINGS as its first bytes, or
+  `101` to `Upgrade: h2c`): the session delegates to `H2Session`
+  (agent/protocols/http/h2session.py), one transaction per stream;
+- TLS (a `2xx` to CONNECT whose tunnel starts with a TLS handshake record,
+  or `101` to `Upgrade: TLS/...`): the connection is handed over to the
+  `tls` protocol, which reports the handshake;
+- anything else after `101` or a successful CONNECT (WebSocket, a tunnel
+  of another protocol) is a tunnel: its bytes are counted, not parsed.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ from agent.metrics import Counters
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.correlation import RequestQueue
 from agent.protocols.http.event import EventAssembler, EventSettings
+from agent.protocols.http.h2frames import PREFACE, PREFACE_TAIL
+from agent.protocols.http.h2session import H2Session, starts_with_settings
+from agent.protocols.http.h2streams import H2_COUNTERS
 from agent.protocols.http.parser import (
     DEFAULT_MAX_MESSAGE_SIZE,
     PARSER_COUNTERS,
@@ -41,8 +54,12 @@ COUNTERS = (
     "tunnels",
     "tunnel_bytes",
     "early_responses",
+    "tls_hand_overs",
     *PARSER_COUNTERS,
+    *H2_COUNTERS,
 )
+
+TLS_RECORD_START = b"\x16\x03"  # a handshake record: what a TLS client sends first
 
 
 
@@ -106,14 +123,46 @@ def _settings_for(config: ProtocolConfig) -> EventSettings:
     return settings
 
 
-class HttpSession:
-    """One TCP connection carrying HTTP/1.x."""
+class _Tunnel:
+    """What the connection is once it is no longer HTTP: its bytes are counted, not parsed."""
 
-    __slots__ = ("assembler", "counters", "ctx", "parsers", "requests", "tunnel")
+    __slots__ = ("counters",)
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        self.counters["tunnel_bytes"] += len(data)
+
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
+        pass
+
+    def fin(self, direction: Direction, ts_ns: int) -> None:
+        pass
+
+    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        pass
+
+    def expire(self, ts_ns: int) -> None:
+        pass
+
+    def pending(self) -> int:
+        return 0
+
+    def buffered(self) -> int:
+        return 0
+
+
+class HttpSession:
+    """One TCP connection carrying HTTP: HTTP/1.x here, HTTP/2 or a tunnel in `switched` once it changes."""
+
+    __slots__ = ("assembler", "counters", "ctx", "deciding", "parsers", "paused", "requests", "settings", "switched",
+                 "tunnel_head")
 
     def __init__(self, ctx: SessionContext) -> None:
         settings = _settings_for(ctx.config)
         self.ctx = ctx
+        self.settings = settings
         self.counters: Counters = ctx.counters
         self.assembler = EventAssembler(settings)
         methods: deque[bytes] = deque()
@@ -123,27 +172,40 @@ class HttpSession:
         )
         self.requests: RequestQueue[HttpMessage] = RequestQueue(
             ctx.counters, MAX_QUEUED_REQUESTS, max(settings.parser.max_message_size, 1 << 20))
-        self.tunnel = False
+        # What the connection became (HTTP/2, a tunnel); None while it is HTTP/1.x.
+        self.switched: H2Session | _Tunnel | None = None
+        self.deciding: Direction | None = None  # a CONNECT tunnel waits for its first bytes: TLS or not?
+        self.tunnel_head = [b"", b""]  # those first bytes, by Direction, until they tell
+        # The client's parser while its CONNECT waits for an answer: what follows may be the tunnel's bytes.
+        self.paused: HttpStreamParser | None = None
 
     # -- StreamSession -----------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        if self.tunnel:
-            self.counters["tunnel_bytes"] += len(data)
+        switched = self.switched
+        if switched is not None:
+            if self.deciding is not None:
+                held = [b"", b""]
+                held[direction] = data
+                self._decide_tunnel(held, ts_ns)
+                return
+            switched.feed(direction, data, ts_ns)
             return
         parser = self.parsers[direction]
         if parser.feed(data, ts_ns):
             self._drain(parser)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        if self.tunnel:
+        if self.switched is not None:
+            self.switched.gap(direction, nbytes, ts_ns)
             return
         msg = self.parsers[direction].gap(nbytes)
         if msg is not None:
             self._message(msg)
 
     def fin(self, direction: Direction, ts_ns: int) -> None:
-        if self.tunnel:
+        if self.switched is not None:
+            self.switched.fin(direction, ts_ns)
             return
         msg = self.parsers[direction].close()
         if msg is not None:
@@ -153,6 +215,8 @@ class HttpSession:
         """Skip to the next message start and carry on with the bytes already buffered."""
         self.counters["parse_errors"] += 1
         parser = self.parsers[direction]
+        if self._server_speaks_http2(direction, parser, ts_ns):
+            return
         parser.resync()
         for _ in range(1 << 20):  # each round skips at least one byte; the bound is a safety net
             try:
@@ -164,37 +228,48 @@ class HttpSession:
 
     def expire(self, ts_ns: int) -> None:
         """Idle for transaction_timeout: publish what is complete enough, then unmatched requests."""
-        if not self.tunnel:
+        if self.switched is None:
             for parser in self.parsers:
                 msg = parser.close()
                 if msg is not None:
                     self._message(msg)
+        else:
+            self.switched.expire(ts_ns)
         for request in self.requests.drain():
             self._unmatched_request(request)
 
     def pending(self) -> int:
-        return len(self.requests)
+        return len(self.requests) + (self.switched.pending() if self.switched is not None else 0)
+
+    def buffered(self) -> int:
+        if self.switched is not None:
+            return self.switched.buffered() + len(self.tunnel_head[0]) + len(self.tunnel_head[1])
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.requests.held
 
     # -- correlation -----------------------------------------------------------------
 
     def _drain(self, parser: HttpStreamParser) -> None:
+        if parser is self.paused:
+            return
         while True:
             msg = parser.next_message()
             if msg is None:
                 return
             self._message(msg)
-            if self.tunnel:
-                for p in self.parsers:
-                    self.counters["tunnel_bytes"] += p.buffered
-                    p.discard()
+            if self.switched is not None or parser is self.paused:
                 return
 
     def _message(self, msg: HttpMessage) -> None:
         counters = self.counters
         if msg.is_request:
+            if msg.method == b"PRI" and msg.uri == b"*" and msg.version == "2.0":
+                self._to_http2(msg.direction, PREFACE_TAIL, msg.ts_ns)  # the HTTP/2 client preface
+                return
             counters["requests"] += 1
             for old in self.requests.push(msg, len(msg.raw_headers) + len(msg.body)):
                 self._unmatched_request(old)
+            if msg.method == b"CONNECT":
+                self.paused = self.parsers[msg.direction]
             return
         counters["responses"] += 1
         status = msg.status_code
@@ -213,9 +288,15 @@ class HttpSession:
             return
         counters["transactions"] += 1
         self._emit(request, msg)
-        if status == 101 or (request.method == b"CONNECT" and 200 <= status < 300):
-            self.tunnel = True
+        if request.method == b"CONNECT" and self.paused is not None and not 200 <= status < 300:
+            self.paused = None  # refused: the client's next bytes are HTTP again
+            self._drain(self.parsers[request.direction])
+        if status == 101:
+            self._upgraded(request, msg)
+        elif request.method == b"CONNECT" and 200 <= status < 300:
             counters["tunnels"] += 1
+            self.deciding = request.direction
+            self._decide_tunnel(self._switch(_Tunnel(counters)), msg.ts_ns)
 
     def _unmatched_request(self, request: HttpMessage) -> None:
         self.counters["unmatched_requests"] += 1
@@ -224,6 +305,75 @@ class HttpSession:
     def _emit(self, request: HttpMessage | None, response: HttpMessage | None) -> None:
         txn: Transaction = self.assembler.transaction(self.ctx.conn, request, response)
         self.ctx.emit(txn)
+
+    # -- what the connection becomes -------------------------------------------------
+
+    def _switch(self, target: H2Session | _Tunnel) -> list[bytes]:
+        """HTTP/1.x parsing ends: requests still waiting are published; returns what each direction buffered."""
+        self.switched = target
+        self.paused = None
+        for request in self.requests.drain():
+            self._unmatched_request(request)
+        return [parser.take_unread() for parser in self.parsers]
+
+    def _upgraded(self, request: HttpMessage, response: HttpMessage) -> None:
+        protocol = response.headers.get("upgrade", b"").lower()
+        if protocol.startswith(b"h2c"):
+            self._to_http2(request.direction, PREFACE, response.ts_ns, upgrade=request)
+        elif protocol.startswith(b"tls/"):
+            self._to_tls(response.ts_ns)
+        else:
+            self.counters["tunnels"] += 1
+            for data in self._switch(_Tunnel(self.counters)):
+                self.counters["tunnel_bytes"] += len(data)
+
+    def _to_http2(self, client: Direction, client_preface: bytes, ts_ns: int,
+                  upgrade: HttpMessage | None = None) -> None:
+        settings = self.settings
+        h2 = H2Session(self.ctx, self.assembler, settings.parser, client, client_preface,
+                       max(settings.parser.max_message_size, 1 << 20))
+        if upgrade is not None:
+            h2.upgraded(upgrade)
+        held = self._switch(h2)
+        for direction in (client, client.other):
+            if held[direction]:
+                h2.feed(direction, held[direction], ts_ns)
+
+    def _server_speaks_http2(self, direction: Direction, parser: HttpStreamParser, ts_ns: int) -> bool:
+        """The server's first bytes failed as HTTP/1: are they an HTTP/2 server's SETTINGS frame?
+
+        True when they are (the connection is now HTTP/2), or may be once more bytes come (they are left
+        buffered: the next segment fails the same way and decides).
+        """
+        if direction != Direction.TO_CLIENT or not parser.at_stream_start or self.requests:
+            return False
+        verdict = starts_with_settings(parser.peek(9))
+        if verdict:
+            self._to_http2(Direction.TO_SERVER, PREFACE, ts_ns)
+        return verdict is not False
+
+    def _decide_tunnel(self, held: list[bytes], ts_ns: int) -> None:
+        """A CONNECT tunnel's first bytes (by Direction): a TLS handshake from its client hands it to `tls`."""
+        client = self.deciding
+        assert client is not None
+        head = self.tunnel_head
+        head[0] += held[0]
+        head[1] += held[1]
+        if len(head[client]) < len(TLS_RECORD_START) and not head[client.other]:
+            return  # not enough to tell yet
+        self.deciding = None
+        self.tunnel_head = [b"", b""]
+        if head[client][:2] == TLS_RECORD_START and not head[client.other]:
+            self._to_tls(ts_ns, head)
+            return
+        for chunk in head:  # the server spoke first, or the client did not start TLS: a tunnel of something else
+            self.counters["tunnel_bytes"] += len(chunk)
+
+    def _to_tls(self, ts_ns: int, held: list[bytes] | None = None) -> None:
+        if held is None:
+            held = self._switch(_Tunnel(self.counters))
+        self.counters["tls_hand_overs"] += 1
+        self.ctx.hand_over("tls", ts_ns, to_server=held[Direction.TO_SERVER], to_client=held[Direction.TO_CLIENT])
 
 
 def _session(ctx: SessionContext) -> HttpSession:
@@ -234,6 +384,6 @@ SPEC = ProtocolSpec(
     name="http",
     config_class=HttpConfig,
     tcp=_session,
-    description="HTTP/1.0 and HTTP/1.1 requests and responses",
+    description="HTTP/1.0, HTTP/1.1 and HTTP/2 (gRPC) requests and responses; CONNECT and Upgrade hand TLS over",
     counters=COUNTERS,
 )

@@ -54,8 +54,8 @@ MAX_UDP_MESSAGE_BYTES = 4 << 20  # datagrams gathered for one message
 @dataclass(frozen=True)
 class MemcacheConfig(ProtocolConfig):
     # Packetbeat's names, without underscores.
-    maxvalues: int = opt(0)  # values kept per message: 0 none, -1 all
-    maxbytespervalue: int = opt(0)  # <= 0: no limit (pktbeat still keeps at most 1 MiB per value)
+    maxvalues: int = opt(0, bounds=(-(2**31), 2**31 - 1))  # values kept per message: 0 none, -1 all
+    maxbytespervalue: int = opt(0, bounds=(-(2**31), 2**31 - 1))  # <= 0: no limit (pktbeat keeps 1 MiB per value)
     udptransactiontimeout: float = opt(10.0, kind="duration")
     parseunknown: bool = opt(False)
 
@@ -114,6 +114,9 @@ class MemcacheSession:
 
     def pending(self) -> int:
         return len(self.requests)
+
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.requests.held
 
     # -- messages ------------------------------------------------------------------
 

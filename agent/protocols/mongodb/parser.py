@@ -334,6 +334,10 @@ class MongoParser:
         self.strict = False  # after a resync: an unknown opcode is a framing error, not a message
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
     def idle(self) -> bool:
         return not self._buf and not self._skip_left
 

@@ -47,8 +47,8 @@ def _report_unknown(opcode: int) -> None:
 
 @dataclass(frozen=True)
 class MongodbConfig(ProtocolConfig):
-    max_docs: int = opt(10)  # documents in `response`; 0 (or less): all
-    max_doc_length: int = opt(5000)  # characters per document; 0 (or less): no limit
+    max_docs: int = opt(10, bounds=(-(2**31), 2**31 - 1))  # documents in `response`; 0 (or less): all
+    max_doc_length: int = opt(5000, bounds=(-(2**31), 2**31 - 1))  # characters per document; 0 (or less): no limit
 
 
 class _Request:
@@ -117,6 +117,9 @@ class MongoSession:
 
     def pending(self) -> int:
         return len(self.requests)
+
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered
 
     def _expire(self, ts_ns: int) -> None:
         if self.requests:

@@ -97,6 +97,10 @@ class Framer:
         self._boundary = 0
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._off + (len(self._cur.kept) if self._cur is not None else 0)
+
+    @property
     def idle(self) -> bool:
         """No partial packet and no buffered bytes."""
         return self._cur is None and self._off >= len(self._buf)
@@ -181,6 +185,10 @@ class Inflater:
         self._left = 0
         self._zobj = None
         self._zbuf = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) + (len(self._zbuf) if self._zbuf is not None else 0)
 
     @property
     def idle(self) -> bool:

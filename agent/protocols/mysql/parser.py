@@ -222,6 +222,11 @@ class MysqlParser:
 
     # -- public ---------------------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held for packets not yet complete, both directions."""
+        return sum(f.buffered for f in self._framers) + sum(i.buffered for i in self._inflaters if i is not None)
+
     def pending(self) -> int:
         return len(self._pending)
 
@@ -279,6 +284,13 @@ class MysqlParser:
         if direction == S2C and self.phase == "dump":
             return
         self._lose_side(direction, out, gap=True)
+
+    def take_rest(self, direction: Direction) -> bytes:
+        """The bytes of `direction` buffered and not parsed (after the SSL request: the start of TLS)."""
+        framer = self._framers[int(direction)]
+        rest = framer.peek()
+        framer.reset()
+        return rest
 
     def recover(self, direction: Direction) -> None:
         """After a ParseError: this side's state was dropped already; wait for a clean boundary."""

@@ -125,6 +125,9 @@ class MysqlSession:
     def pending(self) -> int:
         return len(self.open)
 
+    def buffered(self) -> int:
+        return self.parser.buffered
+
     # -- messages ----------------------------------------------------------------------------------
 
     def _handle(self, out: list[Message], ts_ns: int) -> None:
@@ -140,8 +143,11 @@ class MysqlSession:
             elif isinstance(msg, Greeting):
                 self.store.drop_connection(self.conn_key)  # a new connection on this 4-tuple
             elif isinstance(msg, Login):
-                if msg.tls:
+                if msg.tls:  # the SSL request: everything after it is TLS
                     self.counters.inc("tls_connections")
+                    self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
+                                       to_client=self.parser.take_rest(Direction.TO_CLIENT))
+                    break
                 if msg.compression:
                     self.counters.inc("compressed_connections")
             elif isinstance(msg, AuthResult) and not msg.ok:

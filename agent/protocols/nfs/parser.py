@@ -107,6 +107,10 @@ class RecordFramer:
         self._ts = 0
 
     @property
+    def buffered(self) -> int:
+        return len(self._scan) + len(self._hdr) + len(self._head)
+
+    @property
     def mid_record(self) -> bool:
         return self._fragments > 0 or bool(self._hdr)
 

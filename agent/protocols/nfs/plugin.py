@@ -108,6 +108,9 @@ class NfsSession:
     def pending(self) -> int:
         return len(self.calls)
 
+    def buffered(self) -> int:
+        return self.framers[0].buffered + self.framers[1].buffered
+
     # -- pairing -------------------------------------------------------------------
 
     def _decode(self, record: Record, direction: Direction) -> RpcCall | RpcReply | None:

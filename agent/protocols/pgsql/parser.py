@@ -3,7 +3,8 @@
 The startup phase (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest:
 messages without a type byte) is recognised at the start of the client
 stream; an SSL or GSS request answered 'S'/'G' leaves the connection
-encrypted and it is not parsed further.  A connection seen mid-stream is
+encrypted and it is not parsed further (after 'S' to an SSLRequest, the
+session hands the connection to the TLS decoder with `take_rest`).  A connection seen mid-stream is
 taken up at the first segment that starts with a plausible message.
 
 Large results stream past: consecutive DataRow (and CopyData) messages
@@ -61,6 +62,7 @@ class Startup:
 class EncryptionReply:
     ts_ns: int
     accepted: bool
+    tls: bool = False  # an SSLRequest accepted: TLS follows (a GSSENCRequest accepted: GSSAPI encryption)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,11 +198,17 @@ class PgsqlParser:
         self._sides = (_Side(untyped=True), _Side(untyped=False))
         self.encrypted = False
         self._expect_encryption_reply = False
+        self._encryption = ""  # "ssl" or "gss": what the pending encryption request asked for
         self._rows: _RowBatch | None = None
         self._pending_batches: list[_RowBatch] = []
         self.counters: dict[str, int] = {}
 
     # -- public ----------------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for messages not yet complete, both directions."""
+        return sum(len(side.buf) + len(side.held) + len(side.kept) for side in self._sides)
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int, out: list[Message]) -> None:
         if self.encrypted or not data:
@@ -236,6 +244,14 @@ class PgsqlParser:
         side = self._sides[int(direction)]
         side.reset()
         side.hunting = True
+
+    def take_rest(self, direction: Direction) -> bytes:
+        """The bytes of `direction` buffered and not parsed (after an accepted SSLRequest: the start of TLS)."""
+        side = self._sides[int(direction)]
+        rest = side.held + bytes(side.buf)
+        side.reset()
+        side.held = b""
+        return rest
 
     def in_message(self, direction: Direction) -> bool:
         side = self._sides[int(direction)]
@@ -274,6 +290,8 @@ class PgsqlParser:
             if not avail:
                 break
             msg_ts = side.prev_ts if pos < boundary else ts_ns
+            if client and self._expect_encryption_reply:
+                break  # what the client sends before the answer to its SSLRequest may be TLS: held
             if client and side.untyped:
                 if avail < 8:
                     break
@@ -290,8 +308,9 @@ class PgsqlParser:
                 self._expect_encryption_reply = False
                 reply = buf[pos]
                 if reply in b"SG":
-                    out.append(EncryptionReply(msg_ts, True))
+                    out.append(EncryptionReply(msg_ts, True, reply == ord("S") and self._encryption == "ssl"))
                     self.encrypted = True
+                    pos += 1  # what follows is encrypted: kept for `take_rest`
                     break
                 if reply == ord("N"):
                     out.append(EncryptionReply(msg_ts, False))
@@ -444,6 +463,7 @@ class PgsqlParser:
         client = self._sides[0]
         if code in (SSL_REQUEST, GSSENC_REQUEST):
             self._expect_encryption_reply = True
+            self._encryption = "ssl" if code == SSL_REQUEST else "gss"
             out.append(Startup(ts_ns, "ssl" if code == SSL_REQUEST else "gss"))
             return
         if code == CANCEL_REQUEST:

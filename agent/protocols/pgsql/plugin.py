@@ -31,6 +31,7 @@ from agent.protocols.pgsql import values
 from agent.protocols.pgsql.parser import (
     Backend,
     DataRows,
+    EncryptionReply,
     ErrorNotice,
     Frontend,
     Message,
@@ -198,6 +199,9 @@ class PgsqlSession:
     def pending(self) -> int:
         return self.open
 
+    def buffered(self) -> int:
+        return self.parser.buffered
+
     # -- helpers ---------------------------------------------------------------------------------------------
 
     def _sync_counters(self) -> None:
@@ -345,6 +349,12 @@ class PgsqlSession:
     # -- server messages ----------------------------------------------------------------------------------------
 
     def _server(self, msg: Message) -> None:
+        if isinstance(msg, EncryptionReply):
+            if msg.tls:  # 'S' to an SSLRequest: the rest of the connection is TLS
+                self.counters.inc("tls_hand_overs")
+                self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
+                                   to_client=self.parser.take_rest(Direction.TO_CLIENT))
+            return
         slots = self.slots
         if not slots:
             if isinstance(msg, ErrorNotice) and msg.type == "E":
@@ -561,5 +571,6 @@ SPEC = ProtocolSpec(
     description="PostgreSQL: simple and extended queries, COPY, errors and notices",
     counters=("unmatched_requests", "unmatched_responses", "parse_errors", "queue_overflow",
               "unexpected_messages", "notices_without_statement", "resync_skipped_bytes", "malformed_rows",
-              "encryption_requests", "statements_expired", "statements_evicted", "statement_connections_evicted"),
+              "encryption_requests", "tls_hand_overs", "statements_expired", "statements_evicted",
+              "statement_connections_evicted"),
 )

@@ -107,6 +107,9 @@ class RedisSession:
     def pending(self) -> int:
         return len(self.queue)
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered + self.queue.held
+
     # -- requests ------------------------------------------------------------------
 
     def _on_request(self, msg: RespMessage) -> None:

@@ -187,6 +187,10 @@ class SipStreamParser:
         return ParseError("sip", self.direction, offset, reason)
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf) + len(self._body)
+
+    @property
     def mid_message(self) -> bool:
         return self._head is not None or bool(self._buf.strip(b"\r\n"))
 

@@ -161,6 +161,9 @@ class SipSession:
     def pending(self) -> int:
         return 0
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered
+
 
 def _datagram_handler(config: ProtocolConfig, emit: Callable[[Transaction], None],
                       counters: Counters) -> SipDatagramHandler:

@@ -153,6 +153,10 @@ class ThriftParser:
     # -- public ------------------------------------------------------------------
 
     @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos + len(self._str_kept)
+
+    @property
     def idle(self) -> bool:
         """No message is in progress."""
         return self._state in (_FRAME, _HEADER) and self._pos >= len(self._buf) and not self._frame_left

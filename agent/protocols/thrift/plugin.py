@@ -147,6 +147,9 @@ class ThriftSession:
     def pending(self) -> int:
         return 1 if self.call is not None else 0
 
+    def buffered(self) -> int:
+        return self.parsers[0].buffered + self.parsers[1].buffered
+
     # -- pairing -------------------------------------------------------------------
 
     def _count_parser(self, parser: ThriftParser) -> None:

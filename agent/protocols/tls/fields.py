@@ -11,11 +11,13 @@ from agent.protocols.tls.fingerprints import ja3, ja3s, ja4
 from agent.protocols.tls.parser import (
     EXT_ALPN,
     EXT_KEY_SHARE,
+    EXT_PRE_SHARED_KEY,
     EXT_SERVER_NAME,
     EXT_SESSION_TICKET,
     Alert,
     ClientHello,
     ServerHello,
+    is_tls13,
 )
 from agent.protocols.tls.tables import (
     alert_level_name,
@@ -58,6 +60,7 @@ class Options:
     fingerprints: tuple[str, ...] = ("sha1",)
     include_ja4: bool = False
     include_curve: bool = False
+    ja3s: str = "standard"
 
 
 def hello_fields(hello: ClientHello | ServerHello) -> dict[str, Any]:
@@ -94,6 +97,34 @@ def _key_share_group(hello: ServerHello) -> int | None:
     return (data[0] << 8) | data[1] if data is not None and len(data) >= 2 else None
 
 
+def _resumption_method(client: Side, server: Side, client_hello: ClientHello | None,
+                       server_hello: ServerHello | None) -> str | None:
+    """"id" or "ticket" when the handshake resumed a session, else None.
+
+    TLS 1.3 says whether it resumed: the ServerHello carries pre_shared_key (its echoed
+    legacy session id means nothing).  Up to TLS 1.2 it can only be inferred: a session
+    id echoed back, or a ticket offered and acknowledged, with no key exchange message on
+    either side.  The method keeps Packetbeat's naming, a ticket winning when both are
+    seen; a TLS 1.3 resumption shows neither only when the client sent no legacy session
+    id, and its PSK is then a ticket.
+    """
+    tls13 = server_hello is not None and is_tls13(server_hello.negotiated_version)
+    if tls13:
+        assert server_hello is not None
+        if server_hello.extension(EXT_PRE_SHARED_KEY) is None:
+            return None
+    elif client.key_exchanged or server.key_exchanged:
+        return None
+    if client_hello is None or server_hello is None:
+        return None
+    ticket = client_hello.extension(EXT_SESSION_TICKET)
+    if ticket and server_hello.extension(EXT_SESSION_TICKET) is not None:
+        return "ticket"
+    if client_hello.session_id and client_hello.session_id == server_hello.session_id:
+        return "id"
+    return "ticket" if tls13 else None
+
+
 def tls_fields(client: Side, server: Side, established: bool, options: Options) -> tuple[dict[str, Any], str | None]:
     """The event's `tls` object, and the SNI host name (destination.domain)."""
     tls: dict[str, Any] = {}
@@ -116,7 +147,7 @@ def tls_fields(client: Side, server: Side, established: bool, options: Options) 
     if server_hello is not None:
         detailed["server_hello"] = hello_fields(server_hello)
         tls["cipher"] = cipher_name(server_hello.cipher_suite)
-        tls_server["ja3s"] = ja3s(server_hello)
+        tls_server["ja3s"] = ja3s(server_hello, options.ja3s)
         protocol = ext_render.first_value(server_hello.extensions, EXT_ALPN)
         if protocol:
             tls["next_protocol"] = protocol
@@ -135,17 +166,10 @@ def tls_fields(client: Side, server: Side, established: bool, options: Options) 
             _certificate_fields(side.certificates, target, options)
     detailed["client_certificate_requested"] = server.certificate_requested
 
-    # Resumption can only be inferred: a session id echoed back, or a ticket offered and acknowledged,
-    # with no key exchange message on either side.  A ticket wins when both are seen.
-    session_match = (client_hello is not None and server_hello is not None and bool(client_hello.session_id)
-                     and client_hello.session_id == server_hello.session_id)
-    ticket = client_hello.extension(EXT_SESSION_TICKET) if client_hello is not None else None
-    ticket_offered = bool(ticket) and server_hello is not None and \
-        server_hello.extension(EXT_SESSION_TICKET) is not None
-    resumed = not client.key_exchanged and not server.key_exchanged and (session_match or ticket_offered)
-    tls["resumed"] = resumed
-    if resumed:
-        detailed["resumption_method"] = "ticket" if ticket_offered else "id"
+    method = _resumption_method(client, server, client_hello, server_hello)
+    tls["resumed"] = method is not None
+    if method is not None:
+        detailed["resumption_method"] = method
 
     alerts = [(a, CLIENT) for a in client.alerts] + [(a, SERVER) for a in server.alerts]
     if alerts:

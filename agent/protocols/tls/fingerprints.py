@@ -16,6 +16,10 @@ from agent.protocols.tls.parser import (
 )
 from agent.protocols.tls.tables import is_grease
 
+JA3S_STANDARD = "standard"
+JA3S_PACKETBEAT = "packetbeat"
+JA3S_VARIANTS = (JA3S_STANDARD, JA3S_PACKETBEAT)
+
 
 def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
@@ -56,19 +60,20 @@ def ja3(hello: ClientHello) -> str:
     return _md5(ja3_string(hello))
 
 
-def ja3s_string(hello: ServerHello) -> str:
-    """Packetbeat's `tls.server.ja3s`: the JA3 recipe applied to the ServerHello.
+def ja3s_string(hello: ServerHello, variant: str = "standard") -> str:
+    """`tls.server.ja3s` before hashing.
 
-    That is `version,,extensions,groups,point formats` (the offered-cipher list
-    of a ServerHello is empty), which differs from Salesforce's JA3S
-    (`version,cipher,extensions`); pktbeat follows Packetbeat so the values
-    match across both tools.
+    The standard (Salesforce) JA3S is `version,cipher,extensions`, as tshark, Suricata,
+    Zeek and Arkime compute it.  Packetbeat's variant (`variant="packetbeat"`) applies
+    the whole JA3 recipe to the ServerHello: `version,,extensions,groups,point formats`.
     """
-    return _ja3_text(hello.version, (), hello)
+    if variant == JA3S_PACKETBEAT:
+        return _ja3_text(hello.version, (), hello)
+    return f"{hello.version},{hello.cipher_suite},{_joined([ext.type for ext in hello.extensions])}"
 
 
-def ja3s(hello: ServerHello) -> str:
-    return _md5(ja3s_string(hello))
+def ja3s(hello: ServerHello, variant: str = "standard") -> str:
+    return _md5(ja3s_string(hello, variant))
 
 
 _JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2",

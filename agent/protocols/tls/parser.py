@@ -11,6 +11,14 @@ Every buffer is bounded: one record (`MAX_RECORD_PAYLOAD`) and one handshake
 message (`MAX_HANDSHAKE_MESSAGE`, `MAX_CERTIFICATE_MESSAGE`).  A longer
 handshake message is skipped as it streams past, never buffered, and
 reported as `OversizedHandshake`.  Input that is not TLS raises `ParseError`.
+
+After a `ParseError` (`resync`), the parser looks for the next record that
+starts a handshake: a handshake record header, a ClientHello or ServerHello
+header, and that hello's protocol version, eleven bytes with four of them
+fixed, where cleartext hardly ever matches.  That is how a connection whose
+first bytes are another protocol's (STARTTLS in LDAP, IMAP, POP3 or FTP on a
+port configured for TLS) is still read once it switches.  Bytes skipped are
+counted in `skipped`; the session gives up past `RESYNC_LIMIT`.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ MAX_RECORD_PAYLOAD = (1 << 14) + 2048
 MAX_HANDSHAKE_MESSAGE = 1 << 16
 # ...except certificate chains, which legitimately grow larger.
 MAX_CERTIFICATE_MESSAGE = 1 << 18
+# Cleartext skipped while looking for the handshake, per direction, before the direction is given up.
+RESYNC_LIMIT = 64 * 1024
+_HELLO_PROBE = 11  # record header, handshake header, hello version
 
 CONTENT_CHANGE_CIPHER_SPEC = 20
 CONTENT_ALERT = 21
@@ -53,6 +64,7 @@ EXT_EC_POINT_FORMATS = 11
 EXT_SIGNATURE_ALGORITHMS = 13
 EXT_ALPN = 16
 EXT_SESSION_TICKET = 35
+EXT_PRE_SHARED_KEY = 41
 EXT_SUPPORTED_VERSIONS = 43
 EXT_KEY_SHARE = 51
 
@@ -178,7 +190,7 @@ class DirectionParser:
     """The record layer and handshake messages of one direction."""
 
     __slots__ = ("_buf", "_cipher", "_hs", "_offset", "_pos", "_skip", "app_data_ends_handshake", "direction",
-                 "encrypted", "records")
+                 "encrypted", "records", "resyncing", "skipped")
 
     def __init__(self, direction: Direction) -> None:
         self.direction = direction
@@ -192,6 +204,8 @@ class DirectionParser:
         self._hs = bytearray()  # a handshake message being reassembled across records
         self._skip = 0  # bytes of an oversized handshake message still to skip
         self._cipher: int | None = None  # the cipher this direction's ServerHello selected
+        self.resyncing = False  # looking for the next handshake record after bytes that were not TLS
+        self.skipped = 0  # bytes passed over while resynchronising
 
     def feed(self, data: bytes) -> None:
         if not self.encrypted:
@@ -204,6 +218,8 @@ class DirectionParser:
     def messages(self) -> Iterator[Message]:
         """Yield every complete message; raises ParseError on input that is not TLS."""
         buf = self._buf
+        if self.resyncing and not self._find_hello():
+            return
         while not self.encrypted:
             pos = self._pos
             if len(buf) - pos < RECORD_HEADER:
@@ -235,6 +251,37 @@ class DirectionParser:
             del buf[:self._pos]
             self._offset += self._pos
             self._pos = 0
+
+    def resync(self) -> None:
+        """After a ParseError: drop any partial handshake message and look for the next hello record."""
+        self.resyncing = True
+        self._hs = bytearray()
+        self._skip = 0
+        if self._pos < len(self._buf):
+            self._pos += 1
+            self.skipped += 1
+
+    def _find_hello(self) -> bool:
+        """Skip to the next plausible hello record; False (keeping a possible start) while none is buffered."""
+        buf = self._buf
+        pos = self._pos
+        while True:
+            at = buf.find(b"\x16\x03", pos)
+            if at < 0 or len(buf) - at < _HELLO_PROBE:
+                # keep what may start a hello: a last 0x16, or a candidate still short of its probe bytes
+                end = max(len(buf) - 1, pos) if at < 0 else at
+                self.skipped += end - self._pos
+                del buf[:end]
+                self._offset += end
+                self._pos = 0
+                return False
+            if (buf[at + 2] <= 4 and buf[at + 5] in (HS_CLIENT_HELLO, HS_SERVER_HELLO) and buf[at + 9] == 3
+                    and buf[at + 10] <= 4):
+                self.skipped += at - self._pos
+                self._pos = at
+                self.resyncing = False
+                return True
+            pos = at + 1
 
     def _stop(self) -> None:
         self.encrypted = True

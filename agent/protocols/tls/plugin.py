@@ -19,8 +19,10 @@ Packetbeat's key for key: `include_ja4: true` adds `tls.client.ja4` (FoxIO
 JA4 of the ClientHello) and `include_curve: true` adds ECS `tls.curve` (the
 ECDHE group of a ServerKeyExchange, or of a TLS 1.3 ServerHello key_share).
 
-Where pktbeat goes its own way: a direction that turns out not to be TLS
-keeps what it showed before; a gap in a direction already encrypted is
+Where pktbeat goes its own way: bytes that are not TLS (another protocol's
+cleartext before STARTTLS, on a port configured for TLS) are skipped until
+a handshake record starts, up to `RESYNC_LIMIT` bytes per direction, and
+the event starts at the first record; a gap in a direction already encrypted is
 ignored; an idle connection's unfinished handshake is still reported; when
 the hellos show the transport guessed client and server the wrong way round,
 the event follows the hellos; without any hello, `tls.version` is left out
@@ -35,7 +37,9 @@ from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.tls.certificates import FINGERPRINT_ALGORITHMS, Certificate, fingerprint_algorithm
 from agent.protocols.tls.fields import CLIENT, SERVER, Options, Side, tls_fields
+from agent.protocols.tls.fingerprints import JA3S_STANDARD, JA3S_VARIANTS
 from agent.protocols.tls.parser import (
+    RESYNC_LIMIT,
     Alert,
     CertificateRequest,
     Certificates,
@@ -63,6 +67,10 @@ def _check_fingerprints(names: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_ja3s(name: str) -> str | None:
+    return None if name in JA3S_VARIANTS else f"'{name}' is not one of {list(JA3S_VARIANTS)}"
+
+
 @dataclass(frozen=True)
 class TlsConfig(ProtocolConfig):
     send_certificates: bool = opt(True, doc="certificate details (tls.*.x509, tls.detailed.*_certificate_chain)")
@@ -73,6 +81,8 @@ class TlsConfig(ProtocolConfig):
     # pktbeat additions, off by default so events stay as Packetbeat's:
     include_ja4: bool = opt(False, doc="the client's JA4 fingerprint in tls.client.ja4")
     include_curve: bool = opt(False, doc="the key exchange group in tls.curve")
+    ja3s: str = opt(JA3S_STANDARD, check=_check_ja3s,
+                    doc="tls.server.ja3s recipe: standard (Salesforce, as tshark/Suricata/Zeek) or packetbeat")
 
 
 _OPTIONS: dict[int, tuple[TlsConfig, Options]] = {}  # by config identity (configs hold dicts: unhashable)
@@ -88,7 +98,7 @@ def _options(config: TlsConfig) -> Options:
         if canonical is not None and canonical not in algorithms:
             algorithms.append(canonical)
     options = Options(config.send_certificates, config.include_raw_certificates, config.include_detailed_fields,
-                      tuple(algorithms), config.include_ja4, config.include_curve)
+                      tuple(algorithms), config.include_ja4, config.include_curve, config.ja3s)
     if len(_OPTIONS) < 64:  # one per protocol config in practice; the config stays referenced, its id unique
         _OPTIONS[id(config)] = (config, options)
     return options
@@ -119,16 +129,25 @@ class TlsSession:
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
         if self.published:
             return
-        if self.start_ns is None:
-            self.start_ns = ts_ns
         state = self.dirs[direction]
         if state.encrypted or state.dead:
             return
+        if self.start_ns is None and not state.parser.resyncing:
+            self.start_ns = ts_ns
         state.parser.feed(data)
-        for message in state.parser.messages():
+        self._drain(direction, state, ts_ns)
+
+    def _drain(self, direction: Direction, state: _Direction, ts_ns: int) -> None:
+        parser = state.parser
+        for message in parser.messages():
+            if self.start_ns is None:
+                self.start_ns = ts_ns
             self._handle(direction, state, message, ts_ns)
             if self.published:
                 return
+        if parser.resyncing and parser.skipped > RESYNC_LIMIT:
+            state.dead = True
+            self.ctx.counters.inc("resync_abandoned")
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         if self.published:
@@ -145,19 +164,33 @@ class TlsSession:
         self._publish(ts_ns, established_at=None)
 
     def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        """Bytes that are not TLS: look for a later handshake record (STARTTLS on a TLS port) within a limit."""
         if self.published:
             return
         state = self.dirs[direction]
-        state.dead = True
-        self.ctx.counters.inc("parse_errors")
+        counters = self.ctx.counters
         if not state.parser.records:
-            self.ctx.counters.inc("not_tls")
+            counters.inc("not_tls")
+            if not any(d.parser.records for d in self.dirs):
+                self.start_ns = None  # the TLS session starts where its first record is found
+        while not state.dead and not self.published:  # each round skips at least one byte
+            counters.inc("parse_errors")
+            counters.inc("resyncs")
+            state.parser.resync()
+            try:
+                self._drain(direction, state, ts_ns)
+                return
+            except ParseError:
+                continue
 
     def expire(self, ts_ns: int) -> None:
         self._publish(ts_ns, established_at=None)
 
     def pending(self) -> int:
         return 0 if self.published or not self._has_info() else 1
+
+    def buffered(self) -> int:
+        return self.dirs[0].parser.buffered + self.dirs[1].parser.buffered
 
     # -- messages ----------------------------------------------------------------------
 
@@ -248,7 +281,7 @@ SPEC = ProtocolSpec(
     config_class=TlsConfig,
     tcp=_session,
     description="TLS handshakes: version, cipher, SNI, ALPN, JA3/JA3S/JA4, certificates, alerts",
-    counters=("handshakes", "not_established", "parse_errors", "not_tls", "gaps", "oversized_handshake_messages",
-              "invalid_certificates"),
+    counters=("handshakes", "not_established", "parse_errors", "not_tls", "resyncs", "resync_abandoned", "gaps",
+              "oversized_handshake_messages", "invalid_certificates"),
 )
 

@@ -23,6 +23,10 @@ class QueryParser:
     def __init__(self) -> None:
         self._buf = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
     def feed(self, data: bytes) -> Query | None:
         self._buf += data
         end = self._buf.find(b"\r\n")

@@ -59,6 +59,9 @@ class WhoisSession:
     def pending(self) -> int:
         return 1 if self.query is not None else 0
 
+    def buffered(self) -> int:
+        return self.queries.buffered + len(self.answer.kept)
+
     def _publish(self, end_ns: int | None, note: str | None = None) -> None:
         query = self.query
         if query is None:

@@ -43,14 +43,25 @@ def test_emit_receive_two_connections() -> None:
 
 def test_channel_error() -> None:
     events, _ = replay(corpus("amqp_channel_error.pcap"), amqp(send_response=True))
-    assert [e["method"] for e in events] == ["exchange.declare", "queue.declare", "channel.close"]
+    assert [e["method"] for e in events] == ["exchange.declare", "queue.declare", "queue.bind", "channel.close"]
     declare = events[0]
     assert declare["amqp"]["no-wait"] is True and declare["status"] == "OK" and declare["response"] == ""
     assert "end" not in declare["event"]
-    close = events[2]
+    bind = events[2]  # refused: the server closed the channel instead of answering queue.bind-ok
+    assert bind["status"] == "Error" and bind["event"]["action"] == "amqp.queue.bind"
+    assert (bind["amqp"]["queue"], bind["amqp"]["exchange"]) == ("my_queue", "plop")
+    assert bind["amqp"]["reply-code"] == 404 and bind["response"] == "NOT_FOUND - no exchange 'plop' in vhost '/'"
+    assert bind["event"]["duration"] > 0
+    close = events[3]
     assert close["status"] == "Error" and close["response"] == "OK"
     assert close["amqp"] == {"reply-code": 404, "reply-text": "NOT_FOUND - no exchange 'plop' in vhost '/'",
                              "class-id": 50, "method-id": 20}
+
+
+def test_channel_error_as_packetbeat() -> None:
+    events, _ = replay(corpus("amqp_channel_error.pcap"), amqp(publish_refused_methods=False))
+    assert [(e["method"], e["status"]) for e in events] == [
+        ("exchange.declare", "OK"), ("queue.declare", "OK"), ("channel.close", "Error")]
 
 
 def test_connection_information_shown() -> None:

@@ -57,13 +57,14 @@ def test_rabbitmq_session() -> None:
     assert [e["method"] for e in events] == [
         "connection.start", "connection.tune", "connection.open", "channel.open", "exchange.declare",
         "queue.declare", "queue.bind", "basic.publish", "basic.get", "basic.publish", "basic.consume",
-        "basic.deliver", "basic.ack", "channel.close", "channel.open", "queue.delete", "connection.close"]
+        "basic.deliver", "basic.ack", "queue.declare", "channel.close", "channel.open", "queue.delete",
+        "connection.close"]
     start = by_method["connection.start"][0]["amqp"]
     assert start["server-properties"]["product"] == "RabbitMQ"
     assert start["server-properties"]["capabilities"]["publisher_confirms"] is True
     assert start["client-properties"] == {"product": "pktbeat-test"} and start["mechanism"] == "PLAIN"
     assert by_method["connection.tune"][0]["amqp"]["frame-max"] == 131072
-    declare = by_method["queue.declare"][0]
+    declare, refused = by_method["queue.declare"]
     assert declare["amqp"]["arguments"] == {"x-max-length": 100} and declare["request"] == "queue.declare jobs"
     assert declare["amqp"]["consumer-count"] == 0 and declare["status"] == "OK"
     small, large = by_method["basic.publish"]
@@ -77,6 +78,10 @@ def test_rabbitmq_session() -> None:
     assert deliver["destination"]["bytes"] == 320_000 and deliver["amqp"]["consumer-tag"] == "reader"
     assert deliver["amqp"]["message-id"] == "msg-1" and deliver["response"].endswith(" [...]")
     assert by_method["basic.ack"][0]["amqp"]["delivery-tag"] == deliver["amqp"]["delivery-tag"]
+    # The passive declare of a missing queue, refused by channel.close 404: its own event.
+    assert refused["status"] == "Error" and refused["request"] == "queue.declare missing"
+    assert refused["amqp"]["passive"] is True and refused["amqp"]["reply-code"] == 404
+    assert refused["response"] == refused["amqp"]["reply-text"] == "NOT_FOUND - no queue 'missing' in vhost '/'"
     close = by_method["channel.close"][0]
     assert close["status"] == "Error" and close["amqp"]["reply-code"] == 404
     assert close["amqp"]["reply-text"].startswith("NOT_FOUND") and close["amqp"]["class-id"] == 50

@@ -338,6 +338,50 @@ def test_close_error_without_close_ok_is_published_when_idle() -> None:
     assert txn.status == "Error" and txn.notes == ["Close-ok method not received by sender"]
 
 
+def test_passive_declare_refused_by_channel_close_is_its_own_event() -> None:
+    declare = f.queue_declare(1, "missing", 0x01)
+    close = f.close(1, 404, "NOT_FOUND - no queue 'missing' in vhost '/'", 50, 10)
+    steps = [Step(C2S, declare, 1), Step(S2C, close, 2), Step(C2S, f.close_ok(1), 3)]
+    refused, closed = three_ways(steps, send_request=True, send_response=True)
+    assert (refused.fields["method"], refused.status, refused.ts_ns, refused.end_ns) == ("queue.declare", "Error", 1, 2)
+    amqp = refused.fields["amqp"]
+    assert (amqp["queue"], amqp["passive"]) == ("missing", True)
+    assert (amqp["reply-code"], amqp["reply-text"]) == (404, "NOT_FOUND - no queue 'missing' in vhost '/'")
+    assert refused.fields["request"] == "queue.declare missing"
+    assert refused.fields["response"] == "NOT_FOUND - no queue 'missing' in vhost '/'"
+    assert (refused.client_bytes, refused.server_bytes) == (len(declare), len(close))
+    assert (closed.fields["method"], closed.status, closed.fields["amqp"]["reply-code"]) == ("channel.close", "Error",
+                                                                                             404)
+    assert closed.ts_ns == 2 and closed.end_ns == 3
+
+
+def test_refused_method_dropped_as_packetbeat_does() -> None:
+    steps = [Step(C2S, f.queue_declare(1, "missing", 0x01), 1), Step(S2C, f.close(1, 404, "NOT_FOUND", 50, 10), 2),
+             Step(C2S, f.close_ok(1), 3)]
+    counters = metrics.register("test.amqp")
+    before = counters["unmatched_requests"]
+    txns = run_stream("amqp", steps, options={"publish_refused_methods": False}, server_port=PORT)
+    assert [(t.fields["method"], t.status) for t in txns] == [("channel.close", "Error")]
+    assert counters["unmatched_requests"] == before + 1
+
+
+def test_connection_close_refuses_the_waiting_methods_of_every_channel() -> None:
+    steps = [Step(C2S, f.queue_declare(1, "one"), 1), Step(C2S, f.method(2, 50, 40, b"\x00\x00" + f.shortstr("two")
+                                                                        + b"\x00"), 2),
+             Step(S2C, f.close(0, 541, "INTERNAL_ERROR"), 3), Step(C2S, f.close_ok(0), 4)]
+    one, two, closed = three_ways(steps)
+    assert [(t.fields["method"], t.status) for t in (one, two, closed)] == [
+        ("queue.declare", "Error"), ("queue.delete", "Error"), ("connection.close", "Error")]
+    assert one.fields["amqp"]["reply-code"] == two.fields["amqp"]["reply-code"] == 541
+    assert two.fields["amqp"]["reply-text"] == "INTERNAL_ERROR"
+
+
+def test_a_normal_close_refuses_nothing() -> None:
+    steps = [Step(C2S, f.queue_declare(1, "one"), 1), Step(C2S, f.close(1, 200, "bye"), 2),
+             Step(S2C, f.close_ok(1), 3)]
+    assert three_ways(steps) == []
+
+
 def test_connection_close_no_error() -> None:
     steps = [Step(C2S, H("01000000000012000a003200c8076b74687862616900000000ce"), 1),
              Step(S2C, H("01000000000004000a0033ce"), 2)]

@@ -200,6 +200,7 @@ RESPONSES = {
     b"/spaces": b"HTTP/1.1 503 Service Very Unavailable\r\nContent-Length: 0\r\n\r\n",
     b"/chunked": (b"HTTP/1.1 200\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+    b"/bare-lf": b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 2\n\nlf",
 }
 host, port, connections = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -236,12 +237,18 @@ def test_server_without_reason_phrase() -> None:
         base = f"http://{pair.b_ip}:{PLAIN_PORT}"
 
         def traffic() -> None:
-            pair.a.run(["curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
-                        f"{base}/nophrase", f"{base}/trailing-space", f"{base}/spaces", f"{base}/chunked"])
+            out = pair.a.run(["curl", "-sS", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null",
+                              "-o", "/dev/null", f"{base}/nophrase", f"{base}/trailing-space", f"{base}/spaces",
+                              f"{base}/chunked", f"{base}/bare-lf"])
+            assert out.stdout == "lf"  # curl read the bare-LF response too
 
         events = capture_events(pair, traffic, [{"type": "http", "ports": [PLAIN_PORT], "send_all_headers": True,
                                                  "include_body_for": ["text/plain"]}])
-    assert [e["url"]["path"] for e in events] == ["/nophrase", "/trailing-space", "/spaces", "/chunked"]
+    assert [e["url"]["path"] for e in events] == ["/nophrase", "/trailing-space", "/spaces", "/chunked", "/bare-lf"]
+    bare_lf = events.pop()
+    assert bare_lf["status"] == "OK" and bare_lf["http"]["response"]["status_code"] == 200
+    assert bare_lf["error"]["message"] == "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
+    assert bare_lf["http"]["response"]["body"] == {"bytes": 2, "content": "lf"}
     responses = [e["http"]["response"] for e in events]
     assert [r["status_code"] for r in responses] == [200, 404, 503, 200]
     assert "status_phrase" not in responses[0] and "status_phrase" not in responses[1]

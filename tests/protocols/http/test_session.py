@@ -255,8 +255,10 @@ def test_connect_tunnel() -> None:
              resp(b"HTTP/1.1 200 Connection established\r\n\r\n"),
              req(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"), resp(b"\x16\x03\x03\x00\x5d")]
     [txn] = http(steps, server_port=3128)
-    assert txn.fields["method"] == "CONNECT" and txn.domain == "example.com"
-    assert txn.notes == ["Host header port number mismatch"]
+    # the tunnel's target is the URL; the connection's destination is the proxy, not example.com
+    assert txn.fields["method"] == "CONNECT" and txn.domain is None
+    assert txn.fields["url"] == {"original": "example.com:443", "domain": "example.com", "port": 443}
+    assert txn.notes == []
 
 
 # -- options -------------------------------------------------------------------------------------------
@@ -494,3 +496,41 @@ def test_long_targets_get_the_same_url_fields_and_stay_out_of_the_cache() -> Non
     assert get(long[0].fields, "url.full") == f"http://h.test:8080{long_path}?a=1&b=2"
     assert get(short[0].fields, "url.full") == "http://h.test:8080/x?a=1&b=2"
     assert get(long[0].fields, "url.port") == get(short[0].fields, "url.port") == 8080
+
+
+BARE_LF_NOTE = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
+
+
+@pytest.mark.parametrize(("request_bytes", "response_bytes"), [
+    (SIMPLE_GET, SIMPLE_OK.replace(b"\r\n", b"\n")),  # a server with bare LF throughout
+    (SIMPLE_GET.replace(b"\r\n", b"\n"), SIMPLE_OK),  # a client with bare LF throughout
+    # mixed: CRLF status line, LF header lines, CRLF blank line; the body holds CRLF CRLF
+    (SIMPLE_GET, b"HTTP/1.1 200 OK\r\nContent-Type: text/html\nContent-Length: 9\n\r\nab\r\n\r\ncd"),
+])
+def test_bare_lf_line_endings_are_accepted_with_a_note(request_bytes: bytes, response_bytes: bytes) -> None:
+    [txn] = http([req(request_bytes), resp(response_bytes)], options={"send_all_headers": True})
+    assert txn.has_request and txn.status == "OK" and txn.notes == [BARE_LF_NOTE]
+    assert (txn.client_bytes, txn.server_bytes) == (len(request_bytes), len(response_bytes))
+    assert get(txn.fields, "http.response.status_code") == 200
+    assert get(txn.fields, "http.response.headers.content-type") == "text/html"
+    assert get(txn.fields, "url.path") == "/index.html"
+    body_length = int(re.search(rb"Content-Length: (\d+)", response_bytes).group(1))  # type: ignore[union-attr]
+    assert get(txn.fields, "http.response.body.bytes") == body_length
+
+
+def test_bare_lf_in_chunked_framing_and_trailers() -> None:
+    response = (b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n"
+                b"5\nhello\n6;ext=1\r\n world\n0\nExpires: never\n\n")
+    following = SIMPLE_OK
+    [first, second] = http([req(SIMPLE_GET), resp(response), req(SIMPLE_GET, ts=3_000), resp(following, ts=4_000)])
+    assert first.notes == [BARE_LF_NOTE] and first.server_bytes == len(response)
+    assert get(first.fields, "http.response.body.bytes") == 11
+    assert second.notes == [] and second.server_bytes == len(following)
+
+
+def test_lf_inside_a_crlf_field_value_becomes_a_space() -> None:
+    response = b"HTTP/1.1 200 OK\r\nX-A: line\nfeed\r\nContent-Length: 0\r\n\r\n"
+    [txn] = http([req(SIMPLE_GET), resp(response)], options={"send_all_headers": True})
+    assert txn.has_request and txn.status == "OK" and txn.notes == [BARE_LF_NOTE]
+    assert get(txn.fields, "http.response.headers.x-a") == "line feed"
+    assert txn.server_bytes == len(response)

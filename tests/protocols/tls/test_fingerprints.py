@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.protocols.tls.fingerprints import ja3, ja3_string, ja4
-from agent.protocols.tls.parser import parse_client_hello
+from agent.protocols.tls.fingerprints import ja3, ja3_string, ja3s, ja3s_string, ja4
+from agent.protocols.tls.parser import parse_client_hello, parse_server_hello
 from tests.protocols.tls import builders as b
 
 # The worked example of the JA4 specification (technical_details/JA4.md).
@@ -73,3 +73,51 @@ def test_ja3_string_and_grease() -> None:
 def test_ja3_without_extensions() -> None:
     parsed = parse_client_hello(hello(ciphers=(0x0035,), extensions=None))
     assert ja3_string(parsed) == "771,53,,,"
+
+
+# The two worked examples of the Salesforce JA3 README: string and hash.
+@pytest.mark.parametrize(("version", "ciphers", "extensions", "text", "digest"), [
+    (0x0301, (47, 53, 5, 10, 49161, 49162, 49171, 49172, 50, 56, 19, 4),
+     [b.sni("a.test"), b.groups(23, 24, 25), b.point_formats(0)],
+     "769,47-53-5-10-49161-49162-49171-49172-50-56-19-4,0-10-11,23-24-25,0", "ada70206e40642a3e4461f35503241d5"),
+    (0x0301, (4, 5, 10, 9, 100, 98, 3, 6, 19, 18, 99), None,
+     "769,4-5-10-9-100-98-3-6-19-18-99,,,", "de350869b8c85de67a350c8d186f11e6"),
+])
+def test_ja3_salesforce_readme_examples(version: int, ciphers: tuple[int, ...], extensions: list[bytes] | None,
+                                        text: str, digest: str) -> None:
+    parsed = parse_client_hello(hello(version=version, ciphers=ciphers, extensions=extensions))
+    assert (ja3_string(parsed), ja3(parsed)) == (text, digest)
+
+
+def server_hello_body(**kwargs: object) -> bytes:
+    return b.server_hello(**kwargs)[4:]  # type: ignore[arg-type]
+
+
+# Standard JA3S (`version,cipher,extensions`) as tshark 4.0 prints it for the ServerHellos of
+# tls-sample2.pcap, tls-sample1.pcap and tls-version-13.pcap (tls.handshake.ja3s_full / ja3s).
+@pytest.mark.parametrize(("version", "cipher", "extensions", "text", "digest"), [
+    (0x0303, 49199, [b.ext(0xFF01, b"\x00"), b.ext(0), b.point_formats(0), b.ext(16, b.vec16(b.vec8(b"h2")))],
+     "771,49199,65281-0-11-16", "ae53107a2e47ea20c72ac44821a728bf"),
+    (0x0303, 49199, [b.ext(0xFF01, b"\x00"), b.ext(0), b.point_formats(0), b.ext(35), b.ext(5), b.ext(23),
+                     b.ext(16, b.vec16(b.vec8(b"h2")))],
+     "771,49199,65281-0-11-35-5-23-16", "860fcf58fd757e26aa8911e5eaff6b53"),
+    (0x0303, 4865, [b.ext(41, b"\x00\x00"), b.key_share_server(29), b.server_version(0x0304)],
+     "771,4865,41-51-43", "2b0648ab686ee45e0e7c35fcfb0eea7e"),
+])
+def test_ja3s_standard_known_vectors(version: int, cipher: int, extensions: list[bytes], text: str,
+                                     digest: str) -> None:
+    parsed = parse_server_hello(server_hello_body(version=version, cipher=cipher, extensions=extensions))
+    assert (ja3s_string(parsed), ja3s(parsed)) == (text, digest)
+
+
+def test_ja3s_without_extensions_has_no_trailing_comma() -> None:
+    parsed = parse_server_hello(server_hello_body(version=0x0301, cipher=47, extensions=None))
+    assert ja3s_string(parsed) == "769,47,"
+    assert ja3s_string(parsed, "packetbeat") == "769,,,,"
+
+
+def test_ja3s_packetbeat_variant() -> None:
+    parsed = parse_server_hello(server_hello_body(cipher=49199, extensions=[b.ext(0xFF01, b"\x00"),
+                                                                             b.point_formats(0, 1, 2)]))
+    assert ja3s_string(parsed, "packetbeat") == "771,,65281-11,,0-1-2"
+    assert ja3s_string(parsed) == "771,49199,65281-11"

@@ -138,6 +138,42 @@ def test_curl_tls12_and_tls13_against_nginx(https_server: Any, tmp_path: Path) -
     assert tls13["detailed"]["server_hello"]["extensions"]["supported_versions"] == "TLS 1.3"
     # TLS 1.3 encrypts the certificate and the ALPN answer (EncryptedExtensions): neither can be reported.
     assert "next_protocol" not in tls13
+    assert tls13["resumed"] is False  # a full handshake, though the legacy session id is echoed
     assert tls13["detailed"]["client_hello"]["extensions"]["application_layer_protocol_negotiation"] == [
         "h2", "http/1.1"]
     assert "x509" not in tls13.get("server", {}) and "hash" not in tls13.get("server", {})
+
+
+RESUMING_CLIENT = """
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+session = None
+for attempt in range(2):
+    with socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname=sys.argv[4], session=session) as tls:
+            tls.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+            while tls.recv(4096):  # the ticket comes after the handshake: read to the end
+                pass
+            print(tls.session_reused)
+            session = tls.session
+"""
+
+
+def test_tls13_resumption_from_a_session_ticket(https_server: Any, tmp_path: Path) -> None:
+    pair, tmp = https_server
+    reused: list[str] = []
+
+    def traffic() -> None:
+        out = pair.a.run(["python3", "-c", RESUMING_CLIENT, str(tmp / "cert.pem"), pair.b_ip, str(PORT), HOST])
+        reused.extend(out.stdout.split())
+
+    events = capture_events(pair, pair.a_if, traffic, [{"type": "tls", "ports": [PORT]}], tmp_path)
+    assert reused == ["False", "True"]
+    events.sort(key=lambda e: e["@timestamp"])
+    assert [e["tls"]["version"] for e in events] == ["1.3", "1.3"]
+    full, resumed = (e["tls"] for e in events)
+    # Both ClientHellos echo a legacy session id; only the second ServerHello selects a pre_shared_key.
+    assert full["resumed"] is False and "resumption_method" not in full["detailed"]
+    assert resumed["resumed"] is True and resumed["detailed"]["resumption_method"] == "id"  # Packetbeat's name
+    assert resumed["server"]["ja3s"] != full["server"]["ja3s"]  # pre_shared_key (41) among the extensions

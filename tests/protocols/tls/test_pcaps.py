@@ -69,6 +69,26 @@ def test_ja3_agrees_with_tshark(name: str) -> None:
     assert [event["tls"]["client"]["ja3"]] == tshark_ja3(corpus(name))
 
 
+def tshark_ja3s(pcap: Path) -> list[str]:
+    out = subprocess.run(["tshark", "-r", str(pcap), "-d", "tcp.port==443,tls", "-Y", "tls.handshake.type == 2",
+                          "-T", "fields", "-e", "tls.handshake.ja3s"], capture_output=True, text=True, timeout=60)
+    return [line for line in out.stdout.split() if line]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed")
+@pytest.mark.parametrize("name", ["tls-sample2.pcap", "tls-version-13.pcap", "http2-16-ssl.pcap"])
+def test_ja3s_agrees_with_tshark(name: str) -> None:
+    [event] = events_for(packets_of(name), TLS_ONLY)
+    assert [event["tls"]["server"]["ja3s"]] == tshark_ja3s(corpus(name))
+
+
+def test_ja3s_packetbeat_variant_matches_packetbeat_golden_file() -> None:
+    [event] = events_of(corpus("tls-sample2.pcap"), ja3s="packetbeat")
+    assert event["tls"]["server"]["ja3s"] == "1f0e0e89ed879e47f04963f4c1ba1f17"  # Packetbeat's golden event
+    [standard] = events_of(corpus("tls-sample2.pcap"))
+    assert standard["tls"]["server"]["ja3s"] == "ae53107a2e47ea20c72ac44821a728bf"  # tshark's
+
+
 def resegment(source: Path, target: Path, cuts: list[int]) -> None:
     """Rewrite `source` with every TCP payload cut into pieces (sizes cycling through `cuts`)."""
     with source.open("rb") as fin, target.open("wb") as fout:

@@ -74,8 +74,10 @@ def test_tls12_handshake_fields(chain: tuple[x509.Certificate, x509.Certificate]
         "TLS_RSA_WITH_AES_128_CBC_SHA"]
     ja3_text = "771,49195-49199-52393-156-47,0-65281-10-11-35-16-5-13-23,29-23-24,0"
     assert tls["client"]["ja3"] == hashlib.md5(ja3_text.encode()).hexdigest()
-    # Packetbeat's ja3s: the JA3 recipe over the ServerHello (no cipher list; its point formats).
-    assert tls["server"]["ja3s"] == hashlib.md5(b"771,,65281-11-16-5,,0-1-2").hexdigest()
+    # The standard JA3S by default; Packetbeat's variant (the JA3 recipe over the ServerHello) on request.
+    assert tls["server"]["ja3s"] == hashlib.md5(b"771,49199,65281-11-16-5").hexdigest()
+    [packetbeat] = run(full_handshake(leaf, ca), ja3s="packetbeat")
+    assert tls_of(packetbeat)["server"]["ja3s"] == hashlib.md5(b"771,,65281-11-16-5,,0-1-2").hexdigest()
     server = tls["server"]
     assert server["hash"] == {"sha1": hashlib.sha1(b.der(leaf)).hexdigest().upper()}
     # Go's order: the named attributes most specific first, attributes it has no name for last, as DER hex.
@@ -154,13 +156,16 @@ def test_interleaved_alert_and_application_data_records() -> None:
     assert txn.end_ns is None
 
 
-def tls13_steps(ccs: bool) -> list[Step]:
-    session_id = bytes(range(32))
+def tls13_steps(ccs: bool, psk: bool = False, session_id: bytes = bytes(range(32))) -> list[Step]:
+    # pre_shared_key: the client's offer (identities, binders) comes last; the server selects identity 0.
+    client_psk = [b.ext(41, b.vec16(b.vec16(b"\x05" * 40) + b"\x00\x00\x00\x01") + b.vec16(b.vec8(b"\x06" * 32)))]
     client = b.client_hello(session_id=session_id, ciphers=(0x1301, 0x1302, 0xC02F), extensions=[
         b.sni("tls13.example"), b.groups(0x0A0A, 29, 23), b.client_versions(0x3A3A, 0x0304, 0x0303),
-        b.ext(51, b.vec16(b.u16(29) + b.vec16(b"\x01" * 32))), b.signature_algorithms(0x0804, 0x0403)])
+        b.ext(51, b.vec16(b.u16(29) + b.vec16(b"\x01" * 32))), b.signature_algorithms(0x0804, 0x0403),
+        *(client_psk if psk else [])])
     server = b.server_hello(session_id=session_id, cipher=0x1301,
-                            extensions=[b.key_share_server(29), b.server_version(0x0304)])
+                            extensions=[b.key_share_server(29), b.server_version(0x0304),
+                                        *([b.ext(41, b.u16(0))] if psk else [])])
     ccs_record = b.CHANGE_CIPHER_SPEC if ccs else b""
     return [
         Step(C2S, b.record(b.HANDSHAKE, client, version=0x0301), ts_ns=100),
@@ -178,11 +183,30 @@ def test_tls13_negotiated_through_supported_versions(ccs: bool) -> None:
     assert tls["cipher"] == "TLS_AES_128_GCM_SHA256"
     assert tls["established"] is True and txn.status == "OK"
     assert txn.end_ns == 300  # the client's first encrypted record
-    # As Packetbeat: an echoed session id with no visible key exchange reads as a resumption.
-    assert tls["resumed"] is True and tls["detailed"]["resumption_method"] == "id"
+    # The echoed legacy session id of a full TLS 1.3 handshake is not a resumption.
+    assert tls["resumed"] is False and "resumption_method" not in tls["detailed"]
     assert tls["detailed"]["server_hello"]["extensions"]["supported_versions"] == "TLS 1.3"
     assert tls["detailed"]["client_hello"]["extensions"]["supported_versions"] == ["TLS 1.3", "TLS 1.2"]
     assert tls["detailed"]["server_hello"]["extensions"]["_unparsed_"] == ["51"]
+
+
+def test_tls13_resumed_only_when_the_server_hello_selects_a_psk() -> None:
+    [txn] = run(tls13_steps(ccs=True, psk=True))
+    tls = tls_of(txn)
+    assert tls["version"] == "1.3" and tls["established"] is True
+    # The method keeps Packetbeat's naming: the legacy session id was echoed.
+    assert tls["resumed"] is True and tls["detailed"]["resumption_method"] == "id"
+    [txn] = run(tls13_steps(ccs=True, psk=True, session_id=b""))
+    assert tls_of(txn)["resumed"] is True and tls_of(txn)["detailed"]["resumption_method"] == "ticket"
+
+
+def test_tls13_psk_offered_but_not_selected_is_a_full_handshake() -> None:
+    steps = tls13_steps(ccs=False, psk=True)
+    full_server = b.server_hello(session_id=bytes(range(32)), cipher=0x1301,
+                                 extensions=[b.key_share_server(29), b.server_version(0x0304)])
+    steps[1] = Step(S2C, b.record(b.HANDSHAKE, full_server) + b.app_data(600), ts_ns=200)
+    [txn] = run(steps)
+    assert tls_of(txn)["resumed"] is False
 
 
 def test_legacy_version_negotiation() -> None:
@@ -471,3 +495,48 @@ def test_nothing_after_the_event_is_parsed(chain: tuple[Any, Any]) -> None:
     steps = full_handshake(leaf, ca)
     steps.append(Step(C2S, b"not even TLS" * 100, ts_ns=2_000_000_000, fin=True))
     assert len(run(steps)) == 1
+
+
+# -- resynchronisation: another protocol's cleartext before the handshake (STARTTLS on a TLS port) ---------------
+
+LDAP_STARTTLS_REQUEST = bytes.fromhex("301d02010177188016312e332e362e312e342e312e313436362e3230303337")
+LDAP_STARTTLS_RESPONSE = bytes.fromhex("300c02010178070a010004000400")
+
+
+def starttls_steps(client_cleartext: bytes, server_cleartext: bytes) -> list[Step]:
+    hello = b.record(b.HANDSHAKE, b.client_hello(ciphers=CLIENT_CIPHERS, extensions=CLIENT_EXTENSIONS))
+    flight = b.record(b.HANDSHAKE, b.server_hello(cipher=0xC02F) + b.server_hello_done())
+    return [
+        Step(C2S, client_cleartext, ts_ns=1_000_000_000),
+        Step(S2C, server_cleartext, ts_ns=1_100_000_000),
+        Step(C2S, hello, ts_ns=2_000_000_000),
+        Step(S2C, flight, ts_ns=2_100_000_000),
+        Step(C2S, b.record(b.HANDSHAKE, b.client_key_exchange()) + b.CHANGE_CIPHER_SPEC, ts_ns=2_200_000_000),
+        Step(S2C, b.CHANGE_CIPHER_SPEC + b.app_data(), ts_ns=2_300_000_000, fin=True),
+    ]
+
+
+@pytest.mark.parametrize(("client", "server"), [
+    (LDAP_STARTTLS_REQUEST, LDAP_STARTTLS_RESPONSE),
+    (b"a001 STARTTLS\r\n", b"* OK IMAP4rev1 ready\r\na001 OK Begin TLS negotiation now\r\n"),
+    (b"AUTH TLS\r\n", b"220 FTP ready\r\n234 AUTH TLS OK.\r\n"),
+    # cleartext holding what looks like a record header, but no hello behind it
+    (b"\x30\x16\x03\x01\x00\x05junk\x16\x03\x03\x00\x30\x01\x00\x00\x10\x02", b"+OK\x16\x03\r\n"),
+])
+def test_cleartext_before_the_handshake_is_skipped(client: bytes, server: bytes) -> None:
+    [txn] = run(starttls_steps(client, server))
+    tls = tls_of(txn)
+    assert tls["client"]["server_name"] == SNI and tls["established"] is True
+    assert tls["cipher"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    assert txn.ts_ns == 2_000_000_000  # the TLS session starts at its first record, not at the cleartext
+
+
+def test_cleartext_past_the_resync_limit_gives_up_on_the_direction() -> None:
+    from agent.protocols.tls.parser import RESYNC_LIMIT
+
+    counters = metrics.register("test.tls")
+    before = counters["resync_abandoned"]
+    steps = starttls_steps(b"x" * (RESYNC_LIMIT + 100), b"")
+    steps[1] = Step(S2C, b"220 ok\r\n", ts_ns=1_100_000_000)
+    run_stream("tls", steps, server_port=443)
+    assert counters["resync_abandoned"] > before

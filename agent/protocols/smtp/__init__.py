@@ -1,0 +1,1 @@
+"""SMTP (RFC 5321, ESMTP extensions): commands, replies and the messages they carry."""

@@ -1,0 +1,1 @@
+"""Oracle TNS (Transparent Network Substrate) and the TTC calls it carries."""
