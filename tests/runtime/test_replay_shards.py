@@ -19,6 +19,7 @@ import yaml
 from agent.capture.flowhash import FrameSharder, ShardedReader, flow_hash
 from agent.capture.pcapfile import CaptureReader
 from agent.config.load import load
+from agent.config.typed import ConfigError
 from agent.publisher.types import EncodedEvent, Outcome
 from agent.runtime import wiring
 from agent.runtime.replay import ReplayOptions, ReplayRunner
@@ -208,7 +209,9 @@ def test_how_many_workers(tmp_path: Path, traffic: Path) -> None:
     assert workers(0, [small]) == 1  # too small to gain from a fork
     assert workers(0, [str(big)]) == min(cpus, 8)
     assert workers(2, [small]) == 2
-    assert workers(99, [small]) == 16
+    assert workers(16, [small]) == 16
+    with pytest.raises(ConfigError, match="between 0 and 16"):  # more is refused with the config's ranges
+        workers(17, [small])
     assert workers(2, [small], topspeed=False) == 1  # real time: one process keeps up
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
