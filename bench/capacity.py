@@ -495,13 +495,14 @@ def main() -> int:
                     break
             summary.append((scenario.name, best, ceiling, last_limit))
     print("\nhighest rate with zero unexplained loss (one worker)")
-    lines = ["| scenario | transactions/s | agent CPU us/txn | agent CPU % | a core's worth | without agent | "
-             "limit above | load |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | transactions/s | agent CPU us/txn | agent CPU % | behind s | a core's worth | "
+             "without agent | limit above | load |", "|---|---|---|---|---|---|---|---|---|"]
     for name, best, ceiling, last in summary:
         if best is None:
-            lines.append(f"| {name} | none | | | | {ceiling:,.0f}/s | {last} | |")
+            lines.append(f"| {name} | none | | | | | {ceiling:,.0f}/s | {last} | |")
         else:
             lines.append(f"| {name} | {best['achieved']:,.0f} | {best['us_per_txn']:.1f} | {best['agent_pct']:.0f} | "
+                         f"{best['behind']:.1f} | "
                          f"{1e6 / best['us_per_txn']:,.0f}/s | {ceiling:,.0f}/s | {last or 'not reached'} | "
                          f"{best['load']:.1f} |")
     for line in lines:
