@@ -11,10 +11,9 @@
 - A message (DATA content, or the BDAT chunks up to LAST) streams through a
   `MessageReader`; its event is published with the reply that accepted or
   refused it.  Past `max_message_bytes` it is headers only, with a note.
-- After STARTTLS is accepted nothing more is read as SMTP.  `_hand_over_to_tls`
-  is where issue 11's takeover plugs in: it receives the bytes each
-  direction already holds past the STARTTLS exchange, and `after_tls`
-  receives every later segment.
+- After STARTTLS is accepted nothing more is read as SMTP: the connection,
+  with the bytes each direction already holds past the STARTTLS exchange, is
+  handed over to the `tls` protocol (`SessionContext.hand_over`).
 """
 
 from __future__ import annotations
@@ -322,23 +321,21 @@ class SmtpSession:
     # -- STARTTLS ----------------------------------------------------------------
 
     def _hand_over_to_tls(self, ts_ns: int) -> None:
-        """STARTTLS was accepted: from here on the connection is TLS, not SMTP.
+        """STARTTLS was accepted: from here on the connection is TLS, handed to the `tls` protocol.
 
-        The one place a TLS takeover (issue 11) plugs in: `held` are the bytes each
-        direction already sent past the STARTTLS exchange (the ClientHello, usually),
-        and `after_tls` receives every later segment.  Until then they are dropped.
+        The bytes each direction already sent past the STARTTLS exchange (the
+        ClientHello, usually) go with it.  With `tls` not enabled the transport stops
+        decoding the connection (counted as `hand_overs_unclaimed`); `after_tls`
+        swallows whatever still reaches this session.
         """
         self.tls = True
         self.counters["starttls"] += 1
-        held = {Direction.TO_SERVER: self.client.take_rest(), Direction.TO_CLIENT: self.server.take_rest()}
-        for direction, data in held.items():
-            if data:
-                self.after_tls(direction, data, ts_ns)
         self.queue.clear()
         self._drop_message()
+        self.ctx.hand_over("tls", ts_ns, to_server=self.client.take_rest(), to_client=self.server.take_rest())
 
     def after_tls(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        """A segment after STARTTLS: TLS records, not decoded here."""
+        """A segment after STARTTLS that still reaches this session (no transport took the connection over)."""
 
     # -- events ------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from agent import metrics
-from agent.protocols.base import Transaction
+from agent.protocols.base import SessionContext, Transaction
 from agent.protocols.smtp.fields import NOTE_STARTTLS
 from agent.protocols.smtp.parser import NOTE_BARE_LF_DOT
-from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways, run_stream
+from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways, conn_info, protocol_config, run_stream
 from tests.protocols.smtp import transcripts as t
 
 PORT = 25
@@ -206,6 +206,22 @@ def test_starttls_stops_decoding_smtp() -> None:
     assert [x.fields["event"]["action"] for x in txns] == ["smtp.greeting", "smtp.ehlo", "smtp.starttls"]
     assert txns[-1].notes == [NOTE_STARTTLS] and txns[-1].fields["smtp"]["reply"]["code"] == 220
     assert counters["parse_errors"] == before
+
+
+def test_starttls_hands_the_connection_to_tls_with_the_bytes_past_it() -> None:
+    from agent.protocols.smtp.plugin import SmtpSession
+
+    client_hello = b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"
+    out: list[Transaction] = []
+    ctx = SessionContext("smtp", protocol_config("smtp"), conn_info(PORT), out.append, metrics.register("test.smtp"))
+    session = SmtpSession(ctx)
+    session.feed(S2C, t.GREETING, 1)
+    session.feed(C2S, b"STARTTLS\r\n" + client_hello, 2)
+    assert ctx.handed_over is None  # the client's bytes wait for the answer
+    session.feed(S2C, b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x03", 3)
+    assert ctx.handed_over is not None
+    assert (ctx.handed_over.protocol, ctx.handed_over.pending) == ("tls", (client_hello, b"\x16\x03\x03"))
+    assert [x.fields["event"]["action"] for x in out] == ["smtp.greeting", "smtp.starttls"]
 
 
 def test_starttls_refused_goes_on_in_clear() -> None:
