@@ -334,7 +334,8 @@ def test_the_progress_bar_shows_each_file_as_far_as_its_slowest_worker(monkeypat
 def test_the_progress_bar_draws_on_a_terminal(tmp_path: Path, traffic: Path) -> None:
     config = tmp_path / "c.yml"
     config.write_text(yaml.safe_dump({"packetbeat.protocols": [{"type": "http", "ports": [80]}],
-                                      "output.discard": {}, "path.data": str(tmp_path / "data")}))
+                                      "output.discard": {}, "path.data": str(tmp_path / "data"),
+                                      "path.logs": str(tmp_path / "logs")}))  # not the checkout's ./logs
     controller, terminal = pty.openpty()
     proc = subprocess.Popen([PKTBEAT, "run", "-t", "-c", str(config), "-w", "2", "-l", "2", "-I", str(traffic)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
