@@ -6,7 +6,7 @@
   `keepfiles` files are kept.  Files rotate at `rotateeverybytes`, every `interval` (aligned to the
   clock, 0 = never) and, with `rotateonstartup`, at start.  They are created with
   `logging.files.permissions` (0600 by default, whatever the umask: logs can name hosts and
-  queries), in a directory made 0750.
+  queries), in a directory made 0700.
 - `logging.json: true` writes ECS JSON lines: `@timestamp`, `log.level`, `log.logger`,
   `log.origin`, `message`, `service.name`, `ecs.version`, the `extra=` fields of the call, and
   `error.*` for exceptions.
@@ -36,7 +36,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR, "critical": logging.CRITICAL}
 ECS_VERSION = "1.6.0"
 SERVICE = "pktbeat"
-DIR_MODE = 0o750
+DIR_MODE = 0o700
 LOST_NOTICE_S = 60.0
 # The attributes every LogRecord has: anything else on a record came from `extra=` and becomes a field.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}

@@ -118,6 +118,16 @@ class _Encap:
         return TunnelInfo(self.kinds, self.id, src, dst)
 
 
+def _part(frame: bytes, start: int, stop: int) -> bytes:
+    """frame[start:stop], empty when a truncated capture ends before `start`.
+
+    Python's slice is already empty then; the mypyc build's raises SystemError
+    ("Negative size passed to PyBytes_FromStringAndSize") when start > len(frame).
+    """
+    stop = min(stop, len(frame))
+    return frame[start:stop] if start < stop else b""
+
+
 class FrameDecoder:
     """Frames of one link type in, Packets out; anything else is counted, never raised."""
 
@@ -160,7 +170,7 @@ class FrameDecoder:
         seq: int
         ack: int
         sport, dport, seq, ack = _tcp_ports_seq(frame, 34)  # typed: mypyc then compares them natively
-        payload = frame[start:end]
+        payload = _part(frame, start, end)
         missing = end - start - len(payload)
         stats = self.stats
         stats["frames"] += 1
@@ -301,7 +311,7 @@ class FrameDecoder:
                 self.stats["tunnel_too_deep"] += 1
         if frag_off or more:
             self.stats["fragments"] += 1
-            pkt = Packet(ts_ns, family, proto, src, dst, 0, 0, frame[l4:captured_end],
+            pkt = Packet(ts_ns, family, proto, src, dst, 0, 0, _part(frame, l4, captured_end),
                          flags=F_FRAGMENT | F_LAST_CHUNK | (F_MORE_FRAGS if more else 0),
                          frag_id=frag_id, frag_off=frag_off, wire_len=wire_len,
                          missing=end - captured_end)
@@ -324,7 +334,7 @@ class FrameDecoder:
             start = l4 + doff
             if start > end:
                 raise _Malformed
-            payload = frame[start:captured_end]
+            payload = _part(frame, start, captured_end)
             missing = end - start - len(payload) if end > start else 0
             flags = F_LAST_CHUNK
             if missing:
@@ -338,7 +348,7 @@ class FrameDecoder:
             if udp_len >= 8 and l4 + udp_len <= end:
                 end = l4 + udp_len
             captured_end = min(end, len(frame))
-            payload = frame[l4 + 8:captured_end]
+            payload = _part(frame, l4 + 8, captured_end)
             missing = max(0, end - (l4 + 8) - len(payload))
             flags = F_LAST_CHUNK
             if missing:
@@ -349,7 +359,7 @@ class FrameDecoder:
         if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             if captured_end - l4 < 4:
                 raise _Malformed
-            return Packet(ts_ns, family, proto, src, dst, 0, 0, frame[l4:captured_end], wire_len=wire_len,
+            return Packet(ts_ns, family, proto, src, dst, 0, 0, _part(frame, l4, captured_end), wire_len=wire_len,
                           missing=end - captured_end)
         stats["other_l4"] += 1
         # Flows still count other transports; no application payload is decoded.

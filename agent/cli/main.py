@@ -24,8 +24,9 @@ from agent.version import VERSION
 
 log = logging.getLogger("pktbeat")
 
-# What pktbeat creates is not readable by other users (Packetbeat's default umask).
-UMASK = 0o027
+# What pktbeat creates under path.data and path.logs (events, spool, state, logs) is its own: files 0600 in
+# 0700 directories.  Stricter than Packetbeat's 0027: captured payloads are not for the group either.
+UMASK = 0o077
 # Packetbeat's -strict.perms flag; main() takes it from anywhere on the command line, as Beats does.
 _options = {"strict_perms": True}
 

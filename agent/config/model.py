@@ -186,7 +186,7 @@ class LogFilesConfig:
     name: str = opt("pktbeat")
     rotateeverybytes: int = opt(10 * 1024 * 1024, kind="size", bounds=(1024, TIB))
     keepfiles: int = opt(7, bounds=(2, 1024))
-    permissions: str = opt("0600")
+    permissions: str = opt("0600", kind="mode")
     interval: float = opt(0.0, kind="duration", bounds=(0.0, 366 * DAY))
     rotateonstartup: bool = opt(True)
 

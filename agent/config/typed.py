@@ -91,6 +91,19 @@ def parse_size(value: Any, key: str = "") -> int:
     raise ConfigError(key, f"expected a size such as 10MiB or 1GB, got {value!r}")
 
 
+def parse_mode(value: Any, key: str = "") -> str:
+    """A file mode as the octal text "0600": from "0600"/"0o640"/"600" (octal, as chmod reads them) or an
+    integer, which is YAML's reading of an unquoted 0600 (384), as Beats takes it."""
+    mode = -1
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"(0o?)?[0-7]{1,4}", value.strip().lower()):
+        mode = int(value.strip().lower().removeprefix("0o"), 8)
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(key, f"expected an octal file mode from 0000 to 0777 such as 0600, got {value!r}")
+    return f"0{mode:03o}"
+
+
 DAY = 86400.0
 GIB = 1024**3
 TIB = 1024**4
@@ -101,7 +114,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"duration": (0.0, 30 * DAY), "
 
 def opt(default: Any, *, kind: str = "", doc: str = "", check: Callable[[Any], str | None] | None = None,
         aliases: tuple[str, ...] = (), bounds: tuple[float, float] | None = None) -> Any:
-    """A config field: `kind` is "duration" or "size" when the YAML value needs converting.
+    """A config field: `kind` is "duration", "size" or "mode" (a file mode) when the YAML value needs converting.
 
     `bounds` is the allowed (lowest, highest) value of a number, both included.
     """
@@ -219,6 +232,8 @@ def convert(raw: Any, hint: Any, kind: str, key: str) -> Any:
         if raw is None and _optional(hint):
             return None
         return parse_size(raw, key)
+    if kind == "mode":
+        return parse_mode(raw, key)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):

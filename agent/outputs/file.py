@@ -40,21 +40,13 @@ def _files_range(value: int) -> str | None:
     return None if 2 <= value <= 1024 else "must be between 2 and 1024"
 
 
-def _permissions(value: str) -> str | None:
-    try:
-        int(value, 8)
-    except ValueError:
-        return "must be an octal mode such as 0600"
-    return None
-
-
 @dataclass(frozen=True)
 class FileOutputConfig:
     path: str = opt("")
     filename: str = opt("packetbeat")
     rotate_every_kb: int = opt(10 * 1024, check=lambda v: None if v >= 1 else "must be at least 1")
     number_of_files: int = opt(7, check=_files_range)
-    permissions: str = opt("0600", check=_permissions)
+    permissions: str = opt("0600", kind="mode")
     rotate_on_startup: bool = opt(True)
     codec: dict[str, Any] = opt({})
 
@@ -110,6 +102,7 @@ class FileOutput:
         path = self.directory / name
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self.mode)  # read: a torn tail
         try:
+            os.fchmod(fd, self.mode)  # the umask must not widen or narrow what the operator asked for
             self._size = _cut_torn_line(fd, path)
         except OSError:
             os.close(fd)

@@ -42,7 +42,7 @@ from agent.runtime import wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.interfaces import Interfaces, LinkWatcher
 from agent.runtime.status import LiveCounters, StatusLine
-from agent.runtime.worker import WorkerHandle, WorkerPool, WorkerSetup
+from agent.runtime.worker import WorkerHandle, WorkerPool, WorkerSetup, stop_budget
 
 if TYPE_CHECKING:
     from agent.capture.kernel import KernelProgram
@@ -59,7 +59,7 @@ PREFLIGHT_EXIT = {
     preflight.Missing.HEADERS: Exit.NO_HEADERS,
 }
 
-WORKER_STOP_S = 1.2  # the parent waits this long for workers at stop
+WORKER_SLACK_S = 0.3  # a worker notices the stop request after its current batch
 COUNTERS_S = 1.0
 RECONCILE_S = 5.0  # safety net besides netlink notifications
 FLOWS_TICK_S = 1.0
@@ -385,13 +385,14 @@ class LiveRunner:
         self.interfaces.release_all()
         self.counters.kernel_by_if = {}
         self.pool.ask_to_stop()
-        self.pool.collect(time.monotonic() + WORKER_STOP_S, self._publish_events)
+        budget = stop_budget(self.config.shutdown_timeout) + WORKER_SLACK_S
+        self.pool.collect(time.monotonic() + budget, self._publish_events)
         if self.reporter is not None:
             try:
                 self.reporter.final(time.time_ns())
             except Exception:
                 log.exception("the final flow report failed")
-        self._close_pipeline()
+        self._close_pipeline(started)
         self.counters.log_report("at exit")
         self.status.erase()
         if self.watcher is not None:
@@ -404,7 +405,7 @@ class LiveRunner:
             return self._failure
         return Exit.PUBLISH_TIMEOUT if self._publish_timeout else Exit.OK
 
-    def _close_pipeline(self) -> None:
+    def _close_pipeline(self, started: float) -> None:
         """The last delivery: up to packetbeat.shutdown_timeout, and a short grace when that is 0.
 
         With shutdown_timeout 0 Packetbeat does not wait for the output; pktbeat
@@ -413,8 +414,8 @@ class LiveRunner:
         """
         assert self.pipeline is not None
         timeout = self.config.shutdown_timeout
-        try:
-            self.pipeline.close(time.monotonic() + max(timeout, SHUTDOWN_GRACE_S))
+        try:  # the whole stop, workers included, stays within shutdown_timeout
+            self.pipeline.close(max(started + timeout, time.monotonic() + SHUTDOWN_GRACE_S))
         except PublishTimeout as exc:
             if timeout > 0:
                 self._publish_timeout = True

@@ -63,10 +63,12 @@ def agent_identity(config: AgentConfig) -> AgentIdentity:
         agent_id = json.loads(meta.read_text())["uuid"]
     except (OSError, ValueError, KeyError, TypeError):
         try:
-            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             agent_id = str(uuid.uuid4())
             tmp = meta.with_name(f".meta.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"uuid": agent_id}))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # path.data is private
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"uuid": agent_id}))
             os.replace(tmp, meta)
         except OSError as exc:
             log.warning("cannot persist the agent id in %s: %s", meta, exc.strerror)

@@ -46,11 +46,20 @@ log = logging.getLogger("pktbeat")
 WORKER_TICK_S = 0.1  # transaction timeouts and event batches
 WORKER_STATS_S = 1.0
 WORKER_POLL_S = 0.01  # the ring is written without wake-ups: this bounds the latency
-WORKER_DRAIN_S = 0.5  # at stop, time to empty the ring
+WORKER_STOP_S = 1.2  # at stop, the least time a worker gets to empty its ring, close its sessions and send
+WORKER_CLOSE_S = 0.7  # of that time, what is kept for closing the sessions and sending their events
 READ_BATCH = 2048
 EVENT_BATCH = 512
 
-WORKER_COUNTERS = ("records", "bad_records", "packets", "events", "events_dropped", "dump_packets", "dump_errors")
+# stop_unread_bytes: captured bytes still in the ring when the stop budget ran out (never decoded).
+WORKER_COUNTERS = ("records", "bad_records", "packets", "events", "events_dropped", "dump_packets", "dump_errors",
+                   "stop_unread_bytes")
+
+
+def stop_budget(shutdown_timeout: float) -> float:
+    """Seconds a worker has at stop before the parent kills it: half of packetbeat.shutdown_timeout (the other
+    half is the output's last delivery), and at least WORKER_STOP_S."""
+    return max(WORKER_STOP_S, shutdown_timeout / 2)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class CaptureWorker:
 
     def __init__(self, setup: WorkerSetup, ring_fd: int, chan_fd: int, control_fd: int) -> None:
         self.control_fd = control_fd
+        self.drain_s = stop_budget(setup.config.shutdown_timeout) - WORKER_CLOSE_S
         self._baseline = metrics.snapshot()
         self.counters = metrics.register("capture", WORKER_COUNTERS)
         self.by_status = metrics.register("events")  # events.<type>.<status>: /metrics' pktbeat_events_total
@@ -229,14 +239,24 @@ class CaptureWorker:
             self.dump.flush()
 
     def _finish(self, offset: int) -> None:
-        """Drain what the kernel wrote before the filters went, then close every session."""
-        deadline = time.monotonic() + WORKER_DRAIN_S
-        while time.monotonic() < deadline:
+        """Drain what the kernel wrote before the filters went, then close every session.
+
+        The ring is read until it is empty or the stop budget's share for it ran out; what is left then is
+        counted (stop_unread_bytes) and said, not lost silently."""
+        deadline = time.monotonic() + self.drain_s
+        while True:
             packets = self.reader.read(READ_BATCH, offset)
             self._learn_sockets()
             if not packets and not self.reader.plaintext:
                 break
             self._process_in_order(packets, offset)
+            if time.monotonic() >= deadline:
+                break
+        unread = self.reader.pending_bytes()
+        if unread:
+            self.counters["stop_unread_bytes"] += unread
+            log.warning("capture worker: %d captured bytes were still in the ring at stop and are not decoded "
+                        "(capture.stop_unread_bytes; a longer packetbeat.shutdown_timeout gives more time)", unread)
         self.dispatcher.close_all(time.time_ns())
         if self.plaintext is not None:
             self.plaintext.close_all(time.time_ns())
@@ -282,6 +302,8 @@ class WorkerPool:
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
         self.workers: list[WorkerHandle] = []
+        # Workers killed at stop: their open sessions and whatever their ring still held are lost.
+        self.counters = metrics.register("capture.workers", ("killed",))
 
     def fork(self, ring_fds: list[int]) -> None:
         """One worker per ring.  Call before any thread or netlink socket exists: forks inherit them."""
@@ -356,7 +378,10 @@ class WorkerPool:
             pending = [w for w in pending if not w.reader.eof]
         for worker in self.workers:
             if not worker.reader.eof:
-                log.warning("capture worker %d did not stop in time; killing it", worker.index)
+                self.counters["killed"] += 1
+                log.warning("capture worker %d did not stop in time; killing it: its open connections and the "
+                            "%d bytes its ring held at its last report are lost (capture.workers.killed)",
+                            worker.index, worker.stats.get("capture.ring_pending_bytes", 0))
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGKILL)
             self.reap(worker, block=True)

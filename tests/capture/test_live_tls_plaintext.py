@@ -1,6 +1,6 @@
 """TLS plaintext live: real TLS servers and clients in two namespaces, the same requests in cleartext and over TLS.
 
-nginx (HTTP/1.1 on a cleartext port and on a TLS port), redis-server (a
+nginx (HTTP/1.1 on a cleartext port, HTTP/1.1 and HTTP/2 on a TLS port), redis-server (a
 cleartext port and a --tls-port) and postgres (ssl=on: psql chooses with
 sslmode) run in namespace b with throwaway certificates; curl, a Python
 ssl/http.client client, redis-cli and psql run in namespace a, where the
@@ -97,7 +97,7 @@ def _nginx_conf(root: Path, listen: str, cert: Path, key: Path) -> str:
             types {{ text/plain txt; }}
             server {{
                 listen {listen}:{HTTP_PORT};
-                listen {listen}:{HTTPS_PORT} ssl;
+                listen {listen}:{HTTPS_PORT} ssl http2;
                 ssl_certificate {cert};
                 ssl_certificate_key {key};
                 root {root}/www;
@@ -163,6 +163,8 @@ def _traffic(pair: VethPair, root: Path, tls: bool) -> None:
     base = f"https://{ip}:{HTTPS_PORT}" if tls else f"http://{ip}:{HTTP_PORT}"
     _run(pair, [*curl, f"{base}/index.txt"])
     _run(pair, [*curl, "-o", "/dev/null", f"{base}/nothing-here"])
+    # HTTP/2 over TLS (ALPN h2); the same request in cleartext is HTTP/1.1, the cleartext port having no h2c.
+    _run(pair, [*curl[:-1], "--http2" if tls else "--http1.1", f"{base}/index.txt"])
     _run(pair, [sys.executable, str(root / "client.py"), ip, str(HTTPS_PORT if tls else HTTP_PORT),
                 "tls" if tls else "plain"])
     redis_cli = [_binary("redis-cli"), "-h", ip, "-p", str(REDIS_TLS_PORT if tls else REDIS_PORT)]
@@ -231,22 +233,21 @@ def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
     assert sorted(map(_summary, over_tls)) == sorted(map(_summary, plain)), (plain, over_tls)
     kinds = {e["type"] for e in over_tls}
     assert kinds == {"http", "redis", "pgsql"}, kinds
-    # The handshake after PostgreSQL's SSLRequest is on the wire once the STARTTLS takeover decodes it.
-    pg_handshake = any(e.get("type") == "tls" and e["destination"].get("port") == PG_PORT for e in agent.events())
+    # The handshake after PostgreSQL's SSLRequest is decoded on the wire (the pgsql session hands over to tls).
+    assert any(e.get("type") == "tls" and e["destination"].get("port") == PG_PORT for e in agent.events())
     for event in over_tls:
-        if event["type"] == "pgsql" and not pg_handshake:
-            assert "tls" not in event
-            continue
         tls = event["tls"]
         assert tls["established"] is True and tls["version_protocol"] == "tls", tls
         assert tls["version"] in ("1.2", "1.3") and tls["cipher"], tls
         assert "detailed" not in tls
     http_tls = [e for e in over_tls if e["type"] == "http"]
-    assert len(http_tls) == 5
+    assert len(http_tls) == 6
+    [h2] = [e for e in http_tls if e["http"]["version"] == "2"]
+    assert h2["url"]["scheme"] == "https" and h2["tls"]["next_protocol"] == "h2", h2
     assert all(e["process"]["name"] in ("nginx",) for e in http_tls)
-    # Six connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
+    # Seven connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
     log = agent.log()
-    assert "tls_plaintext.connections=6," in log and "tls_plaintext.gap_bytes=37856," in log, log[-3000:]
+    assert "tls_plaintext.connections=7," in log and "tls_plaintext.gap_bytes=37856," in log, log[-3000:]
     big = [e for e in http_tls if e["url"]["path"] == "/py/one.txt"]
     assert big and big[0]["http"]["response"]["body"]["bytes"] == 20000, big
 

@@ -64,3 +64,35 @@ def test_decoder_never_raises_on_mutated_frames(linktype: int) -> None:
         decoder.decode(bytes(frame[:cut]) + tail, 1)  # a Packet or None, never an exception
 
     check()
+
+
+def _ipv4_frame(proto: int, l4: bytes, total_len: int) -> bytes:
+    import struct
+
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total_len, 1, 0, 64, proto, 0, bytes([10, 0, 0, 1]),
+                         bytes([10, 0, 0, 2]))
+    return b"\x00" * 12 + b"\x08\x00" + header + l4
+
+
+def test_a_datagram_that_ends_inside_its_transport_header_has_an_empty_payload() -> None:
+    """The capture or the IP length ends before the payload starts: empty, never an exception.
+
+    The mypyc build raised SystemError ("Negative size passed to PyBytes_FromStringAndSize")
+    on a slice whose stop was before its start (an IP length ending inside the UDP header),
+    where Python gives b"".
+    """
+    import struct
+
+    from agent.capture.decode import LINKTYPE_ETHERNET, FrameDecoder
+
+    decoder = FrameDecoder(LINKTYPE_ETHERNET)
+    before = dict(decoder.stats)  # the counters are the process's, shared with other decoders
+    ip_cut_udp = _ipv4_frame(17, struct.pack("!HHHH", 1000, 53, 8, 0) + b"abcd", 26)  # IP length: 6 bytes of UDP
+    capture_cut_udp = _ipv4_frame(17, struct.pack("!HHH", 1000, 53, 40), 48)
+    capture_cut_tcp = _ipv4_frame(6, struct.pack("!HHIIBBH", 1000, 80, 1, 2, 0xF0, 0x18, 100) + b"\x00" * 6, 100)
+    cases = ((ip_cut_udp, 0), (capture_cut_udp, 20), (capture_cut_tcp, 20))
+    for frame, missing in cases:
+        packet = decoder.decode(frame, 1)
+        assert packet is not None and packet.payload == b"" and packet.missing == missing
+    assert decoder.stats["truncated"] - before["truncated"] == 2
+    assert decoder.stats["malformed"] == before["malformed"]

@@ -125,6 +125,21 @@ def test_bad_values_name_the_key(tmp_path: Path) -> None:
         load(_write(tmp_path, "output.kafka.hosts: [a]\n"))
 
 
+@pytest.mark.parametrize(("written", "mode"), [("0600", "0600"), ("'0640'", "0640"), ("0o600", "0600"),
+                                             ("'600'", "0600"), ("0", "0000")])
+def test_file_modes_quoted_or_not(tmp_path: Path, written: str, mode: str) -> None:
+    """An unquoted 0600 is YAML's integer 384; Beats takes it as the mode 0600, and so do we."""
+    config = load(_write(tmp_path, f"output.file.permissions: {written}\nlogging.files.permissions: {written}\n"))
+    assert config.output.config.permissions == config.logging.files.permissions == mode
+
+
+@pytest.mark.parametrize("written", ["0800", "1000", "rw-------", "'0o1777'", "true", "[1]"])
+def test_bad_file_modes_name_the_key(tmp_path: Path, written: str) -> None:
+    with pytest.raises(ConfigError, match="octal file mode from 0000 to 0777") as err:
+        load(_write(tmp_path, f"output.file.permissions: {written}\n"))
+    assert err.value.key == "output.file.permissions"
+
+
 def test_processor_conditions_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown condition 'equal'"):
         load(_write(tmp_path, "processors:\n- drop_event:\n    when.equal.type: flow\n"))

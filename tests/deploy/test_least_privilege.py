@@ -24,7 +24,8 @@ def config() -> Iterator[Path]:
     try:
         directory.chmod(0o755)
         file = directory / "packetbeat.yml"
-        file.write_text(f"packetbeat.protocols:\n- type: http\n  ports: [80]\npath.data: {directory}/data\n")
+        file.write_text(f"packetbeat.protocols:\n- type: http\n  ports: [80]\npath.data: {directory}/data\n"
+                        f"path.logs: {directory}/logs\n")
         file.chmod(0o644)
         yield file
     finally:

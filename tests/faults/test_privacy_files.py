@@ -2,8 +2,8 @@
 
 After a replay and a live run with the file output, a disk queue and file
 logging, `find path.data path.logs -perm /o+r` finds nothing, even from a
-shell whose umask is 022.  `export config` prints `${VAR}` references as
-written and never a secret.
+shell whose umask is 022: every file there is 0600 and every directory 0700.
+`export config` prints `${VAR}` references as written and never a secret.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ def _exposed(*directories: Path) -> list[str]:
     """What `find DIR... -perm /o+r` lists: files and directories other users may read."""
     proc = subprocess.run(["find", *map(str, directories), "-perm", "/o+r"], capture_output=True, text=True,
                           check=True)
+    return proc.stdout.splitlines()
+
+
+def _not_private(*directories: Path) -> list[str]:
+    """Files that are not 0600 and directories that are not 0700 (meta.json, state, spool, events, logs)."""
+    proc = subprocess.run(["find", *map(str, directories), "(", "-type", "f", "!", "-perm", "600", ")", "-o",
+                           "(", "-type", "d", "!", "-perm", "700", ")"], capture_output=True, text=True, check=True)
     return proc.stdout.splitlines()
 
 
@@ -99,6 +106,7 @@ def test_replay_leaves_nothing_readable_by_other_users(tmp_path: Path) -> None:
     assert list((data / "events").glob("packetbeat-*.ndjson")), "no events written"
     assert (data / "diskqueue").is_dir() and _log_bytes(logs) > 0
     assert _exposed(data, logs) == []
+    assert (data / "meta.json").is_file() and _not_private(data, logs) == []
 
 
 def _log_bytes(logs: Path) -> int:
@@ -124,6 +132,7 @@ def test_live_capture_leaves_nothing_readable_by_other_users() -> None:
             assert agent.events("http"), agent.log()[-3000:]
             assert (data / "diskqueue").is_dir() and _log_bytes(logs) > 0
             assert _exposed(data, logs) == []
+            assert (data / "meta.json").is_file() and _not_private(data, logs) == []
 
 
 def test_a_data_directory_open_to_others_is_warned_about(tmp_path: Path) -> None:

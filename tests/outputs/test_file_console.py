@@ -64,6 +64,18 @@ def test_permissions_and_rotate_on_startup(tmp_path: Path) -> None:
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in files)
 
 
+def test_permissions_are_what_was_asked_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)  # the agent's own umask must not narrow a configured mode
+    try:
+        output = FileOutput(FileOutputConfig(path=str(tmp_path / "out"), permissions="0640"))
+        output.publish(_events(1))
+        output.close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()] == [0o640]
+
+
 def test_console_output_pretty(capsys: pytest.CaptureFixture[str]) -> None:
     ConsoleOutput(ConsoleOutputConfig(codec={"json": {"pretty": True}})).publish(_events(1, size=1))
     text = capsys.readouterr().out

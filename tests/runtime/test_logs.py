@@ -68,7 +68,7 @@ def test_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(os.stat(where).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(tmp_path / "logs").st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(tmp_path / "logs").st_mode) == 0o700
     where = logs.setup(LoggingConfig(files=LogFilesConfig(permissions="0640")), False, (), str(tmp_path / "l2"))
     assert stat.S_IMODE(os.stat(where).st_mode) == 0o640
     # YAML reads an unquoted 0644 as the integer 420, as Go's YAML does for Beats

@@ -218,6 +218,10 @@ class HttpSession:
         if self._server_speaks_http2(direction, parser, ts_ns):
             return
         parser.resync()
+        self._drain_resyncing(parser)
+
+    def _drain_resyncing(self, parser: HttpStreamParser) -> None:
+        """Drain `parser`, skipping to the next message start after each malformed one."""
         for _ in range(1 << 20):  # each round skips at least one byte; the bound is a safety net
             try:
                 self._drain(parser)
@@ -290,7 +294,8 @@ class HttpSession:
         self._emit(request, msg)
         if request.method == b"CONNECT" and self.paused is not None and not 200 <= status < 300:
             self.paused = None  # refused: the client's next bytes are HTTP again
-            self._drain(self.parsers[request.direction])
+            # The client's parser, not the one being fed: its errors are handled here, not by the caller's recover.
+            self._drain_resyncing(self.parsers[request.direction])
         if status == 101:
             self._upgraded(request, msg)
         elif request.method == b"CONNECT" and 200 <= status < 300:

@@ -261,6 +261,25 @@ def test_connect_tunnel() -> None:
     assert txn.notes == []
 
 
+def test_refused_connect_resyncs_the_clients_held_bytes_itself() -> None:
+    """The client's bytes held behind a refused CONNECT are parsed on the server's feed: their errors stay theirs."""
+    from agent.protocols.base import SessionContext
+    from agent.protocols.http.plugin import HttpSession
+    from tests.helpers.sessions import conn_info, protocol_config
+
+    out: list[Transaction] = []
+    ctx = SessionContext("http", protocol_config("http"), conn_info(3128), out.append, metrics.register("test.http"))
+    session = HttpSession(ctx)
+    session.feed(Direction.TO_SERVER, b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"
+                 b"\x00junk\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n", 1_000)
+    session.feed(Direction.TO_CLIENT, b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n",
+                 2_000)  # raised a ParseError of the client's direction from the server's feed
+    session.feed(Direction.TO_CLIENT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3_000)
+    assert [(t.fields["method"], t.fields["http"]["response"]["status_code"]) for t in out] == [
+        ("CONNECT", 407), ("GET", 200)]
+    assert out[1].fields["url"]["path"] == "/next"
+
+
 # -- options -------------------------------------------------------------------------------------------
 
 

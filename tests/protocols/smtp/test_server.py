@@ -1,7 +1,8 @@
 """exim (Debian's exim4-daemon-light) in a namespace, swaks and smtplib in another, captured live by pktbeat.
 
 One run drives four sessions: swaks with AUTH PLAIN, a GB2312 subject, an
-attachment, a refused recipient and PIPELINING; swaks with STARTTLS;
+attachment, a refused recipient and PIPELINING; swaks with STARTTLS (its
+handshake then decoded by the TLS decoder that takes the connection over);
 smtplib with a failed login, RSET, a raw UTF-8 (SMTPUTF8) message, NOOP,
 VRFY and HELP; and a socket client sending BDAT chunks.  tcpdump records
 the same interface, and the replay of its capture must give the same events
@@ -35,7 +36,8 @@ pytestmark = [pytest.mark.server, pytest.mark.live]
 EXIM = shutil.which("exim4") or "/usr/sbin/exim4"
 PCAPS = Path(__file__).parent / "pcaps"
 PROTOCOLS: list[dict[str, Any]] = [{"type": "smtp", "ports": [25, 587], "send_request": True,
-                                    "send_response": True, "local_domains": ["pktbeat.test"]}]
+                                    "send_response": True, "local_domains": ["pktbeat.test"]},
+                                   {"type": "tls", "ports": [465]}]  # enabled: it takes STARTTLS connections over
 
 EXIM_CONF = """
 primary_hostname = mx.pktbeat.test
@@ -201,6 +203,9 @@ def test_exim_sessions_live_and_replayed(exim_pair: tuple[VethPair, Path], tmp_p
     assert actions(tls) == ["smtp.greeting", "smtp.ehlo", "smtp.starttls"]
     assert tls[-1]["error"]["message"] == "STARTTLS accepted: the rest of the connection is TLS, not decoded as SMTP"
     assert tls[-1]["server"]["port"] == 587
+    [handshake] = [e for e in live if e["type"] == "tls"]  # the same connection, handed over to the TLS decoder
+    assert handshake["client"]["port"] == tls[-1]["client"]["port"] and handshake["server"]["port"] == 587
+    assert handshake["tls"]["established"] is True and handshake["tls"]["version"] in ("1.2", "1.3")
     check_smtplib(python)
     check_bdat(bdat, ids["bdat"])
 
@@ -219,7 +224,7 @@ def assert_same(replayed: list[dict[str, Any]], live: list[dict[str, Any]], timi
             "destination", "error")
 
     def view(event: dict[str, Any]) -> dict[str, Any]:
-        out = {k: event.get(k) for k in keep if timing or k not in TIMING}
+        out = {k: event.get(k) for k in (*keep, "tls") if timing or k not in TIMING}
         for side in ("source", "destination"):  # only the live agent knows the processes
             if isinstance(out.get(side), dict):
                 out[side] = {k: v for k, v in out[side].items() if k != "process"}
@@ -229,6 +234,7 @@ def assert_same(replayed: list[dict[str, Any]], live: list[dict[str, Any]], timi
 
     ours = [[view(e) for e in session] for session in sessions(replayed).values()]
     theirs = [[view(e) for e in session] for session in sessions(live).values()]
+    assert [view(e) for e in replayed if e["type"] == "tls"] == [view(e) for e in live if e["type"] == "tls"]
     assert len(ours) == len(theirs)
     for mine, other in zip(ours, theirs, strict=True):
         assert [e["event"]["action"] for e in mine] == [e["event"]["action"] for e in other]

@@ -13,6 +13,7 @@ from agent.protocols.smtp.fields import NOTE_STARTTLS
 from agent.protocols.smtp.parser import NOTE_BARE_LF_DOT
 from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways, conn_info, protocol_config, run_stream
 from tests.protocols.smtp import transcripts as t
+from tests.protocols.tls import builders as tb
 
 PORT = 25
 
@@ -194,17 +195,22 @@ def test_other_commands(verb: str) -> None:
                                            "text": "Cannot VRFY user\nbut will accept"}
 
 
-def test_starttls_stops_decoding_smtp() -> None:
-    client_hello = b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"
+def test_starttls_hands_the_connection_to_the_tls_decoder() -> None:
+    # The client sends its ClientHello without waiting for the 220: it is held, then handed over.
+    client_hello = tb.record(tb.HANDSHAKE, tb.client_hello(extensions=[tb.sni("mx.example.org")]))
+    server_hello = tb.record(tb.HANDSHAKE, tb.server_hello(cipher=0xC02F))
     steps = [Step(S2C, t.GREETING, 1), Step(C2S, t.EHLO, 2), Step(S2C, t.EHLO_REPLY, 3),
              Step(C2S, b"STARTTLS\r\n" + client_hello, 4),
-             Step(S2C, b"220 2.0.0 Ready to start TLS\r\n\x16\x03\x03\x00\x10" + b"\x02" * 16, 5),
-             Step(C2S, b"\x17\x03\x03\x00\x20" + b"\x99" * 32, 6, fin=True)]
+             Step(S2C, b"220 2.0.0 Ready to start TLS\r\n" + server_hello + tb.CHANGE_CIPHER_SPEC, 5),
+             Step(C2S, tb.CHANGE_CIPHER_SPEC + tb.app_data(), 6, fin=True)]
     counters = metrics.register("test.smtp")
     before = counters["parse_errors"]
     txns = smtp(steps)
-    assert [x.fields["event"]["action"] for x in txns] == ["smtp.greeting", "smtp.ehlo", "smtp.starttls"]
-    assert txns[-1].notes == [NOTE_STARTTLS] and txns[-1].fields["smtp"]["reply"]["code"] == 220
+    assert [x.type for x in txns] == ["smtp", "smtp", "smtp", "tls"]
+    assert [x.fields["event"]["action"] for x in txns[:3]] == ["smtp.greeting", "smtp.ehlo", "smtp.starttls"]
+    assert txns[2].notes == [NOTE_STARTTLS] and txns[2].fields["smtp"]["reply"]["code"] == 220
+    tls = txns[3].fields["tls"]
+    assert tls["client"]["server_name"] == "mx.example.org" and tls["cipher"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
     assert counters["parse_errors"] == before
 
 

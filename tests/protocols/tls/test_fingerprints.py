@@ -93,9 +93,13 @@ def server_hello_body(**kwargs: object) -> bytes:
     return b.server_hello(**kwargs)[4:]  # type: ignore[arg-type]
 
 
-# Standard JA3S (`version,cipher,extensions`) as tshark 4.0 prints it for the ServerHellos of
-# tls-sample2.pcap, tls-sample1.pcap and tls-version-13.pcap (tls.handshake.ja3s_full / ja3s).
+# Standard JA3S (`version,cipher,extensions`): Salesforce's example, then as tshark 4.0 prints it for the
+# ServerHellos of tls-sample2.pcap, tls-sample1.pcap and tls-version-13.pcap (tls.handshake.ja3s_full / ja3s).
 @pytest.mark.parametrize(("version", "cipher", "extensions", "text", "digest"), [
+    # The worked example of the Salesforce JA3 README's JA3S section.
+    (0x0301, 47, [b.ext(0xFF01, b"\x00"), b.ext(0), b.point_formats(0), b.ext(35), b.ext(5),
+                  b.ext(16, b.vec16(b.vec8(b"h2")))],
+     "769,47,65281-0-11-35-5-16", "836ce314215654b5b1f85f97c73e506f"),
     (0x0303, 49199, [b.ext(0xFF01, b"\x00"), b.ext(0), b.point_formats(0), b.ext(16, b.vec16(b.vec8(b"h2")))],
      "771,49199,65281-0-11-16", "ae53107a2e47ea20c72ac44821a728bf"),
     (0x0303, 49199, [b.ext(0xFF01, b"\x00"), b.ext(0), b.point_formats(0), b.ext(35), b.ext(5), b.ext(23),
@@ -110,7 +114,7 @@ def test_ja3s_standard_known_vectors(version: int, cipher: int, extensions: list
     assert (ja3s_string(parsed), ja3s(parsed)) == (text, digest)
 
 
-def test_ja3s_without_extensions_has_no_trailing_comma() -> None:
+def test_ja3s_without_extensions_keeps_its_empty_extensions_field() -> None:
     parsed = parse_server_hello(server_hello_body(version=0x0301, cipher=47, extensions=None))
     assert ja3s_string(parsed) == "769,47,"
     assert ja3s_string(parsed, "packetbeat") == "769,,,,"

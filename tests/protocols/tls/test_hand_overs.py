@@ -1,7 +1,7 @@
 """Protocols that start TLS part-way hand the connection to the TLS decoder: literal bytes, three ways.
 
 PostgreSQL's SSLRequest answered 'S' (and refused with 'N', which stays
-PostgreSQL), MySQL's SSL request packet.  HTTP's CONNECT and Upgrade are in
+PostgreSQL), MySQL's SSL request packet, SMTP's STARTTLS answered 220.  HTTP's CONNECT and Upgrade are in
 tests/protocols/http/test_h2_session.py; the captures of real servers in
 test_starttls.py.
 """
@@ -16,6 +16,7 @@ from agent.protocols.tls.plugin import TlsSession  # noqa: F401  (the protocol t
 from tests.helpers.sessions import C2S, S2C, Step, assert_same_three_ways
 from tests.protocols.mysql import messages as my
 from tests.protocols.pgsql import messages as pg
+from tests.protocols.smtp import transcripts as smtp
 from tests.protocols.tls import builders as b
 
 SNI = "db.example.test"
@@ -87,3 +88,25 @@ def test_mysql_ssl_request() -> None:
             rest = tls_steps(3)
         [txn] = assert_same_three_ways("mysql", [*head, *rest], server_port=3306)
         check_tls(txn)
+
+
+def test_smtp_starttls() -> None:
+    """The SMTP events up to STARTTLS, then the handshake; a client that does not wait for the 220 included."""
+    head = [Step(S2C, smtp.GREETING, ts_ns=1), Step(C2S, smtp.EHLO, ts_ns=2), Step(S2C, smtp.EHLO_REPLY, ts_ns=3)]
+    ready = b"220 2.0.0 Ready to start TLS\r\n"
+    waits = [Step(C2S, b"STARTTLS\r\n", ts_ns=4), Step(S2C, ready, ts_ns=5), *tls_steps(6)]
+    eager = [Step(C2S, b"STARTTLS\r\n" + CLIENT_HELLO, ts_ns=4), Step(S2C, ready + SERVER_FLIGHT, ts_ns=5),
+             *tls_steps(6)[2:]]
+    for steps in (waits, eager):
+        txns = assert_same_three_ways("smtp", [*head, *steps], server_port=25)
+        assert [t.type for t in txns] == ["smtp", "smtp", "smtp", "tls"]
+        assert txns[2].fields["smtp"]["command"] == "STARTTLS"
+        check_tls(txns[3])
+
+
+def test_smtp_starttls_refused_stays_smtp() -> None:
+    steps = [Step(S2C, smtp.GREETING, ts_ns=1), Step(C2S, b"STARTTLS\r\n", ts_ns=2),
+             Step(S2C, b"454 4.7.0 TLS not available\r\n", ts_ns=3), Step(C2S, b"NOOP\r\n", ts_ns=4),
+             Step(S2C, b"250 2.0.0 Ok\r\n", ts_ns=5)]
+    txns = assert_same_three_ways("smtp", steps, server_port=25)
+    assert [t.fields["smtp"]["command"] for t in txns[1:]] == ["STARTTLS", "NOOP"]

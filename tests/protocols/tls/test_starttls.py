@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from agent.protocols import registry
 from tests.helpers.live import live_agent, live_available
 from tests.helpers.netns import stop_tcpdump, tcpdump, veth_pair
 from tests.helpers.replay import replay
@@ -40,11 +39,6 @@ TLS = {"type": "tls", "ports": [443]}  # enabled, so it can take connections ove
 def protocols_for(case: str) -> list[dict[str, Any]]:
     listed = PROTOCOLS[case]
     return listed if any(p["type"] == "tls" for p in listed) else [*listed, TLS]
-
-
-def _skip_unknown(case: str) -> None:
-    if case == "smtp" and "smtp" not in registry.PROTOCOLS:
-        pytest.skip("the smtp protocol is not on this branch")
 
 
 def check_case(case: str, events: list[dict[str, Any]]) -> None:
@@ -69,7 +63,6 @@ def check_case(case: str, events: list[dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize("case", CASES)
 def test_capture_through_the_cli(case: str) -> None:
-    _skip_unknown(case)
     events, _ = replay(PCAPS / f"starttls-{case}.pcap", protocols_for(case))
     check_case(case, events)
 
@@ -82,10 +75,9 @@ def test_real_servers_live() -> None:
     protocols: list[dict[str, Any]] = [{"type": "pgsql", "ports": [PORTS["pgsql"]]},
                                        {"type": "mysql", "ports": [PORTS["mysql"]]},
                                        {"type": "http", "ports": [PORTS["connect"]]},
-                                       {"type": "tls", "ports": [443, PORTS["ldap"]]}]
-    cases = [c for c in CASES if c != "smtp" or "smtp" in registry.PROTOCOLS]
-    if "smtp" in cases:
-        protocols.append({"type": "smtp", "ports": [PORTS["smtp"]]})
+                                       {"type": "tls", "ports": [443, PORTS["ldap"]]},
+                                       {"type": "smtp", "ports": [PORTS["smtp"]]}]
+    cases = CASES
     with tempfile.TemporaryDirectory(prefix="pktbeat-starttls-") as tmp, veth_pair("pbs", offload=False) as pair, \
             lab(pair, Path(tmp)) as servers, live_agent(pair.a, [pair.a_if], protocols) as agent:
         pcaps = {case: Path(tmp) / f"starttls-{case}.pcap" for case in cases}
