@@ -139,7 +139,7 @@ class TlsPlaintextConfig:
     libraries: tuple[str, ...] = opt((), check=_library_paths,
                                      doc="more library files to probe besides every libssl.so.3")
     max_connections: int = opt(16384, bounds=(1, 1 << 20), doc="TLS connections the kernel and each worker follow")
-    rescan_interval: float = opt(30.0, kind="duration",
+    rescan_interval: float = opt(30.0, kind="duration", bounds=(0.0, DAY),
                                  check=lambda v: None if v == 0 or v >= 1 else "must be 0 or at least 1s",
                                  doc="how often every process's maps are searched for libraries (0: at start only)")
 

@@ -14,7 +14,8 @@ event builder, and get:
   so it is known when the first request's transaction is made.  Packetbeat's
   `tls.detailed` section (certificate chains) stays on the `tls` event;
 - `pktbeat.payload.source: tls_library`: the payload came from the TLS
-  library, not from the wire.
+  library, not from the wire;
+- for HTTP, `url.scheme` https (and `url.full` with it).
 
 The wire's `tls` event itself is published as usual.
 """
@@ -29,6 +30,7 @@ from typing import Any
 from agent import metrics
 from agent.capture.tlsrecord import TlsRecordError, decode_plaintext_record
 from agent.protocols.base import Transaction
+from agent.protocols.http.h2event import set_scheme
 from agent.transport.plaintext import ConnKey, PlaintextLimits, PlaintextStreams
 from agent.transport.session import StreamBinding
 
@@ -99,6 +101,10 @@ class TlsPlaintext:
             self.counters["with_handshake"] += 1
         else:
             self.counters["without_handshake"] += 1
+        if txn.type == "http":
+            url = fields.get("url")
+            if isinstance(url, dict) and url.get("scheme") == "http":
+                set_scheme(fields, "https")  # HTTP/1.x over TLS (HTTP/2's :scheme already says so)
         pktbeat = fields.setdefault("pktbeat", {})
         if isinstance(pktbeat, dict):
             pktbeat["payload"] = {"source": PAYLOAD_SOURCE}

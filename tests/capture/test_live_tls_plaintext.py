@@ -1,14 +1,16 @@
 """TLS plaintext live: real TLS servers and clients in two namespaces, the same requests in cleartext and over TLS.
 
-nginx (HTTP/1.1 on a cleartext port, HTTP/1.1 and HTTP/2 on a TLS port), redis-server (a
-cleartext port and a --tls-port) and postgres (ssl=on: psql chooses with
-sslmode) run in namespace b with throwaway certificates; curl, a Python
-ssl/http.client client, redis-cli and psql run in namespace a, where the
-agent captures the veth with packetbeat.tls_plaintext on.  Every request's
-TLS event has the method, path and status (or query and status) of the same
-request in cleartext, the connection's TLS handshake fields, and says its
-payload came from the TLS library.  Both ends of each connection call
-OpenSSL: each request still gives one event.
+nginx (HTTP/1.1 on a cleartext port; HTTP/1.1 and HTTP/2 on a TLS port),
+redis-server (a cleartext port and a --tls-port), postgres (ssl=on: psql
+chooses with sslmode) and mariadbd (the client chooses with --ssl) run in
+namespace b with throwaway certificates; curl (--http1.1 and --http2), a
+Python ssl/http.client client, redis-cli, psql and mariadb run in namespace
+a, where the agent (two workers) captures the veth with
+packetbeat.tls_plaintext on. Every request's TLS event has the method, path
+and status (or query and status) of the same request in cleartext, the
+connection's TLS handshake fields, and says its payload came from the TLS
+library; curl --http2's are HTTP/2 streams. Both ends of each connection
+call OpenSSL: each request still gives one event.
 
 Then the switch: with tls_plaintext off no uprobe is in any process (the
 int3 a uprobe writes at SSL_write is not there), with it on it is, also in
@@ -38,12 +40,17 @@ from tests.helpers.netns import VethPair, veth_pair
 pytestmark = [pytest.mark.live, pytest.mark.server]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-HTTP_PORT, HTTPS_PORT = 8080, 8443
-REDIS_PORT, REDIS_TLS_PORT = 6379, 6380
-PG_PORT = 5432
 LIBSSL = "/lib/x86_64-linux-gnu/libssl.so.3"
+# Uprobes see every process on the host, and the kernel sends the plaintext of connections on these ports:
+# ports of this test run only, so that other programs' TLS traffic (this test run elsewhere at the same time)
+# does not reach this run's agent and its counters.
+_BASE = 20000 + (os.getpid() % 4000) * 10
+HTTP_PORT, HTTPS_PORT = _BASE, _BASE + 1
+REDIS_PORT, REDIS_TLS_PORT = _BASE + 2, _BASE + 3
+PG_PORT, MYSQL_PORT = _BASE + 4, _BASE + 5
 PROTOCOLS = [{"type": "http", "ports": [HTTP_PORT]}, {"type": "tls", "ports": [HTTPS_PORT, REDIS_TLS_PORT]},
-             {"type": "redis", "ports": [REDIS_PORT]}, {"type": "pgsql", "ports": [PG_PORT]}]
+             {"type": "redis", "ports": [REDIS_PORT]}, {"type": "pgsql", "ports": [PG_PORT]},
+             {"type": "mysql", "ports": [MYSQL_PORT]}]
 SETTINGS = {"packetbeat.tls_plaintext": {"enabled": True, "ports": {"http": [HTTPS_PORT], "redis": [REDIS_TLS_PORT]}}}
 PY_CLIENT = textwrap.dedent("""
     import http.client, ssl, sys
@@ -113,7 +120,8 @@ def servers() -> Iterator[dict[str, Any]]:
         pytest.skip(reason)
     if not (PG_BIN / "postgres").exists() or not os.path.exists(LIBSSL):
         pytest.skip("postgresql 15 or OpenSSL 3 is not installed")
-    nginx, redis = _binary("nginx"), _binary("redis-server")
+    nginx, redis, mariadbd = _binary("nginx"), _binary("redis-server"), _binary("mariadbd")
+    _binary("mariadb-install-db")
     with tempfile.TemporaryDirectory(prefix="pktbeat-tlsp-") as tmp, veth_pair("pbs") as pair:
         root = Path(tmp)
         os.chmod(root, 0o755)
@@ -132,6 +140,10 @@ def servers() -> Iterator[dict[str, Any]]:
         data = root / "pg"
         data.mkdir(mode=0o700)
         shutil.chown(data, "postgres", "postgres")
+        mydata = root / "mydata"
+        install_mysql = subprocess.Popen(["mariadb-install-db", f"--datadir={mydata}", "--user=root",
+                                          "--auth-root-authentication-method=normal", "--skip-test-db"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust",
                         "-U", "postgres", "--no-sync"], check=True, capture_output=True, timeout=120)
         with open(data / "pg_hba.conf", "a") as hba:
@@ -144,9 +156,16 @@ def servers() -> Iterator[dict[str, Any]]:
                       "-c", f"listen_addresses={pair.b_ip}", "-c", f"port={PG_PORT}",
                       "-c", f"unix_socket_directories={data}", "-c", "fsync=off", "-c", "ssl=on"],
                      log=root / "pg.log")
+        assert install_mysql.wait(timeout=120) == 0, "mariadb-install-db failed"
+        pair.b.popen([mariadbd, "--no-defaults", f"--datadir={mydata}", f"--socket={root}/mysql.sock",
+                      f"--bind-address={pair.b_ip}", f"--port={MYSQL_PORT}", "--user=root", "--skip-grant-tables",
+                      f"--pid-file={root}/mysql.pid", "--innodb-buffer-pool-size=16M", "--skip-name-resolve",
+                      "--skip-log-bin", f"--tmpdir={root}", f"--ssl-cert={cert}", f"--ssl-key={key}"],
+                     log=root / "mariadb.log")
         for port in (HTTP_PORT, HTTPS_PORT, REDIS_PORT, REDIS_TLS_PORT):
             pair.b.wait_port(port, pair.b_ip)
         pair.b.wait_port(PG_PORT, pair.b_ip, timeout=60)
+        pair.b.wait_port(MYSQL_PORT, pair.b_ip, timeout=60)
         (root / "client.py").write_text(PY_CLIENT)
         yield {"pair": pair, "root": root, "cert": cert}
 
@@ -159,12 +178,12 @@ def _run(pair: VethPair, args: list[str]) -> None:
 def _traffic(pair: VethPair, root: Path, tls: bool) -> None:
     """The same requests in cleartext or over TLS."""
     ip = pair.b_ip
-    curl = [_binary("curl"), "-sS", "-k", "-o", "/dev/null", "--http1.1"]
+    curl = [_binary("curl"), "-sS", "-k", "-o", "/dev/null"]
     base = f"https://{ip}:{HTTPS_PORT}" if tls else f"http://{ip}:{HTTP_PORT}"
-    _run(pair, [*curl, f"{base}/index.txt"])
-    _run(pair, [*curl, "-o", "/dev/null", f"{base}/nothing-here"])
-    # HTTP/2 over TLS (ALPN h2); the same request in cleartext is HTTP/1.1, the cleartext port having no h2c.
-    _run(pair, [*curl[:-1], "--http2" if tls else "--http1.1", f"{base}/index.txt"])
+    _run(pair, [*curl, "--http1.1", f"{base}/index.txt"])
+    _run(pair, [*curl, "--http1.1", f"{base}/nothing-here"])
+    # HTTP/2 over TLS (ALPN h2); in cleartext curl asks for h2c by Upgrade, which nginx ignores: HTTP/1.1.
+    _run(pair, [*curl, "--http2", f"{base}/index.txt", "-o", "/dev/null", f"{base}/h2-missing"])
     _run(pair, [sys.executable, str(root / "client.py"), ip, str(HTTPS_PORT if tls else HTTP_PORT),
                 "tls" if tls else "plain"])
     redis_cli = [_binary("redis-cli"), "-h", ip, "-p", str(REDIS_TLS_PORT if tls else REDIS_PORT)]
@@ -175,6 +194,20 @@ def _traffic(pair: VethPair, root: Path, tls: bool) -> None:
     sslmode = "require" if tls else "disable"
     _run(pair, [_binary("psql"), "-X", f"host={ip} port={PG_PORT} user=postgres dbname=postgres sslmode={sslmode}",
                 "-c", "SELECT 42 AS answer"])
+    # MariaDB's client: --ssl sends the SSL request, then TLS (not verifying the throwaway certificate).
+    _run(pair, [_binary("mariadb"), "-h", ip, "-P", str(MYSQL_PORT), "-u", "root",
+                "--ssl" if tls else "--skip-ssl", "-e", "SELECT 42 AS answer"])
+
+
+def _worker_totals(log: str) -> dict[str, int]:
+    """The workers' counters at exit (the agent logs their sums on one line)."""
+    line = next(line for line in log.splitlines() if "worker counters at exit:" in line)
+    totals: dict[str, int] = {}
+    for item in line.split("at exit:", 1)[1].split(","):
+        name, _, value = item.strip().partition("=")
+        if value.isdigit():
+            totals[name] = int(value)
+    return totals
 
 
 def _summary(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -217,37 +250,46 @@ def _uprobe_in(pid: int, path: str, symbol: str = "SSL_write") -> bool:
 
 def test_tls_requests_match_cleartext(servers: dict[str, Any]) -> None:
     pair: VethPair = servers["pair"]
-    with live_agent(pair.a, [pair.a_if], PROTOCOLS, SETTINGS) as agent:
+    # Two workers: a connection's plaintext must reach the worker that decodes its packets (its handshake),
+    # or its events would lack the tls fields.
+    with live_agent(pair.a, [pair.a_if], PROTOCOLS, {**SETTINGS, "packetbeat.interfaces.workers": 2}) as agent:
         _traffic(pair, servers["root"], tls=False)
         _traffic(pair, servers["root"], tls=True)
         time.sleep(0.5)
         assert agent.stop() == 0, agent.log()[-3000:]
-    events = [e for e in agent.events() if e.get("type") in ("http", "redis", "pgsql")
+    events = [e for e in agent.events() if e.get("type") in ("http", "redis", "pgsql", "mysql")
               and e["destination"]["ip"] == pair.b_ip]
     over_tls = [e for e in events if e.get("pktbeat", {}).get("payload", {}).get("source") == "tls_library"]
     plain = [e for e in events if "pktbeat" not in e]
     assert len(plain) + len(over_tls) == len(events)
-    assert {e["destination"]["port"] for e in plain} == {HTTP_PORT, REDIS_PORT, PG_PORT}
-    assert {e["destination"]["port"] for e in over_tls} == {HTTPS_PORT, REDIS_TLS_PORT, PG_PORT}
+    assert {e["destination"]["port"] for e in plain} == {HTTP_PORT, REDIS_PORT, PG_PORT, MYSQL_PORT}
+    assert {e["destination"]["port"] for e in over_tls} == {HTTPS_PORT, REDIS_TLS_PORT, PG_PORT, MYSQL_PORT}
     # One event per request, although both ends of every connection call OpenSSL.
     assert sorted(map(_summary, over_tls)) == sorted(map(_summary, plain)), (plain, over_tls)
     kinds = {e["type"] for e in over_tls}
-    assert kinds == {"http", "redis", "pgsql"}, kinds
-    # The handshake after PostgreSQL's SSLRequest is decoded on the wire (the pgsql session hands over to tls).
-    assert any(e.get("type") == "tls" and e["destination"].get("port") == PG_PORT for e in agent.events())
+    assert kinds == {"http", "redis", "pgsql", "mysql"}, kinds
+    # Every event has its connection's handshake: PostgreSQL's and MySQL's too, decoded on the wire after their
+    # SSL requests.
     for event in over_tls:
         tls = event["tls"]
         assert tls["established"] is True and tls["version_protocol"] == "tls", tls
         assert tls["version"] in ("1.2", "1.3") and tls["cipher"], tls
         assert "detailed" not in tls
     http_tls = [e for e in over_tls if e["type"] == "http"]
-    assert len(http_tls) == 6
-    [h2] = [e for e in http_tls if e["http"]["version"] == "2"]
-    assert h2["url"]["scheme"] == "https" and h2["tls"]["next_protocol"] == "h2", h2
+    assert len(http_tls) == 7
     assert all(e["process"]["name"] in ("nginx",) for e in http_tls)
-    # Seven connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
+    # curl --http2: HTTP/2 streams, on the connection whose ALPN chose h2; the others stay HTTP/1.1.
+    h2 = sorted((e["url"]["path"], e["http"]["response"]["status_code"]) for e in http_tls
+                if e["http"]["version"] == "2" and e["tls"].get("next_protocol") == "h2")
+    assert h2 == [("/h2-missing", 404), ("/index.txt", 200)], [(e["http"], e["tls"]) for e in http_tls]
+    assert all(e["url"]["scheme"] == "https" for e in http_tls)
+    assert all(e["http"]["version"] == "1.1" for e in plain if e["type"] == "http")
+    # Eight connections, each followed from its client's end; the only lost bytes are the 300 kB write's tail.
     log = agent.log()
-    assert "tls_plaintext.connections=7," in log and "tls_plaintext.gap_bytes=37856," in log, log[-3000:]
+    totals = _worker_totals(log)
+    assert totals["tls_plaintext.connections"] == 8 and totals["tls_plaintext.gap_bytes"] == 37856, totals
+    per_worker = next(line for line in log.splitlines() if "records per worker at exit:" in line)
+    assert "0=0," not in per_worker and not per_worker.endswith("=0"), per_worker  # both workers had connections
     big = [e for e in http_tls if e["url"]["path"] == "/py/one.txt"]
     assert big and big[0]["http"]["response"]["body"]["bytes"] == 20000, big
 

@@ -43,7 +43,8 @@ def test_ports_map_and_the_kernel_ports() -> None:
     ({"ports": [443]}, "expected a mapping"),
     ({"libraries": ["libssl.so.3"]}, "not an absolute path"),
     ({"rescan_interval": "100ms"}, "at least 1s"),
-    ({"max_connections": 0}, "must be between 1 and"),
+    ({"max_connections": 0}, "between 1 and 1048576"),
+    ({"rescan_interval": "25h"}, "between 0s and 24h"),
     ({"enable": True}, "unknown setting"),
 ])
 def test_mistakes_are_one_line_naming_the_key(section: dict[str, Any], message: str) -> None:

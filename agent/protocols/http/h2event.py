@@ -112,14 +112,14 @@ def transaction(assembler: EventAssembler, conn: ConnectionInfo, exchange: Excha
     if request is not None:
         scheme = request.field(b":scheme")
         if scheme and scheme != b"http":
-            _set_scheme(txn.fields, _text(scheme))
+            set_scheme(txn.fields, _text(scheme))
         content_type = request.field(b"content-type") or b""
         if content_type.startswith(GRPC_CONTENT_TYPE):
             _grpc(txn, request, response)
     return txn
 
 
-def _set_scheme(fields: dict[str, Any], scheme: str) -> None:
+def set_scheme(fields: dict[str, Any], scheme: str) -> None:
     """`:scheme` https (HTTP/2 over TLS plaintext): url.scheme, and url.full without https' default port."""
     url = fields.get("url")
     if not url:

@@ -654,7 +654,9 @@ class HttpStreamParser:
         start_line = raw[:line_end]
         problem = parse_start_line(start_line, head)
         if problem is None and line_end < len(raw) - 4:
-            problem = parse_header_block(raw[line_end + 2:-4], head)
+            # Never a slice whose start passes its end: mypyc's bytes slice fails on one (a head whose bare LFs
+            # end it right after the start line's CRLF).
+            problem = parse_header_block(raw[line_end + 2:max(line_end + 2, len(raw) - 4)], head)
         if problem is BARE_LF or 10 in start_line:  # the head may even end before this CRLF CRLF
             raw, head, problem = _lenient_head(raw)
             stop = pos + len(raw) - 4
