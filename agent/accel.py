@@ -32,6 +32,7 @@ from typing import Any
 MODULES = (
     "agent.capture.pcapfile",
     "agent.capture.decode",
+    "agent.capture.flowhash",
     "agent.transport.tcp",
     "agent.transport.halfopen",
     "agent.transport.dispatcher",

@@ -50,8 +50,9 @@ REQUEST_BYTES = 45
 PACKET_OVERHEAD = 66
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User+system CPU seconds of process `root` and its live descendants (the capture workers)."""
+def tree_cpu_seconds(root: int, reaped: bool = False) -> float:
+    """User+system CPU seconds of process `root` and its live descendants (the capture workers); with
+    `reaped`, also of the descendants that ended and were waited for (a server's per-connection processes)."""
     parents: dict[int, int] = {}
     cpu: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -62,7 +63,7 @@ def tree_cpu_seconds(root: int) -> float:
         except OSError:
             continue
         parents[int(entry.name)] = int(fields[1])
-        cpu[int(entry.name)] = int(fields[11]) + int(fields[12])
+        cpu[int(entry.name)] = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
     total = 0
     for pid, ticks in cpu.items():
         node = pid

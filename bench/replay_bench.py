@@ -1,7 +1,7 @@
 """Replay speed of pktbeat against tshark on the same large HTTP + DNS capture, in one run.
 
     .venv/bin/python bench/replay_bench.py [--pcap FILE] [--packets 133000] [--body-mu 8.6]
-                                           [--runs 5] [--output file|discard] [--skip-ek]
+                                           [--runs 5] [--output file|discard] [--skip-ek] [--workers 1,0]
 
 Without --pcap, bench/gen_traffic_pcap.py writes a deterministic capture to
 /tmp/pktbeat-bench-<packets>-<body-mu>.pcap first.  The default body size
@@ -9,13 +9,17 @@ makes it the capture the replay issue describes: 133k packets, 99 MB
 (`--body-mu 8.0` gives a denser 77 MB one with more, smaller transactions).
 
 Each tool runs on the same file as a separate process, start-up included;
-the best of --runs is kept.  Columns:
+the best of --runs is kept.  The runs are interleaved (one of each tool per
+round), so that a change in the machine's load hits every tool alike.
+pktbeat runs once per --workers value (`-E packetbeat.interfaces.workers=N`:
+1 is the in-process replay, 0 one worker per CPU).  Columns:
 
   seconds      wall time of the whole process
   packets/s    packets / seconds
   per CPU-s    packets / (user + system CPU seconds): the per-core rate
   after start  packets / (seconds - the same tool's time on an empty capture)
   txns/s       pktbeat's published events / seconds
+  x tshark     tshark -r's seconds / this tool's seconds (the acceptance ratio)
 
 pktbeat runs once untimed first, so Python's bytecode cache exists (as it does
 after any first run; PYTHONDONTWRITEBYTECODE is cleared for the children).  It
@@ -67,21 +71,26 @@ def native_modules() -> str:
     return out.stdout.strip().replace(" ", " of ") or "unknown"
 
 
-def timed(args: list[str], runs: int, cwd: Path | None = None) -> tuple[float, float]:
-    """Best wall seconds and best CPU seconds (user + system) of `runs` runs."""
-    best_wall = best_cpu = float("inf")
+def run_once(args: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process and its children) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=child_env())
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed: {proc.stderr.decode()[-2000:]}")
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def timed(commands: dict[str, list[str]], runs: int, cwd: Path | None = None) -> dict[str, tuple[float, float]]:
+    """Best wall seconds and best CPU seconds of each command over `runs` interleaved rounds."""
+    best = {name: (float("inf"), float("inf")) for name in commands}
     for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=child_env())
-        elapsed = time.perf_counter() - start
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode != 0:
-            raise SystemExit(f"{args[0]} failed: {proc.stderr.decode()[-2000:]}")
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        best_wall = min(best_wall, elapsed)
-        best_cpu = min(best_cpu, cpu)
-    return best_wall, best_cpu
+        for name, args in commands.items():
+            wall, cpu = run_once(args, cwd)
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def pktbeat_config(directory: Path, output: str) -> Path:
@@ -114,6 +123,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--output", choices=("file", "discard"), default="file")
     parser.add_argument("--skip-ek", action="store_true", help="skip the slow tshark -T ek run")
+    parser.add_argument("--workers", default="1,0", help="packetbeat.interfaces.workers values to run")
     args = parser.parse_args()
 
     pcap = args.pcap or Path(f"/tmp/pktbeat-bench-{args.packets}-{args.body_mu:g}.pcap")
@@ -121,42 +131,53 @@ def main() -> None:
         generate(pcap, args.packets, seed=1, body_mu=args.body_mu)
     packets = count_packets(pcap)
     size_mb = pcap.stat().st_size / 1e6
-    print(f"capture: {pcap} ({packets} packets, {size_mb:.1f} MB); pktbeat's native modules: {native_modules()}")
+    load = os.getloadavg()
+    print(f"capture: {pcap} ({packets} packets, {size_mb:.1f} MB); pktbeat's native modules: {native_modules()}; "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
     rows: list[tuple[str, float, float, float, int]] = []
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         config = pktbeat_config(directory, args.output)
         empty = empty_capture(directory, pcap)
-        pktbeat = [str(PKTBEAT), "run", "-t", "-c", str(config), "-I"]
-        timed([*pktbeat, str(pcap)], 1, cwd=directory)  # untimed: bytecode cache, page cache
-        start_up, _ = timed([*pktbeat, str(empty)], args.runs, cwd=directory)
+        pktbeat = {f"pktbeat -t workers={w}": [str(PKTBEAT), "run", "-t", "-c", str(config), "-E",
+                                               f"packetbeat.interfaces.workers={w}", "-I"]
+                   for w in args.workers.split(",")}
+        tshark = shutil.which("tshark")
+        full = {name: [*command, str(pcap)] for name, command in pktbeat.items()}
+        empties = {name: [*command, str(empty)] for name, command in pktbeat.items()}
+        if tshark:
+            full["tshark -r"] = [tshark, "-r", str(pcap)]
+            empties["tshark -r"] = [tshark, "-r", str(empty)]
+        for command in pktbeat.values():
+            run_once([*command, str(pcap)], cwd=directory)  # untimed: bytecode cache, page cache
+        start_up = timed(empties, args.runs, cwd=directory)
         shutil.rmtree(directory / "out", ignore_errors=True)
-        wall, cpu = timed([*pktbeat, str(pcap)], args.runs, cwd=directory)
+        best = timed(full, args.runs, cwd=directory)
         events = 0
         if args.output == "file":
             for path in (directory / "out").iterdir():
                 with open(path, "rb") as handle:
                     events += sum(1 for _ in handle)
-            events //= args.runs  # every run appends its own file
-        rows.append(("pktbeat run -t -I", wall, cpu, start_up, events))
-        tshark = shutil.which("tshark")
-        if tshark:
-            tshark_start, _ = timed([tshark, "-r", str(empty)], args.runs)
-            wall, cpu = timed([tshark, "-r", str(pcap)], args.runs)
-            rows.append(("tshark -r", wall, cpu, tshark_start, 0))
-            if not args.skip_ek:
-                wall, cpu = timed([tshark, "-r", str(pcap), "-T", "ek"], 1)
-                rows.append(("tshark -r -T ek", wall, cpu, tshark_start, 0))
-    print(f"{'tool':<20} {'seconds':>8} {'packets/s':>10} {'per CPU-s':>10} {'start-up':>9} {'after start':>12} "
-          f"{'txns/s':>8}")
+            events //= args.runs * len(pktbeat)  # every run appends its own file
+        for name in full:
+            wall, cpu = best[name]
+            rows.append((name, wall, cpu, start_up[name][0], events if name in pktbeat else 0))
+        if tshark and not args.skip_ek:
+            wall, cpu = run_once([tshark, "-r", str(pcap), "-T", "ek"])
+            rows.append(("tshark -r -T ek", wall, cpu, start_up["tshark -r"][0], 0))
+    reference = best.get("tshark -r", (float("nan"), 0.0))[0]
+    print(f"{'tool':<24} {'seconds':>8} {'packets/s':>10} {'per CPU-s':>10} {'start-up':>9} {'after start':>12} "
+          f"{'txns/s':>8} {'x tshark':>9}")
     for name, seconds, cpu, start, txns in rows:
         after = packets / (seconds - start) if seconds > start else float("nan")
         txn_rate = f"{txns / seconds:8.0f}" if txns else f"{'':>8}"
-        print(f"{name:<20} {seconds:8.2f} {packets / seconds:10.0f} {packets / cpu:10.0f} {start:9.2f} "
-              f"{after:12.0f} {txn_rate}")
+        print(f"{name:<24} {seconds:8.2f} {packets / seconds:10.0f} {packets / cpu:10.0f} {start:9.2f} "
+              f"{after:12.0f} {txn_rate} {reference / seconds:9.2f}")
     if args.output == "file":
-        print(f"pktbeat published {events} events")
+        print(f"pktbeat published {events} events per run")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ TEST_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
+  wrk dnsperf libmemcached-tools
   exim4-daemon-light swaks libnet-ssleay-perl
   slapd ldap-utils nghttp2-client
 )

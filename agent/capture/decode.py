@@ -85,8 +85,7 @@ _ipv4 = struct.Struct("!BBHHHBBH4s4s").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from
 _ports = struct.Struct("!HH").unpack_from
 _ports_header = struct.Struct("!HHHH")
-# Ethernet type; IPv4 version/IHL, total length, fragment field, protocol, addresses; TCP up to its flags.
-_ether_ipv4_tcp = struct.Struct("!12xHBxHxxHxBxx4s4sHHIIBB").unpack_from
+_tcp_ports_seq = struct.Struct("!HHII").unpack_from
 
 DECODE_COUNTERS = (
     "frames",
@@ -139,13 +138,13 @@ class FrameDecoder:
     """Frames of one link type in, Packets out; anything else is counted, never raised."""
 
     def __init__(self, linktype: int, snaplen: int = 65535, keep_link: bool = False,
-                 tunnels: TunnelSettings | None = None) -> None:
+                 tunnels: TunnelSettings | None = None, counters: metrics.Counters | None = None) -> None:
         if linktype not in SUPPORTED_LINKTYPES:
             raise ValueError(f"unsupported link type {linktype}")
         self.linktype = linktype
         self.snaplen = snaplen
         self.keep_link = keep_link
-        self.stats = metrics.register("decode", DECODE_COUNTERS)
+        self.stats = counters if counters is not None else metrics.register("decode", DECODE_COUNTERS)
         # Flows need the link layer of every frame: the fast path (which skips it) is off then.
         self._plain_ethernet = linktype == LINKTYPE_ETHERNET and not keep_link
         settings = tunnels if tunnels is not None else TunnelSettings()
@@ -162,14 +161,21 @@ class FrameDecoder:
         """
         if not self._plain_ethernet or len(frame) < 54:
             return None
-        (ethertype, vihl, total_len, frag, proto, src, dst, sport, dport, seq, ack, data_off,
-         tcp_flags) = _ether_ipv4_tcp(frame)
-        if ethertype != ETH_P_IP or vihl != 0x45 or proto != IPPROTO_TCP or frag & 0x3FFF or total_len < 20:
+        # IPv4 (no options) carrying TCP, not a fragment: checked in place, before anything is unpacked
+        if frame[12] != 8 or frame[13] or frame[14] != 0x45 or frame[23] != IPPROTO_TCP or frame[20] & 0x3F \
+                or frame[21]:
             return None
+        total_len = (frame[16] << 8) | frame[17]
+        data_off = frame[46]
         end = 14 + total_len
         start = 34 + (data_off >> 4) * 4
-        if data_off < 0x50 or start > end:
+        if total_len < 20 or data_off < 0x50 or start > end:
             return None
+        sport: int
+        dport: int
+        seq: int
+        ack: int
+        sport, dport, seq, ack = _tcp_ports_seq(frame, 34)  # typed: mypyc then compares them natively
         payload = _part(frame, start, end)
         missing = end - start - len(payload)
         stats = self.stats
@@ -177,7 +183,7 @@ class FrameDecoder:
         stats["packets"] += 1
         if missing:
             stats["truncated"] += 1
-        return src, dst, sport, dport, seq, ack, tcp_flags, payload, missing
+        return frame[26:30], frame[30:34], sport, dport, seq, ack, frame[47], payload, missing
 
     def decode(self, frame: bytes, ts_ns: int, wire_len: int = 0) -> Packet | None:
         if not wire_len:

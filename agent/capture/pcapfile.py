@@ -84,6 +84,10 @@ class CaptureReader:
             self._file.close()
             raise
         self.offset = 0
+        # A filtering reader (agent/capture/flowhash.py) yields only the frames its `_keep` accepts.
+        self.filtering = False
+        self.stopped = False  # set by a filtering reader to end the iteration early
+        self.skipped_ns = 0  # the newest timestamp of the frames a filtering reader did not yield
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -99,11 +103,16 @@ class CaptureReader:
             return self._iter_pcapng()
         return self._iter_pcap()
 
+    def _keep(self, buf: bytes, start: int, stop: int, ts_ns: int) -> bool:
+        """Whether the frame buf[start:stop] is yielded (asked only when `filtering`): before it is copied."""
+        return True
+
     def _iter_pcap(self) -> Iterator[tuple[int, bytes, int]]:
         # Records are cut out of large reads: two small reads per packet cost more than parsing it.
         read = self._file.read
         unpack = self._record.unpack_from
         scale = self._ns_per_unit
+        filtering = self.filtering
         offset = 24  # file offset of buf[0]
         buf = b""
         pos = 0
@@ -129,9 +138,13 @@ class CaptureReader:
             if stop > end:
                 raise CaptureFileError(self.path, offset + pos,
                                        f"truncated record: {end - start} of {caplen} bytes present")
-            frame = buf[start:stop]
             pos = stop
-            yield sec * 1_000_000_000 + sub * scale, frame, wire_len if wire_len > caplen else caplen
+            ts_ns = sec * 1_000_000_000 + sub * scale
+            if filtering and not self._keep(buf, start, stop, ts_ns):
+                if self.stopped:
+                    return
+                continue
+            yield ts_ns, buf[start:stop], wire_len if wire_len > caplen else caplen
 
     # -- pcapng: section header, interface descriptions, enhanced/simple packet blocks --
 
@@ -224,12 +237,22 @@ class CaptureReader:
                     raise CaptureFileError(self.path, self.offset, f"packet on undescribed interface {iface}")
                 if caplen > len(body) - 20:
                     raise CaptureFileError(self.path, self.offset, "packet longer than its block")
-                yield ((high << 32) | low) * state.interfaces[iface][1], body[20:20 + caplen], max(wire_len, caplen)
+                ts_ns = ((high << 32) | low) * state.interfaces[iface][1]
+                if self.filtering and not self._keep(body, 20, 20 + caplen, ts_ns):
+                    if self.stopped:
+                        return
+                    continue
+                yield ts_ns, body[20:20 + caplen], max(wire_len, caplen)
             elif block_type == 3:  # simple packet block: no timestamp
                 if len(body) < 4 or not state.interfaces:
                     raise CaptureFileError(self.path, self.offset, "bad simple packet block")
                 wire_len = struct.unpack_from(endian + "I", body)[0]
-                yield 0, body[4:4 + wire_len], wire_len
+                stop = min(4 + wire_len, len(body))
+                if self.filtering and not self._keep(body, 4, stop, 0):
+                    if self.stopped:
+                        return
+                    continue
+                yield 0, body[4:stop], wire_len
             elif block_type == 0x0A0D0D0A:
                 continue
 

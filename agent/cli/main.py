@@ -107,6 +107,9 @@ def run(
     read_file: Annotated[list[str] | None, typer.Option("-I", help="Read packets from a pcap/pcapng file")] = None,
     topspeed: Annotated[bool, typer.Option("-t", help="With -I: full speed, keep packet timestamps")] = False,
     loops: Annotated[int, typer.Option("-l", help="With -I: replay the file N times")] = 1,
+    workers: Annotated[int | None, typer.Option(
+        "-w", "--workers", min=0,
+        help="Decoding processes (packetbeat.interfaces.workers); 0: one per CPU")] = None,
     dump: Annotated[str | None, typer.Option("--dump", help="Write captured packets to this pcap file")] = None,
     interface: Annotated[list[str] | None, typer.Option("-i", "--interface", help="Capture on this interface")] = None,
     one_at_a_time: Annotated[bool, typer.Option("-O", help="With -I: wait for Enter before each packet")] = False,
@@ -122,6 +125,8 @@ def run(
     extra: dict[str, Any] = {}
     if interface:
         extra["packetbeat.interfaces.device"] = list(interface)
+    if workers is not None:
+        extra["packetbeat.interfaces.workers"] = workers
     try:
         cfg = _load(config, settings, path_home=path_home, path_data=path_data, path_logs=path_logs,
                     path_config=path_config, extra=extra)
@@ -138,12 +143,13 @@ def run(
         if problem:
             log.warning("%s %s", key, problem)
     if read_file:
-        from agent.runtime.replay import ReplayOptions, ReplayRunner
+        from agent.runtime.replay import ReplayOptions
+        from agent.runtime.replay_shards import replay_runner
 
         if one_at_a_time:
             log.warning("-O (one packet at a time) is not supported; replaying normally")
         try:
-            runner = ReplayRunner(cfg, ReplayOptions(list(read_file), topspeed=topspeed, loops=loops))
+            runner = replay_runner(cfg, ReplayOptions(list(read_file), topspeed=topspeed, loops=loops))
         except Exception as exc:
             _startup_failure(exc)
             return

@@ -9,11 +9,16 @@ messages (stats, done) are always queued.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import logging
 import os
+import signal
 import struct
 import time
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 _frame = struct.Struct("<BI")
 PIPE_SIZE = 1 << 20
@@ -123,3 +128,26 @@ class ChannelReader:
         if at:
             del buf[:at]
         return out
+
+
+def run_child(name: str, close_fds: Sequence[int], body: Callable[[], int], failed: int = 1) -> NoReturn:
+    """The life of a forked worker: close the parent's fds, leave SIGINT/SIGTERM/SIGUSR1 to the parent
+    (a terminal's Ctrl-C reaches the whole group, and the parent coordinates the stop), run `body`,
+    and exit with its code (`failed` when it raised, said in the log) without the parent's clean-up."""
+    code = failed
+    try:
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        with contextlib.suppress(Exception):
+            signal.set_wakeup_fd(-1)
+        code = body()
+    except BaseException:
+        logging.getLogger("pktbeat").exception("%s failed", name)
+    finally:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(code)

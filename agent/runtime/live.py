@@ -272,7 +272,7 @@ class LiveRunner:
         sel.register(self.watcher.fileno(), selectors.EVENT_READ, "netlink")
         sel.register(wake_r, selectors.EVENT_READ, "wake")
         self.status.start()
-        timers = _Timers(self.config, time.monotonic())
+        timers = _Timers(self.config, time.monotonic(), tls=self.kernel is not None and self.kernel.tls is not None)
         try:
             while self._stop_requests == 0 and self._failure is None:
                 for key, _ in sel.select(timers.wait(time.monotonic())):
@@ -308,7 +308,7 @@ class LiveRunner:
             self.status.show(now, self.counters)
         if timers.due("flows", now):
             self._tick_flows()
-        if self.kernel is not None and self.kernel.tls is not None and timers.due("tls", now):
+        if timers.due("tls", now) and self.kernel is not None and self.kernel.tls is not None:
             try:
                 self.kernel.tls.poll(now)
             except Exception:
@@ -429,11 +429,13 @@ class LiveRunner:
 class _Timers:
     """The supervisor's periodic jobs, and how long the loop may sleep before the next one."""
 
-    def __init__(self, config: AgentConfig, now: float) -> None:
+    def __init__(self, config: AgentConfig, now: float, tls: bool = False) -> None:
         metrics_period = config.logging.metrics.period if config.logging.metrics.enabled else 0.0
-        self.periods = {"counters": COUNTERS_S, "reconcile": RECONCILE_S, "flows": FLOWS_TICK_S, "tls": TLS_POLL_S}
-        self.next = {"counters": now, "reconcile": now + RECONCILE_S, "flows": now + FLOWS_TICK_S,
-                     "tls": now + TLS_POLL_S}
+        self.periods = {"counters": COUNTERS_S, "reconcile": RECONCILE_S, "flows": FLOWS_TICK_S}
+        self.next = {"counters": now, "reconcile": now + RECONCILE_S, "flows": now + FLOWS_TICK_S}
+        if tls:  # only a job that runs may have a timer: one never taken would keep wait() at 0 (a busy loop)
+            self.periods["tls"] = TLS_POLL_S
+            self.next["tls"] = now + TLS_POLL_S
         if metrics_period > 0:
             self.periods["metrics"] = metrics_period
             self.next["metrics"] = now + metrics_period

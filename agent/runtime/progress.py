@@ -7,10 +7,18 @@ time left.  Updates are throttled (at most five a second) so the bar costs nothi
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
 MIN_INTERVAL_S = 0.2
+
+
+def wanted(option: bool | None) -> bool:
+    """Whether to draw: as `option` says, or (None) when stderr is a terminal that can take it."""
+    if option is not None:
+        return option
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
 
 
 class Progress:

@@ -24,8 +24,6 @@ errors) or dropped (larger than the disk queue, or left behind by the stop).
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,10 +32,13 @@ from agent import metrics
 from agent.capture.decode import SUPPORTED_LINKTYPES, FrameDecoder
 from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.config.load import AgentConfig
+from agent.events.builder import AgentIdentity
 from agent.publisher.pipeline import Pipeline, PublishTimeout
+from agent.publisher.types import Output
 from agent.runtime import wiring
 from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
+from agent.runtime.progress import wanted as progress_wanted
 
 log = logging.getLogger("pktbeat")
 
@@ -55,13 +56,22 @@ class ReplayOptions:
 
 
 class ReplayRunner:
-    def __init__(self, config: AgentConfig, options: ReplayOptions) -> None:
+    """Replay in this process.  Multi-worker replay (agent/runtime/replay_shards.py) runs one in each
+    worker, with the parent's `identity`, a `pipeline` whose output is the parent, and an
+    `open_capture` that keeps the worker's shard of each file."""
+
+    def __init__(self, config: AgentConfig, options: ReplayOptions, pipeline: Pipeline | None = None,
+                 identity: AgentIdentity | None = None) -> None:
         self.config = config
         self.options = options
-        self.identity = wiring.agent_identity(config)
+        self.identity = identity if identity is not None else wiring.agent_identity(config)
         self.builder = wiring.event_builder(config, self.identity)
-        self.output = wiring.make_output(config)
-        self.pipeline: Pipeline = wiring.make_pipeline(config, self.output)
+        self.output: Output | None = None
+        if pipeline is None:
+            self.output = wiring.make_output(config)
+            pipeline = wiring.make_pipeline(config, self.output)
+        self.pipeline = pipeline
+        self.open_capture: Callable[[str], CaptureReader] = CaptureReader
         self.dispatcher = wiring.dispatcher(config, self._emit)
         self.flows = None
         if config.flows is not None:
@@ -137,7 +147,7 @@ class ReplayRunner:
     def _open_capture(self, path: str) -> CaptureReader | None:
         """The file's reader, or None (logged and counted) when it cannot be read or its link type is unknown."""
         try:
-            reader = CaptureReader(path)
+            reader = self.open_capture(path)
         except (CaptureFileError, OSError) as exc:
             log.error("%s", exc)
             self.stats["read_errors"] += 1
@@ -160,7 +170,7 @@ class ReplayRunner:
             self.stats["files"] += 1
             decoder = FrameDecoder(reader.info.linktype, keep_link=self.flows is not None,
                                    tunnels=wiring.tunnel_settings(self.config))
-            progress = Progress(path, reader.info.size, enabled=self._show_progress())
+            progress = Progress(path, reader.info.size, enabled=progress_wanted(self.options.progress))
             last_ns = clock_ns
             next_tick = 0
             pace = None if self.options.topspeed else _Pacer()
@@ -204,7 +214,7 @@ class ReplayRunner:
             finally:
                 self.stats["packets"] += count
                 progress.done(count, stats["events"])
-        return last_ns
+        return max(last_ns, reader.skipped_ns)  # a sharded reader's file ends where its last frame is
 
     def _tick(self, now_ns: int) -> None:
         if self.options.topspeed:
@@ -250,33 +260,33 @@ class ReplayRunner:
             metrics.register("replay").inc("pending_at_end", pending)
 
     def _close(self, code: Exit) -> Exit:
-        timeout = self.config.shutdown_timeout
-        deadline = time.monotonic() + timeout if timeout > 0 else None
-        pipeline = self.pipeline
-        try:
-            pipeline.close(deadline)
-        except PublishTimeout as exc:
-            when = "after the stop" if pipeline.interrupted else f"within packetbeat.shutdown_timeout ({timeout:g}s)"
-            kept = " (they stay in the disk queue for the next run)" if pipeline.spool is not None else \
-                " (lost: without queue.disk they are kept in memory only; replaying the file again sends them)"
-            log.error("%s %s%s", exc, when, kept)
-            return Exit.PUBLISH_TIMEOUT
-        undelivered = pipeline.undelivered()
-        if undelivered:
-            counters = pipeline.counters
-            causes = {"refused by the output": counters["dropped"],
-                      "larger than the disk queue": counters["too_large_drops"],
-                      "left behind by the stop": counters["interrupted_drops"],
-                      "no room in the queue": counters["queue_full_drops"] + counters["disk_full_drops"]}
-            log.error("%d event(s) were not delivered: %s", undelivered,
-                      ", ".join(f"{n} {why}" for why, n in causes.items() if n))
-            return Exit.PUBLISH_TIMEOUT
-        return code
+        return close_pipeline(self.pipeline, self.config.shutdown_timeout, code)
 
-    def _show_progress(self) -> bool:
-        if self.options.progress is not None:
-            return self.options.progress
-        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def close_pipeline(pipeline: Pipeline, timeout: float, code: Exit) -> Exit:
+    """Deliver what is queued (within `timeout`, 0: no limit) and close; the exit code, 3 when events
+    were not delivered (each cause said in one line)."""
+    deadline = time.monotonic() + timeout if timeout > 0 else None
+    try:
+        pipeline.close(deadline)
+    except PublishTimeout as exc:
+        when = "after the stop" if pipeline.interrupted else f"within packetbeat.shutdown_timeout ({timeout:g}s)"
+        kept = " (they stay in the disk queue for the next run)" if pipeline.spool is not None else \
+            " (lost: without queue.disk they are kept in memory only; replaying the file again sends them)"
+        log.error("%s %s%s", exc, when, kept)
+        return Exit.PUBLISH_TIMEOUT
+    undelivered = pipeline.undelivered()
+    if undelivered:
+        counters = pipeline.counters
+        causes = {"refused by the output": counters["dropped"],
+                  "larger than the disk queue": counters["too_large_drops"],
+                  "left behind by the stop": counters["interrupted_drops"],
+                  "no room in the queue": counters["queue_full_drops"] + counters["disk_full_drops"]}
+        log.error("%d event(s) were not delivered: %s", undelivered,
+                  ", ".join(f"{n} {why}" for why, n in causes.items() if n))
+        return Exit.PUBLISH_TIMEOUT
+    return code
 
 
 class _Pacer:

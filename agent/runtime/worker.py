@@ -272,24 +272,8 @@ class CaptureWorker:
 
 def _worker_main(setup: WorkerSetup, index: int, ring_fd: int, chan_fd: int, control_fd: int,
                  close_fds: list[int]) -> NoReturn:
-    code = 1
-    try:
-        for fd in close_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        # The parent coordinates shutdown: a terminal's Ctrl-C reaches the whole group.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_IGN)
-        with contextlib.suppress(Exception):
-            signal.set_wakeup_fd(-1)
-        code = CaptureWorker(setup, ring_fd, chan_fd, control_fd).run()
-    except BaseException:
-        log.exception("capture worker %d failed", index)
-    finally:
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        os._exit(code)
+    channel.run_child(f"capture worker {index}", close_fds,
+                      lambda: CaptureWorker(setup, ring_fd, chan_fd, control_fd).run())
 
 
 # ---------------------------------------------------------------------------------------------------------------

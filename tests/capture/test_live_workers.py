@@ -1,4 +1,5 @@
-"""Several workers: the kernel steers both directions of a flow to one worker, and the work is spread."""
+"""Several workers: the kernel steers both directions of a flow to one worker (with the hash file replay
+shards by), and the work is spread."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.capture.flowhash import flow_hash
+from agent.capture.packet import F_FRAGMENT
 from tests.helpers.live import kernel_probe, live_agent, live_available
 from tests.helpers.netns import veth_pair
 
@@ -35,6 +38,9 @@ def test_flow_hash_is_the_same_both_ways() -> None:
         key = (r["l4proto"], ends) if r["l4proto"] == 6 else (r["l4proto"], tuple(sorted([r["src"], r["dst"]])))
         hashes[key].add(r["flow_hash"])
         directions[key].add(r["direction"])
+        # file replay shards with the Python twin of the kernel's hash: it must give the same value
+        assert r["flow_hash"] == flow_hash(bytes.fromhex(r["src"]), bytes.fromhex(r["dst"]), r["l4proto"],
+                                           r["sport"], r["dport"], bool(r["flags"] & F_FRAGMENT)), r
     tcp = [k for k in hashes if k[0] == 6]
     udp = [k for k in hashes if k[0] == 17]
     assert len(tcp) == 8 and len(udp) == 1
