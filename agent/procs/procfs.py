@@ -54,6 +54,12 @@ def same_process(pid: int, start_ns: int, root: str = "/proc") -> bool:
     return ticks is not None and abs(ticks - start_ns * _CLK_TCK // 1_000_000_000) <= 1
 
 
+def comm(pid: int, root: str = "/proc") -> str:
+    """Field 2 of /proc/PID/stat (the name, cut at 15 bytes), or "" when the process is gone."""
+    data = _read(f"{root}/{pid}/stat", 4096)
+    return data[data.find(b"(") + 1:data.rfind(b")")].decode("utf-8", "replace") if b")" in data else ""
+
+
 def _readlink(path: str) -> str:
     try:
         target = os.readlink(path)

@@ -54,7 +54,7 @@ COMM_LEN = 15  # TASK_COMM_LEN - 1: a name this long may have been cut
 
 PROCS_COUNTERS = (
     "records", "bad_records", "sockets_evicted", "processes_evicted", "proc_details", "proc_gone",
-    "exec_from_kernel", "lookups", "found", "ambiguous", "not_local",
+    "exec_from_kernel", "exec_from_parent", "lookups", "found", "ambiguous", "not_local",
 )
 
 SocketKey = tuple[int, bytes, int, bytes, int]
@@ -202,6 +202,12 @@ class ProcessTable:
             executable, args, cwd, container = task.exe, task.args, "", ""
             if task.exe:
                 self.counters["exec_from_kernel"] += 1
+            else:
+                parent = self._forked_from(task)
+                if parent is not None:
+                    self.counters["exec_from_parent"] += 1
+                    executable, args = parent.executable, parent.args
+                    cwd, container = parent.working_directory, parent.container_id
         name = task.comm
         if len(name) >= COMM_LEN and args:
             name = os.path.basename(args[0]) or name  # comm is cut at 15 bytes: argv[0] says more
@@ -220,6 +226,18 @@ class ProcessTable:
             self.counters["processes_evicted"] += 1
         processes[ident] = (info, now_boot_ns if details is not None else 0)
         return info
+
+    def _forked_from(self, task: TaskFacts) -> procfs.ProcDetails | None:
+        """The details of a gone process's parent, when it was forked from it without execve.
+
+        A server's per-connection child (a PostgreSQL backend) that started before
+        pktbeat has no execve record and may exit before its socket is read: it runs
+        its parent's program, which is still there.  Same name, and the parent still
+        the process that started at `parent_start_ns` (not a reused pid).
+        """
+        if not task.ppid or not task.parent_start_ns or procfs.comm(task.ppid, self.proc_root) != task.comm:
+            return None
+        return procfs.read_details(task.ppid, task.parent_start_ns, self.proc_root)
 
     def _wall(self, boot_ns: int) -> int:
         now = time.monotonic()

@@ -85,6 +85,23 @@ def test_an_exited_or_reused_pid_falls_back_to_the_kernels_facts(tmp_path: Path)
     assert (reused.pid, reused.name, reused.executable, reused.args) == (200, "curl", "", ())
 
 
+def test_a_gone_child_forked_without_execve_gets_its_live_parents_program(tmp_path: Path) -> None:
+    """A PostgreSQL backend that started before pktbeat (no execve record) and exited before its socket was read."""
+    parent_start = 10**9
+    fake_proc(tmp_path, 50, parent_start, "/usr/lib/postgresql/15/bin/postgres", ["postgres", "-D", "/db"], "/db",
+              comm="postgres")
+    t = table(tmp_path)
+    backend = TASK._replace(tgid=51, ppid=50, parent_start_ns=parent_start, comm="postgres", exe="", args=())
+    info = t.add(owner(backend, laddr=SERVER, lport=5432, raddr=CLIENT, rport=40000))
+    assert (info.pid, info.ppid, info.executable, info.args, info.working_directory) == (
+        51, 50, "/usr/lib/postgresql/15/bin/postgres", ("postgres", "-D", "/db"), "/db")
+    assert t.counters["exec_from_parent"] == 1
+    # another name (it ran execve before pktbeat started), or a parent pid now another process's: nothing borrowed
+    other = t.add(owner(backend._replace(tgid=52, comm="psql"), laddr=SERVER, lport=5433))
+    reused = t.add(owner(backend._replace(tgid=53, parent_start_ns=parent_start + 10**9), laddr=SERVER, lport=5434))
+    assert other.executable == "" and reused.executable == "" and t.counters["exec_from_parent"] == 1
+
+
 def test_comm_cut_at_15_bytes_is_completed_from_argv(tmp_path: Path) -> None:
     t = table(tmp_path)
     long_name = TASK._replace(comm="a-long-program-", args=("/opt/bin/a-long-program-name", "--x"))
