@@ -202,12 +202,12 @@ class ProcessTable:
             executable, args, cwd, container = task.exe, task.args, "", ""
             if task.exe:
                 self.counters["exec_from_kernel"] += 1
-            else:
-                parent = self._forked_from(task)
-                if parent is not None:
-                    self.counters["exec_from_parent"] += 1
-                    executable, args = parent.executable, parent.args
-                    cwd, container = parent.working_directory, parent.container_id
+        if not executable:  # gone, or exiting (a zombie's stat stays, its exe and cmdline do not)
+            parent = self._forked_from(task)
+            if parent is not None:
+                self.counters["exec_from_parent"] += 1
+                executable, args = parent.executable, args or parent.args
+                cwd, container = cwd or parent.working_directory, container or parent.container_id
         name = task.comm
         if len(name) >= COMM_LEN and args:
             name = os.path.basename(args[0]) or name  # comm is cut at 15 bytes: argv[0] says more

@@ -96,10 +96,18 @@ def test_a_gone_child_forked_without_execve_gets_its_live_parents_program(tmp_pa
     assert (info.pid, info.ppid, info.executable, info.args, info.working_directory) == (
         51, 50, "/usr/lib/postgresql/15/bin/postgres", ("postgres", "-D", "/db"), "/db")
     assert t.counters["exec_from_parent"] == 1
+    # exiting: its stat is still there (the same process), its exe and cmdline are not
+    zombie = tmp_path / "54"
+    zombie.mkdir()
+    zombie_stat = (tmp_path / "50" / "stat").read_text().replace("50 (postgres)", "54 (postgres)")
+    (zombie / "stat").write_text(zombie_stat.replace(str(parent_start * TCK // 10**9), str(START * TCK // 10**9)))
+    exiting = t.add(owner(backend._replace(tgid=54), laddr=SERVER, lport=5435))
+    assert (exiting.executable, exiting.args) == ("/usr/lib/postgresql/15/bin/postgres", ("postgres", "-D", "/db"))
+    assert t.counters["exec_from_parent"] == 2 and t.counters["proc_details"] == 1
     # another name (it ran execve before pktbeat started), or a parent pid now another process's: nothing borrowed
     other = t.add(owner(backend._replace(tgid=52, comm="psql"), laddr=SERVER, lport=5433))
     reused = t.add(owner(backend._replace(tgid=53, parent_start_ns=parent_start + 10**9), laddr=SERVER, lport=5434))
-    assert other.executable == "" and reused.executable == "" and t.counters["exec_from_parent"] == 1
+    assert other.executable == "" and reused.executable == "" and t.counters["exec_from_parent"] == 2
 
 
 def test_comm_cut_at_15_bytes_is_completed_from_argv(tmp_path: Path) -> None:
