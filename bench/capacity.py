@@ -78,6 +78,7 @@ sys.path.insert(0, str(ROOT))
 from bench.db_redis import tree_cpu_seconds  # noqa: E402
 from tests.helpers.live import LiveAgent, live_agent  # noqa: E402
 from tests.helpers.netns import VethPair, veth_pair  # noqa: E402
+from tests.helpers.nginx import nginx_conf  # noqa: E402
 from tests.protocols.memcache.test_live import memcached  # noqa: E402
 from tests.protocols.mysql import test_live as mysql_live  # noqa: E402
 from tests.protocols.pgsql import test_live as pg_live  # noqa: E402
@@ -134,25 +135,12 @@ def nginx(tmp: Path) -> Iterator[VethPair]:
     (tmp / "www" / "index.html").write_bytes(b"<!DOCTYPE html>\n" + b"x" * 596)  # nginx's welcome page size
     with veth_pair("cap") as pair:
         conf = tmp / "nginx.conf"
-        conf.write_text(textwrap.dedent(f"""
-            daemon off;
-            master_process off;
-            worker_rlimit_nofile 8192;
-            pid {tmp}/nginx.pid;
-            error_log {tmp}/error.log crit;
-            events {{ worker_connections 4096; }}
-            http {{
-                log_format counted '$status';
-                access_log {tmp}/access.log counted buffer=256k flush=1s;
-                client_body_temp_path {tmp}/tmp_body;
-                proxy_temp_path {tmp}/tmp_proxy;
-                fastcgi_temp_path {tmp}/tmp_fastcgi;
-                uwsgi_temp_path {tmp}/tmp_uwsgi;
-                scgi_temp_path {tmp}/tmp_scgi;
+        conf.write_text(nginx_conf(tmp, textwrap.dedent(f"""
                 keepalive_requests 1000000;
                 server {{ listen {pair.b_ip}:{NGINX_PORT} reuseport backlog=4096; root {tmp}/www; }}
-            }}
-            """))
+            """), main="master_process off;\nworker_rlimit_nofile 8192;", worker_connections=4096,
+            error_level="crit", access_log=f"log_format counted '$status';\n    "
+                                           f"access_log {tmp}/access.log counted buffer=256k flush=1s;"))
         pair.b.popen(["nginx", "-c", str(conf), "-p", str(tmp)], log=tmp / "nginx.out")
         pair.b.wait_port(NGINX_PORT, host=pair.b_ip)
         yield pair

@@ -59,6 +59,7 @@ if str(ROOT) not in sys.path:
 
 from tests.helpers.live import LiveAgent, live_agent, tc_filters  # noqa: E402
 from tests.helpers.netns import VethPair, veth_pair  # noqa: E402
+from tests.helpers.nginx import nginx_conf  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PORTS = {"http": 8080, "dns": 53, "redis": 6379, "pgsql": 5432}
@@ -228,23 +229,10 @@ class Lab:
 
 
 def _nginx_conf(root: Path, listen: str) -> str:
-    return textwrap.dedent(f"""
-        daemon off;
-        master_process off;
-        pid {root}/nginx.pid;
-        error_log {root}/error.log warn;
-        events {{ worker_connections 1024; }}
-        http {{
-            access_log off;
-            client_body_temp_path {root}/tmp_body;
-            proxy_temp_path {root}/tmp_proxy;
-            fastcgi_temp_path {root}/tmp_fastcgi;
-            uwsgi_temp_path {root}/tmp_uwsgi;
-            scgi_temp_path {root}/tmp_scgi;
+    return nginx_conf(root, textwrap.dedent(f"""
             keepalive_requests 1000000;
             server {{ listen {listen}:{PORTS["http"]}; root {root}/www; }}
-        }}
-        """)
+        """), worker_connections=1024)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import pytest
 
 from tests.helpers.live import live_agent, live_available
 from tests.helpers.netns import VethPair, veth_pair
+from tests.helpers.nginx import nginx_conf
 
 pytestmark = [pytest.mark.live, pytest.mark.server]
 
@@ -88,19 +89,7 @@ def _certificate(directory: Path) -> tuple[Path, Path]:
 
 
 def _nginx_conf(root: Path, listen: str, cert: Path, key: Path) -> str:
-    return textwrap.dedent(f"""
-        daemon off;
-        master_process off;
-        pid {root}/nginx.pid;
-        error_log {root}/error.log warn;
-        events {{ worker_connections 64; }}
-        http {{
-            access_log off;
-            client_body_temp_path {root}/tmp_body;
-            proxy_temp_path {root}/tmp_proxy;
-            fastcgi_temp_path {root}/tmp_fastcgi;
-            uwsgi_temp_path {root}/tmp_uwsgi;
-            scgi_temp_path {root}/tmp_scgi;
+    return nginx_conf(root, textwrap.dedent(f"""
             types {{ text/plain txt; }}
             server {{
                 listen {listen}:{HTTP_PORT};
@@ -109,8 +98,7 @@ def _nginx_conf(root: Path, listen: str, cert: Path, key: Path) -> str:
                 ssl_certificate_key {key};
                 root {root}/www;
             }}
-        }}
-        """)
+        """))
 
 
 @pytest.fixture(scope="module")

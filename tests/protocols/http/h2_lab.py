@@ -24,31 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers.netns import VethPair
+from tests.helpers.nginx import nginx_conf
 
 NGINX_PORT = 8080
 GRPC_PORT = 50051
 GRPC_SERVICE = "pktbeat.test.Echo"
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_HTTP = """
     types {{ text/html html; text/plain txt; }}
     server {{
         listen {ip}:{port} http2;
         root {tmp}/www;
         location = /post {{ return 200 "posted\\n"; }}
     }}
-}}
 """
 
 
@@ -61,7 +49,8 @@ def nginx_h2c(pair: VethPair, tmp: Path) -> Iterator[str]:
     (www / "index.html").write_text("<html><body>index</body></html>\n")
     (www / "two.html").write_text("<html><body>two</body></html>\n")
     (www / "big.txt").write_text("0123456789abcdef" * 4096)  # 64 KiB: flow control, several DATA frames
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, ip=pair.b_ip, port=NGINX_PORT))
+    http = NGINX_HTTP.format(tmp=tmp, ip=pair.b_ip, port=NGINX_PORT)
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, http, main="worker_processes 1;"))
     pair.b.popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], log=tmp / "nginx.out")
     pair.b.wait_port(NGINX_PORT, host=pair.b_ip)
     yield f"http://{pair.b_ip}:{NGINX_PORT}"

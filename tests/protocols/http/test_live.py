@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers.live import capture_events as live_capture
 from tests.helpers.netns import VethPair, veth_pair
+from tests.helpers.nginx import nginx_conf
 
 pytestmark = [
     pytest.mark.server,
@@ -39,19 +40,7 @@ def capture_events(pair: VethPair, traffic: Callable[[], None],
 
 
 def _nginx_conf(root: Path, listen: str) -> str:
-    return textwrap.dedent(f"""
-        daemon off;
-        master_process off;
-        pid {root}/nginx.pid;
-        error_log {root}/error.log warn;
-        events {{ worker_connections 64; }}
-        http {{
-            access_log off;
-            client_body_temp_path {root}/tmp_body;
-            proxy_temp_path {root}/tmp_proxy;
-            fastcgi_temp_path {root}/tmp_fastcgi;
-            uwsgi_temp_path {root}/tmp_uwsgi;
-            scgi_temp_path {root}/tmp_scgi;
+    return nginx_conf(root, textwrap.dedent(f"""
             types {{ text/html html; text/plain txt; }}
             default_type application/octet-stream;
             keepalive_requests 1000;
@@ -63,8 +52,7 @@ def _nginx_conf(root: Path, listen: str) -> str:
                 location /gz/ {{ gzip on; gzip_types text/plain; gzip_min_length 1; }}
                 location /sub/ {{ sub_filter NAME pktbeat; sub_filter_once off; sub_filter_types text/plain; }}
             }}
-        }}
-        """)
+        """))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers.netns import Namespace, VethPair
+from tests.helpers.nginx import nginx_conf
 
 DOMAIN = "pktbeat.test"
 PG_HOST, MYSQL_HOST, LDAP_HOST, MAIL_HOST = (f"db.{DOMAIN}", f"mysql.{DOMAIN}", f"ldap.{DOMAIN}", f"mx.{DOMAIN}")
@@ -270,19 +271,7 @@ while True:
     threading.Thread(target=handle, args=(conn,), daemon=True).start()
 """
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_HTTP = """
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name {host};
@@ -290,12 +279,12 @@ http {{
         ssl_certificate_key {tmp}/key.pem;
         location / {{ return 200 "hello through the proxy\\n"; }}
     }}
-}}
 """
 
 
 def _start_proxy_and_nginx(pair: VethPair, tmp: Path) -> None:
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=WEB_PORT, host=WEB_HOST))
+    http = NGINX_HTTP.format(tmp=tmp, port=WEB_PORT, host=WEB_HOST)
+    (tmp / "nginx.conf").write_text(nginx_conf(tmp, http, main="worker_processes 1;", error_level="error"))
     pair.b.popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], log=tmp / "nginx.out")
     (tmp / "proxy.py").write_text(PROXY % WEB_PORT)
     pair.b.popen([sys.executable, str(tmp / "proxy.py"), pair.b_ip, str(PROXY_PORT)], log=tmp / "proxy.log")

@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers.live import capture_events as live_capture
 from tests.helpers.netns import VethPair, veth_pair
+from tests.helpers.nginx import nginx_conf
 
 pytestmark = [
     pytest.mark.server,
@@ -30,19 +31,7 @@ pytestmark = [
 PORT = 8443
 HOST = "tls.pktbeat.test"
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+NGINX_HTTP = """
     server {{
         listen {ip}:{port} ssl http2;
         server_name {host};
@@ -51,7 +40,6 @@ http {{
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{ return 200 "hello over tls\\n"; }}
     }}
-}}
 """
 
 
@@ -82,7 +70,8 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     tmp = tmp_path_factory.mktemp("nginx-tls")
     with veth_pair("tls") as pair:
         make_certificate(tmp, pair.b_ip)
-        (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, ip=pair.b_ip, port=PORT, host=HOST))
+        http = NGINX_HTTP.format(tmp=tmp, ip=pair.b_ip, port=PORT, host=HOST)
+        (tmp / "nginx.conf").write_text(nginx_conf(tmp, http, main="worker_processes 1;", error_level="error"))
         pair.b.popen(["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp)], log=tmp / "nginx.out")
         pair.b.wait_port(PORT, host=pair.b_ip)
         yield pair, tmp
