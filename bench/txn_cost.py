@@ -73,11 +73,10 @@ def child(stage: str, protocol: str, pcap: str) -> None:
     def emit(txn: Any) -> None:
         nonlocal count
         count += 1
-        if stage == "pair":
-            return
-        event = builder.transaction_event(txn)
-        if event is not None and stage == "encode":
-            builder.encode(event, builder.index_for(event["type"]))
+        if stage == "fields":
+            builder.transaction_event(txn)
+        elif stage == "encode":
+            builder.encode_transaction(txn)  # what the agent runs: the event, its bytes and its id
 
     dispatcher = wiring.dispatcher(config, emit)
     wiring.tune_gc()

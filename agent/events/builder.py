@@ -39,6 +39,7 @@ from agent.version import ECS_VERSION, VERSION
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 CONN_CACHE_LIMIT = 65536
 SEQUENCE_LIMIT = 16384  # connections whose last request time is remembered for event ids
+_ID_PORTS = struct.Struct("<HH")
 _ID_EXTRA = struct.Struct("<qI")  # request time (ns), sequence among the connection's events of that time
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered
 
@@ -50,6 +51,7 @@ class _ConnFacts(NamedTuple):
     direction: str
     network_type: str
     related_ips: tuple[str, ...]
+    id_key: bytes  # the connection in an event id: both ends, transport, ICMP exchange, tunnel
 _DEFAULT_EVENT_TYPE = ("connection", "protocol")
 
 
@@ -95,6 +97,7 @@ class EventBuilder:
         timestamp_digits: int = 3,
         ignore_outgoing: bool = False,
         protocol_settings: dict[str, EventSettings] | None = None,
+        id_namespace: bytes = b"",
     ) -> None:
         self.identity = identity
         self.direction = direction
@@ -108,6 +111,10 @@ class EventBuilder:
         self._agent = identity.fields()
         self._ephemeral = identity.ephemeral_id.encode()
         self.id_salt = b""  # mixed into event ids: keeps the loops of `-l N` apart
+        # A transaction's id starts from the agent and what shapes its events (see encode_transaction).
+        self._id_namespace = b"\0".join((identity.id.encode(), identity.name.encode(), identity.hostname.encode(),
+                                          id_namespace))
+        self._txn_id_base = hashlib.sha256(self._id_namespace)
         # Per connection: (request time, how many of its events had that time); see _sequence_of.
         self._sequence: dict[tuple[object, ...], tuple[int, int]] = {}
         self._default_settings = EventSettings()
@@ -119,17 +126,30 @@ class EventBuilder:
     def new_run(self, salt: bytes) -> None:
         """A new loop of `-l N`: ids mixed with `salt`, connections numbered afresh."""
         self.id_salt = salt
+        self._txn_id_base = hashlib.sha256(self._id_namespace + b"\0" + salt)
         self._sequence.clear()
 
     # -- transactions -----------------------------------------------------------
 
     def encode_transaction(self, txn: Transaction) -> tuple[dict[str, Any], EncodedEvent] | None:
-        """The event for `txn` and its encoding (None when it is dropped), its id set apart by _sequence_of."""
+        """The event for `txn` and its encoding (None when it is dropped).
+
+        Its id names the transaction rather than hashing the event's bytes: the agent (its id, name and
+        host) and what shapes events (`id_namespace`), the loop of `-l N`, the connection, the request's
+        time and its sequence among the connection's events of that time (_sequence_of).  All of it
+        comes from the packets and the settings, so a replay or a retry gives the same ids, and two
+        agents seeing one connection give different ones.
+        """
         key = _connection_key(txn)
         event = self._transaction_event(txn, key)
         if event is None:
             return None
-        return event, self.encode(event, self.index_for(event["type"]), self._sequence_of(txn.ts_ns, key))
+        data = self._serialize(event)
+        hasher = self._txn_id_base.copy()
+        hasher.update(self._endpoints(txn.conn, txn.icmp, key).id_key)
+        hasher.update(txn.type.encode())
+        hasher.update(self._sequence_of(txn.ts_ns, key))
+        return event, EncodedEvent(data, _event_id(hasher), self.index_for(event["type"]), str(event["type"]))
 
     def _sequence_of(self, ts_ns: int, key: tuple[object, ...]) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
@@ -165,9 +185,14 @@ class EventBuilder:
             related: tuple[str, ...] = (client_ip,) if client_ip == server_ip else (client_ip, server_ip)
             if conn.tunnel is not None:
                 related += tuple(ip for ip in outer_ips(conn.tunnel) if ip not in related)
+            # Both addresses have the family's length, so the concatenation cannot be read two ways.
+            id_key = conn.client.ip + conn.server.ip + _ID_PORTS.pack(conn.client.port, conn.server.port) + \
+                conn.transport.encode()
+            if icmp is not None or conn.tunnel is not None:
+                id_key += repr((icmp, conn.tunnel)).encode()
             facts = self._conn_cache[key] = _ConnFacts(
                 client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
-                "ipv4" if conn.family == 4 else "ipv6", related)
+                "ipv4" if conn.family == 4 else "ipv6", related, id_key)
         return facts
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
@@ -295,17 +320,20 @@ class EventBuilder:
             elif isinstance(event.get("fields"), dict):
                 _strip_nulls(event["fields"])
 
-    def encode(self, event: dict[str, Any], index: str | None = None, id_extra: bytes = b"") -> EncodedEvent:
+    @staticmethod
+    def _serialize(event: dict[str, Any]) -> bytes:
         try:
-            data = orjson.dumps(event, default=_json_default)
+            return orjson.dumps(event, default=_json_default)
         except TypeError:  # non-string keys or a value orjson cannot take: the slow, lenient path
-            data = json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
+            return json.dumps(event, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(
                 "utf-8", "replace")
+
+    def encode(self, event: dict[str, Any], index: str | None = None) -> EncodedEvent:
+        """An event that is not a transaction's (a flow's), its id the hash of its bytes."""
+        data = self._serialize(event)
         # The id must come out the same when a crashed run is replayed again, so the per-run
-        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart, and `id_extra` (a
-        # transaction's request time and sequence) keeps identical-looking transactions apart.
-        # SHA-256 runs in hardware here: twice blake2b's speed.
-        hasher = hashlib.sha256(self.id_salt + id_extra if self.id_salt else id_extra)
+        # ephemeral id stays out of it; `id_salt` keeps the loops of `-l N` apart.
+        hasher = hashlib.sha256(self.id_salt)
         ephemeral = self._ephemeral
         at = data.find(ephemeral)
         if at < 0:
@@ -318,9 +346,7 @@ class EventBuilder:
                 start = at + len(ephemeral)
                 at = data.find(ephemeral, start)
             hasher.update(view[start:])
-        digest = hasher.digest()[:15]
-        event_id = binascii.b2a_base64(digest, newline=False).translate(_URLSAFE_B64).decode()
-        return EncodedEvent(data, event_id, index or None, str(event.get("type", "")))
+        return EncodedEvent(data, _event_id(hasher), index or None, str(event.get("type", "")))
 
     def index_for(self, event_type: str) -> str | None:
         settings = self.settings.get(event_type)
@@ -333,6 +359,11 @@ def _connection_key(txn: Transaction) -> tuple[object, ...]:
     conn = txn.conn
     client, server = conn.client, conn.server
     return client.ip, client.port, server.ip, server.port, conn.transport, txn.icmp, conn.tunnel
+
+
+def _event_id(hasher: Any) -> str:
+    """20 URL-safe characters: 120 bits of the hash."""
+    return binascii.b2a_base64(hasher.digest()[:15], newline=False).translate(_URLSAFE_B64).decode()
 
 
 def _related(ips: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:

@@ -90,8 +90,31 @@ def event_builder(config: AgentConfig, identity: AgentIdentity) -> EventBuilder:
         identity, direction, tags=config.tags, fields=config.fields, fields_under_root=config.fields_under_root,
         processors=tuple(build_processors(config.processors, "processors")),
         timestamp_digits=config.timestamp_digits, ignore_outgoing=config.ignore_outgoing,
-        protocol_settings=settings,
+        protocol_settings=settings, id_namespace=event_settings_digest(config),
     )
+
+
+# The settings that change what events hold: a run with other ones gets other event ids, so its events are
+# stored beside the first run's instead of being refused as its duplicates.  Capture, output, queue and
+# logging settings (and the worker count) do not change events, so they leave the ids alone.
+_EVENT_SHAPING_KEYS = ("name", "tags", "fields", "fields_under_root", "processors", "timestamp")
+_EVENT_SHAPING_PACKETBEAT_KEYS = ("protocols", "flows", "tunnels", "tcp", "ignore_outgoing", "procs")
+
+
+def event_settings_digest(config: AgentConfig) -> bytes:
+    tree = config.raw
+    packetbeat = _mapping(tree.get("packetbeat"))
+    interfaces = _mapping(packetbeat.get("interfaces"))
+    shaping = {
+        "top": {k: tree[k] for k in _EVENT_SHAPING_KEYS if k in tree},
+        "packetbeat": {k: packetbeat[k] for k in _EVENT_SHAPING_PACKETBEAT_KEYS if k in packetbeat},
+        "internal_networks": interfaces.get("internal_networks"),
+    }
+    return json.dumps(shaping, sort_keys=True, default=str).encode()
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
 
 
 def _settings(tags: tuple[str, ...], fields: dict[str, object], under_root: bool, keep_null: bool, index: str,

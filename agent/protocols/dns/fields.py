@@ -214,13 +214,9 @@ def records_fields(records: tuple[Record, ...]) -> list[dict[str, Any]]:
 # -- the question and its registered domain ----------------------------------------------
 
 def question_fields(q: Question) -> dict[str, Any]:
-    return dict(_question_fields(q.name, q.qtype, q.qclass))
-
-
-@lru_cache(maxsize=16384)
-def _question_fields(name: str, qtype: int, qclass: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": name, "type": N.type_name(qtype), "class": N.class_name(qclass)}
-    out.update(domain_parts(name))
+    name = q.name
+    out: dict[str, Any] = {"name": name, "type": N.type_name(q.qtype), "class": N.class_name(q.qclass)}
+    out.update(_remembered_parts(name))
     return out
 
 
@@ -270,12 +266,33 @@ def _public_suffix(domain: str) -> str | None:
     return suffix
 
 
+DOMAIN_PARTS_CACHE_LIMIT = 8192  # names whose split is remembered; the whole cache is dropped when full
+_domain_parts_cache: dict[str, dict[str, str]] = {}
+
+
 def domain_parts(name: str) -> dict[str, str]:
     """etld_plus_one, registered_domain, top_level_domain and subdomain, as Packetbeat derives them.
 
     The public suffix is matched case-insensitively (so a 0x20-randomised
     name gets the same split), and the parts keep the name's own case.
+    Matching a name against the public suffix list costs more than the rest
+    of a DNS event, and a resolver sees the same names again and again, so
+    splits are remembered (a copy is returned: callers may change it).
     """
+    return dict(_remembered_parts(name))
+
+
+def _remembered_parts(name: str) -> dict[str, str]:
+    """domain_parts' split as remembered: not to be changed."""
+    cached = _domain_parts_cache.get(name)
+    if cached is None:
+        if len(_domain_parts_cache) >= DOMAIN_PARTS_CACHE_LIMIT:
+            _domain_parts_cache.clear()
+        cached = _domain_parts_cache[name] = _split_domain(name)
+    return cached
+
+
+def _split_domain(name: str) -> dict[str, str]:
     etld1 = _etld_plus_one(name)
     if etld1 is not None:
         out = {"etld_plus_one": etld1, "registered_domain": etld1}
