@@ -43,6 +43,7 @@ MODULES = (
     "agent.protocols.http.fields",
     "agent.events.timefmt",
     "agent.events.community_id",
+    "agent.events.direction",
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.protocols.correlation",

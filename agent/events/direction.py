@@ -1,14 +1,22 @@
 """network.direction: host-based first, then perimeter-based from internal_networks.
 
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
 The named ranges are libbeat's (`private`, `loopback`, `unicast`, ...), so a
 packetbeat.yml that uses them keeps its meaning.
 """
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 from agent.procs import procfs
 
@@ -16,69 +24,83 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8")
-_LOOPBACK = ("127.0.0.0/8", "::1/128")
 _LINK_LOCAL_UNICAST = ("169.254.0.0/16", "fe80::/10")
 _LINK_LOCAL_MULTICAST = ("224.0.0.0/24", "ff02::/16")
 _INTERFACE_LOCAL_MULTICAST = ("ff01::/16",)
+# What `ipaddress` means by is_loopback, is_multicast, is_unspecified and is_link_local (Python 3.11: an
+# IPv4-mapped IPv6 address is judged as IPv6), and the IPv4 broadcast address.
+_LOOPBACK = ("127.0.0.0/8", "::1/128")
+_MULTICAST = ("224.0.0.0/4", "ff00::/8")
 _UNSPECIFIED = ("0.0.0.0/32", "::/128")
+_LINK_LOCAL = ("169.254.0.0/16", "fe80::/10")
+_BROADCAST = ("255.255.255.255/32",)
+
+# A range as plain integers, (version, network, mask): deciding whether an address is in one is two integer
+# operations, where `ipaddress` objects cost thousands of instructions per address (the classifier sees a
+# new client address in nearly every DNS transaction of a busy resolver).
+Prefix = tuple[int, int, int]
 
 
-def _nets(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c) for c in cidrs)
+def _prefixes(cidrs: Iterable[str]) -> tuple[Prefix, ...]:
+    return tuple(_prefix(ipaddress.ip_network(c)) for c in cidrs)
 
 
-_PRIVATE_NETS = _nets(_PRIVATE)
-_LL_UNICAST_NETS = _nets(_LINK_LOCAL_UNICAST)
-_LL_MULTICAST_NETS = _nets(_LINK_LOCAL_MULTICAST)
-_IF_MULTICAST_NETS = _nets(_INTERFACE_LOCAL_MULTICAST)
+def _prefix(net: IPNetwork) -> Prefix:
+    return net.version, int(net.network_address), int(net.netmask)
 
 
-def _in(ip: IPAddress, nets: tuple[IPNetwork, ...]) -> bool:
-    return any(ip.version == n.version and ip in n for n in nets)
+def _in(version: int, value: int, prefixes: tuple[Prefix, ...]) -> bool:
+    return any(version == net_version and value & mask == network for net_version, network, mask in prefixes)
+
+
+_PRIVATE_NETS = _prefixes(_PRIVATE)
+_LL_UNICAST_NETS = _prefixes(_LINK_LOCAL_UNICAST)
+_LL_MULTICAST_NETS = _prefixes(_LINK_LOCAL_MULTICAST)
+_IF_MULTICAST_NETS = _prefixes(_INTERFACE_LOCAL_MULTICAST)
+_LOOPBACK_NETS = _prefixes(_LOOPBACK)
+_MULTICAST_NETS = _prefixes(_MULTICAST)
+_UNSPECIFIED_NETS = _prefixes(_UNSPECIFIED)
+_LINK_LOCAL_NETS = _prefixes(_LINK_LOCAL)
+_BROADCAST_NETS = _prefixes(_BROADCAST)
+_HOST_LOCAL_NETS = _LOOPBACK_NETS + _prefixes(("169.254.0.0/16", "224.0.0.0/24", "fe80::/10", "ff02::/16"))
+
+
+def _global_unicast(version: int, value: int) -> bool:
+    return not (_in(version, value, _MULTICAST_NETS) or _in(version, value, _UNSPECIFIED_NETS)
+                or _in(version, value, _LOOPBACK_NETS) or _in(version, value, _LINK_LOCAL_NETS)
+                or _in(version, value, _BROADCAST_NETS))
+
+
+_NAMED_TESTS = {
+    "private": lambda v, x: _in(v, x, _PRIVATE_NETS),
+    "loopback": lambda v, x: _in(v, x, _LOOPBACK_NETS),
+    "multicast": lambda v, x: _in(v, x, _MULTICAST_NETS),
+    "link_local_unicast": lambda v, x: _in(v, x, _LL_UNICAST_NETS),
+    "link_local_multicast": lambda v, x: _in(v, x, _LL_MULTICAST_NETS),
+    "interface_local_multicast": lambda v, x: _in(v, x, _IF_MULTICAST_NETS),
+    "unspecified": lambda v, x: _in(v, x, _UNSPECIFIED_NETS),
+    "unicast": lambda v, x: not (_in(v, x, _MULTICAST_NETS) or _in(v, x, _UNSPECIFIED_NETS)
+                                 or _in(v, x, _BROADCAST_NETS)),
+    "global_unicast": _global_unicast,
+    "public": lambda v, x: _global_unicast(v, x) and not _in(v, x, _PRIVATE_NETS) and not _in(v, x, _LOOPBACK_NETS),
+}
 
 
 class _Named:
     """A named range is a predicate on an address."""
 
+    __slots__ = ("matches", "name")
+
     def __init__(self, name: str) -> None:
         self.name = name
+        self.matches: Callable[[int, int], bool] = _NAMED_TESTS[name]  # (version, address as an integer)
 
     def __contains__(self, ip: IPAddress) -> bool:
-        name = self.name
-        if name == "private":
-            return _in(ip, _PRIVATE_NETS)
-        if name == "loopback":
-            return ip.is_loopback
-        if name == "multicast":
-            return ip.is_multicast
-        if name == "link_local_unicast":
-            return _in(ip, _LL_UNICAST_NETS)
-        if name == "link_local_multicast":
-            return _in(ip, _LL_MULTICAST_NETS)
-        if name == "interface_local_multicast":
-            return _in(ip, _IF_MULTICAST_NETS)
-        if name == "unspecified":
-            return ip.is_unspecified
-        if name == "unicast":
-            return not ip.is_multicast and not ip.is_unspecified and not _is_broadcast(ip)
-        if name == "global_unicast":
-            return _global_unicast(ip)
-        if name == "public":
-            return _global_unicast(ip) and not _in(ip, _PRIVATE_NETS) and not ip.is_loopback
-        return False
+        return self.matches(ip.version, int(ip))
 
 
 NAMED_NETWORKS = ("private", "loopback", "unicast", "global_unicast", "multicast", "link_local_unicast",
                   "link_local_multicast", "interface_local_multicast", "unspecified", "public")
-
-
-def _is_broadcast(ip: IPAddress) -> bool:
-    return ip.version == 4 and str(ip) == "255.255.255.255"
-
-
-def _global_unicast(ip: IPAddress) -> bool:
-    return not (ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local
-                or _is_broadcast(ip))
 
 
 def parse_networks(entries: Iterable[str]) -> list[IPNetwork | _Named]:
@@ -97,11 +119,22 @@ def parse_networks(entries: Iterable[str]) -> list[IPNetwork | _Named]:
 
 
 def contains(networks: Iterable[IPNetwork | _Named], ip: IPAddress) -> bool:
-    for net in networks:
-        if isinstance(net, _Named):
-            if ip in net:
+    return _matches(_matchers(networks), ip.version, int(ip))
+
+
+Matcher = Prefix | _Named
+
+
+def _matchers(networks: Iterable[IPNetwork | _Named]) -> list[Matcher]:
+    return [net if isinstance(net, _Named) else _prefix(net) for net in networks]
+
+
+def _matches(matchers: list[Matcher], version: int, value: int) -> bool:
+    for matcher in matchers:
+        if isinstance(matcher, _Named):
+            if matcher.matches(version, value):
                 return True
-        elif ip.version == net.version and ip in net:
+        elif version == matcher[0] and value & matcher[2] == matcher[1]:
             return True
     return False
 
@@ -117,9 +150,10 @@ def local_addresses() -> frozenset[bytes]:
     if found:
         return frozenset(found)
     try:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ipr:
+        # Imported by name: pyroute2 ships no type information, and mypyc's build checks without the
+        # project's ignore_missing_imports.
+        iproute: Any = importlib.import_module("pyroute2").IPRoute
+        with iproute() as ipr:
             for msg in ipr.get_addr():
                 addr = msg.get_attr("IFA_ADDRESS") or msg.get_attr("IFA_LOCAL")
                 if addr:
@@ -136,6 +170,9 @@ def _proc_local_addresses() -> set[bytes]:
     return procfs.local_addresses()
 
 
+ADDRESS_CACHE_LIMIT = 65536  # addresses whose facts are remembered; the whole cache is dropped when full
+
+
 class DirectionClassifier:
     """Computes network.direction for (source, destination) pairs.
 
@@ -144,19 +181,22 @@ class DirectionClassifier:
     clients makes thousands of pairs but only one new address each.
     """
 
-    CACHE_LIMIT = 65536
+    __slots__ = ("_facts", "_internal", "internal", "local_ips")
 
-    def __init__(self, local_ips: frozenset[bytes], internal: list[IPNetwork | _Named]) -> None:
+    def __init__(self, local_ips: Collection[bytes], internal: list[IPNetwork | _Named]) -> None:
         self.local_ips = local_ips
         self.internal = internal
+        self._internal = _matchers(internal)
         self._facts: dict[bytes, tuple[bool, bool]] = {}  # address -> (on this host, internal)
 
     def _address(self, raw: bytes) -> tuple[bool, bool]:
         facts = self._facts.get(raw)
         if facts is None:
-            ip = ipaddress.ip_address(raw)
-            facts = (_host_local(ip) or raw in self.local_ips, bool(self.internal) and contains(self.internal, ip))
-            if len(self._facts) >= self.CACHE_LIMIT:
+            version = 4 if len(raw) == 4 else 6
+            value = int.from_bytes(raw, "big")
+            facts = (_in(version, value, _HOST_LOCAL_NETS) or raw in self.local_ips,
+                     bool(self._internal) and _matches(self._internal, version, value))
+            if len(self._facts) >= ADDRESS_CACHE_LIMIT:
                 self._facts.clear()
             self._facts[raw] = facts
         return facts
@@ -177,17 +217,3 @@ class DirectionClassifier:
                 return "inbound"
             return "external"
         return "unknown"
-
-
-def _host_local(ip: IPAddress) -> bool:
-    if ip.is_loopback:
-        return True
-    if ip.version == 4:
-        return ip in _LL4 or ip in _LLM4
-    return ip in _LL6 or ip in _LLM6
-
-
-_LL4 = ipaddress.ip_network("169.254.0.0/16")
-_LLM4 = ipaddress.ip_network("224.0.0.0/24")
-_LL6 = ipaddress.ip_network("fe80::/10")
-_LLM6 = ipaddress.ip_network("ff02::/16")
