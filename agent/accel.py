@@ -35,6 +35,7 @@ MODULES = (
     "agent.capture.flowhash",
     "agent.transport.tcp",
     "agent.transport.halfopen",
+    "agent.transport.types",
     "agent.transport.dispatcher",
     "agent.protocols.http.url",
     "agent.protocols.http.messages",

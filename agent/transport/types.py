@@ -1,12 +1,26 @@
-"""Types the transport layer hands to protocol parsers: direction and endpoints."""
+"""Types the transport layer hands to protocol parsers: direction and endpoints.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes or monkey-patching, `__slots__` classes, subclasses
+only in compiled modules, no star imports); an edit is used natively only after
+set-up rebuilds (`scripts/accel.py build`), and until then every compiled module
+runs as pure Python.
+
+Endpoint and ConnectionInfo are hand-written rather than frozen dataclasses: a
+compiled frozen dataclass keeps the interpreted `__init__` that sets each field
+with object.__setattr__, thousands of instructions per object, and a resolver
+sees a new client port in every query.  Native, one costs about a hundred when
+compiled code makes it.  They behave as the dataclasses did: equal and hashed
+by their fields, the same repr, picklable, and their Final fields cannot be set.
+"""
 
 from __future__ import annotations
 
 import enum
 import ipaddress
 import socket
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 
 from agent.capture.tunnel import TunnelInfo
 
@@ -41,10 +55,14 @@ def ip_bytes(text: str) -> bytes:
     return ipaddress.ip_address(text).packed
 
 
-@dataclass(frozen=True, slots=True)
 class Endpoint:
-    ip: bytes  # 4 or 16 bytes
-    port: int  # 0 for ICMP
+    """One end of a conversation.  Immutable: its fields are Final (read-only in the compiled class)."""
+
+    __slots__ = ("ip", "port")
+
+    def __init__(self, ip: bytes, port: int) -> None:
+        self.ip: Final = ip  # 4 or 16 bytes
+        self.port: Final = port  # 0 for ICMP
 
     @property
     def ip_text(self) -> str:
@@ -53,17 +71,55 @@ class Endpoint:
     def __str__(self) -> str:
         return f"{self.ip_text}:{self.port}"
 
+    def __repr__(self) -> str:
+        return f"Endpoint(ip={self.ip!r}, port={self.port!r})"
 
-@dataclass(frozen=True, slots=True)
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Endpoint:
+            return NotImplemented
+        assert isinstance(other, Endpoint)
+        return self.ip == other.ip and self.port == other.port
+
+    def __hash__(self) -> int:
+        return hash((self.ip, self.port))
+
+    def __reduce__(self) -> tuple[type[Endpoint], tuple[bytes, int]]:
+        return Endpoint, (self.ip, self.port)
+
+
 class ConnectionInfo:
-    """Who is client and who is server on one connection or datagram exchange."""
+    """Who is client and who is server on one connection or datagram exchange.  Immutable, as Endpoint."""
 
-    client: Endpoint
-    server: Endpoint
-    family: int  # 4 or 6
-    transport: str  # "tcp", "udp", "icmp", "ipv6-icmp"
-    conn_id: int = 0  # unique per TCP connection in this process
-    tunnel: TunnelInfo | None = None  # what carried it, seen from the client (outer_src on the client's side)
+    __slots__ = ("client", "conn_id", "family", "server", "transport", "tunnel")
+
+    def __init__(self, client: Endpoint, server: Endpoint, family: int, transport: str, conn_id: int = 0,
+                 tunnel: TunnelInfo | None = None) -> None:
+        self.client: Final = client
+        self.server: Final = server
+        self.family: Final = family  # 4 or 6
+        self.transport: Final = transport  # "tcp", "udp", "icmp", "ipv6-icmp"
+        self.conn_id: Final = conn_id  # unique per TCP connection in this process
+        # What carried it, seen from the client (outer_src on the client's side).
+        self.tunnel: Final = tunnel
+
+    def _fields(self) -> tuple[Endpoint, Endpoint, int, str, int, TunnelInfo | None]:
+        return self.client, self.server, self.family, self.transport, self.conn_id, self.tunnel
+
+    def __repr__(self) -> str:
+        return (f"ConnectionInfo(client={self.client!r}, server={self.server!r}, family={self.family!r}, "
+                f"transport={self.transport!r}, conn_id={self.conn_id!r}, tunnel={self.tunnel!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ConnectionInfo:
+            return NotImplemented
+        assert isinstance(other, ConnectionInfo)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __reduce__(self) -> tuple[type[ConnectionInfo], tuple[object, ...]]:
+        return ConnectionInfo, self._fields()
 
     def reversed(self) -> ConnectionInfo:
         tunnel = self.tunnel.reversed() if self.tunnel is not None else None

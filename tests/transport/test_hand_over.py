@@ -15,7 +15,7 @@ from agent.capture.packet import IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_PSH, Packet
 from agent.protocols.base import ProtocolConfig, SessionContext
 from agent.transport.dispatcher import Dispatcher
 from agent.transport.session import HandOvers, ParseError, StreamBinding
-from agent.transport.types import ConnectionInfo, Direction
+from agent.transport.types import ConnectionInfo, Direction, Endpoint
 from tests.transport.test_tcp import CPORT, SPORT, C, Recorder, S
 
 C2S, S2C = Direction.TO_SERVER, Direction.TO_CLIENT
@@ -146,7 +146,8 @@ def test_hand_over_to_a_protocol_that_is_not_enabled_stops_decoding() -> None:
 
 
 def test_without_a_transport_the_request_is_kept_on_the_context() -> None:
-    ctx = SessionContext("plain", ProtocolConfig(), ConnectionInfo.__new__(ConnectionInfo), lambda _t: None,
+    conn = ConnectionInfo(Endpoint(bytes(4), 1), Endpoint(bytes(4), 2), 4, "tcp")
+    ctx = SessionContext("plain", ProtocolConfig(), conn, lambda _t: None,
                          metrics.register("test.handover"))
     ctx.hand_over("tls", 7, to_server=b"a", to_client=b"b")
     assert ctx.handed_over is not None
