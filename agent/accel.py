@@ -55,6 +55,7 @@ MODULES = (
     "agent.protocols.dns.rdata",
     "agent.protocols.dns.parser",
     "agent.protocols.dns.fields",
+    "agent.protocols.dns.transactions",
     "agent.outputs.file",
 )
 STAMP_FILE = "stamp"

@@ -10,7 +10,7 @@ edit is used natively only after set-up rebuilds (`scripts/accel.py build`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 from agent.protocols.base import Transaction, prefixed
 from agent.protocols.dns import names as N
@@ -91,13 +91,15 @@ FIELDS = "\n".join([_DNS.strip(), *(prefixed(f"dns.{section}", _RR) for section 
                                                                                        "additionals"))])
 
 
-class Seen(Protocol):
-    """One decoded message and when and how big it was on the wire (the plugin's, an interpreted class:
-    it is made for every message, and making a native one from interpreted code costs more)."""
+class Seen:
+    """One decoded message and when and how big it was on the wire."""
 
-    msg: DnsMessage
-    ts_ns: int
-    size: int
+    __slots__ = ("msg", "size", "ts_ns")
+
+    def __init__(self, msg: DnsMessage, ts_ns: int, size: int) -> None:
+        self.msg = msg
+        self.ts_ns = ts_ns
+        self.size = size
 
 
 class EventSettings:

@@ -11,6 +11,10 @@ notes in `error.message`:
   closes the pending query with a "Response: ..." note;
 - over UDP, EDNS mismatches between query and response, and non-EDNS
   messages over 512 bytes, are noted.
+
+The pairing itself and the UDP handler are in transactions.py, compiled with
+mypyc; this module keeps the config (which extends the uncompiled
+ProtocolConfig, so it cannot be compiled) and the TCP session.
 """
 
 from __future__ import annotations
@@ -20,27 +24,32 @@ from dataclasses import dataclass
 from agent.config.typed import opt
 from agent.metrics import Counters
 from agent.protocols.base import Emit, ProtocolConfig, ProtocolSpec, SessionContext
-from agent.protocols.correlation import KeyedRequests
-from agent.protocols.dns.fields import FIELDS, EventSettings, transaction
-from agent.protocols.dns.parser import DnsMessage, TcpFramer, parse_message
+from agent.protocols.dns.fields import FIELDS, EventSettings, Seen
+from agent.protocols.dns.parser import TcpFramer, parse_message
+from agent.protocols.dns.transactions import (  # noqa: F401  (the notes are this protocol's public names)
+    DUPLICATE_QUERY,
+    EDNS_NOT_SUPPORTED,
+    EDNS_UNEXPECTED,
+    MAX_NON_EDNS_UDP,
+    MAX_PENDING_UDP,
+    NO_RESPONSE,
+    ORPHANED_RESPONSE,
+    OVERSIZE,
+    RESPONSE_PREFIX,
+    DnsDatagrams,
+    QueryKey,
+    Transactions,
+    orient,
+    query_key,
+)
 from agent.protocols.errors import ParseError
 from agent.protocols.stream import SessionBase
-from agent.transport.types import ConnectionInfo, Direction
+from agent.transport.types import Direction
 
-ORPHANED_RESPONSE = "Response: received without an associated Query"
-DUPLICATE_QUERY = ("Another query with the same DNS ID from this client was received so this query was closed "
-                   "without receiving a response")
-NO_RESPONSE = "No response to this query was received"
 NON_DNS = "Message's data could not be decoded as DNS"
 ZERO_LENGTH = "Message's length was set to zero"
 INCOMPLETE = "Message's data is incomplete"
-OVERSIZE = "Non-EDNS packet has size greater than 512"
-EDNS_NOT_SUPPORTED = "Responder does not support EDNS"
-EDNS_UNEXPECTED = "Unexpected EDNS answer"
-RESPONSE_PREFIX = "Response: "
 
-MAX_NON_EDNS_UDP = 512  # RFC 1035 §4.2.1: larger UDP messages need EDNS0
-MAX_PENDING_UDP = 65536  # queries awaiting a response, over all UDP clients
 MAX_PENDING_TCP = 1024  # per TCP connection
 TCP_PREFIX = 2
 
@@ -54,148 +63,20 @@ class DnsConfig(ProtocolConfig):
     include_additionals: bool = opt(False, doc="list the additional section (its count is always there)")
 
 
-class Seen:
-    """One decoded message and when and how big it was on the wire."""
-
-    __slots__ = ("msg", "size", "ts_ns")
-
-    def __init__(self, msg: DnsMessage, ts_ns: int, size: int) -> None:
-        self.msg = msg
-        self.ts_ns = ts_ns
-        self.size = size
+def _settings(config: DnsConfig) -> EventSettings:
+    return EventSettings(config.send_request, config.send_response, config.include_authorities,
+                         config.include_additionals)
 
 
-class _Query:
-    __slots__ = ("conn", "notes", "seen")
-
-    def __init__(self, conn: ConnectionInfo, seen: Seen, notes: list[str]) -> None:
-        self.conn = conn
-        self.seen = seen
-        self.notes = notes
-
-
-_Key = tuple[bytes, int, bytes, int, int]
-
-
-class _Transactions:
-    """Queries waiting for their response, and the events both make."""
-
-    def __init__(self, config: DnsConfig, emit: Emit, counters: Counters, max_pending: int) -> None:
-        self.emit = emit
-        self.counters = counters
-        self.settings = EventSettings(config.send_request, config.send_response, config.include_authorities,
-                                      config.include_additionals)
-        self.queries: KeyedRequests[_Key, _Query] = KeyedRequests(
-            counters, int(config.transaction_timeout * 1e9), max_pending)
-
-    @staticmethod
-    def key(conn: ConnectionInfo, ident: int) -> _Key:
-        return (conn.client.ip, conn.client.port, conn.server.ip, conn.server.port, ident)
-
-    def query(self, conn: ConnectionInfo, seen: Seen, notes: list[str]) -> _Key:
-        key = self.key(conn, seen.msg.id)
-        previous, evicted = self.queries.put(key, _Query(conn, seen, notes), seen.ts_ns)
-        if previous is not None:
-            self.counters.inc("duplicate_queries")
-            previous.notes.append(DUPLICATE_QUERY)
-            self.publish(previous.conn, previous.seen, None, previous.notes)
-        for query in evicted:
-            self.unanswered(query)
-        return key
-
-    def response(self, conn: ConnectionInfo, seen: Seen, notes: list[str], udp: bool) -> None:
-        query = self.queries.pop(self.key(conn, seen.msg.id))
-        if query is None:
-            self.counters.inc("unmatched_responses")
-            all_notes = [ORPHANED_RESPONSE]
-        else:
-            all_notes = query.notes
-            conn = query.conn
-        all_notes.extend(notes)
-        if udp:
-            self._udp_notes(query.seen.msg if query is not None else None, seen, all_notes)
-        self.publish(conn, query.seen if query is not None else None, seen, all_notes)
-
-    @staticmethod
-    def _udp_notes(request: DnsMessage | None, seen: Seen, notes: list[str]) -> None:
-        response_edns = seen.msg.edns is not None
-        if not response_edns and seen.size > MAX_NON_EDNS_UDP:
-            notes.append(RESPONSE_PREFIX + OVERSIZE)
-        if request is not None:
-            request_edns = request.edns is not None
-            if request_edns and not response_edns:
-                notes.append(EDNS_NOT_SUPPORTED)
-            elif response_edns and not request_edns:
-                notes.append(EDNS_UNEXPECTED)
-
-    def close_with(self, key: _Key | None, note: str) -> None:
-        """The response to `key` failed: publish its query with `note`."""
-        if key is None:
-            return
-        query = self.queries.pop(key)
-        if query is not None:
-            query.notes.append(note)
-            self.publish(query.conn, query.seen, None, query.notes)
-
-    def unanswered(self, query: _Query) -> None:
-        self.counters.inc("unmatched_requests")
-        query.notes.append(NO_RESPONSE)
-        self.publish(query.conn, query.seen, None, query.notes)
-
-    def expire(self, now_ns: int) -> None:
-        for query in self.queries.expire(now_ns):
-            self.unanswered(query)
-
-    def expire_all(self) -> None:
-        for query in self.queries.drain():
-            self.unanswered(query)
-
-    def publish(self, conn: ConnectionInfo, request: Seen | None, response: Seen | None, notes: list[str]) -> None:
-        self.emit(transaction(conn, self.settings, request, response, notes))
-
-    def __contains__(self, key: _Key) -> bool:
-        return self.queries.get(key) is not None
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-
-def _orient(conn: ConnectionInfo, direction: Direction, msg: DnsMessage) -> ConnectionInfo:
-    """The exchange seen from the querier: the sender of a query, the receiver of a response, is the client."""
-    sender_is_client = direction is Direction.TO_SERVER
-    if msg.response:
-        sender_is_client = not sender_is_client
-    return conn if sender_is_client else conn.reversed()
+def _transactions(config: DnsConfig, emit: Emit, counters: Counters, max_pending: int) -> Transactions:
+    return Transactions(_settings(config), emit, counters, int(config.transaction_timeout * 1e9), max_pending)
 
 
 # -- UDP ------------------------------------------------------------------------------
 
-class DnsDatagrams:
-    def __init__(self, config: DnsConfig, emit: Emit, counters: Counters) -> None:
-        self.transactions = _Transactions(config, emit, counters, MAX_PENDING_UDP)
-
-    def datagram(self, direction: Direction, conn: ConnectionInfo, data: bytes, ts_ns: int) -> None:
-        try:
-            msg = parse_message(data, direction)
-        except ParseError:
-            # Not DNS: dropped, as Packetbeat drops it; the dispatcher counts it too.
-            self.transactions.counters.inc("parse_errors")
-            raise
-        exchange = _orient(conn, direction, msg)
-        seen = Seen(msg, ts_ns, len(data))
-        if msg.response:
-            self.transactions.response(exchange, seen, [], udp=True)
-            return
-        notes = []
-        if msg.edns is None and len(data) > MAX_NON_EDNS_UDP:
-            notes.append(OVERSIZE)
-        self.transactions.query(exchange, seen, notes)
-
-    def tick(self, now_ns: int) -> None:
-        self.transactions.expire(now_ns)
-
-    def pending(self) -> int:
-        return len(self.transactions)
+def datagrams(config: DnsConfig, emit: Emit, counters: Counters) -> DnsDatagrams:
+    """The UDP handler (transactions.py: compiled, as it runs for every datagram)."""
+    return DnsDatagrams(_settings(config), emit, counters, int(config.transaction_timeout * 1e9))
 
 
 # -- TCP ------------------------------------------------------------------------------
@@ -205,9 +86,9 @@ class DnsStream(SessionBase[DnsConfig]):
 
     def __init__(self, ctx: SessionContext[DnsConfig]) -> None:
         super().__init__(ctx)
-        self.transactions = _Transactions(ctx.config, ctx.emit, ctx.counters, MAX_PENDING_TCP)
+        self.transactions = _transactions(ctx.config, ctx.emit, ctx.counters, MAX_PENDING_TCP)
         self.framers = (TcpFramer(), TcpFramer())
-        self.last_query: _Key | None = None  # the query a failed response closes
+        self.last_query: QueryKey | None = None  # the query a failed response closes
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
         self.transactions.expire(ts_ns)
@@ -225,10 +106,10 @@ class DnsStream(SessionBase[DnsConfig]):
             self.counters.inc("parse_errors")
             self._failed(direction, payload, NON_DNS)
             return
-        exchange = _orient(self.ctx.conn, direction, msg)
+        exchange = orient(self.ctx.conn, direction, msg)
         seen = Seen(msg, ts_ns, len(payload) + TCP_PREFIX)
         if msg.response:
-            self.transactions.response(exchange, seen, [], udp=False)
+            self.transactions.response(exchange, seen, [], False)
             self.last_query = None
         else:
             self.last_query = self.transactions.query(exchange, seen, [])
@@ -243,7 +124,7 @@ class DnsStream(SessionBase[DnsConfig]):
             return
         key = self.last_query
         if len(head) >= 2:
-            by_id = self.transactions.key(self.ctx.conn, head[0] << 8 | head[1])
+            by_id = query_key(self.ctx.conn, head[0] << 8 | head[1])
             if by_id in self.transactions or reason != NON_DNS:
                 key = by_id
         self.transactions.close_with(key, RESPONSE_PREFIX + reason)
@@ -282,7 +163,7 @@ SPEC = ProtocolSpec(
     config_class=DnsConfig,
     fields=FIELDS,
     tcp=DnsStream,
-    udp=DnsDatagrams,
+    udp=datagrams,
     description="DNS over UDP and TCP (EDNS0, DNSSEC records), queries paired with responses by id",
     counters=COUNTERS,
 )
