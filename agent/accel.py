@@ -48,6 +48,7 @@ MODULES = (
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.protocols.correlation",
+    "agent.protocols.transaction",
     "agent.protocols.buffer",
     "agent.protocols.cursor",
     "agent.protocols.dns.names",

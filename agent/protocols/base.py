@@ -20,13 +20,13 @@ Nothing here imports the event, publisher or output layers.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from agent.config.typed import opt
 from agent.metrics import Counters
+from agent.protocols.transaction import Transaction
 from agent.transport.session import DatagramHandler, HandOver, HandOvers, ParseError, StreamSession
 from agent.transport.types import ConnectionInfo
 
@@ -68,35 +68,6 @@ class ProtocolConfig:
 
     # Packetbeat settings this protocol does not act on, with the reason (warned, not refused).
     UNSUPPORTED: ClassVar[Mapping[str, str]] = {}
-
-
-@dataclass(slots=True)
-class Transaction:
-    """One request/response pair (or a lone message), ready to become an event.
-
-    `fields` holds the protocol's own event fields, nested as they appear in
-    the event (`{"http": {...}, "url": {...}, "method": "GET"}`).  The event
-    builder adds every common field from the rest.
-    """
-
-    type: str
-    conn: ConnectionInfo
-    ts_ns: int  # @timestamp: the request's time, else the response's
-    end_ns: int | None = None  # event.end: the response's time
-    has_request: bool = True  # False: an unmatched response (no event.start)
-    status: str = "OK"
-    client_bytes: int | None = None  # source.bytes
-    server_bytes: int | None = None  # destination.bytes
-    notes: list[str] = dataclasses.field(default_factory=list)
-    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
-    event_type: tuple[str, ...] | None = None  # default ("connection", "protocol")
-    protocol_override: str | None = None  # network.protocol when it differs from type
-    domain: str | None = None  # destination.domain
-    icmp: tuple[int, int] | None = None  # (type, code) of the request, for the ICMP community id
-    # client/server are the reverse of source/destination (a DHCP reply is sent by the server)
-    client_is_destination: bool = False
-    # False when the protocol never puts None in `fields`: the event builder then skips its null walk
-    may_hold_nulls: bool = True
 
 
 C = TypeVar("C", bound=ProtocolConfig)

@@ -214,23 +214,21 @@ class ReceiveBuffer:
 
     def crlf_line(self, limit: int) -> bytes | None:
         """The next line ended by CRLF, without it, consumed; None until it is complete."""
-        idx = self.find(b"\r\n")
-        if idx < 0:
-            self._check_line(limit)
-            return None
-        start = self.pos
-        self.pos = idx + 2
-        return bytes(self.data[start:idx])
+        return self._line(b"\r\n", limit)
 
     def line(self, limit: int) -> bytes | None:
         """The next line ended by LF (a CR before it is dropped too), consumed; None until it is complete."""
-        idx = self.find(b"\n")
+        return self._line(b"\n", limit)
+
+    def _line(self, end_mark: bytes, limit: int) -> bytes | None:
+        idx = self.find(end_mark)
         if idx < 0:
             self._check_line(limit)
             return None
         start = self.pos
-        self.pos = idx + 1
-        end = idx - 1 if idx > start and self.data[idx - 1] == 13 else idx
+        self.pos = idx + len(end_mark)
+        # A bare-LF line drops the CR before its LF; a CRLF line keeps any CR of its own.
+        end = idx - 1 if len(end_mark) == 1 and idx > start and self.data[idx - 1] == 13 else idx
         return bytes(self.data[start:end])
 
     def _check_line(self, limit: int) -> None:

@@ -174,10 +174,10 @@ class ReplayRunner:
             last_ns = clock_ns
             next_tick = 0
             pace = None if self.options.topspeed else _Pacer()
-            handle = self.dispatcher.handle
-            decode = decoder.decode
-            tcp = self.dispatcher.tcp
-            tcp_fields = decoder.tcp_fields if self.flows is None else None  # flows need whole Packets
+            # Methods are called on the typed objects, not through bound-method locals: compiled, those are
+            # direct C calls, while a bound method (or *args) goes through Python's call protocol per packet.
+            dispatcher = self.dispatcher
+            fast_tcp = self.flows is None  # flows need whole Packets
             stats = self.stats
             flows = self.flows
             count = 0
@@ -186,17 +186,18 @@ class ReplayRunner:
                     if pace is not None:
                         ts_ns = pace.wait(ts_ns)
                     count += 1
-                    fields = tcp_fields(frame) if tcp_fields is not None else None
-                    if fields is not None:
-                        tcp(ts_ns, *fields)  # the common case, without a Packet object
+                    fields = decoder.tcp_fields(frame) if fast_tcp else None
+                    if fields is not None:  # the common case, without a Packet object
+                        src, dst, sport, dport, seq, ack, flags, payload, missing = fields
+                        dispatcher.tcp(ts_ns, src, dst, sport, dport, seq, ack, flags, payload, missing)
                     else:
-                        pkt = decode(frame, ts_ns, wire_len)
+                        pkt = decoder.decode(frame, ts_ns, wire_len)
                         if pkt is None:
                             stats["undecoded"] += 1
                         else:
                             if flows is not None:
                                 flows.packet(pkt)
-                            handle(pkt)
+                            dispatcher.handle(pkt)
                     if ts_ns > last_ns:
                         last_ns = ts_ns
                         if last_ns >= next_tick:

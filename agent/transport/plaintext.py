@@ -30,8 +30,7 @@ from dataclasses import dataclass
 
 from agent import metrics
 from agent.capture.tlsrecord import F_LAST_CHUNK, ROLE_CLIENT, SENT, PlaintextRecord
-from agent.transport.session import ParseError, StreamBinding, StreamSession
-from agent.transport.tcp import NullSession
+from agent.transport.session import NullSession, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
 log = logging.getLogger("pktbeat.transport")

@@ -130,3 +130,30 @@ class DatagramBinding:
 
     protocol: str
     handler: DatagramHandler
+
+
+class NullSession:
+    """Stands in for a session that failed, or a connection that is no longer parsed: swallows everything."""
+
+    __slots__ = ()
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        pass
+
+    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
+        pass
+
+    def fin(self, direction: Direction, ts_ns: int) -> None:
+        pass
+
+    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
+        pass
+
+    def expire(self, ts_ns: int) -> None:
+        pass
+
+    def pending(self) -> int:
+        return 0
+
+    def buffered(self) -> int:
+        return 0

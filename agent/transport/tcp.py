@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from agent.capture.packet import TCP_FIN, TCP_RST, TCP_SYN
 from agent.metrics import Counters
-from agent.transport.session import HandOvers, ParseError, StreamBinding, StreamSession
+from agent.transport.session import HandOvers, NullSession, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction
 
 log = logging.getLogger("pktbeat.tcp")
@@ -199,12 +199,7 @@ class StreamReassembler:
                 self.counters["retransmissions"] += 1
                 return
             self.counters["overlaps_trimmed"] += 1
-            cut = -diff
-            if cut >= len(payload):
-                missing -= cut - len(payload)
-                payload = b""
-            else:
-                payload = payload[cut:]
+            payload, missing = _trim_front(payload, missing, -diff)
             seq = stream.next_seq
             diff = 0
         if diff > 0:
@@ -275,12 +270,7 @@ class StreamReassembler:
                     self.counters["retransmissions"] += 1
                     continue
                 if diff < 0:
-                    cut = -diff
-                    if cut >= len(payload):
-                        missing -= cut - len(payload)
-                        payload = b""
-                    else:
-                        payload = payload[cut:]
+                    payload, missing = _trim_front(payload, missing, -diff)
                 self._deliver(conn, direction, stream, payload, missing, ts)
                 progressed = True
                 break
@@ -343,26 +333,25 @@ class StreamReassembler:
     def _gap(self, conn: TcpConnection, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.counters["gaps"] += 1
         self.counters["gap_bytes"] += nbytes
-        self._touch(conn)
-        try:
-            conn.session.gap(direction, nbytes, ts_ns)
-        except ParseError as exc:
-            self.counters["parse_errors"] += 1
-            self._recover(conn, direction, exc, ts_ns)
-        except Exception:
-            self._internal_error(conn, "gap")
-        if self._requests:
-            self._hand_over(conn)
+        self._guarded(conn, direction, ts_ns, "gap", nbytes)
 
     def _fin(self, conn: TcpConnection, direction: Direction, ts_ns: int) -> None:
+        self._guarded(conn, direction, ts_ns, "fin", 0)
+
+    def _guarded(self, conn: TcpConnection, direction: Direction, ts_ns: int, event: str, nbytes: int) -> None:
+        """A gap or FIN told to the session, its failures handled as _feed handles a segment's (rare events:
+        the per-segment _feed keeps its own copy of this, without the dispatch)."""
         self._touch(conn)
         try:
-            conn.session.fin(direction, ts_ns)
+            if event == "gap":
+                conn.session.gap(direction, nbytes, ts_ns)
+            else:
+                conn.session.fin(direction, ts_ns)
         except ParseError as exc:
             self.counters["parse_errors"] += 1
             self._recover(conn, direction, exc, ts_ns)
         except Exception:
-            self._internal_error(conn, "fin")
+            self._internal_error(conn, event)
         if self._requests:
             self._hand_over(conn)
 
@@ -414,26 +403,9 @@ class StreamReassembler:
         conn.session = NullSession()
 
 
-class NullSession:
-    """Stands in for a session that failed: swallows everything."""
-
-    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        pass
-
-    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        pass
-
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        pass
-
-    def expire(self, ts_ns: int) -> None:
-        pass
-
-    def pending(self) -> int:
-        return 0
-
-    def buffered(self) -> int:
-        return 0
+def _trim_front(payload: bytes, missing: int, cut: int) -> tuple[bytes, int]:
+    """A segment without its first `cut` bytes (already delivered): what is left of its payload, and of the
+    bytes the capture cut off its end."""
+    if cut >= len(payload):
+        return b"", missing - (cut - len(payload))
+    return payload[cut:], missing

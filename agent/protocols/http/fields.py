@@ -234,14 +234,7 @@ class EventAssembler:
         target = self._request_target(conn, msg, form_query, event, notes, related, txn)
         method = _text(msg.method)
         request: dict[str, Any] = {"method": method, "bytes": msg.size}
-        body_bytes = msg.content_length
-        include = msg.send_body and body
-        if include:
-            body_bytes = decoded_length
-        if body_bytes:
-            request["body"] = {"bytes": body_bytes}
-        if include:
-            request["body"]["content"] = _text(body)
+        _add_body(request, msg, body, decoded_length)
         referrer = msg.headers.get("referer")
         if referrer:
             request["referrer"] = _text(referrer)
@@ -273,13 +266,8 @@ class EventAssembler:
     def _request_body(self, msg: HttpMessage, notes: list[str]) -> tuple[bytes, bytes | None, int]:
         """(the body as published: decoded, hidden keywords censored; the query as Packetbeat reports it when a
         form body adds to it; the decoded body's length)."""
-        settings = self.settings
-        hidden = settings.hide_keywords
-        body = msg.body
-        if body and msg.save_body and msg.encodings and settings.decode_body:
-            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
-            if note:
-                notes.append(note)
+        hidden = self.settings.hide_keywords
+        body = self._decoded_body(msg, notes)
         urlencoded = b"urlencoded" in msg.content_type
         form_query: bytes | None = None
         if msg.content_length > 0 and msg.save_body and urlencoded:
@@ -326,31 +314,29 @@ class EventAssembler:
     # -- response --------------------------------------------------------------
 
     def _response(self, msg: HttpMessage, event: dict[str, Any], http: dict[str, Any], notes: list[str]) -> None:
-        settings = self.settings
-        body = msg.body
-        if body and msg.save_body and msg.encodings and settings.decode_body:
-            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
-            if note:
-                notes.append(note)
+        body = self._decoded_body(msg, notes)
         response: dict[str, Any] = {}
         if msg.status_code:
             response["status_code"] = msg.status_code
         if msg.status_phrase:
             response["status_phrase"] = _text(msg.status_phrase.lower())
         response["bytes"] = msg.size
-        body_bytes = msg.content_length
-        include = msg.send_body and body
-        if include:
-            body_bytes = len(body)
-        if body_bytes:
-            response["body"] = {"bytes": body_bytes}
-        if include:
-            response["body"]["content"] = _text(body)
+        _add_body(response, msg, body, len(body))
         response["headers"] = self._headers(msg)
         http["response"] = response
-        if settings.send_response:
+        if self.settings.send_response:
             raw = msg.raw_headers
             event["response"] = _text(raw + body if msg.send_body else raw)
+
+    def _decoded_body(self, msg: HttpMessage, notes: list[str]) -> bytes:
+        """The body with its content codings undone when it is kept and decode_body is on."""
+        body = msg.body
+        settings = self.settings
+        if body and msg.save_body and msg.encodings and settings.decode_body:
+            body, note = decode_body(body, msg.encodings, settings.parser.max_message_size)
+            if note:
+                notes.append(note)
+        return body
 
     # -- headers ---------------------------------------------------------------
 
@@ -381,3 +367,13 @@ class EventAssembler:
                 if out.get(name):
                     out[name] = "*"
         return out
+
+
+def _add_body(section: dict[str, Any], msg: HttpMessage, body: bytes, decoded_length: int) -> None:
+    """`body.bytes` (the decoded length when the body is published, else Content-Length) and `body.content`."""
+    include = msg.send_body and body
+    body_bytes = decoded_length if include else msg.content_length
+    if body_bytes:
+        section["body"] = {"bytes": body_bytes}
+    if include:
+        section["body"]["content"] = _text(body)

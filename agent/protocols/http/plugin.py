@@ -35,6 +35,7 @@ from agent.protocols.http.h2streams import H2_COUNTERS
 from agent.protocols.http.messages import DEFAULT_MAX_MESSAGE_SIZE, PARSER_COUNTERS, HttpMessage, ParserConfig
 from agent.protocols.http.parser import HttpStreamParser
 from agent.protocols.stream import SessionBase
+from agent.transport.session import NullSession
 from agent.transport.types import Direction
 
 MAX_QUEUED_REQUESTS = 1024  # pipelined requests waiting for their responses, per connection
@@ -116,7 +117,7 @@ def _settings_for(config: HttpConfig) -> EventSettings:
     return settings
 
 
-class _Tunnel:
+class _Tunnel(NullSession):
     """What the connection is once it is no longer HTTP: its bytes are counted, not parsed."""
 
     __slots__ = ("counters",)
@@ -126,24 +127,6 @@ class _Tunnel:
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
         self.counters["tunnel_bytes"] += len(data)
-
-    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        pass
-
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        pass
-
-    def expire(self, ts_ns: int) -> None:
-        pass
-
-    def pending(self) -> int:
-        return 0
-
-    def buffered(self) -> int:
-        return 0
 
 
 class HttpSession(SessionBase[HttpConfig]):
