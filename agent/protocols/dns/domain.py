@@ -22,6 +22,11 @@ from agent.protocols.cursor import Cursor
 from agent.transport.types import Direction
 
 MAX_NAME_WIRE = 255  # octets of a name on the wire, root label included (RFC 1035 §2.3.4)
+# Names without compression pointers whose presentation form is remembered, by their wire bytes: a
+# resolver sees the same names again and again, and finding where one ends and looking it up costs a
+# tenth of walking and escaping its labels.  The whole table is dropped when full (at most about 2 MB).
+PLAIN_NAME_CACHE_LIMIT = 8192
+_plain_names: dict[bytes, tuple[str, int]] = {}  # wire bytes -> (presentation, wire octets before the root)
 
 
 class NameCursor(Cursor):
@@ -107,7 +112,31 @@ class NameCursor(Cursor):
             raise self.error(f"compression pointer to {target} does not point backwards", pos)
         return target
 
+    def _remembered_name(self) -> str | None:
+        """The name at the cursor when it has no compression pointer and was read before (in any message)."""
+        buf = self.data
+        end = self.end
+        start = pos = self.pos
+        while pos < end:
+            length = buf[pos]
+            if length == 0:
+                if pos == start:
+                    return None  # the root: nothing to remember
+                known = _plain_names.get(buf[start:pos + 1])
+                if known is None:
+                    return None
+                self.pos = pos + 1
+                self.names[start] = known
+                return known[0]
+            if length & 0xC0:
+                return None
+            pos += 1 + length
+        return None  # runs past the end: the walk says how
+
     def _walk_name(self) -> str:
+        remembered = self._remembered_name()
+        if remembered is not None:
+            return remembered
         buf = self.data
         end = self.end
         pos = self.pos
@@ -155,7 +184,15 @@ class NameCursor(Cursor):
         text = ".".join(parts) + "." + suffix
         if buf[start] < 0xC0:  # later pointers to this name find it here
             names[start] = (text, used + suffix_used)
+        if resume < 0:  # no pointer: the name is its own bytes
+            _remember_plain(buf[start:pos], text, used)
         return text
+
+
+def _remember_plain(wire: bytes, text: str, used: int) -> None:
+    if len(_plain_names) >= PLAIN_NAME_CACHE_LIMIT:
+        _plain_names.clear()
+    _plain_names[wire] = (text, used)
 
 
 # -- text forms ---------------------------------------------------------------------

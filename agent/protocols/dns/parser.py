@@ -117,7 +117,10 @@ class DnsMessage(NamedTuple):
 
 
 _NONE: tuple[Record, ...] = ()
-_new_record = partial(tuple.__new__, Record)  # Record(...) without the Python-level __new__ frame
+# Record(...) and the others without the Python-level __new__ frame of a NamedTuple.
+_new_record = partial(tuple.__new__, Record)
+_new_question = partial(tuple.__new__, Question)
+_new_message = partial(tuple.__new__, DnsMessage)
 
 
 def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage:
@@ -145,7 +148,8 @@ def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage
     rcode = flags & 0xF
     if edns is not None:
         rcode |= edns.ext_rcode
-    return DnsMessage(ident, flags, rcode, questions, answers, authorities, additionals, edns, size)
+    message: DnsMessage = _new_message((ident, flags, rcode, questions, answers, authorities, additionals, edns, size))
+    return message
 
 
 def _question(c: NameCursor) -> Question:
@@ -157,7 +161,8 @@ def _question(c: NameCursor) -> Question:
     if c.end - pos >= 4:
         qtype, qclass = _QUESTION_TAIL.unpack_from(c.data, pos)
         c.pos = pos + 4
-        return Question(name, qtype, qclass)
+        question: Question = _new_question((name, qtype, qclass))
+        return question
     qtype = 0 if c.at_end() else c.u16()
     qclass = 0 if c.at_end() else c.u16()
     return Question(name, qtype, qclass)
