@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from agent.protocols.dns import domain
 from agent.protocols.dns.domain import opaque_text
 from agent.protocols.dns.fields import dns_fields, domain_parts, message_text, opt_fields
 from agent.protocols.dns.parser import DnsMessage, TcpFramer, parse_message
@@ -129,6 +130,28 @@ def test_chained_backward_pointers_are_followed() -> None:
     d = fields_of(header(1, 0x8180, 1, 2) + q + answer + answer2)
     assert [(a["name"], a["data"]) for a in d["answers"]] == [("www.example.com", "mail.example.com"),
                                                             ("mail.example.com", "10.0.0.1")]
+
+
+def test_remembered_names_read_as_walked_and_still_anchor_pointers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(domain, "_plain_names", {})
+    q = question("www.example.com", 1)
+    message = header(1, 0x8180, 1, 1) + q + rr(PTR_QNAME, 5, b"\x04mail\xc0\x10")
+    first = parse_message(message)
+    assert domain._plain_names == {encode_name("www.example.com"): ("www.example.com.", 16)}
+    again = parse_message(message)  # the question's name is now remembered; the pointers still find it
+    assert again == first
+    assert [(r.name, r.fields) for r in again.answers] == [("www.example.com", {"data": "mail.example.com"})]
+    # A remembered name must still fit its field: cut inside it, the walk reports the error.
+    with pytest.raises(ParseError, match="runs past the end"):
+        parse_message(header(1, 0x0100) + q[:9])
+
+
+def test_remembered_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(domain, "_plain_names", {})
+    monkeypatch.setattr(domain, "PLAIN_NAME_CACHE_LIMIT", 3)
+    for n in range(7):
+        parse_message(header(1, 0x0100) + question(f"host{n}.test", 1))
+        assert 1 <= len(domain._plain_names) <= 3
 
 
 def test_name_longer_than_255_octets_is_rejected() -> None:
