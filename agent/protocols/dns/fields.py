@@ -105,14 +105,17 @@ class Seen:
 class EventSettings:
     """What the event carries, from the protocol's config."""
 
-    __slots__ = ("include_additionals", "include_authorities", "send_request", "send_response")
+    __slots__ = ("include_additionals", "include_authorities", "keep_null", "send_request", "send_response")
 
     def __init__(self, send_request: bool, send_response: bool, include_authorities: bool,
-                 include_additionals: bool) -> None:
+                 include_additionals: bool, keep_null: bool = True) -> None:
         self.send_request = send_request
         self.send_response = send_response
         self.include_authorities = include_authorities
         self.include_additionals = include_additionals
+        # False: the event builder would strip null fields, so they are left out here and the builder's walk
+        # for them is skipped (Transaction.may_hold_nulls).
+        self.keep_null = keep_null
 
 
 def transaction(conn: ConnectionInfo, settings: EventSettings, request: Seen | None, response: Seen | None,
@@ -120,7 +123,8 @@ def transaction(conn: ConnectionInfo, settings: EventSettings, request: Seen | N
     """A query and its response (either may be missing) as Packetbeat publishes them."""
     first = request if request is not None else response
     assert first is not None
-    txn = Transaction(type="dns", conn=conn, ts_ns=first.ts_ns, has_request=request is not None, notes=notes)
+    txn = Transaction(type="dns", conn=conn, ts_ns=first.ts_ns, has_request=request is not None, notes=notes,
+                      may_hold_nulls=settings.keep_null)
     fields: dict[str, Any] = {}
     shown = response if response is not None else first
     head = first.msg
@@ -128,7 +132,8 @@ def transaction(conn: ConnectionInfo, settings: EventSettings, request: Seen | N
     if head.questions:
         fields["query"] = query_text(head.questions[0])
         fields["resource"] = head.questions[0].name
-    dns, resolved = dns_fields(shown.msg, settings.include_authorities, settings.include_additionals)
+    dns, resolved = dns_fields(shown.msg, settings.include_authorities, settings.include_additionals,
+                               settings.keep_null)
     dns["type"] = "answer" if response is not None else "query"
     fields["dns"] = dns
     if request is not None:
@@ -153,9 +158,13 @@ def query_text(q: Question) -> str:
     return f"class {N.class_name(q.qclass)}, type {N.type_name(q.qtype)}, {q.name}"
 
 
-def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: bool) -> tuple[dict[str, Any],
-                                                                                                 list[str]]:
-    """The `dns.*` fields of a message, and the addresses its answers resolve to."""
+def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: bool, keep_null: bool = True
+               ) -> tuple[dict[str, Any], list[str]]:
+    """The `dns.*` fields of a message, and the addresses its answers resolve to.
+
+    A field without a value is None with `keep_null`, else left out (where the null walk would have removed
+    it: the other keys keep their order).
+    """
     edns = msg.edns
     flag_fields, names = _flags(msg.flags & _FLAG_BITS, edns is not None and edns.do)
     out: dict[str, Any] = {
@@ -163,8 +172,11 @@ def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: 
         "op_code": N.opcode_name(msg.opcode),
         "flags": dict(flag_fields),
         "response_code": N.rcode_name(msg.rcode),
-        "header_flags": list(names) if names else None,
     }
+    if names:
+        out["header_flags"] = list(names)
+    elif keep_null:
+        out["header_flags"] = None
     if msg.questions:
         out["question"] = question_fields(msg.questions[0])
     if edns is not None:
@@ -173,13 +185,17 @@ def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: 
     answers = msg.answers
     out["answers_count"] = len(answers)
     if answers:
-        out["answers"] = records_fields(answers) or None
+        listed = records_fields(answers)
+        if listed or keep_null:
+            out["answers"] = listed or None
         resolved = [r.fields["data"] for r in answers if r.rtype in _ADDRESS_TYPES and r.fields is not None]
         if resolved:
             out["resolved_ip"] = resolved
     out["authorities_count"] = len(msg.authorities)
     if include_authorities and msg.authorities:
-        out["authorities"] = records_fields(msg.authorities) or None
+        listed = records_fields(msg.authorities)
+        if listed or keep_null:
+            out["authorities"] = listed or None
     out["additionals_count"] = len(msg.additionals) - (1 if edns is not None else 0)
     if include_additionals and msg.additionals:
         additionals = records_fields(msg.additionals)

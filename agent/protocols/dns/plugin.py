@@ -65,7 +65,7 @@ class DnsConfig(ProtocolConfig):
 
 def _settings(config: DnsConfig) -> EventSettings:
     return EventSettings(config.send_request, config.send_response, config.include_authorities,
-                         config.include_additionals)
+                         config.include_additionals, config.keep_null)
 
 
 def _transactions(config: DnsConfig, emit: Emit, counters: Counters, max_pending: int) -> Transactions:

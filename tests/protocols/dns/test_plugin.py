@@ -307,3 +307,19 @@ def test_tcp_old_queries_expire_while_the_connection_is_busy() -> None:
         ("131.252.30.192.in-addr.arpa", []), ("elastic.co", [P.NO_RESPONSE]),  # expired by the feed at 12 s
         ("131.252.30.192.in-addr.arpa", []), ("131.252.30.192.in-addr.arpa", []),
         ("131.252.30.192.in-addr.arpa", [])]
+
+
+def test_null_fields_are_left_out_unless_keep_null() -> None:
+    # No header flag set, and an A record without an address (counted, not listed): two null fields.
+    request = header(7, 0x0000) + question("example.com", 1)
+    response = header(7, 0x8000, 1, 1) + question("example.com", 1) + rr(b"\xc0\x0c", 1, b"")
+    steps = [(C2S, request, T0), (S2C, response, T0 + MS)]
+    [dropped] = run_datagrams("dns", steps, options={"keep_null": False})
+    assert "header_flags" not in dropped.fields["dns"] and "answers" not in dropped.fields["dns"]
+    assert dropped.fields["dns"]["answers_count"] == 1
+    assert not dropped.may_hold_nulls  # nothing for the event builder's null walk to find
+    [kept] = run_datagrams("dns", steps, options={"keep_null": True})
+    assert kept.fields["dns"]["header_flags"] is None and kept.fields["dns"]["answers"] is None
+    assert kept.may_hold_nulls
+    # The same fields in the same order as the null walk would leave.
+    assert [(k, v) for k, v in kept.fields["dns"].items() if v is not None] == list(dropped.fields["dns"].items())
