@@ -190,9 +190,10 @@ class EventBuilder:
                 conn.transport.encode()
             if icmp is not None or conn.tunnel is not None:
                 id_key += repr((icmp, conn.tunnel)).encode()
-            facts = self._conn_cache[key] = _ConnFacts(
+            # tuple.__new__: a NamedTuple's own __new__ is an interpreted frame, made here per new connection.
+            facts = self._conn_cache[key] = tuple.__new__(_ConnFacts, (
                 client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
-                "ipv4" if conn.family == 4 else "ipv6", related, id_key)
+                "ipv4" if conn.family == 4 else "ipv6", related, id_key))
         return facts
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:

@@ -65,6 +65,14 @@ _BROADCAST_NETS = _prefixes(_BROADCAST)
 _HOST_LOCAL_NETS = _LOOPBACK_NETS + _prefixes(("169.254.0.0/16", "224.0.0.0/24", "fe80::/10", "ff02::/16"))
 
 
+def _host_local(raw: bytes) -> bool:
+    """Loopback or link-local (_HOST_LOCAL_NETS); IPv4 by its first bytes, the common case."""
+    if len(raw) == 4:
+        first = raw[0]
+        return first == 127 or (first == 169 and raw[1] == 254) or (first == 224 and raw[1] == 0 and raw[2] == 0)
+    return _in(6, int.from_bytes(raw, "big"), _HOST_LOCAL_NETS)
+
+
 def _global_unicast(version: int, value: int) -> bool:
     return not (_in(version, value, _MULTICAST_NETS) or _in(version, value, _UNSPECIFIED_NETS)
                 or _in(version, value, _LOOPBACK_NETS) or _in(version, value, _LINK_LOCAL_NETS)
@@ -192,10 +200,8 @@ class DirectionClassifier:
     def _address(self, raw: bytes) -> tuple[bool, bool]:
         facts = self._facts.get(raw)
         if facts is None:
-            version = 4 if len(raw) == 4 else 6
-            value = int.from_bytes(raw, "big")
-            facts = (_in(version, value, _HOST_LOCAL_NETS) or raw in self.local_ips,
-                     bool(self._internal) and _matches(self._internal, version, value))
+            facts = (_host_local(raw) or raw in self.local_ips, bool(self._internal) and _matches(
+                self._internal, 4 if len(raw) == 4 else 6, int.from_bytes(raw, "big")))
             if len(self._facts) >= ADDRESS_CACHE_LIMIT:
                 self._facts.clear()
             self._facts[raw] = facts

@@ -19,7 +19,6 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
-from functools import lru_cache
 from typing import Final
 
 from agent.capture.tunnel import TunnelInfo
@@ -40,14 +39,19 @@ TO_SERVER = Direction.TO_SERVER
 TO_CLIENT = Direction.TO_CLIENT
 
 
-@lru_cache(maxsize=65536)
+IP_TEXT_CACHE_LIMIT = 65536  # addresses whose printable form is remembered; the whole cache is dropped when full
+_ip_texts: dict[bytes, str] = {}
+
+
 def ip_text(raw: bytes) -> str:
-    """The printable form of a 4- or 16-byte address (cached: events repeat addresses)."""
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    text = socket.inet_ntop(socket.AF_INET6, raw)
-    if text.startswith("::ffff:") and "." in text:
-        return text  # keep IPv4-mapped form as the kernel shows it
+    """The printable form of a 4- or 16-byte address (remembered: events repeat addresses)."""
+    text = _ip_texts.get(raw)
+    if text is None:
+        # IPv4 as inet_ntop prints it, without its call; IPv6 (IPv4-mapped included) as the kernel shows it.
+        text = f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}" if len(raw) == 4 else socket.inet_ntop(socket.AF_INET6, raw)
+        if len(_ip_texts) >= IP_TEXT_CACHE_LIMIT:
+            _ip_texts.clear()
+        _ip_texts[raw] = text
     return text
 
 

@@ -71,3 +71,10 @@ def test_classifier_host_local_and_perimeter() -> None:
     assert classify(raw("8.8.8.8"), raw("fd00::5")) == "inbound"
     assert classify(raw("8.8.8.8"), raw("9.9.9.9")) == "external"
     assert DirectionClassifier(frozenset(), [])(raw("8.8.8.8"), raw("9.9.9.9")) == "unknown"
+
+
+def test_host_local_by_first_bytes_agrees_with_the_prefixes() -> None:
+    from agent.events.direction import _HOST_LOCAL_NETS, _host_local, _in
+
+    for ip in IPS:
+        assert _host_local(ip.packed) == _in(ip.version, int(ip), _HOST_LOCAL_NETS), ip
