@@ -238,11 +238,61 @@ def question_fields(q: Question) -> dict[str, Any]:
     return out
 
 
-_psl_rules: Any = None  # the list as published: ASCII and Unicode rules
-_psl_with_punycode: Any = None  # the same plus each Unicode rule in punycode, built on first need
+class SuffixRules:
+    """The public suffix list's rules, matched as publicsuffixlist matches them (its `publicsuffix` with
+    unknown TLDs accepted), by compiled code: the library's interpreted lookup cost more than the whole
+    rest of a DNS event for every name not seen before.  tests/protocols/dns check both agree."""
+
+    __slots__ = ("max_labels", "rules")
+
+    def __init__(self, lines: list[str]) -> None:
+        rules: set[str] = set()
+        max_labels = 0
+        for line in lines:
+            rule = line.lower().split(" ")[0].rstrip()
+            if not rule or rule.startswith("//"):
+                continue
+            max_labels = max(max_labels, rule.count(".") + 1)
+            rules.add(rule)
+        self.rules = frozenset(rules)
+        self.max_labels = max_labels
+
+    def public_suffix(self, domain: str) -> str | None:
+        """The longest public suffix of `domain` (lowercase), None when the name is malformed."""
+        if domain.endswith("."):
+            domain = domain[:-1]
+        labels = domain.lower().split(".")
+        if "" in labels:
+            return None
+        count = self._suffix_labels(labels)
+        if not count or len(labels) < count:
+            return None
+        return ".".join(labels[-count:])
+
+    def _suffix_labels(self, labels: list[str]) -> int:
+        """How many of the last labels are public: the first rule met from the longest candidate down;
+        wildcard before exact before exception, as the library checks them."""
+        total = len(labels)
+        if total == 1:
+            return 1
+        rules = self.rules
+        for skipped in range(max(0, total - (self.max_labels + 1)), total):
+            depth = total - skipped
+            candidate = ".".join(labels[skipped:])
+            if "!" + candidate in rules:
+                return depth - 1  # an exception: the wildcard's parent is the suffix
+            if "*." + candidate in rules:
+                return depth + 1 if skipped > 0 else depth
+            if candidate in rules:
+                return depth
+        return 1  # an unknown TLD is a public suffix
 
 
-def _public_suffix_list(punycode: bool) -> Any:
+_psl_rules: tuple[SuffixRules, list[str]] | None = None  # the list as published: ASCII and Unicode rules
+_psl_with_punycode: SuffixRules | None = None  # the same plus each Unicode rule in punycode, built on first need
+
+
+def _public_suffix_list(punycode: bool) -> SuffixRules:
     """The list bundled with publicsuffixlist (no network), loaded on first use.
 
     Names on the wire are punycode, so Unicode rules must also be matched in
@@ -252,12 +302,12 @@ def _public_suffix_list(punycode: bool) -> Any:
     shows up.
     """
     global _psl_rules, _psl_with_punycode
-    from publicsuffixlist import PSLFILE, PublicSuffixList
-
     if _psl_rules is None:
+        from publicsuffixlist import PSLFILE
+
         with open(PSLFILE, "rb") as handle:
             lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
-        _psl_rules = (PublicSuffixList(lines, accept_encoded_idn=False), lines)
+        _psl_rules = (SuffixRules(lines), lines)
     if not punycode:
         return _psl_rules[0]
     if _psl_with_punycode is None:
@@ -271,17 +321,12 @@ def _public_suffix_list(punycode: bool) -> Any:
                 continue
             encoded = rule.lstrip("!").encode("idna").decode("ascii")
             extra.append("!" + encoded if rule.startswith("!") else encoded)
-        _psl_with_punycode = PublicSuffixList(lines + extra, accept_encoded_idn=False)
+        _psl_with_punycode = SuffixRules(lines + extra)
     return _psl_with_punycode
 
 
 def _public_suffix(domain: str) -> str | None:
-    psl = _public_suffix_list("xn--" in domain.lower())
-    try:
-        suffix: str | None = psl.publicsuffix(domain)
-    except Exception:  # the library rejects some odd names; such names get no suffix
-        return None
-    return suffix
+    return _public_suffix_list("xn--" in domain.lower()).public_suffix(domain)
 
 
 DOMAIN_PARTS_CACHE_LIMIT = 8192  # names whose split is remembered; the whole cache is dropped when full

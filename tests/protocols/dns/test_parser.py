@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -216,6 +217,28 @@ def test_public_suffix_matches_the_library_default(name: str) -> None:
 
 
 # -- sections ------------------------------------------------------------------------
+
+def test_compiled_suffix_rules_match_the_library_on_every_rule() -> None:
+    """SuffixRules replaces the library's lookup: on every rule of the list (as itself, under one and two more
+    labels, without its wildcard or exception mark), the names of the library's own test file, and odd names."""
+    import re
+
+    from publicsuffixlist import PSLFILE, PublicSuffixList
+
+    from agent.protocols.dns.fields import SuffixRules
+
+    lines = Path(PSLFILE).read_bytes().decode("utf-8", "surrogateescape").splitlines()
+    library, ours = PublicSuffixList(lines, accept_encoded_idn=False), SuffixRules(lines)
+    rules = {line.split(" ")[0].strip() for line in lines if line.strip() and not line.startswith("//")}
+    names = {"", ".", "..", "com.", "a..com", "A.B.Example.COM.", "x.kobe.jp", "www.ck", "a.www.ck", "b.a.www.ck"}
+    for rule in rules:
+        bare = rule.lstrip("!").removeprefix("*.")
+        names.update((bare, "x." + bare, "y.x." + bare, rule.lstrip("!"), "w." + rule.lstrip("!").replace("*", "w")))
+    test_file = Path(PSLFILE).with_name("test_psl.txt")
+    names.update(re.findall(r"checkPublicSuffix\('([^']*)'", test_file.read_text()) if test_file.exists() else [])
+    assert len(names) > 20000
+    assert [n for n in names if ours.public_suffix(n) != library.publicsuffix(n)] == []
+
 
 def test_header_alone_is_not_dns() -> None:
     with pytest.raises(ParseError):
