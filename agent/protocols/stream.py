@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from agent.metrics import Counters
 from agent.protocols.base import C, SessionContext
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
@@ -114,3 +115,30 @@ class SessionBase(Generic[C]):
 
     def pending(self) -> int:
         return 0
+
+
+class StartResync:
+    """Where a text protocol finds its messages again after lost bytes: at a segment whose first byte may start one.
+
+    A direction that lost its sync (`lose`) drops every segment until one starts with a byte of its start set,
+    counting what it drops in `resync_dropped_bytes`.
+    """
+
+    __slots__ = ("counters", "starts", "waiting")
+
+    def __init__(self, request_starts: frozenset[int], reply_starts: frozenset[int], counters: Counters) -> None:
+        self.starts = {Direction.TO_SERVER: request_starts, Direction.TO_CLIENT: reply_starts}
+        self.waiting = {Direction.TO_SERVER: False, Direction.TO_CLIENT: False}
+        self.counters = counters
+
+    def lose(self, direction: Direction) -> None:
+        self.waiting[direction] = True
+
+    def accepts(self, direction: Direction, data: bytes) -> bool:
+        """Whether `data` is to be parsed: the direction is in sync, or `data` may start a message."""
+        if self.waiting[direction]:
+            if not data or data[0] not in self.starts[direction]:
+                self.counters["resync_dropped_bytes"] += len(data)
+                return False
+            self.waiting[direction] = False
+        return True

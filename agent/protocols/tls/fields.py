@@ -37,16 +37,21 @@ SERVER = "server"
 
 # -- the field table (ECS tls.*, Packetbeat's tls.detailed.*) -------------------------------------------
 
-_X509 = """
+# An issuer's or a subject's name.
+_DISTINGUISHED_NAME = """
+common_name keyword
+country keyword
+distinguished_name keyword
+locality keyword
+organization keyword
+organizational_unit keyword
+province keyword
+state_or_province keyword
+"""
+
+_X509 = f"""
 alternative_names keyword
-issuer.common_name keyword
-issuer.country keyword
-issuer.distinguished_name keyword
-issuer.locality keyword
-issuer.organization keyword
-issuer.organizational_unit keyword
-issuer.province keyword
-issuer.state_or_province keyword
+{prefixed("issuer", _DISTINGUISHED_NAME)}
 not_after date
 not_before date
 public_key_algorithm keyword
@@ -55,14 +60,7 @@ public_key_exponent long noindex
 public_key_size long
 serial_number keyword
 signature_algorithm keyword
-subject.common_name keyword
-subject.country keyword
-subject.distinguished_name keyword
-subject.locality keyword
-subject.organization keyword
-subject.organizational_unit keyword
-subject.province keyword
-subject.state_or_province keyword
+{prefixed("subject", _DISTINGUISHED_NAME)}
 version keyword
 version_number keyword
 """
