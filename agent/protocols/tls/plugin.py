@@ -128,11 +128,16 @@ class TlsSession(SessionBase[TlsConfig]):
 
     # -- StreamSession -------------------------------------------------------------
 
-    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+    def _readable(self, direction: Direction) -> _Direction | None:
+        """The direction's state while its handshake is still read; None once published, encrypted or given up."""
         if self.published:
-            return
+            return None
         state = self.dirs[direction]
-        if state.encrypted or state.dead:
+        return None if state.encrypted or state.dead else state
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        state = self._readable(direction)
+        if state is None:
             return
         if self.start_ns is None and not state.parser.resyncing:
             self.start_ns = ts_ns
@@ -158,10 +163,8 @@ class TlsSession(SessionBase[TlsConfig]):
             self.counters.inc("resync_abandoned")
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        if self.published:
-            return
-        state = self.dirs[direction]
-        if state.encrypted or state.dead:
+        state = self._readable(direction)
+        if state is None:
             return
         # Records cannot be found again after lost bytes: report what the handshake showed so far.
         self.counters.inc("gaps")
