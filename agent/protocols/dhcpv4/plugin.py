@@ -70,14 +70,10 @@ class Dhcpv4Handler:
         return 0
 
 
-def _handler(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> Dhcpv4Handler:
-    return Dhcpv4Handler(config, emit, counters)
-
-
 SPEC = ProtocolSpec(
     name="dhcpv4",
     config_class=Dhcpv4Config,
-    udp=_handler,
+    udp=Dhcpv4Handler,
     fields=FIELDS,
     description="DHCPv4 messages (one event each), client and server from the BOOTP op code",
     counters=COUNTERS,

@@ -346,11 +346,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.resp_ts = msg.ts_ns
         head = slots[0]
         if isinstance(msg, DataRows):
-            txn = head.txn
-            if txn is None:
-                self.counters.inc("unexpected_messages")
-                return
-            self._rows(txn, msg, head)
+            txn = self._answer(head, msg.size, "unexpected_messages")
+            if txn is not None:
+                self._rows(txn, msg, head)
         elif isinstance(msg, RowDescription):
             self._row_description(head, msg)
         elif isinstance(msg, ErrorNotice):
@@ -372,20 +370,26 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
                                to_client=self.parser.take_rest(Direction.TO_CLIENT))
 
-    def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
+    def _answer(self, head: _Slot, size: int, orphan_counter: str = "") -> Request | None:
+        """The head slot's transaction, `size` more server bytes to its account; None (counted) if it has none."""
         txn = head.txn
         if txn is None:
-            self.counters.inc("notices_without_statement")
-            return
-        txn.server_bytes += msg.size
-        if len(txn.notes) < MAX_NOTES:
+            if orphan_counter:
+                self.counters.inc(orphan_counter)
+            return None
+        txn.server_bytes += size
+        return txn
+
+    def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
+        txn = self._answer(head, msg.size, "notices_without_statement")
+        if txn is not None and len(txn.notes) < MAX_NOTES:
             txn.notes.append(f"{msg.severity} {msg.code}: {msg.message}")
 
     def _rows(self, txn: Request, msg: DataRows, head: _Slot) -> None:
+        """DataRows (their bytes counted by `_answer`): the row count, and the rows kept for the event."""
         if head.kind == SlotKind.EXECUTE:
             self._take_carry(txn)  # the Describe's RowDescription heads the rows
         txn.num_rows += msg.count
-        txn.server_bytes += msg.size
         txn.started = True
         text = txn.text
         if text is not None and msg.rows:
@@ -405,13 +409,10 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.carry_bytes += msg.size
             self.slots.popleft()
             return
-        txn = head.txn
-        if txn is None:
-            self.counters.inc("unexpected_messages")
-            return
-        txn.server_bytes += msg.size
-        txn.started = True
-        txn.fields(msg.names)
+        txn = self._answer(head, msg.size, "unexpected_messages")
+        if txn is not None:
+            txn.started = True
+            txn.fields(msg.names)
 
     def _take_carry(self, txn: Request) -> None:
         if self.carry_bytes:
@@ -434,11 +435,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
 
     def _command_end(self, head: _Slot, msg: Backend) -> None:
         """CommandComplete, EmptyQueryResponse, PortalSuspended: the transaction is done."""
-        txn = head.txn
+        txn = self._answer(head, msg.size, "unexpected_messages")
         if txn is None:
-            self.counters.inc("unexpected_messages")
             return
-        txn.server_bytes += msg.size
         if msg.type == "C" and msg.text.startswith("COPY "):
             count = msg.text[5:].strip()
             if count.isdigit() and not txn.num_rows:
@@ -458,10 +457,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
         self.carry_names = None
 
     def _copy_or_replication(self, head: _Slot, msg: Backend) -> None:
-        txn = head.txn
+        txn = self._answer(head, msg.size)
         if txn is None:
             return
-        txn.server_bytes += msg.size
         txn.started = True
         if msg.type == "G":
             self.copy_in = txn
@@ -469,9 +467,7 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self._complete(head, txn)
 
     def _copy_done(self, head: _Slot, msg: Backend) -> None:
-        txn = head.txn
-        if txn is not None:
-            txn.server_bytes += msg.size
+        self._answer(head, msg.size)
 
     def _error(self, head: _Slot, msg: ErrorNotice) -> None:
         txn = head.txn
