@@ -31,6 +31,7 @@ only what its protocol does differently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -58,6 +59,19 @@ def lost_sync() -> Gap[M]:
 def in_sync(*messages: M) -> Gap[M]:
     """A gap inside a body of known length: the framing holds; `messages` were completed by it."""
     return Gap(list(messages), True)
+
+
+def completed(feed: Callable[[], list[M]]) -> tuple[list[M], ParseError | None]:
+    """What `feed()` completed, and the ParseError it raised after them, if any.
+
+    A parser's ParseError carries the messages the segment completed before
+    the bad bytes (`error.messages`): they still count.  The session handles
+    the messages, then raises the error for the transport to recover from.
+    """
+    try:
+        return feed(), None
+    except ParseError as exc:
+        return exc.messages, exc
 
 
 class StreamParser(Protocol[M]):

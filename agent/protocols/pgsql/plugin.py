@@ -47,7 +47,7 @@ from agent.protocols.pgsql.parser import (
 from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import truncate_row
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.transport.types import Direction
 
 LOST_RESPONSE = "Packet loss while capturing the response"
@@ -140,16 +140,12 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
     # -- StreamSession -------------------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        messages: list[Message] = []
-        try:
-            messages = self.parser.feed(direction, data, ts_ns)
-        except ParseError as exc:
-            messages = exc.messages  # what the segment completed before the error still counts
-            raise
-        finally:
-            handle = self._client if direction == Direction.TO_SERVER else self._server
-            for msg in messages:
-                handle(msg)
+        messages, error = completed(lambda: self.parser.feed(direction, data, ts_ns))
+        handle = self._client if direction == Direction.TO_SERVER else self._server
+        for msg in messages:
+            handle(msg)
+        if error is not None:
+            raise error
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.parser.gap(direction, nbytes, ts_ns)

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.errors import ParseError
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.protocols.tls.certificates import FINGERPRINT_ALGORITHMS, Certificate, fingerprint_algorithm
 from agent.protocols.tls.fields import CLIENT, FIELDS, SERVER, Options, Side, tls_fields
 from agent.protocols.tls.fingerprints import JA3S_STANDARD, JA3S_VARIANTS
@@ -145,19 +145,15 @@ class TlsSession(SessionBase[TlsConfig]):
 
     def _parse(self, direction: Direction, state: _Direction, data: bytes, ts_ns: int) -> None:
         parser = state.parser
-        messages: list[Message] = []
-        try:
-            messages = parser.feed(data, ts_ns)
-        except ParseError as exc:
-            messages = exc.messages  # what the segment completed before the error still counts
-            raise
-        finally:
-            for message in messages:
-                if self.start_ns is None:
-                    self.start_ns = ts_ns
-                self._handle(direction, state, message, ts_ns)
-                if self.published:
-                    break
+        messages, error = completed(lambda: parser.feed(data, ts_ns))
+        for message in messages:
+            if self.start_ns is None:
+                self.start_ns = ts_ns
+            self._handle(direction, state, message, ts_ns)
+            if self.published:
+                break
+        if error is not None:
+            raise error
         if parser.resyncing and parser.skipped > RESYNC_LIMIT:
             state.dead = True
             self.counters.inc("resync_abandoned")
