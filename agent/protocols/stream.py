@@ -7,7 +7,9 @@ with a `Cursor` (agent/protocols/cursor.py).  Its three entry points:
 - `feed(data, ts_ns) -> list[Message]`: the next in-order bytes; the
   messages they completed, in order (an empty list: more bytes are needed).
   Malformed input raises `ParseError`; the messages completed before it were
-  already returned by earlier calls, never lost with it.
+  already returned by earlier calls, never lost with it (a parser that
+  completes several per call lets the error carry those: `CarryCompleted`,
+  and the session takes them with `completed`).
 - `gap(nbytes, ts_ns) -> Gap[Message]`: `nbytes` of the direction were lost.
   `Gap.messages` are the messages the gap completed (a body cut short keeps
   its message, with a packet-loss note); `Gap.in_sync` says whether the
@@ -72,6 +74,23 @@ def completed(feed: Callable[[], list[M]]) -> tuple[list[M], ParseError | None]:
         return feed(), None
     except ParseError as exc:
         return exc.messages, exc
+
+
+class CarryCompleted(Generic[M]):
+    """`with CarryCompleted(out):` in a parser's `feed`: a ParseError raised inside carries `out`, the messages
+    completed before it, for `completed` to hand to the session."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: list[M]) -> None:
+        self.out = out
+
+    def __enter__(self) -> list[M]:
+        return self.out
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, ParseError):
+            error.messages = self.out
 
 
 class StreamParser(Protocol[M]):
