@@ -161,11 +161,11 @@ class ShardedReader(CaptureReader):
         self.skipped_ns = max(self.skipped_ns, ts_ns)
         return False
 
-    def __iter__(self) -> Iterator[tuple[int, bytes, int]]:
-        frames = super().__iter__()
+    def batches(self) -> Iterator[list[tuple[int, bytes, int]]]:
+        frames = super().batches()
         return frames if self.index == 0 else self._quiet(frames)
 
-    def _quiet(self, frames: Iterator[tuple[int, bytes, int]]) -> Iterator[tuple[int, bytes, int]]:
+    def _quiet(self, frames: Iterator[list[tuple[int, bytes, int]]]) -> Iterator[list[tuple[int, bytes, int]]]:
         try:
             yield from frames
         except CaptureFileError:

@@ -24,6 +24,7 @@ from typing import BinaryIO
 # A record longer than this is corrupt: no link type carries frames this big.
 MAX_RECORD_BYTES = 256 * 1024
 READ_CHUNK = 1 << 20
+PCAPNG_BATCH = 256  # pcapng records per batch (blocks are read one by one)
 
 _MAGICS: dict[bytes, tuple[str, int]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microsecond, little-endian
@@ -99,52 +100,94 @@ class CaptureReader:
         self._file.close()
 
     def __iter__(self) -> Iterator[tuple[int, bytes, int]]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[tuple[int, bytes, int]]]:
+        """The records in lists, one per large read: what replay loops over.  Resuming a generator per
+        record costs more than cutting the record out, so the records of a read are cut in one call."""
         if self._ng is not None:
-            return self._iter_pcapng()
-        return self._iter_pcap()
+            return self._pcapng_batches()
+        return self._pcap_batches()
 
     def _keep(self, buf: bytes, start: int, stop: int, ts_ns: int) -> bool:
         """Whether the frame buf[start:stop] is yielded (asked only when `filtering`): before it is copied."""
         return True
 
-    def _iter_pcap(self) -> Iterator[tuple[int, bytes, int]]:
+    def _pcap_batches(self) -> Iterator[list[tuple[int, bytes, int]]]:
         # Records are cut out of large reads: two small reads per packet cost more than parsing it.
         read = self._file.read
-        unpack = self._record.unpack_from
-        scale = self._ns_per_unit
-        filtering = self.filtering
         offset = 24  # file offset of buf[0]
         buf = b""
         pos = 0
         while True:
-            if len(buf) - pos < 16 + MAX_RECORD_BYTES:
-                more = read(READ_CHUNK)
-                if more:
-                    buf = buf[pos:] + more
-                    offset += pos
-                    pos = 0
-                    self.offset = offset  # per read, not per record: it only feeds progress reports
-            end = len(buf)
-            if pos >= end:
+            more = read(READ_CHUNK)
+            if more:
+                buf = buf[pos:] + more
+                offset += pos
+                pos = 0
+                self.offset = offset  # per read, not per record: it only feeds progress reports
+            elif pos >= len(buf):
                 return
+            batch, pos, error = self._cut_records(buf, pos, offset, not more)
+            if batch:
+                yield batch
+            if error is not None:
+                raise error
+            if self.stopped or not more:
+                return
+
+    def _cut_records(self, buf: bytes, pos: int, offset: int, at_end: bool
+                     ) -> tuple[list[tuple[int, bytes, int]], int, CaptureFileError | None]:
+        """The whole records in buf[pos:], where the first one left starts, and the error that ends the file
+        (a record cut short is one only `at_end`: otherwise the next read completes it)."""
+        out: list[tuple[int, bytes, int]] = []
+        unpack = self._record.unpack_from
+        scale = self._ns_per_unit
+        filtering = self.filtering
+        end = len(buf)
+        while True:
             if end - pos < 16:
-                raise CaptureFileError(self.path, offset + pos, "truncated record header at end of file")
-            sec, sub, caplen, wire_len = unpack(buf, pos)
+                if at_end and pos < end:
+                    return out, pos, CaptureFileError(self.path, offset + pos, "truncated record header at end of file")
+                return out, pos, None
+            sec: int
+            sub: int
+            caplen: int
+            wire_len: int
+            sec, sub, caplen, wire_len = unpack(buf, pos)  # typed: mypyc then does the arithmetic natively
             if caplen > MAX_RECORD_BYTES:
-                raise CaptureFileError(self.path, offset + pos,
-                                       f"record length {caplen} exceeds {MAX_RECORD_BYTES}")
+                return out, pos, CaptureFileError(self.path, offset + pos,
+                                                  f"record length {caplen} exceeds {MAX_RECORD_BYTES}")
             start = pos + 16
             stop = start + caplen
             if stop > end:
-                raise CaptureFileError(self.path, offset + pos,
-                                       f"truncated record: {end - start} of {caplen} bytes present")
+                if at_end:
+                    return out, pos, CaptureFileError(self.path, offset + pos,
+                                                      f"truncated record: {end - start} of {caplen} bytes present")
+                return out, pos, None
             pos = stop
             ts_ns = sec * 1_000_000_000 + sub * scale
             if filtering and not self._keep(buf, start, stop, ts_ns):
                 if self.stopped:
-                    return
+                    return out, pos, None
                 continue
-            yield ts_ns, buf[start:stop], wire_len if wire_len > caplen else caplen
+            out.append((ts_ns, buf[start:stop], wire_len if wire_len > caplen else caplen))
+
+    def _pcapng_batches(self) -> Iterator[list[tuple[int, bytes, int]]]:
+        batch: list[tuple[int, bytes, int]] = []
+        try:
+            for record in self._iter_pcapng():
+                batch.append(record)
+                if len(batch) >= PCAPNG_BATCH:
+                    yield batch
+                    batch = []
+        except CaptureFileError:
+            if batch:  # the records before the error are still the file's
+                yield batch
+            raise
+        if batch:
+            yield batch
 
     # -- pcapng: section header, interface descriptions, enhanced/simple packet blocks --
 

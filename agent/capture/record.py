@@ -156,6 +156,21 @@ class RecordError(ValueError):
     """A ring-buffer record that does not fit the layout (a bug, or a mismatched program)."""
 
 
+def checked_addresses(kind: str, marker: int, expected: int, family: int, laddr: bytes, raddr: bytes,
+                      error: type[ValueError]) -> tuple[bytes, bytes]:
+    """The two 16-byte address fields of a bit-63 record (socket or plaintext), cut to the family's size.
+
+    Raises `error` when the record's marker is not the one this build expects, or the family is neither 4 nor 6.
+    """
+    if marker != expected:
+        raise error(f"{kind} record marker {marker:#x}, expected {expected:#x} (version mismatch)")
+    if family == 4:
+        return laddr[:4], raddr[:4]
+    if family != 6:
+        raise error(f"{kind} record with address family {family}")
+    return laddr, raddr
+
+
 # The record splits in the fields every packet has and the tunnel fields, read only when PB_F_TUNNEL says so.
 _HEAD_FIELDS = 22
 _head = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIELDS]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from agent.capture.record import BPF_DIR, Buffer
+from agent.capture.record import BPF_DIR, Buffer, checked_addresses
 
 SOCK_HEADER_FILE = BPF_DIR / "sockets.h"
 SOCK_PROGRAM_FILE = BPF_DIR / "sockets.bpf.c"
@@ -162,12 +162,7 @@ def decode_socket_record(buf: Buffer, offset: int = 0, length: int | None = None
         raise SockRecordError(f"socket record of {end - offset} bytes, expected at least {SOCK_RECORD_SIZE}")
     (marker, ts_ns, start_ns, parent_start_ns, tgid, tid, ppid, uid, gid, netns, comm, lport, rport, family,
      l4proto, how, exec_flags, laddr, raddr) = _RECORD.unpack_from(buf, offset)
-    if marker != SOCK_MARKER:
-        raise SockRecordError(f"socket record marker {marker:#x}, expected {SOCK_MARKER:#x} (version mismatch)")
-    if family == 4:
-        laddr, raddr = laddr[:4], raddr[:4]
-    elif family != 6:
-        raise SockRecordError(f"socket record with address family {family}")
+    laddr, raddr = checked_addresses("socket", marker, SOCK_MARKER, family, laddr, raddr, SockRecordError)
     if exec_flags & (EXEC_OWN | EXEC_INHERITED) and end - offset < SOCK_RECORD_SIZE + EXEC_TEXT.size:
         raise SockRecordError("socket record announces exec text it does not carry")
     task = TaskFacts(tgid, tid, ppid, uid, gid, start_ns, parent_start_ns, netns, _text(comm))

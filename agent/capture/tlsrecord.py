@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from agent.capture.record import BPF_DIR, Buffer
+from agent.capture.record import BPF_DIR, Buffer, checked_addresses
 
 TLS_HEADER_FILE = BPF_DIR / "tls.h"
 TLS_PROGRAM_FILE = BPF_DIR / "tls.bpf.c"
@@ -113,12 +113,7 @@ def decode_plaintext_record(buf: Buffer, offset: int = 0, length: int | None = N
         raise TlsRecordError(f"plaintext record of {end - offset} bytes, expected at least {TLS_RECORD_SIZE}")
     (marker, ts_ns, ssl, stream_offset, tgid, netns, size, missing, lport, rport, family, direction, role, flags,
      laddr, raddr) = _RECORD.unpack_from(buf, offset)
-    if marker != TLS_MARKER:
-        raise TlsRecordError(f"plaintext record marker {marker:#x}, expected {TLS_MARKER:#x} (version mismatch)")
-    if family == 4:
-        laddr, raddr = laddr[:4], raddr[:4]
-    elif family != 6:
-        raise TlsRecordError(f"plaintext record with address family {family}")
+    laddr, raddr = checked_addresses("plaintext", marker, TLS_MARKER, family, laddr, raddr, TlsRecordError)
     if direction not in (SENT, RECEIVED) or role not in (ROLE_CLIENT, ROLE_SERVER):
         raise TlsRecordError(f"plaintext record with direction {direction}, role {role}")
     start = offset + TLS_RECORD_SIZE

@@ -22,6 +22,7 @@ from redis.retry import Retry
 
 from agent import metrics
 from agent.config.typed import opt
+from agent.outputs.connection import BackoffConfig, TlsClientConfig
 from agent.outputs.elasticsearch.fmtstr import FormatError, FormatString
 from agent.outputs.file import METADATA
 from agent.publisher.types import EncodedEvent, Outcome, OutputError
@@ -29,22 +30,6 @@ from agent.publisher.types import EncodedEvent, Outcome, OutputError
 log = logging.getLogger("pktbeat.output.redis")
 
 REDIS_COUNTERS = ("batches", "acked", "failed_batches", "connect_errors", "missing_key")
-
-
-@dataclass(frozen=True)
-class RedisBackoffConfig:
-    init: float = opt(1.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
-    max: float = opt(60.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
-
-
-@dataclass(frozen=True)
-class RedisSslConfig:
-    enabled: bool = opt(True)
-    certificate_authorities: tuple[str, ...] = opt(())
-    verification_mode: str = opt("full", check=lambda v: None if v in ("full", "strict", "certificate", "none")
-                                 else "must be full, strict, certificate or none")
-    certificate: str = opt("")
-    key: str = opt("")
 
 
 @dataclass(frozen=True)
@@ -56,12 +41,12 @@ class RedisOutputConfig:
     db: int = opt(0, check=lambda v: None if v >= 0 else "must be 0 or more")
     datatype: str = opt("list", check=lambda v: None if v in ("list", "channel") else "must be list or channel")
     timeout: float = opt(5.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
-    backoff: RedisBackoffConfig = field(default_factory=RedisBackoffConfig)
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
     max_retries: int = opt(3, bounds=(-(2**31), 2**31 - 1))
     bulk_max_size: int = opt(2048, check=lambda v: None if v > 0 else "must be greater than 0")
     worker: int = opt(1, aliases=("workers",))
     loadbalance: bool = opt(True)
-    ssl: RedisSslConfig | None = opt(None)
+    ssl: TlsClientConfig | None = opt(None)
     codec: dict[str, Any] = opt({})
 
     UNSUPPORTED: ClassVar[dict[str, str]] = {
@@ -177,7 +162,7 @@ class RedisOutput:
                 pass
 
 
-def _ssl_kwargs(cfg: RedisSslConfig | None) -> dict[str, Any]:
+def _ssl_kwargs(cfg: TlsClientConfig | None) -> dict[str, Any]:
     if cfg is None or not cfg.enabled:
         return {}
     kwargs: dict[str, Any] = {"ssl": True}

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.config.typed import ConfigError, suggest
 from agent.processors.conditions import Condition, build_condition
-from agent.processors.fields import MISSING, delete_field, get_field, put_field
+from agent.processors.fields import MISSING, delete_field, flatten, get_field, put_field
 from agent.processors.metadata import host_metadata
 from agent.processors.mime import detect_mime_type
 
@@ -111,7 +111,7 @@ def _add_labels(cfg: dict[str, Any], where: str) -> Processor:
 
     def run(event: Event) -> Event | None:
         target = event.setdefault("labels", {})
-        for key, value in _flatten_plain(labels).items():
+        for key, value in flatten(labels, separator="_").items():
             target[key] = value
         return event
 
@@ -264,14 +264,3 @@ def _flat_keys(event: Event, prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             keys.extend(_flat_keys(value, name))
     return keys
-
-
-def _flatten_plain(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        name = f"{prefix}_{key}" if prefix else str(key)
-        if isinstance(item, dict):
-            out.update(_flatten_plain(item, name))
-        else:
-            out[name] = item
-    return out

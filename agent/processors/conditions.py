@@ -15,7 +15,7 @@ from typing import Any
 from agent.config.typed import ConfigError
 from agent.events.direction import contains as network_contains
 from agent.events.direction import parse_networks
-from agent.processors.fields import MISSING, get_field
+from agent.processors.fields import MISSING, flatten, get_field
 
 Condition = Callable[[dict[str, Any]], bool]
 OPERATORS = ("equals", "contains", "regexp", "range", "network", "has_fields", "and", "or", "not")
@@ -43,18 +43,6 @@ def build_condition(raw: Any, where: str) -> Condition:
     return lambda event: all(p(event) for p in parts)
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(value, dict):
-        for key, item in value.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(item, dict):
-                out.update(_flatten(item, name))
-            else:
-                out[name] = item
-    return out
-
-
 def _build_op(op: str, value: Any, where: str) -> Condition:
     if op in ("and", "or"):
         if not isinstance(value, list) or not value:
@@ -73,7 +61,7 @@ def _build_op(op: str, value: Any, where: str) -> Condition:
         raise ConfigError(where, f"'{op}' takes a mapping of field: value")
     if op == "range":
         return _range(value, where)
-    fields = _flatten(value)
+    fields = flatten(value)
     checks: list[Condition] = []
     for name, expected in fields.items():
         if op == "equals":
@@ -157,7 +145,7 @@ _BOUNDS = {"lt": float.__lt__, "lte": float.__le__, "gt": float.__gt__, "gte": f
 
 
 def _range(value: dict[str, Any], where: str) -> Condition:
-    flat = _flatten(value)
+    flat = flatten(value)
     limits: dict[str, list[tuple[Callable[[float, float], bool], float]]] = {}
     for dotted, bound in flat.items():
         name, _, op = dotted.rpartition(".")

@@ -65,3 +65,15 @@ def delete_field(event: dict[str, Any], path: str) -> bool:
         else:
             break
     return True
+
+
+def flatten(value: dict[str, Any], separator: str = ".", prefix: str = "") -> dict[str, Any]:
+    """The leaves of a nested mapping by joined key ({"a": {"b": 1}} -> {"a.b": 1}), in order."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{separator}{key}" if prefix else str(key)
+        if isinstance(item, dict):
+            out.update(flatten(item, separator, name))
+        else:
+            out[name] = item
+    return out

@@ -39,11 +39,13 @@ __all__ = [
     "SessionContext",
     "StreamSession",
     "Transaction",
+    "check_ports",
     "prefixed",
 ]
 
 
-def _check_ports(ports: tuple[int, ...]) -> str | None:
+def check_ports(ports: tuple[int, ...]) -> str | None:
+    """The `ports` setting's check (for a protocol that gives it its own default)."""
     for port in ports:
         if not 0 < port < 65536:
             return f"port {port} is outside 1-65535"
@@ -55,7 +57,7 @@ class ProtocolConfig:
     """Packetbeat's settings common to every protocol."""
 
     enabled: bool = opt(True)
-    ports: tuple[int, ...] = opt((), check=_check_ports)
+    ports: tuple[int, ...] = opt((), check=check_ports)
     send_request: bool = opt(False)
     send_response: bool = opt(False)
     transaction_timeout: float = opt(10.0, kind="duration", bounds=(0.1, 86400.0))

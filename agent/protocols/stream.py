@@ -7,7 +7,9 @@ with a `Cursor` (agent/protocols/cursor.py).  Its three entry points:
 - `feed(data, ts_ns) -> list[Message]`: the next in-order bytes; the
   messages they completed, in order (an empty list: more bytes are needed).
   Malformed input raises `ParseError`; the messages completed before it were
-  already returned by earlier calls, never lost with it.
+  already returned by earlier calls, never lost with it (a parser that
+  completes several per call lets the error carry those: `CarryCompleted`,
+  and the session takes them with `completed`).
 - `gap(nbytes, ts_ns) -> Gap[Message]`: `nbytes` of the direction were lost.
   `Gap.messages` are the messages the gap completed (a body cut short keeps
   its message, with a packet-loss note); `Gap.in_sync` says whether the
@@ -31,9 +33,11 @@ only what its protocol does differently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from agent.metrics import Counters
 from agent.protocols.base import C, SessionContext
 from agent.transport.session import ParseError
 from agent.transport.types import Direction
@@ -57,6 +61,36 @@ def lost_sync() -> Gap[M]:
 def in_sync(*messages: M) -> Gap[M]:
     """A gap inside a body of known length: the framing holds; `messages` were completed by it."""
     return Gap(list(messages), True)
+
+
+def completed(feed: Callable[[], list[M]]) -> tuple[list[M], ParseError | None]:
+    """What `feed()` completed, and the ParseError it raised after them, if any.
+
+    A parser's ParseError carries the messages the segment completed before
+    the bad bytes (`error.messages`): they still count.  The session handles
+    the messages, then raises the error for the transport to recover from.
+    """
+    try:
+        return feed(), None
+    except ParseError as exc:
+        return exc.messages, exc
+
+
+class CarryCompleted(Generic[M]):
+    """`with CarryCompleted(out):` in a parser's `feed`: a ParseError raised inside carries `out`, the messages
+    completed before it, for `completed` to hand to the session."""
+
+    __slots__ = ("out",)
+
+    def __init__(self, out: list[M]) -> None:
+        self.out = out
+
+    def __enter__(self) -> list[M]:
+        return self.out
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, ParseError):
+            error.messages = self.out
 
 
 class StreamParser(Protocol[M]):
@@ -114,3 +148,30 @@ class SessionBase(Generic[C]):
 
     def pending(self) -> int:
         return 0
+
+
+class StartResync:
+    """Where a text protocol finds its messages again after lost bytes: at a segment whose first byte may start one.
+
+    A direction that lost its sync (`lose`) drops every segment until one starts with a byte of its start set,
+    counting what it drops in `resync_dropped_bytes`.
+    """
+
+    __slots__ = ("counters", "starts", "waiting")
+
+    def __init__(self, request_starts: frozenset[int], reply_starts: frozenset[int], counters: Counters) -> None:
+        self.starts = {Direction.TO_SERVER: request_starts, Direction.TO_CLIENT: reply_starts}
+        self.waiting = {Direction.TO_SERVER: False, Direction.TO_CLIENT: False}
+        self.counters = counters
+
+    def lose(self, direction: Direction) -> None:
+        self.waiting[direction] = True
+
+    def accepts(self, direction: Direction, data: bytes) -> bool:
+        """Whether `data` is to be parsed: the direction is in sync, or `data` may start a message."""
+        if self.waiting[direction]:
+            if not data or data[0] not in self.starts[direction]:
+                self.counters["resync_dropped_bytes"] += len(data)
+                return False
+            self.waiting[direction] = False
+        return True

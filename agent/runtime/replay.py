@@ -179,34 +179,32 @@ class ReplayRunner:
             dispatcher = self.dispatcher
             fast_tcp = self.flows is None  # flows need whole Packets
             stats = self.stats
-            flows = self.flows
             count = 0
             try:
-                for ts_ns, frame, wire_len in reader:
-                    if pace is not None:
-                        ts_ns = pace.wait(ts_ns)
-                    count += 1
-                    fields = decoder.tcp_fields(frame) if fast_tcp else None
-                    if fields is not None:  # the common case, without a Packet object
-                        src, dst, sport, dport, seq, ack, flags, payload, missing = fields
-                        dispatcher.tcp(ts_ns, src, dst, sport, dport, seq, ack, flags, payload, missing)
-                    else:
-                        pkt = decoder.decode(frame, ts_ns, wire_len)
-                        if pkt is None:
-                            stats["undecoded"] += 1
+                stopping = False
+                for batch in reader.batches():
+                    for ts_ns, frame, wire_len in batch:
+                        if pace is not None:
+                            ts_ns = pace.wait(ts_ns)
+                        count += 1
+                        fields = decoder.tcp_fields(frame) if fast_tcp else None
+                        if fields is not None:  # the common case, without a Packet object
+                            src, dst, sport, dport, seq, ack, flags, payload, missing = fields
+                            dispatcher.tcp(ts_ns, src, dst, sport, dport, seq, ack, flags, payload, missing)
                         else:
-                            if flows is not None:
-                                flows.packet(pkt)
-                            dispatcher.handle(pkt)
-                    if ts_ns > last_ns:
-                        last_ns = ts_ns
-                        if last_ns >= next_tick:
-                            self._tick(last_ns)
-                            next_tick = last_ns + TICK_NS
-                            progress.update(reader.offset, count, stats["events"])
-                    elif ts_ns < last_ns - 1_000_000_000:
-                        log.debug("time went backwards in %s", path)
-                    if not count & 1023 and self._stop:
+                            self._packet(decoder, frame, ts_ns, wire_len)
+                        if ts_ns > last_ns:
+                            last_ns = ts_ns
+                            if last_ns >= next_tick:
+                                self._tick(last_ns)
+                                next_tick = last_ns + TICK_NS
+                                progress.update(reader.offset, count, stats["events"])
+                        elif ts_ns < last_ns - 1_000_000_000:
+                            log.debug("time went backwards in %s", path)
+                        if not count & 1023 and self._stop:
+                            stopping = True
+                            break
+                    if stopping:
                         break
             except CaptureFileError as exc:
                 log.error("%s (the packets before it were processed)", exc)
@@ -216,6 +214,16 @@ class ReplayRunner:
                 self.stats["packets"] += count
                 progress.done(count, stats["events"])
         return max(last_ns, reader.skipped_ns)  # a sharded reader's file ends where its last frame is
+
+    def _packet(self, decoder: FrameDecoder, frame: bytes, ts_ns: int, wire_len: int) -> None:
+        """A frame that is not plain IPv4 TCP (or any frame, with flows on): as a whole Packet."""
+        pkt = decoder.decode(frame, ts_ns, wire_len)
+        if pkt is None:
+            self.stats["undecoded"] += 1
+            return
+        if self.flows is not None:
+            self.flows.packet(pkt)
+        self.dispatcher.handle(pkt)
 
     def _tick(self, now_ns: int) -> None:
         if self.options.topspeed:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from agent.config.typed import opt, positive
+from agent.outputs.connection import BackoffConfig, TlsClientConfig
 
 DEFAULT_INDEX = "packetbeat-%{[agent.version]}"
-VERIFICATION_MODES = ("full", "strict", "certificate", "none")
 PRESETS = ("balanced", "throughput", "scale", "latency", "custom")
 
 
@@ -17,27 +17,12 @@ def _compression(value: int) -> str | None:
     return None if 0 <= value <= 9 else "must be between 0 and 9"
 
 
-def _verification(value: str) -> str | None:
-    return None if value in VERIFICATION_MODES else f"must be one of {', '.join(VERIFICATION_MODES)}"
-
-
 def _preset(value: str) -> str | None:
     return None if value in PRESETS else f"must be one of {', '.join(PRESETS)}"
 
 
 @dataclass(frozen=True)
-class BackoffConfig:
-    init: float = opt(1.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
-    max: float = opt(60.0, kind="duration", check=lambda v: None if v > 0 else "must be greater than 0")
-
-
-@dataclass(frozen=True)
-class SslConfig:
-    enabled: bool = opt(True)
-    certificate_authorities: tuple[str, ...] = opt(())
-    verification_mode: str = opt("full", check=_verification)
-    certificate: str = opt("")
-    key: str = opt("")
+class SslConfig(TlsClientConfig):
     key_passphrase: str = opt("")
     supported_protocols: tuple[str, ...] = opt(())
     cipher_suites: tuple[str, ...] = opt(())

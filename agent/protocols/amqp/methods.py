@@ -64,6 +64,14 @@ def _u64(data: bytes, pos: int) -> int:
     return int.from_bytes(data[pos:pos + 8], "big")
 
 
+def _optional(fields: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """`fields` with `key` set to `value` unless it is empty: Packetbeat leaves out an empty table and the
+    default exchange ("")."""
+    if value:
+        fields[key] = value
+    return fields
+
+
 def _arguments(fields: dict[str, Any], data: bytes, pos: int, parse: bool) -> tuple[str, ...]:
     """The optional arguments table at `pos`: a bad table is a note, not a bad frame."""
     if not parse or pos >= len(data):
@@ -72,8 +80,7 @@ def _arguments(fields: dict[str, Any], data: bytes, pos: int, parse: bool) -> tu
         arguments, _ = table(data, pos)
     except FieldError:
         return (ARGUMENTS_NOTE,)
-    if arguments:
-        fields["arguments"] = arguments
+    _optional(fields, "arguments", arguments)
     return ()
 
 
@@ -96,9 +103,7 @@ def _connection_start(data: bytes, parse_arguments: bool) -> Decoded:
     locales, _ = long_string(data, at)
     fields: dict[str, Any] = {"version-major": data[0], "version-minor": data[1], "mechanisms": mechanisms,
                               "locales": locales}
-    if properties:
-        fields["server-properties"] = properties
-    return Decoded(fields)
+    return Decoded(_optional(fields, "server-properties", properties))
 
 
 def _connection_start_ok(data: bytes, parse_arguments: bool) -> Decoded:
@@ -107,9 +112,7 @@ def _connection_start_ok(data: bytes, parse_arguments: bool) -> Decoded:
     _, at = long_string(data, at)  # the SASL response (credentials): never published
     locale, _ = short_string(data, at)
     fields: dict[str, Any] = {"mechanism": mechanism, "locale": locale}
-    if properties:
-        fields["client-properties"] = properties
-    return Decoded(fields)
+    return Decoded(_optional(fields, "client-properties", properties))
 
 
 def _connection_tune_ok(data: bytes, parse_arguments: bool) -> Decoded:
@@ -170,8 +173,7 @@ def _queue_bind(data: bytes, parse_arguments: bool) -> Decoded:
     routing_key, at = short_string(data, at)
     bits = _bits(data, at)
     fields: dict[str, Any] = {"queue": queue, "routing-key": routing_key, "no-wait": bool(bits & 1)}
-    if exchange:
-        fields["exchange"] = exchange
+    _optional(fields, "exchange", exchange)
     return Decoded(fields, f"{queue} {exchange}", _arguments(fields, data, at + 1, parse_arguments))
 
 
@@ -180,8 +182,7 @@ def _queue_unbind(data: bytes, parse_arguments: bool) -> Decoded:
     exchange, at = short_string(data, at)
     routing_key, at = short_string(data, at)
     fields: dict[str, Any] = {"queue": queue, "routing-key": routing_key}
-    if exchange:
-        fields["exchange"] = exchange
+    _optional(fields, "exchange", exchange)
     return Decoded(fields, f"{queue} {exchange}", _arguments(fields, data, at, parse_arguments))
 
 
@@ -230,9 +231,7 @@ def _basic_publish(data: bytes, parse_arguments: bool) -> Decoded:
     routing_key, at = short_string(data, at)
     bits = _bits(data, at)
     fields: dict[str, Any] = {"routing-key": routing_key, "mandatory": bool(bits & 1), "immediate": bool(bits & 2)}
-    if exchange:
-        fields["exchange"] = exchange
-    return Decoded(fields)
+    return Decoded(_optional(fields, "exchange", exchange))
 
 
 def _basic_return(data: bytes, parse_arguments: bool) -> Decoded:
@@ -251,9 +250,7 @@ def _basic_deliver(data: bytes, parse_arguments: bool) -> Decoded:
     routing_key, _ = short_string(data, at)
     fields: dict[str, Any] = {"consumer-tag": tag, "delivery-tag": delivery_tag, "redelivered": bool(bits & 1),
                               "routing-key": routing_key}
-    if exchange:
-        fields["exchange"] = exchange
-    return Decoded(fields)
+    return Decoded(_optional(fields, "exchange", exchange))
 
 
 def _basic_get(data: bytes, parse_arguments: bool) -> Decoded:
@@ -268,9 +265,7 @@ def _basic_get_ok(data: bytes, parse_arguments: bool) -> Decoded:
     routing_key, at = short_string(data, at)
     fields: dict[str, Any] = {"delivery-tag": delivery_tag, "redelivered": bool(bits & 1),
                               "routing-key": routing_key, "message-count": _u32(data, at)}
-    if exchange:
-        fields["exchange"] = exchange
-    return Decoded(fields)
+    return Decoded(_optional(fields, "exchange", exchange))
 
 
 def _basic_ack(data: bytes, parse_arguments: bool) -> Decoded:

@@ -41,12 +41,18 @@ def short_string(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos + 1:end].decode("utf-8", "replace"), end
 
 
-def long_string(data: bytes, pos: int) -> tuple[str, int]:
+def _long_end(data: bytes, pos: int, what: str) -> int:
+    """Where the item at `pos`, its 4-byte length first, ends; it must end within `data`."""
     if pos + 4 > len(data):
-        raise FieldError(f"long string length missing at {pos}")
+        raise FieldError(f"{what} length missing at {pos}")
     end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
     if end > len(data):
-        raise FieldError(f"long string at {pos} runs past the end ({len(data)})")
+        raise FieldError(f"{what} at {pos} declares {end - pos - 4} bytes, only {len(data) - pos - 4} left")
+    return end
+
+
+def long_string(data: bytes, pos: int) -> tuple[str, int]:
+    end = _long_end(data, pos, "long string")
     return data[pos + 4:end].decode("utf-8", "replace"), end
 
 
@@ -90,11 +96,7 @@ def decimal_text(scale: int, value: int) -> str:
 
 def table(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
     """A field table at `pos` (its 4-byte length first): (values, position after it)."""
-    if pos + 4 > len(data):
-        raise FieldError(f"table length missing at {pos}")
-    end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-    if end > len(data):
-        raise FieldError(f"table at {pos} declares {end - pos - 4} bytes, only {len(data) - pos - 4} left")
+    end = _long_end(data, pos, "table")
     out: dict[str, Any] = {}
     at = pos + 4
     body = data[:end]
@@ -106,11 +108,7 @@ def table(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
 
 def array(data: bytes, pos: int, depth: int = 0) -> tuple[dict[str, Any], int]:
     """A field array, as Packetbeat publishes it: an object keyed by the index."""
-    if pos + 4 > len(data):
-        raise FieldError(f"array length missing at {pos}")
-    end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-    if end > len(data):
-        raise FieldError(f"array at {pos} runs past the end ({len(data)})")
+    end = _long_end(data, pos, "array")
     out: dict[str, Any] = {}
     at = pos + 4
     body = data[:end]
@@ -198,10 +196,7 @@ def _value(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     if kind == 0x56:  # 'V' void
         return None, pos
     if kind == 0x78:  # 'x' byte array (RabbitMQ)
-        _need(data, pos, 4)
-        end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
-        if end > len(data):
-            raise FieldError(f"byte array at {pos} runs past the end ({len(data)})")
+        end = _long_end(data, pos, "byte array")
         return "[" + ", ".join(str(b) for b in data[pos + 4:end]) + "]", end
     raise FieldError(f"unknown field type {kind:#04x} at {pos - 1}")
 

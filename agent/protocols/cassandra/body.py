@@ -21,6 +21,7 @@ import ipaddress
 from typing import Any
 
 from agent.protocols.cursor import Cursor
+from agent.protocols.gostrings import go_quote_bytes
 
 # Opcodes
 OP_ERROR, OP_STARTUP, OP_READY, OP_AUTHENTICATE = 0x00, 0x01, 0x02, 0x03
@@ -67,30 +68,6 @@ def header_flags_text(flags: int) -> str:
 
 def op_text(op: int) -> str:
     return OP_NAMES.get(op, f"UNKNOWN_OP_{op}")
-
-
-def _go_quote_bytes(raw: bytes) -> str:
-    """Go's `%q` of a byte slice: printable text as is, other bytes escaped."""
-    text = raw.decode("utf-8", "surrogateescape")
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append("\\" + "abfnrtv"["\a\b\f\n\r\t\v".index(ch)])
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
 
 
 # -- CQL notation ([string], [bytes], [inet] ...) over the shared cursor; every read is bounded by the body --
@@ -190,7 +167,7 @@ def decode_response(op: int, version: int, body: Cursor, data: dict[str, Any]) -
         data["authentication"] = {"class": string(body)}
     elif op in (OP_AUTH_CHALLENGE, OP_AUTH_SUCCESS):
         token = value(body)
-        data["authentication"] = {"data": _go_quote_bytes(token or b"")}
+        data["authentication"] = {"data": go_quote_bytes(token or b"")}
     elif op == OP_EVENT:
         data["event"] = _event(body, version)
 
@@ -204,18 +181,10 @@ def _error(body: Cursor) -> dict[str, Any]:
         details["required"] = body.u32()
         details["alive"] = body.u32()
     elif code in (0x1100, 0x1500):  # write timeout, write failure
-        details["read_consistency"] = consistency(body)
-        details["received"] = body.u32()
-        details["blockfor"] = body.u32()
-        if code == 0x1500:
-            details["num_failures"] = body.u32()
+        _timeout_details(body, details, failure=code == 0x1500)
         details["write_type"] = string(body)
     elif code in (0x1200, 0x1300):  # read timeout, read failure
-        details["read_consistency"] = consistency(body)
-        details["received"] = body.u32()
-        details["blockfor"] = body.u32()
-        if code == 0x1300:
-            details["num_failures"] = body.u32()
+        _timeout_details(body, details, failure=code == 0x1300)
         details["data_present"] = body.u8() != 0
     elif code == 0x2400:  # already exists
         details["keyspace"] = string(body)
@@ -229,6 +198,15 @@ def _error(body: Cursor) -> dict[str, Any]:
     if details:
         out["details"] = details
     return out
+
+
+def _timeout_details(body: Cursor, details: dict[str, Any], failure: bool) -> None:
+    """What a read or write timeout (and failure) error starts with: <cl><received><blockfor>[<numfailures>]."""
+    details["read_consistency"] = consistency(body)
+    details["received"] = body.u32()
+    details["blockfor"] = body.u32()
+    if failure:
+        details["num_failures"] = body.u32()
 
 
 def _result(body: Cursor, version: int) -> dict[str, Any]:

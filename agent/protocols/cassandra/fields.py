@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.protocols.base import Transaction
+from agent.protocols.base import Transaction, prefixed
 from agent.protocols.cassandra.body import OP_ERROR
 from agent.protocols.cassandra.parser import CqlFrame
 from agent.transport.types import ConnectionInfo
@@ -12,50 +12,52 @@ from agent.transport.types import ConnectionInfo
 if TYPE_CHECKING:
     from agent.protocols.cassandra.plugin import CassandraConfig
 
+
+# A frame header, as both directions publish it.
+_HEADERS = """
+version long
+flags keyword
+stream keyword
+op keyword
+length long
+"""
+
+# Result metadata: of a ROWS result, and of a PREPARED result's bound variables and result columns.
+_METADATA = """
+keyspace keyword
+table keyword
+flags keyword
+col_count long
+pkey_columns long
+paging_state keyword
+"""
+
+# A schema change, as a RESULT and as a pushed EVENT.
+_SCHEMA_CHANGE = """
+change keyword
+keyspace keyword
+table keyword
+object keyword
+target keyword
+name keyword
+args keyword
+"""
+
 # Packetbeat's cassandra fields.yml; pktbeat also publishes authentication.data (an AUTH_CHALLENGE or
 # AUTH_SUCCESS token, Go-quoted) and result.keyspace.
-FIELDS = """
+FIELDS = f"""
 cassandra.no_request boolean
-cassandra.request.headers.version long
-cassandra.request.headers.flags keyword
-cassandra.request.headers.stream keyword
-cassandra.request.headers.op keyword
-cassandra.request.headers.length long
-cassandra.response.headers.version long
-cassandra.response.headers.flags keyword
-cassandra.response.headers.stream keyword
-cassandra.response.headers.op keyword
-cassandra.response.headers.length long
+{prefixed("cassandra.request.headers", _HEADERS)}
+{prefixed("cassandra.response.headers", _HEADERS)}
 cassandra.request.query keyword
 cassandra.response.result.type keyword
 cassandra.response.result.rows.num_rows long
-cassandra.response.result.rows.meta.keyspace keyword
-cassandra.response.result.rows.meta.table keyword
-cassandra.response.result.rows.meta.flags keyword
-cassandra.response.result.rows.meta.col_count long
-cassandra.response.result.rows.meta.pkey_columns long
-cassandra.response.result.rows.meta.paging_state keyword
+{prefixed("cassandra.response.result.rows.meta", _METADATA)}
 cassandra.response.result.keyspace keyword
-cassandra.response.result.schema_change.change keyword
-cassandra.response.result.schema_change.keyspace keyword
-cassandra.response.result.schema_change.table keyword
-cassandra.response.result.schema_change.object keyword
-cassandra.response.result.schema_change.target keyword
-cassandra.response.result.schema_change.name keyword
-cassandra.response.result.schema_change.args keyword
+{prefixed("cassandra.response.result.schema_change", _SCHEMA_CHANGE)}
 cassandra.response.result.prepared.prepared_id keyword
-cassandra.response.result.prepared.req_meta.keyspace keyword
-cassandra.response.result.prepared.req_meta.table keyword
-cassandra.response.result.prepared.req_meta.flags keyword
-cassandra.response.result.prepared.req_meta.col_count long
-cassandra.response.result.prepared.req_meta.pkey_columns long
-cassandra.response.result.prepared.req_meta.paging_state keyword
-cassandra.response.result.prepared.resp_meta.keyspace keyword
-cassandra.response.result.prepared.resp_meta.table keyword
-cassandra.response.result.prepared.resp_meta.flags keyword
-cassandra.response.result.prepared.resp_meta.col_count long
-cassandra.response.result.prepared.resp_meta.pkey_columns long
-cassandra.response.result.prepared.resp_meta.paging_state keyword
+{prefixed("cassandra.response.result.prepared.req_meta", _METADATA)}
+{prefixed("cassandra.response.result.prepared.resp_meta", _METADATA)}
 cassandra.response.supported object dynamic=keyword
 cassandra.response.authentication.class keyword
 cassandra.response.authentication.data keyword
@@ -64,13 +66,7 @@ cassandra.response.event.type keyword
 cassandra.response.event.change keyword
 cassandra.response.event.host keyword
 cassandra.response.event.port long
-cassandra.response.event.schema_change.change keyword
-cassandra.response.event.schema_change.keyspace keyword
-cassandra.response.event.schema_change.table keyword
-cassandra.response.event.schema_change.object keyword
-cassandra.response.event.schema_change.target keyword
-cassandra.response.event.schema_change.name keyword
-cassandra.response.event.schema_change.args keyword
+{prefixed("cassandra.response.event.schema_change", _SCHEMA_CHANGE)}
 cassandra.response.error.code long
 cassandra.response.error.msg keyword
 cassandra.response.error.type keyword
@@ -97,21 +93,15 @@ def transaction(conn: ConnectionInfo, config: CassandraConfig, request: CqlFrame
     notes: list[str] = []
     if request is not None:
         notes.extend(request.notes)
-        if config.send_request:
-            data = dict(request.data)
-            if config.send_request_header:
-                data["headers"] = request.headers()
-            if data:
-                cassandra["request"] = data
+        data = _frame_fields(request, config.send_request, config.send_request_header)
+        if data:
+            cassandra["request"] = data
     else:
         cassandra["no_request"] = True
     notes.extend(response.notes)
-    if config.send_response:
-        data = dict(response.data)
-        if config.send_response_header:
-            data["headers"] = response.headers()
-        if data:
-            cassandra["response"] = data
+    data = _frame_fields(response, config.send_response, config.send_response_header)
+    if data:
+        cassandra["response"] = data
     fields: dict[str, Any] = {"cassandra": cassandra} if cassandra else {}
     ts_ns = request.ts_ns if request is not None else response.ts_ns
     return Transaction(
@@ -119,3 +109,13 @@ def transaction(conn: ConnectionInfo, config: CassandraConfig, request: CqlFrame
         has_request=request is not None, status="Error" if response.opcode == OP_ERROR else "OK",
         client_bytes=request.size if request is not None else None, server_bytes=response.size,
         notes=notes, fields=fields)
+
+
+def _frame_fields(frame: CqlFrame, send: bool, send_header: bool) -> dict[str, Any]:
+    """What one side publishes: nothing unless `send`, its decoded body, and its header when `send_header`."""
+    if not send:
+        return {}
+    data = dict(frame.data)
+    if send_header:
+        data["headers"] = frame.headers()
+    return data

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.config.typed import opt
 from agent.metrics import Counters
-from agent.protocols.base import ProtocolConfig, ProtocolSpec, Transaction
+from agent.protocols.base import ProtocolConfig, ProtocolSpec, Transaction, check_ports
 from agent.protocols.dhcpv4.fields import FIELDS, dhcp_fields
 from agent.protocols.dhcpv4.options import option_name
 from agent.protocols.dhcpv4.parser import OP_BOOTREPLY, parse
@@ -31,17 +31,10 @@ def malformed_option_note(code: int) -> str:
     return f"DHCP option {code} ({option_name(code)}) has a malformed value"
 
 
-def _check_ports(ports: tuple[int, ...]) -> str | None:
-    for port in ports:
-        if not 0 < port < 65536:
-            return f"port {port} is outside 1-65535"
-    return None
-
-
 @dataclass(frozen=True)
 class Dhcpv4Config(ProtocolConfig):
     # The one protocol Packetbeat gives ports by default.
-    ports: tuple[int, ...] = opt((67, 68), check=_check_ports)
+    ports: tuple[int, ...] = opt((67, 68), check=check_ports)
 
 
 class Dhcpv4Handler:
@@ -77,14 +70,10 @@ class Dhcpv4Handler:
         return 0
 
 
-def _handler(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> Dhcpv4Handler:
-    return Dhcpv4Handler(config, emit, counters)
-
-
 SPEC = ProtocolSpec(
     name="dhcpv4",
     config_class=Dhcpv4Config,
-    udp=_handler,
+    udp=Dhcpv4Handler,
     fields=FIELDS,
     description="DHCPv4 messages (one event each), client and server from the BOOTP op code",
     counters=COUNTERS,

@@ -110,14 +110,10 @@ class IcmpHandler:
         self.emit(txn)
 
 
-def _handler(config: ProtocolConfig, emit: Callable[[Transaction], None], counters: Counters) -> IcmpHandler:
-    return IcmpHandler(config, emit, counters)
-
-
 SPEC = ProtocolSpec(
     name="icmp",
     config_class=IcmpConfig,
-    icmp=_handler,
+    icmp=IcmpHandler,
     fields=FIELDS,
     description="ICMPv4 and ICMPv6 request/response pairs and errors",
     counters=("unmatched_requests", "unmatched_responses", "duplicate_requests", "table_overflow"),

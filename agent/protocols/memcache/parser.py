@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, replace
 
 from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.crlf import take_crlf
 from agent.protocols.errors import ParseError
 from agent.protocols.memcache import codes
 from agent.protocols.memcache.codes import Command
@@ -405,13 +406,8 @@ class McParser:
             draft.value_left = left - take
             if draft.value_left:
                 return False
-        if draft.value_crlf:
-            pos = rb.pos
-            if len(buf) - pos < 2:
-                return False
-            if buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
-                raise rb.error("value data not terminated by CRLF")
-            rb.pos = pos + 2
+        if draft.value_crlf and not take_crlf(rb, "value data"):
+            return False
         draft.value_left = -1
         data = b"".join(draft.parts)
         draft.parts = []

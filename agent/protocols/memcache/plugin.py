@@ -41,7 +41,7 @@ from agent.protocols.memcache.parser import (
     parse_udp_header,
     parse_udp_message,
 )
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, StartResync
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
 COUNTERS = ("unmatched_requests", "unmatched_responses", "unfinished_transactions", "parse_errors",
@@ -78,15 +78,11 @@ class MemcacheSession(SessionBase[MemcacheConfig]):
         self.parsers = (McParser(Direction.TO_SERVER, options), McParser(Direction.TO_CLIENT, options))
         self.requests: RequestQueue[McMessage] = RequestQueue(ctx.counters)
         self.partial: McMessage | None = None  # a reply that later replies extend
-        self.desync = [False, False]
+        self.resync = StartResync(_REQUEST_START, _REPLY_START, ctx.counters)
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        if self.desync[direction]:
-            starts = _REQUEST_START if direction is Direction.TO_SERVER else _REPLY_START
-            if not data or data[0] not in starts:
-                self.counters["resync_dropped_bytes"] += len(data)
-                return
-            self.desync[direction] = False
+        if not self.resync.accepts(direction, data):
+            return
         for msg in self.parsers[direction].feed(data, ts_ns):
             if msg.is_request:
                 self._on_request(msg)
@@ -180,7 +176,7 @@ class MemcacheSession(SessionBase[MemcacheConfig]):
         self._push_all()
         for direction in (Direction.TO_SERVER, Direction.TO_CLIENT):
             if direction is lost or not self.parsers[direction].idle:
-                self.desync[direction] = True
+                self.resync.lose(direction)
             self.parsers[direction].reset()
 
 

@@ -45,7 +45,7 @@ from agent.protocols.mysql.messages import (
 )
 from agent.protocols.mysql.replies import Replies, ReplyState, error_fields, text
 from agent.protocols.mysql.wire import lenenc, lenenc_bytes
-from agent.protocols.stream import Gap
+from agent.protocols.stream import CarryCompleted, Gap
 from agent.transport.types import Direction
 
 __all__ = ["AuthResult", "Column", "Command", "Greeting", "Login", "Lost", "Message", "MysqlParser", "Phase",
@@ -114,11 +114,8 @@ class MysqlParser:
         """Parse `data`; the messages it completed.  A ParseError carries those completed before it
         (`error.messages`)."""
         out: list[Message] = []
-        try:
+        with CarryCompleted(out):
             self._feed(direction, data, ts_ns, out)
-        except ParseError as exc:
-            exc.messages = out
-            raise
         return out
 
     def _feed(self, direction: Direction, data: bytes, ts_ns: int, out: list[Message]) -> None:

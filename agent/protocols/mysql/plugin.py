@@ -37,7 +37,7 @@ from agent.protocols.mysql.parser import (
 from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import sql_method, sql_trim
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.transport.types import Direction
 
 UNKNOWN_STATEMENT = "The actual query being used is unknown"
@@ -84,12 +84,10 @@ class MysqlSession(SessionBase[MysqlConfig]):
     # -- StreamSession ---------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        try:
-            messages = self.parser.feed(direction, data, ts_ns)
-        except ParseError as exc:
-            self._handle(exc.messages)  # what the segment completed before the error still counts
-            raise
+        messages, error = completed(lambda: self.parser.feed(direction, data, ts_ns))
         self._handle(messages)
+        if error is not None:
+            raise error
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self._handle(self.parser.gap(direction, nbytes, ts_ns).messages)

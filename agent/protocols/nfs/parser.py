@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.errors import ParseError
 from agent.protocols.nfs.xdr import Xdr, XdrError
-from agent.protocols.stream import Gap, in_sync, lost_sync
+from agent.protocols.stream import CarryCompleted, Gap, in_sync, lost_sync
 from agent.transport.types import Direction
 
 HEAD_LIMIT = 64 * 1024  # bytes of each record kept for decoding
@@ -133,7 +133,7 @@ class RecordFramer:
         rb.feed(data, ts_ns)
         if not self.synced and not self._resync():
             return out
-        try:
+        with CarryCompleted(out):
             while rb.pos < len(rb.data):
                 if self._frag_left < 0:
                     marker = rb.take(4)
@@ -145,9 +145,6 @@ class RecordFramer:
                         out.append(self._finish())
                     continue
                 self._fragment_bytes(out)
-        except ParseError as exc:
-            exc.messages = out
-            raise
         return out
 
     def _fragment_bytes(self, out: list[Record]) -> None:

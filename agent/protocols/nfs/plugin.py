@@ -27,7 +27,7 @@ from agent.protocols.errors import ParseError
 from agent.protocols.nfs.fields import FIELDS, Call, transaction
 from agent.protocols.nfs.names import NFS_PROGRAM
 from agent.protocols.nfs.parser import Record, RecordFramer, RpcCall, RpcReply, decode
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.transport.types import Direction
 
 MAX_PENDING_CALLS = 4096  # per connection
@@ -58,17 +58,13 @@ class NfsSession(SessionBase[NfsConfig]):
         framer = self.framers[direction]
         synced = framer.synced
         dropped = framer.dropped_bytes
-        records: list[Record] = []
-        try:
-            records = framer.feed(data, ts_ns)
-        except ParseError as exc:
-            records = exc.messages  # what the segment completed before the error still counts
-            raise
-        finally:
-            for record in records:
-                self._record(direction, self._decode(record, direction))
-            if not synced:
-                self.counters.inc("resync_dropped_bytes", framer.dropped_bytes - dropped)
+        records, error = completed(lambda: framer.feed(data, ts_ns))
+        for record in records:
+            self._record(direction, self._decode(record, direction))
+        if not synced:
+            self.counters.inc("resync_dropped_bytes", framer.dropped_bytes - dropped)
+        if error is not None:
+            raise error
         self._expire_calls(ts_ns)
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:

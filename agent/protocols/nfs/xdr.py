@@ -40,19 +40,17 @@ class Xdr:
         return len(self.data) - self.pos
 
     def uint(self) -> int:
-        pos = self.pos
-        if pos + 4 > len(self.data):
-            raise XdrError(pos, "unsigned int past the end of the data")
-        self.pos = pos + 4
-        value: int = _U32.unpack_from(self.data, pos)[0]
-        return value
+        return self._number(_U32, "unsigned int")
 
     def uhyper(self) -> int:
+        return self._number(_U64, "unsigned hyper")
+
+    def _number(self, kind: struct.Struct, what: str) -> int:
         pos = self.pos
-        if pos + 8 > len(self.data):
-            raise XdrError(pos, "unsigned hyper past the end of the data")
-        self.pos = pos + 8
-        value: int = _U64.unpack_from(self.data, pos)[0]
+        if pos + kind.size > len(self.data):
+            raise XdrError(pos, f"{what} past the end of the data")
+        self.pos = pos + kind.size
+        value: int = kind.unpack_from(self.data, pos)[0]
         return value
 
     def opaque(self, length: int) -> bytes:

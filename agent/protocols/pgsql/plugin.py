@@ -47,7 +47,7 @@ from agent.protocols.pgsql.parser import (
 from agent.protocols.sql import SqlConfig
 from agent.protocols.sql.statements import StatementStore, shared_store
 from agent.protocols.sql.text import truncate_row
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.transport.types import Direction
 
 LOST_RESPONSE = "Packet loss while capturing the response"
@@ -140,16 +140,12 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
     # -- StreamSession -------------------------------------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        messages: list[Message] = []
-        try:
-            messages = self.parser.feed(direction, data, ts_ns)
-        except ParseError as exc:
-            messages = exc.messages  # what the segment completed before the error still counts
-            raise
-        finally:
-            handle = self._client if direction == Direction.TO_SERVER else self._server
-            for msg in messages:
-                handle(msg)
+        messages, error = completed(lambda: self.parser.feed(direction, data, ts_ns))
+        handle = self._client if direction == Direction.TO_SERVER else self._server
+        for msg in messages:
+            handle(msg)
+        if error is not None:
+            raise error
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
         self.parser.gap(direction, nbytes, ts_ns)
@@ -346,11 +342,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.resp_ts = msg.ts_ns
         head = slots[0]
         if isinstance(msg, DataRows):
-            txn = head.txn
-            if txn is None:
-                self.counters.inc("unexpected_messages")
-                return
-            self._rows(txn, msg, head)
+            txn = self._answer(head, msg.size, "unexpected_messages")
+            if txn is not None:
+                self._rows(txn, msg, head)
         elif isinstance(msg, RowDescription):
             self._row_description(head, msg)
         elif isinstance(msg, ErrorNotice):
@@ -372,20 +366,26 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.ctx.hand_over("tls", msg.ts_ns, to_server=self.parser.take_rest(Direction.TO_SERVER),
                                to_client=self.parser.take_rest(Direction.TO_CLIENT))
 
-    def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
+    def _answer(self, head: _Slot, size: int, orphan_counter: str = "") -> Request | None:
+        """The head slot's transaction, `size` more server bytes to its account; None (counted) if it has none."""
         txn = head.txn
         if txn is None:
-            self.counters.inc("notices_without_statement")
-            return
-        txn.server_bytes += msg.size
-        if len(txn.notes) < MAX_NOTES:
+            if orphan_counter:
+                self.counters.inc(orphan_counter)
+            return None
+        txn.server_bytes += size
+        return txn
+
+    def _notice(self, head: _Slot, msg: ErrorNotice) -> None:
+        txn = self._answer(head, msg.size, "notices_without_statement")
+        if txn is not None and len(txn.notes) < MAX_NOTES:
             txn.notes.append(f"{msg.severity} {msg.code}: {msg.message}")
 
     def _rows(self, txn: Request, msg: DataRows, head: _Slot) -> None:
+        """DataRows (their bytes counted by `_answer`): the row count, and the rows kept for the event."""
         if head.kind == SlotKind.EXECUTE:
             self._take_carry(txn)  # the Describe's RowDescription heads the rows
         txn.num_rows += msg.count
-        txn.server_bytes += msg.size
         txn.started = True
         text = txn.text
         if text is not None and msg.rows:
@@ -405,13 +405,10 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self.carry_bytes += msg.size
             self.slots.popleft()
             return
-        txn = head.txn
-        if txn is None:
-            self.counters.inc("unexpected_messages")
-            return
-        txn.server_bytes += msg.size
-        txn.started = True
-        txn.fields(msg.names)
+        txn = self._answer(head, msg.size, "unexpected_messages")
+        if txn is not None:
+            txn.started = True
+            txn.fields(msg.names)
 
     def _take_carry(self, txn: Request) -> None:
         if self.carry_bytes:
@@ -434,11 +431,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
 
     def _command_end(self, head: _Slot, msg: Backend) -> None:
         """CommandComplete, EmptyQueryResponse, PortalSuspended: the transaction is done."""
-        txn = head.txn
+        txn = self._answer(head, msg.size, "unexpected_messages")
         if txn is None:
-            self.counters.inc("unexpected_messages")
             return
-        txn.server_bytes += msg.size
         if msg.type == "C" and msg.text.startswith("COPY "):
             count = msg.text[5:].strip()
             if count.isdigit() and not txn.num_rows:
@@ -458,10 +453,9 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
         self.carry_names = None
 
     def _copy_or_replication(self, head: _Slot, msg: Backend) -> None:
-        txn = head.txn
+        txn = self._answer(head, msg.size)
         if txn is None:
             return
-        txn.server_bytes += msg.size
         txn.started = True
         if msg.type == "G":
             self.copy_in = txn
@@ -469,9 +463,7 @@ class PgsqlSession(SessionBase[PgsqlConfig]):
             self._complete(head, txn)
 
     def _copy_done(self, head: _Slot, msg: Backend) -> None:
-        txn = head.txn
-        if txn is not None:
-            txn.server_bytes += msg.size
+        self._answer(head, msg.size)
 
     def _error(self, head: _Slot, msg: ErrorNotice) -> None:
         txn = head.txn

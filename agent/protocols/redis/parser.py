@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.protocols.buffer import ReceiveBuffer
+from agent.protocols.crlf import take_crlf
 from agent.transport.types import Direction
 
 PROTOCOL = "redis"
@@ -461,13 +462,8 @@ class RespParser:
             self._bulk_left = left
             if left:
                 return False
-        if self._bulk_crlf:
-            pos = rb.pos
-            if len(buf) - pos < 2:
-                return False
-            if buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
-                raise rb.error("bulk string not terminated by CRLF")
-            rb.pos = pos + 2
+        if self._bulk_crlf and not take_crlf(rb, "bulk string"):
+            return False
         self._bulk_left = -1
         if not self._bulk_crlf:  # the snapshot after +FULLRESYNC / SYNC
             self._mode = _REPLICATION

@@ -25,7 +25,7 @@ from agent.protocols.redis.commands import (
 )
 from agent.protocols.redis.fields import FIELDS, transaction
 from agent.protocols.redis.parser import RespMessage, RespParser
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, StartResync
 from agent.transport.types import Direction
 
 _UNLIMITED = 1 << 62
@@ -63,7 +63,7 @@ class RedisSession(SessionBase[RedisConfig]):
         self.queue: RequestQueue[_Request] = RequestQueue(
             ctx.counters, config.queue_max_messages if config.queue_max_messages > 0 else _UNLIMITED,
             config.queue_max_bytes if config.queue_max_bytes > 0 else _UNLIMITED)
-        self.desync = [False, False]
+        self.resync = StartResync(_REQUEST_START, _REPLY_START, ctx.counters)
         self.subscriptions = 0  # channels + patterns this client is subscribed to (RESP2 pub/sub mode)
         self.monitoring = False
         self.replies_off = False  # CLIENT REPLY OFF
@@ -73,12 +73,8 @@ class RedisSession(SessionBase[RedisConfig]):
     # -- StreamSession -----------------------------------------------------------
 
     def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        if self.desync[direction]:
-            starts = _REQUEST_START if direction is Direction.TO_SERVER else _REPLY_START
-            if not data or data[0] not in starts:
-                self.counters["resync_dropped_bytes"] += len(data)
-                return
-            self.desync[direction] = False
+        if not self.resync.accepts(direction, data):
+            return
         messages = self.parsers[direction].feed(data, ts_ns)
         if direction is Direction.TO_SERVER:
             for msg in messages:
@@ -196,7 +192,7 @@ class RedisSession(SessionBase[RedisConfig]):
 
     def lose_sync(self, direction: Direction) -> None:
         self.parsers[direction].reset()
-        self.desync[direction] = True
+        self.resync.lose(direction)
         self.drop_pending()
 
     def drop_pending(self) -> None:

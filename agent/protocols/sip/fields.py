@@ -23,20 +23,31 @@ from agent.transport.types import ConnectionInfo
 if TYPE_CHECKING:
     from agent.protocols.sip.plugin import SipConfig
 
+
+_URI_PARTS = ("original", "scheme", "username", "host", "port")
+
+
+def _uri_table(prefix: str, with_username: bool = True) -> str:
+    """A URI's fields, as `_uri_fields` fills them."""
+    parts = _URI_PARTS if with_username else tuple(part for part in _URI_PARTS if part != "username")
+    return "\n".join(f"{prefix}.{part} keyword" for part in parts)
+
+
+def _name_addr_table(prefix: str) -> str:
+    """A name-addr header's display name and URI, as `_name_addr_fields` fills them (its tag apart)."""
+    return f"{prefix}.display_info keyword\n{_uri_table(prefix + '.uri')}"
+
+
 # Packetbeat's sip fields.yml types (numbers it declares as keyword stay keyword); pktbeat adds
 # user_agent.original, via.original and sdp.body.original, which it emits as Packetbeat's golden files show.
 # Besides these: event.*, related.*, user.name and network.application/iana_number (ECS).
-FIELDS = """
+FIELDS = f"""
 sip.type keyword
 sip.method keyword
 sip.code keyword
 sip.status keyword
 sip.version keyword
-sip.uri.original keyword
-sip.uri.scheme keyword
-sip.uri.username keyword
-sip.uri.host keyword
-sip.uri.port keyword
+{_uri_table("sip.uri")}
 sip.accept keyword
 sip.allow keyword
 sip.call_id keyword
@@ -45,44 +56,22 @@ sip.content_type keyword
 sip.max_forwards long
 sip.supported keyword
 sip.user_agent.original keyword +text
-sip.private.uri.original keyword
-sip.private.uri.scheme keyword
-sip.private.uri.username keyword
-sip.private.uri.host keyword
-sip.private.uri.port keyword
+{_uri_table("sip.private.uri")}
 sip.cseq.code keyword
 sip.cseq.method keyword
 sip.via.original keyword
-sip.to.display_info keyword
-sip.to.uri.original keyword
-sip.to.uri.scheme keyword
-sip.to.uri.username keyword
-sip.to.uri.host keyword
-sip.to.uri.port keyword
+{_name_addr_table("sip.to")}
 sip.to.tag keyword
-sip.from.display_info keyword
-sip.from.uri.original keyword
-sip.from.uri.scheme keyword
-sip.from.uri.username keyword
-sip.from.uri.host keyword
-sip.from.uri.port keyword
+{_name_addr_table("sip.from")}
 sip.from.tag keyword
-sip.contact.display_info keyword
-sip.contact.uri.original keyword
-sip.contact.uri.scheme keyword
-sip.contact.uri.username keyword
-sip.contact.uri.host keyword
-sip.contact.uri.port keyword
+{_name_addr_table("sip.contact")}
 sip.contact.transport keyword
 sip.contact.line keyword
 sip.contact.expires keyword
 sip.contact.q keyword
 sip.auth.scheme keyword
 sip.auth.realm keyword
-sip.auth.uri.original keyword
-sip.auth.uri.scheme keyword
-sip.auth.uri.host keyword
-sip.auth.uri.port keyword
+{_uri_table("sip.auth.uri", with_username=False)}
 sip.sdp.version keyword
 sip.sdp.owner.username keyword
 sip.sdp.owner.session_id keyword

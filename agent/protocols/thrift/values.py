@@ -12,31 +12,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-_SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-                  "\\": "\\\\", '"': '\\"'}
-
-
-def go_quote(text: str) -> str:
-    """`strconv.Quote(text)` for valid UTF-8 text."""
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    out = ['"']
-    for ch in text:
-        short = _SHORT_ESCAPES.get(ch)
-        if short is not None:
-            out.append(short)
-        elif ch.isprintable():
-            out.append(ch)
-        else:
-            code = ord(ch)
-            if code < 0x20 or code == 0x7F:
-                out.append(f"\\x{code:02x}")
-            elif code < 0x10000:
-                out.append(f"\\u{code:04x}")
-            else:
-                out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+from agent.protocols.gostrings import go_quote
 
 
 def go_float(value: float) -> str:

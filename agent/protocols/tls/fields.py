@@ -37,16 +37,21 @@ SERVER = "server"
 
 # -- the field table (ECS tls.*, Packetbeat's tls.detailed.*) -------------------------------------------
 
-_X509 = """
+# An issuer's or a subject's name.
+_DISTINGUISHED_NAME = """
+common_name keyword
+country keyword
+distinguished_name keyword
+locality keyword
+organization keyword
+organizational_unit keyword
+province keyword
+state_or_province keyword
+"""
+
+_X509 = f"""
 alternative_names keyword
-issuer.common_name keyword
-issuer.country keyword
-issuer.distinguished_name keyword
-issuer.locality keyword
-issuer.organization keyword
-issuer.organizational_unit keyword
-issuer.province keyword
-issuer.state_or_province keyword
+{prefixed("issuer", _DISTINGUISHED_NAME)}
 not_after date
 not_before date
 public_key_algorithm keyword
@@ -55,14 +60,7 @@ public_key_exponent long noindex
 public_key_size long
 serial_number keyword
 signature_algorithm keyword
-subject.common_name keyword
-subject.country keyword
-subject.distinguished_name keyword
-subject.locality keyword
-subject.organization keyword
-subject.organizational_unit keyword
-subject.province keyword
-subject.state_or_province keyword
+{prefixed("subject", _DISTINGUISHED_NAME)}
 version keyword
 version_number keyword
 """
@@ -97,37 +95,35 @@ tls.server.ja3s keyword
 """
 
 
-_TLS_DETAILED = """
+# What both hellos publish (hello_fields renders both); each adds its own fields after it.
+_HELLO = """
+version keyword
+random keyword
+session_id keyword
+extensions.application_layer_protocol_negotiation keyword
+extensions.session_ticket keyword
+extensions.supported_versions keyword
+extensions.ec_points_formats keyword
+extensions._unparsed_ keyword
+"""
+
+_TLS_DETAILED = f"""
 tls.detailed.version keyword
 tls.detailed.resumption_method keyword
 tls.detailed.client_certificate_requested boolean
 tls.detailed.ocsp_response keyword
 tls.detailed.alert_types keyword
-tls.detailed.client_hello.version keyword
-tls.detailed.client_hello.random keyword
-tls.detailed.client_hello.session_id keyword
+{prefixed("tls.detailed.client_hello", _HELLO)}
 tls.detailed.client_hello.supported_compression_methods keyword
 tls.detailed.client_hello.extensions.server_name_indication keyword
-tls.detailed.client_hello.extensions.application_layer_protocol_negotiation keyword
-tls.detailed.client_hello.extensions.session_ticket keyword
-tls.detailed.client_hello.extensions.supported_versions keyword
 tls.detailed.client_hello.extensions.supported_groups keyword
 tls.detailed.client_hello.extensions.signature_algorithms keyword
-tls.detailed.client_hello.extensions.ec_points_formats keyword
 tls.detailed.client_hello.extensions.status_request.type keyword
 tls.detailed.client_hello.extensions.status_request.responder_id_list_length short
 tls.detailed.client_hello.extensions.status_request.request_extensions short
-tls.detailed.client_hello.extensions._unparsed_ keyword
-tls.detailed.server_hello.version keyword
-tls.detailed.server_hello.random keyword
+{prefixed("tls.detailed.server_hello", _HELLO)}
 tls.detailed.server_hello.selected_compression_method keyword
-tls.detailed.server_hello.session_id keyword
-tls.detailed.server_hello.extensions.application_layer_protocol_negotiation keyword
-tls.detailed.server_hello.extensions.session_ticket keyword
-tls.detailed.server_hello.extensions.supported_versions keyword
-tls.detailed.server_hello.extensions.ec_points_formats keyword
 tls.detailed.server_hello.extensions.status_request.response boolean
-tls.detailed.server_hello.extensions._unparsed_ keyword
 tls.detailed.server_certificate_chain object
 tls.detailed.client_certificate_chain object
 """

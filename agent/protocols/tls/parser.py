@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from agent.protocols.buffer import ReceiveBuffer
 from agent.protocols.errors import ParseError
+from agent.protocols.stream import CarryCompleted
 from agent.protocols.tls.tables import ECDHE_CIPHERS, is_grease
 from agent.transport.types import Direction
 
@@ -219,12 +220,9 @@ class DirectionParser:
             return out
         if self.resyncing and not self._find_hello():
             return out
-        try:
+        with CarryCompleted(out):
             while not self.encrypted and self._record(out):
                 pass
-        except ParseError as exc:
-            exc.messages = out
-            raise
         return out
 
     def _record(self, out: list[Message]) -> bool:

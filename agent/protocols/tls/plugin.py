@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from agent.config.typed import opt
 from agent.protocols.base import ProtocolConfig, ProtocolSpec, SessionContext, Transaction
 from agent.protocols.errors import ParseError
-from agent.protocols.stream import SessionBase
+from agent.protocols.stream import SessionBase, completed
 from agent.protocols.tls.certificates import FINGERPRINT_ALGORITHMS, Certificate, fingerprint_algorithm
 from agent.protocols.tls.fields import CLIENT, FIELDS, SERVER, Options, Side, tls_fields
 from agent.protocols.tls.fingerprints import JA3S_STANDARD, JA3S_VARIANTS
@@ -128,11 +128,16 @@ class TlsSession(SessionBase[TlsConfig]):
 
     # -- StreamSession -------------------------------------------------------------
 
-    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+    def _readable(self, direction: Direction) -> _Direction | None:
+        """The direction's state while its handshake is still read; None once published, encrypted or given up."""
         if self.published:
-            return
+            return None
         state = self.dirs[direction]
-        if state.encrypted or state.dead:
+        return None if state.encrypted or state.dead else state
+
+    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
+        state = self._readable(direction)
+        if state is None:
             return
         if self.start_ns is None and not state.parser.resyncing:
             self.start_ns = ts_ns
@@ -140,28 +145,22 @@ class TlsSession(SessionBase[TlsConfig]):
 
     def _parse(self, direction: Direction, state: _Direction, data: bytes, ts_ns: int) -> None:
         parser = state.parser
-        messages: list[Message] = []
-        try:
-            messages = parser.feed(data, ts_ns)
-        except ParseError as exc:
-            messages = exc.messages  # what the segment completed before the error still counts
-            raise
-        finally:
-            for message in messages:
-                if self.start_ns is None:
-                    self.start_ns = ts_ns
-                self._handle(direction, state, message, ts_ns)
-                if self.published:
-                    break
+        messages, error = completed(lambda: parser.feed(data, ts_ns))
+        for message in messages:
+            if self.start_ns is None:
+                self.start_ns = ts_ns
+            self._handle(direction, state, message, ts_ns)
+            if self.published:
+                break
+        if error is not None:
+            raise error
         if parser.resyncing and parser.skipped > RESYNC_LIMIT:
             state.dead = True
             self.counters.inc("resync_abandoned")
 
     def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        if self.published:
-            return
-        state = self.dirs[direction]
-        if state.encrypted or state.dead:
+        state = self._readable(direction)
+        if state is None:
             return
         # Records cannot be found again after lost bytes: report what the handshake showed so far.
         self.counters.inc("gaps")

@@ -8,6 +8,7 @@ Packetbeat knows, so that an unknown value prints the same way,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 
 
@@ -434,33 +435,22 @@ def is_grease(value: int) -> bool:
     return (value >> 8) == (value & 0xFF) and (value & 0x0F) == 0x0A
 
 
-@lru_cache(maxsize=1024)
-def cipher_name(code: int) -> str:
-    return CIPHER_SUITES.get(code) or f"(unknown:0x{code:04x})"
+def _namer(table: dict[int, str], hex_digits: int) -> Callable[[int], str]:
+    """The name of a code in `table`, or `(unknown:0x...)` as Packetbeat prints one it does not know."""
+
+    def name(code: int) -> str:
+        return table.get(code) or f"(unknown:0x{code:0{hex_digits}x})"
+
+    return name
 
 
-def group_name(code: int) -> str:
-    return SUPPORTED_GROUPS.get(code) or f"(unknown:0x{code:04x})"
-
-
-def signature_scheme_name(code: int) -> str:
-    return SIGNATURE_SCHEMES.get(code) or f"(unknown:0x{code:04x})"
-
-
-def compression_name(code: int) -> str:
-    return COMPRESSION_METHODS.get(code) or f"(unknown:0x{code:02x})"
-
-
-def ec_point_format_name(code: int) -> str:
-    return EC_POINT_FORMATS.get(code) or f"(unknown:0x{code:02x})"
-
-
-def alert_level_name(code: int) -> str:
-    return ALERT_LEVELS.get(code) or f"(unknown:0x{code:02x})"
-
-
-def alert_name(code: int) -> str:
-    return ALERT_DESCRIPTIONS.get(code) or f"(unknown:0x{code:02x})"
+cipher_name = lru_cache(maxsize=1024)(_namer(CIPHER_SUITES, 4))
+group_name = _namer(SUPPORTED_GROUPS, 4)
+signature_scheme_name = _namer(SIGNATURE_SCHEMES, 4)
+compression_name = _namer(COMPRESSION_METHODS, 2)
+ec_point_format_name = _namer(EC_POINT_FORMATS, 2)
+alert_level_name = _namer(ALERT_LEVELS, 2)
+alert_name = _namer(ALERT_DESCRIPTIONS, 2)
 
 
 def ocsp_status_name(code: int) -> str:

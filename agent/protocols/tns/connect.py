@@ -19,12 +19,11 @@ dissector names the fields:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 from agent.protocols.cursor import Cursor
 from agent.protocols.errors import ParseError
-from agent.protocols.tns.parser import PROTOCOL
+from agent.protocols.tns.parser import PROTOCOL, U16, U32
 from agent.transport.types import Direction
 
 MAX_DEPTH = 32
@@ -43,9 +42,6 @@ LISTENER_ERRORS = {
     12528: "TNS:listener: all appropriate instances are blocking new connections",
     12529: "TNS:connect request rejected based on current filtering rules",
 }
-
-_U16 = struct.Struct(">H").unpack_from
-_U32 = struct.Struct(">I").unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +84,7 @@ def parse_connect(body: bytes) -> ConnectRequest:
     c.skip(4, "max receivable data")
     flags0 = c.u8("connect flags")
     if version >= 315 and len(body) >= 54:
-        sdu = int(_U32(body, 50)[0])
+        sdu = int(U32(body, 50)[0])
     start = offset - 8
     data = body[start:start + length] if 0 <= start < len(body) else b""
     return ConnectRequest(version, compatible, sdu, bool(flags0 & CONNECT_FLAG_NA_REQUIRED), length, data)
@@ -102,7 +98,7 @@ def parse_accept(body: bytes) -> Accept:
     c.skip(8, "TDU, one, accept data length and offset")
     flags0 = c.u8("connect flags")
     if version >= 315 and len(body) >= 28:
-        sdu = int(_U32(body, 24)[0])
+        sdu = int(U32(body, 24)[0])
     return Accept(version, sdu, bool(flags0 & CONNECT_FLAG_NA_REQUIRED))
 
 
@@ -116,7 +112,7 @@ def parse_refuse(body: bytes) -> Refuse:
 def redirect_length(body: bytes) -> int:
     if len(body) < 2:
         raise ParseError(PROTOCOL, Direction.TO_CLIENT, 0, "redirect without its data length")
-    return int(_U16(body, 0)[0])
+    return int(U16(body, 0)[0])
 
 
 # -- descriptors ------------------------------------------------------------------------------------

@@ -51,8 +51,9 @@ TYPE_NAMES = {CONNECT: "CONNECT", ACCEPT: "ACCEPT", ACK: "ACK", REFUSE: "REFUSE"
 
 NOTE_OOB_BREAK = "An out-of-band break byte between TNS packets was skipped"
 
-_U16 = struct.Struct(">H").unpack_from
-_U32 = struct.Struct(">I").unpack_from
+# Big-endian readers (offset into a buffer), also used by the connect-packet decoder.
+U16 = struct.Struct(">H").unpack_from
+U32 = struct.Struct(">I").unpack_from
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +69,9 @@ class TnsPacket:
 def _header_length(data: bytes | bytearray, pos: int, large: bool | None) -> int:
     """The packet length a header at `pos` declares (the form guessed when `large` is None)."""
     if large is None:
-        checksum = _U16(data, pos + 2)[0]
+        checksum = U16(data, pos + 2)[0]
         large = checksum not in (0, 4)
-    return int(_U32(data, pos)[0]) if large else int(_U16(data, pos)[0])
+    return int(U32(data, pos)[0]) if large else int(U16(data, pos)[0])
 
 
 def _plausible(data: bytes | bytearray, pos: int, large: bool | None) -> bool:
@@ -127,7 +128,7 @@ class PacketParser:
             # Its data (LOB/FILE chunks) follows the packet and is not counted in the header's length.
             if len(data) - pos < HEADER + 8:
                 return None
-            length += int(_U32(data, pos + 12)[0])
+            length += int(U32(data, pos + 12)[0])
             if length > MAX_PACKET:
                 raise self._error(pos, f"data descriptor of {length} bytes")
         if len(data) - pos < length:
