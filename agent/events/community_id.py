@@ -21,6 +21,7 @@ _ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130:
 _PORTS = struct.Struct("!HH")
 _SEED = struct.Struct("!H")
 _PROTO_PAD = [bytes((proto, 0)) for proto in range(256)]
+_NO_SEED = _SEED.pack(0)
 
 
 def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int = 0, seed: int = 0,
@@ -34,9 +35,9 @@ def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int 
             sport, dport = t, pairs[t]
         else:
             sport, dport, one_way = t, icmp_code, True
-    if not one_way and (src, sport) > (dst, dport):
+    if not one_way and (src > dst or (src == dst and sport > dport)):  # (src, sport) > (dst, dport)
         src, dst, sport, dport = dst, src, dport, sport
-    data = _SEED.pack(seed) + src + dst + _PROTO_PAD[proto & 0xFF]
+    data = (_NO_SEED if seed == 0 else _SEED.pack(seed)) + src + dst + _PROTO_PAD[proto & 0xFF]
     if proto in (1, 6, 17, 58, 132):
         data += _PORTS.pack(sport, dport)
     return "1:" + binascii.b2a_base64(hashlib.sha1(data).digest(), newline=False).decode()

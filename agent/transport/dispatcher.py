@@ -287,41 +287,43 @@ class Dispatcher:
     def _udp(self, pkt: Packet) -> None:
         counters = self.udp_counters
         tunnel = pkt.tunnel
-        key: tuple[object, ...] = ((pkt.src, pkt.sport, pkt.dst, pkt.dport) if tunnel is None
-                                   else (pkt.src, pkt.sport, pkt.dst, pkt.dport, tunnel.zone))
+        # Each attribute read once: a Packet is an interpreted object, every read a dictionary-backed lookup.
+        src, sport, dst, dport, payload = pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.payload
+        key: tuple[object, ...] = ((src, sport, dst, dport) if tunnel is None
+                                   else (src, sport, dst, dport, tunnel.zone))
         route = self._udp_routes.get(key)
         if route is None:
-            route = self._udp_route(pkt)
+            route = self._udp_route(src, sport, dst, dport, pkt.family, tunnel)
             if route is None:
                 counters["unclaimed"] += 1
                 return
             if len(self._udp_routes) >= UDP_ROUTE_CACHE:
                 self._udp_routes.clear()
             self._udp_routes[key] = route
-        if not pkt.payload:
+        if not payload:
             counters["empty"] += 1
             return
         counters["datagrams"] += 1
-        counters["bytes"] += len(pkt.payload)
+        counters["bytes"] += len(payload)
         binding, direction, conn = route
-        self._datagram(binding, direction, conn, pkt.payload, pkt.ts_ns)
+        self._datagram(binding, direction, conn, payload, pkt.ts_ns)
 
-    def _udp_route(self, pkt: Packet) -> tuple[DatagramBinding, Direction, ConnectionInfo] | None:
+    def _udp_route(self, src: bytes, sport: int, dst: bytes, dport: int, family: int, tunnel: TunnelInfo | None
+                   ) -> tuple[DatagramBinding, Direction, ConnectionInfo] | None:
         """Which protocol, which way, which endpoints: the same for every datagram of a 4-tuple."""
-        tunnel = pkt.tunnel
-        binding = self.udp_ports.get(pkt.sport)
+        binding = self.udp_ports.get(sport)
         if binding is not None:
             direction = Direction.TO_CLIENT
-            client, server = Endpoint(pkt.dst, pkt.dport), Endpoint(pkt.src, pkt.sport)
+            client, server = Endpoint(dst, dport), Endpoint(src, sport)
             if tunnel is not None:
                 tunnel = tunnel.reversed()  # seen from the client
         else:
-            binding = self.udp_ports.get(pkt.dport)
+            binding = self.udp_ports.get(dport)
             if binding is None:
                 return None
             direction = Direction.TO_SERVER
-            client, server = Endpoint(pkt.src, pkt.sport), Endpoint(pkt.dst, pkt.dport)
-        return binding, direction, ConnectionInfo(client, server, pkt.family, "udp", 0, tunnel)
+            client, server = Endpoint(src, sport), Endpoint(dst, dport)
+        return binding, direction, ConnectionInfo(client, server, family, "udp", 0, tunnel)
 
     def _datagram(self, binding: DatagramBinding, direction: Direction, conn: ConnectionInfo, data: bytes,
                   ts_ns: int) -> None:
