@@ -152,6 +152,7 @@ class FrameDecoder:
         self.decap = settings.enabled
         self.vxlan_ports = frozenset(settings.vxlan_ports)
         self.geneve_ports = frozenset(settings.geneve_ports)
+        self.tunnel_ports = self.vxlan_ports | self.geneve_ports
 
     def tcp_fields(self, frame: bytes) -> tuple[bytes, bytes, int, int, int, int, int, bytes, int] | None:
         """An Ethernet/IPv4/TCP frame as Dispatcher.tcp's arguments after the timestamp (src, dst,
@@ -383,6 +384,8 @@ class FrameDecoder:
             if len(frame) < l4 + 4:
                 raise _Malformed
             dport = frame[l4 + 2] << 8 | frame[l4 + 3]
+            if dport not in self.tunnel_ports:  # nearly every UDP packet: one look-up
+                return None
             if dport in self.vxlan_ports:
                 return tun.vxlan_inner(frame, l4 + 8, end)
             if dport in self.geneve_ports:

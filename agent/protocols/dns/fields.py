@@ -9,7 +9,6 @@ edit is used natively only after set-up rebuilds (`scripts/accel.py build`).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from agent.protocols.base import Transaction, prefixed
@@ -210,12 +209,20 @@ _FLAG_NAMES = (("authoritative", "AA", 0x0400), ("truncated_response", "TC", 0x0
                ("authentic_data", "AD", 0x0020), ("checking_disabled", "CD", 0x0010))
 
 
-@lru_cache(maxsize=512)
+# Per flag combination (the six bits of _FLAG_BITS and DO: at most 128 entries, so no limit is needed); a
+# plain dict, as a compiled call through functools.lru_cache is a Python call.
+_flag_fields: dict[int, tuple[dict[str, bool], tuple[str, ...]]] = {}
+
+
 def _flags(bits: int, do: bool) -> tuple[dict[str, bool], tuple[str, ...]]:
-    """`dns.flags` and `dns.header_flags` for a header's flag bits (and the EDNS DO bit)."""
-    fields = {name: bool(bits & mask) for name, _, mask in _FLAG_NAMES}
-    names = tuple(short for _, short, mask in _FLAG_NAMES if bits & mask) + (("DO",) if do else ())
-    return fields, names
+    """`dns.flags` and `dns.header_flags` for a header's flag bits (within _FLAG_BITS) and the EDNS DO bit."""
+    key = (bits & _FLAG_BITS) << 1 | (1 if do else 0)
+    found = _flag_fields.get(key)
+    if found is None:
+        fields = {name: bool(bits & mask) for name, _, mask in _FLAG_NAMES}
+        names = tuple(short for _, short, mask in _FLAG_NAMES if bits & mask) + (("DO",) if do else ())
+        found = _flag_fields[key] = (fields, names)
+    return found
 
 
 def header_flags(msg: DnsMessage) -> list[str]:
@@ -233,9 +240,7 @@ def records_fields(records: tuple[Record, ...]) -> list[dict[str, Any]]:
 
 def question_fields(q: Question) -> dict[str, Any]:
     name = q.name
-    out: dict[str, Any] = {"name": name, "type": N.type_name(q.qtype), "class": N.class_name(q.qclass)}
-    out.update(_remembered_parts(name))
-    return out
+    return {"name": name, "type": N.type_name(q.qtype), "class": N.class_name(q.qclass), **_remembered_parts(name)}
 
 
 class SuffixRules:
