@@ -248,7 +248,7 @@ class SuffixRules:
     unknown TLDs accepted), by compiled code: the library's interpreted lookup cost more than the whole
     rest of a DNS event for every name not seen before.  tests/protocols/dns check both agree."""
 
-    __slots__ = ("max_labels", "rules")
+    __slots__ = ("exceptions", "max_labels", "rules", "wildcards")
 
     def __init__(self, lines: list[str]) -> None:
         rules: set[str] = set()
@@ -259,36 +259,42 @@ class SuffixRules:
                 continue
             max_labels = max(max_labels, rule.count(".") + 1)
             rules.add(rule)
-        self.rules = frozenset(rules)
+        self.rules = frozenset(rules)  # every rule as written: the library's exact match
+        # "!x.y" and "*.x.y" by what follows the mark: a candidate is then looked up as it is, not concatenated.
+        self.exceptions = frozenset(rule[1:] for rule in rules if rule.startswith("!"))
+        self.wildcards = frozenset(rule[2:] for rule in rules if rule.startswith("*."))
         self.max_labels = max_labels
 
     def public_suffix(self, domain: str) -> str | None:
         """The longest public suffix of `domain` (lowercase), None when the name is malformed."""
         if domain.endswith("."):
             domain = domain[:-1]
-        labels = domain.lower().split(".")
+        lowered = domain.lower()
+        labels = lowered.split(".")
         if "" in labels:
             return None
-        count = self._suffix_labels(labels)
+        count = self._suffix_labels(lowered, labels)
         if not count or len(labels) < count:
             return None
         return ".".join(labels[-count:])
 
-    def _suffix_labels(self, labels: list[str]) -> int:
+    def _suffix_labels(self, lowered: str, labels: list[str]) -> int:
         """How many of the last labels are public: the first rule met from the longest candidate down;
-        wildcard before exact before exception, as the library checks them."""
+        exception before wildcard before exact, as the library checks them."""
         total = len(labels)
         if total == 1:
             return 1
-        rules = self.rules
-        for skipped in range(max(0, total - (self.max_labels + 1)), total):
+        first = max(0, total - (self.max_labels + 1))
+        start = sum(len(label) + 1 for label in labels[:first])  # where labels[first:] begins in `lowered`
+        for skipped in range(first, total):
+            candidate = lowered[start:]  # ".".join(labels[skipped:])
+            start += len(labels[skipped]) + 1
             depth = total - skipped
-            candidate = ".".join(labels[skipped:])
-            if "!" + candidate in rules:
+            if candidate in self.exceptions:
                 return depth - 1  # an exception: the wildcard's parent is the suffix
-            if "*." + candidate in rules:
+            if candidate in self.wildcards:
                 return depth + 1 if skipped > 0 else depth
-            if candidate in rules:
+            if candidate in self.rules:
                 return depth
         return 1  # an unknown TLD is a public suffix
 
