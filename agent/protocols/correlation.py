@@ -104,11 +104,14 @@ class KeyedRequests(Generic[K, T]):
 
     def put(self, key: K, item: T, ts_ns: int) -> tuple[T | None, list[T]]:
         """Add `item`; returns (the request it replaced under the same key, requests pushed out)."""
-        previous = self._items.pop(key, None)
-        self._items[key] = (ts_ns, item)
+        items = self._items
+        previous = items.get(key)
+        if previous is not None:
+            del items[key]  # re-added below, as the newest
+        items[key] = (ts_ns, item)
         evicted: list[T] = []
-        while len(self._items) > self.max_entries:
-            _, (_, old) = self._items.popitem(last=False)
+        while len(items) > self.max_entries:
+            _, (_, old) = items.popitem(last=False)
             evicted.append(old)
         if evicted:
             self._counters.inc("table_overflow", len(evicted))

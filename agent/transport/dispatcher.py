@@ -291,15 +291,22 @@ class Dispatcher:
         src, sport, dst, dport, payload = pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.payload
         key: tuple[object, ...] = ((src, sport, dst, dport) if tunnel is None
                                    else (src, sport, dst, dport, tunnel.zone))
-        route = self._udp_routes.get(key)
+        routes = self._udp_routes
+        route = routes.get(key)
         if route is None:
             route = self._udp_route(src, sport, dst, dport, pkt.family, tunnel)
             if route is None:
                 counters["unclaimed"] += 1
                 return
-            if len(self._udp_routes) >= UDP_ROUTE_CACHE:
-                self._udp_routes.clear()
-            self._udp_routes[key] = route
+            if len(routes) >= UDP_ROUTE_CACHE - 1:
+                routes.clear()
+            routes[key] = route
+            if route[1] is Direction.TO_SERVER and tunnel is None:
+                # The answer's route, decided now: its source port is the bound one, so it goes TO_CLIENT
+                # between the same client and server (a resolver sees a new client port per query).
+                reply_key = (dst, dport, src, sport)
+                if reply_key not in routes:
+                    routes[reply_key] = (route[0], Direction.TO_CLIENT, route[2])
         if not payload:
             counters["empty"] += 1
             return

@@ -14,6 +14,8 @@ server and DNS id; the QR bit, not the port, says which message is the query.
 
 from __future__ import annotations
 
+from typing import Final
+
 from agent.metrics import Counters
 from agent.protocols.base import Emit
 from agent.protocols.correlation import KeyedRequests
@@ -34,6 +36,7 @@ RESPONSE_PREFIX = "Response: "
 MAX_NON_EDNS_UDP = 512  # RFC 1035 §4.2.1: larger UDP messages need EDNS0
 MAX_PENDING_UDP = 65536  # queries awaiting a response, over all UDP clients
 
+QR_RESPONSE: Final = 0x8000  # the header's QR bit
 QueryKey = tuple[bytes, int, bytes, int, int]  # client ip and port, server ip and port, DNS id
 
 
@@ -138,7 +141,7 @@ def _udp_notes(request: DnsMessage | None, seen: Seen, notes: list[str]) -> None
 def orient(conn: ConnectionInfo, direction: Direction, msg: DnsMessage) -> ConnectionInfo:
     """The exchange seen from the querier: the sender of a query, the receiver of a response, is the client."""
     sender_is_client = direction is Direction.TO_SERVER
-    if msg.response:
+    if msg.flags & QR_RESPONSE:  # msg.response, without the property call
         sender_is_client = not sender_is_client
     return conn if sender_is_client else conn.reversed()
 
@@ -160,7 +163,7 @@ class DnsDatagrams:
             raise
         exchange = orient(conn, direction, msg)
         seen = Seen(msg, ts_ns, len(data))
-        if msg.response:
+        if msg.flags & QR_RESPONSE:
             self.transactions.response(exchange, seen, [], True)
             return
         notes = []
