@@ -36,6 +36,7 @@ MODULES = (
     "agent.transport.tcp",
     "agent.transport.halfopen",
     "agent.transport.dispatcher",
+    "agent.protocols.iptext",
     "agent.protocols.http.url",
     "agent.protocols.http.messages",
     "agent.protocols.http.head",
