@@ -49,6 +49,7 @@ MODULES = (
     "agent.events.community_id",
     "agent.events.builder",
     "agent.runtime.replay",
+    "agent.runtime.topstats",
     "agent.protocols.correlation",
     "agent.protocols.transaction",
     "agent.protocols.buffer",
