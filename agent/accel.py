@@ -26,17 +26,21 @@ from types import ModuleType
 from typing import Any
 
 # The per-packet path, in import order of use.  Not compiled: modules defining dataclasses that
-# extend a dataclass of an uncompiled module (the protocols' *Config), which mypyc refuses, and
-# agent.capture.packet, whose Packet the live path builds with object.__new__ (a native class
-# cannot be made that way).
+# extend a dataclass of an uncompiled module (the protocols' *Config), which mypyc refuses.  A
+# compiled module finds files beside the package from `agent.__file__`, never its own `__file__`
+# (its compiled copy lives in the build directory).
 MODULES = (
     "agent.capture.pcapfile",
     "agent.capture.decode",
     "agent.capture.flowhash",
+    "agent.capture.packet",
+    "agent.capture.record",
+    "agent.capture.ring",
     "agent.transport.tcp",
     "agent.transport.halfopen",
     "agent.transport.types",
     "agent.transport.dispatcher",
+    "agent.protocols.iptext",
     "agent.protocols.http.url",
     "agent.protocols.http.messages",
     "agent.protocols.http.head",
@@ -47,6 +51,7 @@ MODULES = (
     "agent.events.direction",
     "agent.events.builder",
     "agent.runtime.replay",
+    "agent.runtime.topstats",
     "agent.protocols.correlation",
     "agent.protocols.transaction",
     "agent.protocols.buffer",

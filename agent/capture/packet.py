@@ -3,6 +3,10 @@
 The kernel program and the pcap reader both end in this one shape, so all
 decoding after capture is shared.  It mirrors `struct pb_record` in
 bpf/record.h; `payload` holds the bytes that follow the record header.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, subclasses only in compiled modules); an edit is
+used natively only after set-up rebuilds (`scripts/accel.py build`).
 """
 
 from __future__ import annotations
@@ -45,34 +49,39 @@ class LinkInfo(NamedTuple):
     carriers: tuple[Packet, ...] = ()  # the outer layers of a decapsulated packet, outermost first (flows)
 
 
-class Packet:
-    """One captured packet (or one chunk of a split super-packet)."""
+# Every attribute of a Packet (its __slots__ when it runs as plain Python; compiled, its fields).
+PACKET_FIELDS = (
+    "ack",
+    "direction",
+    "dport",
+    "dst",
+    "family",
+    "flags",
+    "flow_hash",
+    "frag_id",
+    "frag_off",
+    "ifindex",
+    "l4proto",
+    "link",
+    "missing",
+    "payload",
+    "seq",
+    "sport",
+    "src",
+    "tcp_flags",
+    "ts_ns",
+    "tunnel",
+    "vlan",
+    "window",
+    "wire_len",
+)
 
-    __slots__ = (
-        "ack",
-        "direction",
-        "dport",
-        "dst",
-        "family",
-        "flags",
-        "flow_hash",
-        "frag_id",
-        "frag_off",
-        "ifindex",
-        "l4proto",
-        "link",
-        "missing",
-        "payload",
-        "seq",
-        "sport",
-        "src",
-        "tcp_flags",
-        "ts_ns",
-        "tunnel",
-        "vlan",
-        "window",
-        "wire_len",
-    )
+
+class Packet:
+    """One captured packet (or one chunk of a split super-packet); compiled, a native class built by its
+    constructor (never `object.__new__`)."""
+
+    __slots__ = PACKET_FIELDS
 
     def __init__(
         self,
@@ -124,6 +133,14 @@ class Packet:
         self.vlan = vlan
         self.link = link
         self.tunnel = tunnel  # what carried the packet, when it was decapsulated
+
+    def __copy__(self) -> Packet:
+        """copy.copy: compiled, a Packet has no __reduce__ that rebuilds it without its arguments."""
+        return Packet(self.ts_ns, self.family, self.l4proto, self.src, self.dst, self.sport, self.dport, self.payload,
+                      seq=self.seq, ack=self.ack, tcp_flags=self.tcp_flags, window=self.window,
+                      wire_len=self.wire_len, flags=self.flags, missing=self.missing, frag_id=self.frag_id,
+                      frag_off=self.frag_off, ifindex=self.ifindex, direction=self.direction,
+                      flow_hash=self.flow_hash, vlan=self.vlan, link=self.link, tunnel=self.tunnel)
 
     def __repr__(self) -> str:
         return (

@@ -3,6 +3,10 @@
 This is the live hot path: one `struct.unpack_from` per record, no dpkt.
 tests/capture/test_record_layout.py compiles bpf/record.h and checks every
 format here against the C offsets, so the two cannot drift apart.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, subclasses only in compiled modules); an edit is
+used natively only after set-up rebuilds (`scripts/accel.py build`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import mmap
 import struct
 from pathlib import Path
 
+import agent
 from agent.capture.packet import F_TUNNEL, Packet
 from agent.capture.tunnel import MAX_TUNNEL_PORTS, TunnelInfo, kinds_of, pack_kinds
 
@@ -144,7 +149,9 @@ FLOW_VALUE_FIELDS: tuple[tuple[str, str], ...] = (
 )
 FLOW_VALUE = struct.Struct("<" + "".join(c for _, c in FLOW_VALUE_FIELDS))
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+# Beside the `agent` package: found from the package, not from this module, which may be a compiled copy
+# that lives elsewhere (agent/accel.py).
+BPF_DIR = Path(agent.__file__).resolve().parent.parent / "bpf"
 PROGRAM_FILE = BPF_DIR / "pktbeat.bpf.c"
 HEADER_FILE = BPF_DIR / "record.h"
 
@@ -177,7 +184,7 @@ _head = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIE
 _tail = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[_HEAD_FIELDS:]))
 _unpack = _head.unpack_from
 _unpack_tunnel = _tail.unpack_from
-_new = object.__new__
+_HEAD_SIZE = _head.size
 
 
 def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_offset: int = 0) -> Packet:
@@ -188,10 +195,31 @@ def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_of
     wall-clock ns.  `Packet.seq` of a TCP chunk already includes its offset;
     the offset itself is returned by `chunk_offset` for the non-TCP joiner.
 
-    The Packet is filled slot by slot rather than through its keyword
-    constructor: a third of the cost, on the path every record takes
-    (tests/capture/test_record_layout.py checks that every slot is set).
+    Compiled with Packet (both native), the fields are typed locals and the
+    Packet is built by a direct constructor call: the path every record takes
+    (tests/capture/test_record_layout.py checks that every field is set).
     """
+    ts_ns: int
+    ifindex: int
+    wire_len: int
+    seq: int
+    ack: int
+    frag_id: int
+    missing: int
+    flow_hash: int
+    sport: int
+    dport: int
+    window: int
+    payload_len: int
+    frag_off: int
+    flags: int
+    vlan: int
+    direction: int
+    family: int
+    l4proto: int
+    tcp_flags: int
+    saddr: bytes
+    daddr: bytes
     (ts_ns, ifindex, wire_len, seq, ack, frag_id, missing, flow_hash, sport, dport, window,
      payload_len, _payload_off, frag_off, flags, vlan, direction, family, l4proto, tcp_flags,
      saddr, daddr) = _unpack(buf, offset)
@@ -200,37 +228,16 @@ def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_of
     limit = len(buf) if length is None else offset + length
     if end > limit:
         raise RecordError(f"record payload of {payload_len} bytes overruns its {limit - offset}-byte record")
-    pkt: Packet = _new(Packet)
     if family == 4:
-        pkt.src = saddr[:4]
-        pkt.dst = daddr[:4]
-    elif family == 6:
-        pkt.src = saddr
-        pkt.dst = daddr
-    else:
+        saddr = saddr[:4]
+        daddr = daddr[:4]
+    elif family != 6:
         raise RecordError(f"record with address family {family}")
-    pkt.ts_ns = ts_ns + ts_offset
-    pkt.family = family
-    pkt.l4proto = l4proto
-    pkt.sport = sport
-    pkt.dport = dport
-    pkt.payload = bytes(buf[start:end])
-    pkt.seq = seq
-    pkt.ack = ack
-    pkt.tcp_flags = tcp_flags
-    pkt.window = window
-    pkt.wire_len = wire_len
-    pkt.flags = flags
-    pkt.missing = missing
-    pkt.frag_id = frag_id
-    pkt.frag_off = frag_off
-    pkt.ifindex = ifindex
-    pkt.direction = direction
-    pkt.flow_hash = flow_hash
-    pkt.vlan = vlan
-    pkt.link = None
-    pkt.tunnel = _tunnel(buf, offset + _head.size) if flags & F_TUNNEL else None
-    return pkt
+    tunnel = _tunnel(buf, offset + _HEAD_SIZE) if flags & F_TUNNEL else None
+    return Packet(ts_ns + ts_offset, family, l4proto, saddr, daddr, sport, dport, bytes(buf[start:end]),
+                  seq=seq, ack=ack, tcp_flags=tcp_flags, window=window, wire_len=wire_len, flags=flags,
+                  missing=missing, frag_id=frag_id, frag_off=frag_off, ifindex=ifindex, direction=direction,
+                  flow_hash=flow_hash, vlan=vlan, link=None, tunnel=tunnel)
 
 
 def _tunnel(buf: Buffer, at: int) -> TunnelInfo:

@@ -21,6 +21,10 @@ sets socket records aside, undecoded, in `sockets`, for the caller to take
 before it handles the packets read with them; plaintext records go to
 `plaintext` with their place among the packets (how many packets of the
 batch came before), so the caller can keep the ring's order.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, subclasses only in compiled modules); an edit is
+used natively only after set-up rebuilds (`scripts/accel.py build`).
 """
 
 from __future__ import annotations
@@ -80,15 +84,15 @@ class RingReader:
         data = self._producer
         mask = self._mask
         base = self._data_at
-        cons = _u64.unpack_from(self._consumer, 0)[0]
-        prod = _u64.unpack_from(data, 0)[0]
+        # Typed: compiled, the positions and headers are machine integers, not Python objects.
+        cons: int = _u64.unpack_from(self._consumer, 0)[0]
+        prod: int = _u64.unpack_from(data, 0)[0]
         start = cons
         unpack_len = _u32.unpack_from
-        append = out.append
         sockets = self.sockets
         while cons < prod and len(out) < limit:
             at = base + (cons & mask)
-            header = unpack_len(data, at)[0]
+            header: int = unpack_len(data, at)[0]
             if header & BUSY_BIT:
                 break  # the kernel is still writing it
             length = header & ~(BUSY_BIT | DISCARD_BIT)
@@ -102,7 +106,7 @@ class RingReader:
                     sockets.append(raw)
             else:
                 try:
-                    append(decode_record(data, at + HEADER_SIZE, length, ts_offset))
+                    out.append(decode_record(data, at + HEADER_SIZE, length, ts_offset))
                 except (RecordError, struct.error):
                     self.bad_records += 1
             cons += (length + HEADER_SIZE + 7) & ~7

@@ -7,10 +7,16 @@ latency.  The table holds at most `MAX_ENDPOINTS` entries: when it is full the l
 forgotten (counted in `evicted`), so a scan over many addresses costs bounded memory and the busy
 endpoints stay.  Everything is cumulative since the worker started; the parent sums the workers'
 snapshots and `pktbeat top` shows differences between two reads.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, subclasses only in compiled modules); an edit is
+used natively only after set-up rebuilds (`scripts/accel.py build`).  It runs
+once per published transaction of a live worker.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 # Upper bounds (seconds) of the latency buckets; one more bucket counts everything above.
@@ -25,7 +31,8 @@ class TransactionStats:
         self.max_endpoints = max_endpoints
         self.latency: dict[str, list[int]] = {}  # protocol -> bucket counts (len(bounds) + 1)
         self.latency_sum_ns: dict[str, int] = {}
-        self.endpoints: dict[str, list[int]] = {}  # "proto addr:port" -> [count, sum_ns, max_ns]
+        # (protocol, address, port) -> [count, sum_ns, max_ns]; named "proto addr:port" in snapshots
+        self.endpoints: dict[tuple[str, object, object], list[int]] = {}
         self.evicted = 0
 
     def add(self, event: dict[str, Any]) -> None:
@@ -34,7 +41,7 @@ class TransactionStats:
             return
         duration = (event.get("event") or {}).get("duration")
         destination = event.get("destination") or {}
-        key = f"{protocol} {destination.get('ip', '?')}:{destination.get('port', '')}"
+        key = (protocol, destination.get("ip", "?"), destination.get("port", ""))
         entry = self.endpoints.get(key)
         if entry is None:
             if len(self.endpoints) >= self.max_endpoints:
@@ -49,12 +56,7 @@ class TransactionStats:
         if buckets is None:
             buckets = self.latency[protocol] = [0] * (len(_BOUNDS_NS) + 1)
             self.latency_sum_ns[protocol] = 0
-        index = 0
-        for bound in _BOUNDS_NS:
-            if duration <= bound:
-                break
-            index += 1
-        buckets[index] += 1
+        buckets[bisect_left(_BOUNDS_NS, duration)] += 1  # the first bucket whose bound is >= duration
         self.latency_sum_ns[protocol] += duration
 
     def _evict(self) -> None:
@@ -63,7 +65,8 @@ class TransactionStats:
         self.endpoints = dict(keep)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"latency": self.latency, "latency_sum_ns": self.latency_sum_ns, "endpoints": self.endpoints,
+        endpoints = {f"{protocol} {ip}:{port}": entry for (protocol, ip, port), entry in self.endpoints.items()}
+        return {"latency": self.latency, "latency_sum_ns": self.latency_sum_ns, "endpoints": endpoints,
                 "evicted": self.evicted}
 
 

@@ -25,7 +25,7 @@ def test_transaction_stats_are_bounded_and_percentiles_interpolate() -> None:
     for _ in range(50):
         stats.add({"type": "http", "event": {"duration": 4_000_000}, "destination": {"ip": "10.0.0.200", "port": 80}})
     assert len(stats.endpoints) <= 8 and stats.evicted > 0
-    assert stats.endpoints["http 10.0.0.200:80"] == [50, 200_000_000, 4_000_000]
+    assert stats.snapshot()["endpoints"]["http 10.0.0.200:80"] == [50, 200_000_000, 4_000_000]
     merged = topstats.merge([stats.snapshot(), stats.snapshot()])
     assert merged["endpoints"]["http 10.0.0.200:80"][0] == 100 and sum(merged["latency"]["http"]) == 300
     p50 = topstats.percentile(merged["latency"]["http"], 0.5)

@@ -14,8 +14,8 @@ bytes, so non-ASCII and invalid UTF-8 behave the same.
 from __future__ import annotations
 
 import binascii
-import ipaddress
-from functools import lru_cache
+
+from agent.protocols.iptext import is_ip
 
 HIDDEN_VALUE = b"xxxxx"
 
@@ -234,18 +234,6 @@ def _atoi(text: str) -> int | None:
     return int(text)
 
 
-@lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def is_ip(text: str) -> bool:
-    # 45 characters hold any IPv6 text form; longer strings are not cached (the cache stays small).
-    return bool(text) and len(text) <= 45 and "%" not in text and _is_ip(text)
 
 
 def split_host(header: str) -> tuple[str, int]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.protocols.base import Transaction
+from agent.protocols.iptext import is_ip
 from agent.protocols.sip import sdp as sdp_lines
 from agent.protocols.sip.parser import SipMessage
 from agent.protocols.sip.uri import Uri, parse_name_addr, parse_uri
@@ -349,6 +350,6 @@ def _body(msg: SipMessage, sip: dict[str, Any], related: _Related) -> None:
     sdp["body"] = {"original": text}
     sip["sdp"] = sdp
     related.user(parsed.owner_username)
-    if parsed.owner_ip and sdp_lines.is_ip(parsed.owner_ip):
+    if parsed.owner_ip and is_ip(parsed.owner_ip):
         related.ip(parsed.owner_ip)
     related.host(parsed.connection_address)

@@ -6,9 +6,7 @@ decoration on the SIP event.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 
 
 @dataclass(slots=True)
@@ -87,10 +85,3 @@ def parse(body: str) -> Sdp:
     return sdp
 
 
-@lru_cache(maxsize=1024)
-def is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
