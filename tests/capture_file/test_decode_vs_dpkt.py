@@ -73,22 +73,3 @@ def test_tcp_fields_decline_frames_it_does_not_cover() -> None:
     assert decoder.tcp_fields(ipv4_tcp[:20] + b"\x20\x00" + ipv4_tcp[22:]) is None  # a fragment
     assert FrameDecoder(1, keep_link=True).tcp_fields(ipv4_tcp) is None  # flows want the link layer
 
-
-def test_udp_packets_are_filled_slot_by_slot_as_the_constructor_fills_them() -> None:
-    """decode() fills UDP Packets slot by slot (cheaper than the keyword constructor): every slot, same values."""
-    import struct
-
-    from agent.capture.packet import F_LAST_CHUNK, IPPROTO_UDP, Packet
-
-    payload = b"\x12\x34" + bytes(20)
-    udp = struct.pack("!HHHH", 40000, 53, 8 + len(payload), 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 7, 0, 64, IPPROTO_UDP, 0, bytes([10, 0, 0, 1]),
-                     bytes([10, 0, 0, 2]))
-    frame = bytes(12) + b"\x08\x00" + ip + udp
-    decoded = FrameDecoder(1).decode(frame, 5, len(frame))
-    expected = Packet(5, 4, IPPROTO_UDP, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 40000, 53, payload,
-                      wire_len=len(frame), flags=F_LAST_CHUNK)
-    expected.link = None  # decode() sets the link of every packet it returns (None unless kept)
-    assert decoded is not None
-    for name in Packet.__slots__:
-        assert getattr(decoded, name) == getattr(expected, name), name  # an unset slot raises AttributeError
