@@ -72,4 +72,3 @@ def test_tcp_fields_decline_frames_it_does_not_cover() -> None:
     assert decoder.tcp_fields(ipv4_tcp[:14] + b"\x46" + ipv4_tcp[15:]) is None  # IPv4 options
     assert decoder.tcp_fields(ipv4_tcp[:20] + b"\x20\x00" + ipv4_tcp[22:]) is None  # a fragment
     assert FrameDecoder(1, keep_link=True).tcp_fields(ipv4_tcp) is None  # flows want the link layer
-
