@@ -61,8 +61,8 @@ _GOLDEN_HIGH: Final = _GOLDEN >> 16
 _words = struct.Struct(("<" if sys.byteorder == "little" else ">") + "4I").unpack
 _IPV4_PAD = bytes(12)
 
-SHARD_CACHE = 65536  # flows whose shard is remembered; the cache starts over when full
-REPORT_EVERY = 1024  # frames between two progress reports of a ShardedReader
+SHARD_CACHE: Final = 65536  # flows whose shard is remembered; the cache starts over when full
+REPORT_EVERY: Final = 1024  # frames between two progress reports of a ShardedReader
 _OUTER_ONLY = TunnelSettings(enabled=False)
 
 # Link types with a fixed-size header: (offset of the IP header, offset of the EtherType or -1).

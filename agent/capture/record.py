@@ -14,12 +14,13 @@ from __future__ import annotations
 import mmap
 import struct
 from pathlib import Path
+from typing import Final
 
 import agent
 from agent.capture.packet import F_TUNNEL, Packet
 from agent.capture.tunnel import MAX_TUNNEL_PORTS, TunnelInfo, kinds_of, pack_kinds
 
-RECORD_VERSION = 3
+RECORD_VERSION: Final = 3
 
 # Field order and widths of struct pb_record, little-endian as the kernel writes it.
 RECORD_FIELDS: tuple[tuple[str, str], ...] = (
@@ -57,8 +58,8 @@ RECORD = struct.Struct(RECORD_FORMAT)
 RECORD_SIZE = RECORD.size
 
 # PB_CHUNK of the default build: the payload bytes one record can carry.
-DEFAULT_CHUNK = 65535
-MAX_SNAPLEN = 65535
+DEFAULT_CHUNK: Final = 65535
+MAX_SNAPLEN: Final = 65535
 
 # Names of the per-CPU counters, in the order of enum pb_counter.
 COUNTER_NAMES: tuple[str, ...] = (
@@ -179,7 +180,7 @@ def checked_addresses(kind: str, marker: int, expected: int, family: int, laddr:
 
 
 # The record splits in the fields every packet has and the tunnel fields, read only when PB_F_TUNNEL says so.
-_HEAD_FIELDS = 22
+_HEAD_FIELDS: Final = 22
 _head = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIELDS]))
 _tail = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[_HEAD_FIELDS:]))
 _unpack = _head.unpack_from

@@ -21,7 +21,7 @@ import socket
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -37,8 +37,8 @@ from agent.transport.types import ConnectionInfo, ip_text
 from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
-CONN_CACHE_LIMIT = 65536
-SEQUENCE_LIMIT = 16384  # connections whose last request time is remembered for event ids
+CONN_CACHE_LIMIT: Final = 65536
+SEQUENCE_LIMIT: Final = 16384  # connections whose last request time is remembered for event ids
 _ID_PORTS = struct.Struct("<HH")
 _ID_EXTRA = struct.Struct("<qI")  # request time (ns), sequence among the connection's events of that time
 _URLSAFE_B64 = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from agent.capture.packet import TCP_FIN, TCP_RST, TCP_SYN
 from agent.metrics import Counters
@@ -32,8 +33,8 @@ from agent.transport.types import ConnectionInfo, Direction
 
 log = logging.getLogger("pktbeat.tcp")
 
-SEQ_MOD = 1 << 32
-SEQ_HALF = 1 << 31
+SEQ_MOD: Final = 1 << 32
+SEQ_HALF: Final = 1 << 31
 _CONTROL = TCP_SYN | TCP_FIN | TCP_RST
 
 

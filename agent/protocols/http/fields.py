@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from agent.protocols.base import Transaction
 from agent.protocols.http import url as f
@@ -43,18 +43,18 @@ http.response.code alias=http.response.status_code
 http.response.phrase alias=http.response.status_phrase
 """
 
-NOTE_UNMATCHED_REQUEST = "Unmatched request"
-NOTE_UNMATCHED_RESPONSE = "Unmatched response"
-NOTE_HOST_PORT_MISMATCH = "Host header port number mismatch"
+NOTE_UNMATCHED_REQUEST: Final = "Unmatched request"
+NOTE_UNMATCHED_RESPONSE: Final = "Unmatched response"
+NOTE_HOST_PORT_MISMATCH: Final = "Host header port number mismatch"
 
 # Request-targets with their Host header whose url.* fields are remembered: entries, and the
 # longest input cached (so the cache holds at most a few MB whatever the traffic).
-TARGET_CACHE_ENTRIES = 4096
-CACHED_TARGET_BYTES = 1024
+TARGET_CACHE_ENTRIES: Final = 4096
+CACHED_TARGET_BYTES: Final = 1024
 
-REDACTED = "REDACTED"
+REDACTED: Final = "REDACTED"
 _AUTH_HEADERS = ("authorization", "proxy-authorization")
-_AUTH_MARK = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
+_AUTH_MARK: Final = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,13 @@ bytes, so non-ASCII and invalid UTF-8 behave the same.
 from __future__ import annotations
 
 import binascii
+from typing import Final
 
 from agent.protocols.iptext import is_ip
 
-HIDDEN_VALUE = b"xxxxx"
+HIDDEN_VALUE: Final = b"xxxxx"
 
-_HEX = b"0123456789ABCDEF"
+_HEX: Final = b"0123456789ABCDEF"
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 # Go's url.shouldEscape: what stays as is in each part.
 _PATH_KEEP = _UNRESERVED | frozenset(b"$&+,/:;=@")
