@@ -58,15 +58,15 @@ _MASK: Final = 0xFFFFFFFF
 _GOLDEN_LOW: Final = _GOLDEN & 0xFFFF
 _GOLDEN_HIGH: Final = _GOLDEN >> 16
 # The kernel reads the addresses as host-order 32-bit words.
-_words = struct.Struct(("<" if sys.byteorder == "little" else ">") + "4I").unpack
-_IPV4_PAD = bytes(12)
+_words: Final = struct.Struct(("<" if sys.byteorder == "little" else ">") + "4I").unpack
+_IPV4_PAD: Final = bytes(12)
 
 SHARD_CACHE: Final = 65536  # flows whose shard is remembered; the cache starts over when full
 REPORT_EVERY: Final = 1024  # frames between two progress reports of a ShardedReader
-_OUTER_ONLY = TunnelSettings(enabled=False)
+_OUTER_ONLY: Final = TunnelSettings(enabled=False)
 
 # Link types with a fixed-size header: (offset of the IP header, offset of the EtherType or -1).
-_FIXED_LINK = {
+_FIXED_LINK: Final = {
     LINKTYPE_ETHERNET: (14, 12),
     LINKTYPE_LINUX_SLL: (16, 14),
     LINKTYPE_LINUX_SLL2: (20, 0),

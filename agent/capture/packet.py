@@ -50,7 +50,7 @@ class LinkInfo(NamedTuple):
 
 
 # Every attribute of a Packet (its __slots__ when it runs as plain Python; compiled, its fields).
-PACKET_FIELDS = (
+PACKET_FIELDS: Final = (
     "ack",
     "direction",
     "dport",

@@ -34,12 +34,12 @@ from agent.config.typed import opt
 from agent.publisher.types import EncodedEvent, Outcome, OutputError
 from agent.version import VERSION
 
-log = logging.getLogger("pktbeat.output.file")
+log: Final = logging.getLogger("pktbeat.output.file")
 
-METADATA = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
+METADATA: Final = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
 LOG_INTERVAL: Final = 10.0
 # Errors that say the directory itself is wrong (fix the config), not that the disk is full for now.
-_FATAL_AT_START = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
+_FATAL_AT_START: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
 
 
 def _files_range(value: int) -> str | None:

@@ -41,7 +41,7 @@ from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
 from agent.runtime.progress import wanted as progress_wanted
 
-log = logging.getLogger("pktbeat")
+log: Final = logging.getLogger("pktbeat")
 
 TICK_NS: Final = 100_000_000  # timers run at most every 100 ms of packet time
 

@@ -31,11 +31,11 @@ from agent.metrics import Counters
 from agent.transport.session import HandOvers, NullSession, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction
 
-log = logging.getLogger("pktbeat.tcp")
+log: Final = logging.getLogger("pktbeat.tcp")
 
 SEQ_MOD: Final = 1 << 32
 SEQ_HALF: Final = 1 << 31
-_CONTROL = TCP_SYN | TCP_FIN | TCP_RST
+_CONTROL: Final = TCP_SYN | TCP_FIN | TCP_RST
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class TcpLimits:
     reorder_bytes: int = 512 * 1024  # per direction
 
 
-TCP_COUNTERS = (
+TCP_COUNTERS: Final = (
     "connections",
     "connections_evicted",
     "segments",

@@ -21,7 +21,7 @@ from agent.transport.types import ConnectionInfo, Direction
 
 # Packetbeat's http fields.yml (the header maps take any header as a keyword).  Besides these: url.*,
 # user_agent.*, user.name, method, query, request, response (common fields).
-FIELDS = """
+FIELDS: Final = """
 http.version keyword
 http.request.method keyword
 http.request.bytes long
@@ -53,7 +53,7 @@ TARGET_CACHE_ENTRIES: Final = 4096
 CACHED_TARGET_BYTES: Final = 1024
 
 REDACTED: Final = "REDACTED"
-_AUTH_HEADERS = ("authorization", "proxy-authorization")
+_AUTH_HEADERS: Final = ("authorization", "proxy-authorization")
 _AUTH_MARK: Final = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
 
 
@@ -159,7 +159,7 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
     return _Target(url, path, host, f.is_ip(host), mismatch)
 
 
-_cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
+_cached_target: Final = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
 
 
 def _connect_target(uri: bytes) -> _Target:

@@ -21,7 +21,7 @@ NOTE_LOSS_REQUEST: Final = "Packet loss while capturing the request"
 NOTE_LOSS_RESPONSE: Final = "Packet loss while capturing the response"
 NOTE_BARE_LF: Final = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
 
-PARSER_COUNTERS = (
+PARSER_COUNTERS: Final = (
     "parse_errors",
     "resyncs",
     "resync_skipped_bytes",

@@ -67,10 +67,10 @@ _CHUNK_CRLF: Final = 5  # the CRLF after chunk data
 _TRAILERS: Final = 6  # after the last chunk: trailer fields, then an empty line
 _RESYNC: Final = 7  # lost: looking for the start of the next message
 
-_COUNT_ONLY_STATES = (_BODY_LENGTH, _CHUNK_DATA)  # body bytes that may be counted without buffering
-_BODY_STATES = frozenset({_BODY_LENGTH, _BODY_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS})
+_COUNT_ONLY_STATES: Final = (_BODY_LENGTH, _CHUNK_DATA)  # body bytes that may be counted without buffering
+_BODY_STATES: Final = frozenset({_BODY_LENGTH, _BODY_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS})
 
-_new_message = tuple.__new__
+_new_message: Final = tuple.__new__
 _NO_MESSAGES: list[HttpMessage] = []  # what feed returns when nothing completed (shared: never appended to)
 
 

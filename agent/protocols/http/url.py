@@ -21,11 +21,11 @@ from agent.protocols.iptext import is_ip
 HIDDEN_VALUE: Final = b"xxxxx"
 
 _HEX: Final = b"0123456789ABCDEF"
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_UNRESERVED: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 # Go's url.shouldEscape: what stays as is in each part.
-_PATH_KEEP = _UNRESERVED | frozenset(b"$&+,/:;=@")
-_HOST_KEEP = _UNRESERVED | frozenset(b"!$&'()*+,;=:[]<>\"")
-_QUERY_KEEP = _UNRESERVED
+_PATH_KEEP: Final = _UNRESERVED | frozenset(b"$&+,/:;=@")
+_HOST_KEEP: Final = _UNRESERVED | frozenset(b"!$&'()*+,;=:[]<>\"")
+_QUERY_KEEP: Final = _UNRESERVED
 
 
 def _escape_table(keep: frozenset[int], space_plus: bool) -> list[bytes]:
@@ -40,13 +40,13 @@ def _escape_table(keep: frozenset[int], space_plus: bool) -> list[bytes]:
     return table
 
 
-_PATH_TABLE = _escape_table(_PATH_KEEP, False)
-_HOST_TABLE = _escape_table(_HOST_KEEP, False)
-_QUERY_TABLE = _escape_table(_QUERY_KEEP, True)
+_PATH_TABLE: Final = _escape_table(_PATH_KEEP, False)
+_HOST_TABLE: Final = _escape_table(_HOST_KEEP, False)
+_QUERY_TABLE: Final = _escape_table(_QUERY_KEEP, True)
 # The same sets as bytes, for `translate(None, keep)` (deletes them: empty means nothing to escape).
-_PATH_KEEP_BYTES = bytes(sorted(_PATH_KEEP))
-_HOST_KEEP_BYTES = bytes(sorted(_HOST_KEEP))
-_QUERY_KEEP_BYTES = bytes(sorted(_QUERY_KEEP))
+_PATH_KEEP_BYTES: Final = bytes(sorted(_PATH_KEEP))
+_HOST_KEEP_BYTES: Final = bytes(sorted(_HOST_KEEP))
+_QUERY_KEEP_BYTES: Final = bytes(sorted(_QUERY_KEEP))
 
 
 def _escape(data: bytes, table: list[bytes], keep: bytes) -> bytes:
