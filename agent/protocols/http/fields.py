@@ -133,7 +133,7 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
     query = form_query
     if query is None:
         query = f.normalize_query(target.query, hidden) if target.query else b""
-    if b", " in host_value:
+    if host_value.find(b", ") >= 0:
         host_value = host_value.split(b", ", 1)[0]
     host, port = f.split_host(_text(host_value)) if host_value else ("", 0)
     mismatch = False
@@ -268,7 +268,8 @@ class EventAssembler:
         form body adds to it; the decoded body's length)."""
         hidden = self.settings.hide_keywords
         body = self._decoded_body(msg, notes)
-        urlencoded = b"urlencoded" in msg.content_type
+        # find, not `in` (see url.unescape)
+        urlencoded = msg.content_type.find(b"urlencoded") >= 0
         form_query: bytes | None = None
         if msg.content_length > 0 and msg.save_body and urlencoded:
             parsed = f.split_target(msg.uri)

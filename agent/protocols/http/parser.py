@@ -408,7 +408,8 @@ class HttpStreamParser:
         content_type = head.content_type
         send = any(include in content_type for include in includes)
         self._send = send
-        self._save = send or (head.content_length > 0 and b"urlencoded" in content_type)
+        # find, not `in` (see url.unescape)
+        self._save = send or (head.content_length > 0 and content_type.find(b"urlencoded") >= 0)
         self._store_cap = max(0, config.max_message_size - len(head.raw))
         if head.chunked:
             self._state = _CHUNK_SIZE

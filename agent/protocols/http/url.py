@@ -72,7 +72,9 @@ def _hexval(byte: int) -> int:
 
 def unescape(data: bytes, plus_is_space: bool) -> bytes | None:
     """%XX decoding (and '+' as space in query components); None on a malformed escape, as Go."""
-    if b"%" not in data:
+    # find, not `in`: CPython tries a bytes needle of `in` as an int first, formatting a TypeError it then drops
+    # (1.6k instructions; this runs for every query key and value).
+    if data.find(b"%") < 0:
         return data.replace(b"+", b" ") if plus_is_space else data
     out = bytearray()
     i = 0
@@ -97,7 +99,7 @@ def parse_query(raw: bytes) -> list[tuple[bytes, bytes]]:
     """Go's url.ParseQuery, keeping the pairs it accepts (bad escapes and ';' pairs are skipped)."""
     pairs: list[tuple[bytes, bytes]] = []
     for part in raw.split(b"&"):
-        if not part or b";" in part:
+        if not part or part.find(b";") >= 0:
             continue
         key, _, value = part.partition(b"=")
         key_text = unescape(key, True)
