@@ -31,9 +31,11 @@ another worker than its connection's.
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 from agent import metrics
 from agent.capture.decode import (
@@ -50,18 +52,21 @@ from agent.capture.packet import F_FRAGMENT, IPPROTO_TCP
 from agent.capture.pcapfile import CaptureFileError, CaptureReader
 from agent.capture.tunnel import TunnelSettings
 
-_SEED = 0x2545F491
-_GOLDEN = 0x9E3779B1
-_MASK = 0xFFFFFFFF
-_BYTEORDER = sys.byteorder  # the kernel reads the addresses as host-order 32-bit words
-_IPV4_PAD = bytes(12)
+_SEED: Final = 0x2545F491
+_GOLDEN: Final = 0x9E3779B1
+_MASK: Final = 0xFFFFFFFF
+_GOLDEN_LOW: Final = _GOLDEN & 0xFFFF
+_GOLDEN_HIGH: Final = _GOLDEN >> 16
+# The kernel reads the addresses as host-order 32-bit words.
+_words: Final = struct.Struct(("<" if sys.byteorder == "little" else ">") + "4I").unpack
+_IPV4_PAD: Final = bytes(12)
 
-SHARD_CACHE = 65536  # flows whose shard is remembered; the cache starts over when full
-REPORT_EVERY = 1024  # frames between two progress reports of a ShardedReader
-_OUTER_ONLY = TunnelSettings(enabled=False)
+SHARD_CACHE: Final = 65536  # flows whose shard is remembered; the cache starts over when full
+REPORT_EVERY: Final = 1024  # frames between two progress reports of a ShardedReader
+_OUTER_ONLY: Final = TunnelSettings(enabled=False)
 
 # Link types with a fixed-size header: (offset of the IP header, offset of the EtherType or -1).
-_FIXED_LINK = {
+_FIXED_LINK: Final = {
     LINKTYPE_ETHERNET: (14, 12),
     LINKTYPE_LINUX_SLL: (16, 14),
     LINKTYPE_LINUX_SLL2: (20, 0),
@@ -71,7 +76,12 @@ _FIXED_LINK = {
 
 
 def _mix(h: int, v: int) -> int:
-    h = ((h ^ v) * _GOLDEN) & _MASK
+    # (x * _GOLDEN) mod 2**32 from products of 16-bit halves: compiled (mypyc), a product is native only
+    # while both factors are below 2**30; larger ones go through Python's long arithmetic.
+    x = (h ^ v) & _MASK
+    low = x & 0xFFFF
+    high = x >> 16
+    h = (low * _GOLDEN_LOW + (((high * _GOLDEN_LOW + low * _GOLDEN_HIGH) & 0xFFFF) << 16)) & _MASK
     return h ^ (h >> 15)
 
 
@@ -80,13 +90,21 @@ def flow_hash(src: bytes, dst: bytes, l4proto: int, sport: int, dport: int, frag
     if len(src) == 4:
         src += _IPV4_PAD
         dst += _IPV4_PAD
-    h = _SEED
-    order = _BYTEORDER
-    for i in range(0, 16, 4):
-        a = int.from_bytes(src[i:i + 4], order)
-        b = int.from_bytes(dst[i:i + 4], order)
-        h = _mix(h, a ^ b)
-        h = _mix(h, (a + b) & _MASK)
+    s0: int
+    s1: int
+    s2: int
+    s3: int
+    d0: int
+    d1: int
+    d2: int
+    d3: int
+    s0, s1, s2, s3 = _words(src)
+    d0, d1, d2, d3 = _words(dst)
+    # Unrolled: a loop over pairs would box every word into a Python int.
+    h = _mix(_mix(_SEED, s0 ^ d0), (s0 + d0) & _MASK)
+    h = _mix(_mix(h, s1 ^ d1), (s1 + d1) & _MASK)
+    h = _mix(_mix(h, s2 ^ d2), (s2 + d2) & _MASK)
+    h = _mix(_mix(h, s3 ^ d3), (s3 + d3) & _MASK)
     if l4proto == IPPROTO_TCP and not fragment:
         h = _mix(h, ((sport ^ dport) | ((sport + dport) << 16)) & _MASK)
         h = _mix(h, IPPROTO_TCP)
@@ -114,20 +132,33 @@ class FrameSharder:
         """The shard of the frame buf[start:stop] (read in place: most frames are never copied)."""
         ip = start + self._ip_at
         et = start + self._ethertype_at
-        # IPv4 without options carrying an unfragmented TCP segment, right after a fixed link header
-        if ip >= start and stop - ip >= 40 and (et < start or (buf[et] == 8 and buf[et + 1] == 0)) \
-                and buf[ip] == 0x45 and buf[ip + 9] == IPPROTO_TCP and not (buf[ip + 6] & 0x3F or buf[ip + 7]):
-            key = buf[ip + 12:ip + 24]  # addresses and ports
+        # IPv4 right after a fixed link header: keyed by its raw bytes, the answer cached.  An unfragmented
+        # TCP segment (no IP options) goes by addresses and ports; anything else, fragments and tunnels
+        # included, by its address pair alone, as the kernel hashes them.
+        if ip >= start and stop - ip >= 20 and (et < start or (buf[et] == 8 and buf[et + 1] == 0)) \
+                and buf[ip] >> 4 == 4:
+            if buf[ip + 9] == IPPROTO_TCP and not (buf[ip + 6] & 0x3F or buf[ip + 7]):
+                if buf[ip] != 0x45 or stop - ip < 24:
+                    return self._decoded_shard(buf, start, stop)  # IP options: the ports are elsewhere
+                key = buf[ip + 12:ip + 24]  # addresses and ports
+                tcp = True
+            else:
+                key = buf[ip + 12:ip + 20]  # addresses
+                tcp = False
             cache = self._cache
             found = cache.get(key)
             if found is not None:
                 return found
-            value = flow_hash(key[0:4], key[4:8], IPPROTO_TCP, (key[8] << 8) | key[9], (key[10] << 8) | key[11],
-                              False) % self.shards
+            ports = ((key[8] << 8) | key[9], (key[10] << 8) | key[11]) if tcp else (0, 0)
+            value = flow_hash(key[0:4], key[4:8], IPPROTO_TCP if tcp else 0, ports[0], ports[1], False) \
+                % self.shards
             if len(cache) >= SHARD_CACHE:
                 cache.clear()
             cache[key] = value
             return value
+        return self._decoded_shard(buf, start, stop)
+
+    def _decoded_shard(self, buf: bytes, start: int, stop: int) -> int:
         pkt = self._decoder.decode(buf[start:stop], 0) if self._decoder is not None else None
         if pkt is None:
             return 0  # undecodable: one worker counts it

@@ -11,33 +11,33 @@ used natively only after set-up rebuilds (`scripts/accel.py build`).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from agent.capture.tunnel import TunnelInfo
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
+IPPROTO_ICMP: Final = 1
+IPPROTO_TCP: Final = 6
+IPPROTO_UDP: Final = 17
+IPPROTO_ICMPV6: Final = 58
 
 # Values of Packet.flags, identical to PB_F_* in bpf/record.h.
-F_TRUNCATED = 0x0001
-F_FRAGMENT = 0x0002
-F_MORE_FRAGS = 0x0004
-F_LAST_CHUNK = 0x0008
-F_L3_DEVICE = 0x0010
-F_VLAN = 0x0020
-F_TUNNEL = 0x0040
+F_TRUNCATED: Final = 0x0001
+F_FRAGMENT: Final = 0x0002
+F_MORE_FRAGS: Final = 0x0004
+F_LAST_CHUNK: Final = 0x0008
+F_L3_DEVICE: Final = 0x0010
+F_VLAN: Final = 0x0020
+F_TUNNEL: Final = 0x0040
 
-DIR_INGRESS = 0
-DIR_EGRESS = 1
+DIR_INGRESS: Final = 0
+DIR_EGRESS: Final = 1
 
 # TCP flag bits as they sit in the TCP header's 13th byte.
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_PSH = 0x08
-TCP_ACK = 0x10
+TCP_FIN: Final = 0x01
+TCP_SYN: Final = 0x02
+TCP_RST: Final = 0x04
+TCP_PSH: Final = 0x08
+TCP_ACK: Final = 0x10
 
 
 class LinkInfo(NamedTuple):
@@ -50,7 +50,7 @@ class LinkInfo(NamedTuple):
 
 
 # Every attribute of a Packet (its __slots__ when it runs as plain Python; compiled, its fields).
-PACKET_FIELDS = (
+PACKET_FIELDS: Final = (
     "ack",
     "direction",
     "dport",

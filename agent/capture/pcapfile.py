@@ -19,12 +19,12 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 # A record longer than this is corrupt: no link type carries frames this big.
-MAX_RECORD_BYTES = 256 * 1024
-READ_CHUNK = 1 << 20
-PCAPNG_BATCH = 256  # pcapng records per batch (blocks are read one by one)
+MAX_RECORD_BYTES: Final = 256 * 1024
+READ_CHUNK: Final = 1 << 20
+PCAPNG_BATCH: Final = 256  # pcapng records per batch (blocks are read one by one)
 
 _MAGICS: dict[bytes, tuple[str, int]] = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000),  # microsecond, little-endian
@@ -32,7 +32,7 @@ _MAGICS: dict[bytes, tuple[str, int]] = {
     b"\x4d\x3c\xb2\xa1": ("<", 1),  # nanosecond
     b"\xa1\xb2\x3c\x4d": (">", 1),
 }
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 
 
 class CaptureFileError(Exception):

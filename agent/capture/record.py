@@ -14,12 +14,13 @@ from __future__ import annotations
 import mmap
 import struct
 from pathlib import Path
+from typing import Final
 
 import agent
 from agent.capture.packet import F_TUNNEL, Packet
 from agent.capture.tunnel import MAX_TUNNEL_PORTS, TunnelInfo, kinds_of, pack_kinds
 
-RECORD_VERSION = 3
+RECORD_VERSION: Final = 3
 
 # Field order and widths of struct pb_record, little-endian as the kernel writes it.
 RECORD_FIELDS: tuple[tuple[str, str], ...] = (
@@ -52,13 +53,13 @@ RECORD_FIELDS: tuple[tuple[str, str], ...] = (
     ("outer_saddr", "16s"),
     ("outer_daddr", "16s"),
 )
-RECORD_FORMAT = "<" + "".join(code for _, code in RECORD_FIELDS)
-RECORD = struct.Struct(RECORD_FORMAT)
-RECORD_SIZE = RECORD.size
+RECORD_FORMAT: Final = "<" + "".join(code for _, code in RECORD_FIELDS)
+RECORD: Final = struct.Struct(RECORD_FORMAT)
+RECORD_SIZE: Final = RECORD.size
 
 # PB_CHUNK of the default build: the payload bytes one record can carry.
-DEFAULT_CHUNK = 65535
-MAX_SNAPLEN = 65535
+DEFAULT_CHUNK: Final = 65535
+MAX_SNAPLEN: Final = 65535
 
 # Names of the per-CPU counters, in the order of enum pb_counter.
 COUNTER_NAMES: tuple[str, ...] = (
@@ -96,22 +97,22 @@ OUTCOME_COUNTERS: tuple[str, ...] = (
 DROP_COUNTERS: tuple[str, ...] = ("ring_full", "load_failed", "emit_failed")
 
 # struct pb_counters: one u64 per counter.
-COUNTERS = struct.Struct("<" + "Q" * len(COUNTER_NAMES))
+COUNTERS: Final = struct.Struct("<" + "Q" * len(COUNTER_NAMES))
 
 # struct pb_iface {u32 slot; u16 link_len; u16 flags}
 IFACE_FIELDS: tuple[tuple[str, str], ...] = (("slot", "I"), ("link_len", "H"), ("flags", "H"))
-IFACE = struct.Struct("<" + "".join(c for _, c in IFACE_FIELDS))
+IFACE: Final = struct.Struct("<" + "".join(c for _, c in IFACE_FIELDS))
 
 # struct pb_settings
 SETTINGS_FIELDS: tuple[tuple[str, str], ...] = (
     ("snaplen", "I"), ("wake_every", "I"), ("icmp", "B"), ("flows", "B"), ("decap", "B"), ("pad", "5s"),
     ("vxlan_ports", f"{MAX_TUNNEL_PORTS}H"), ("geneve_ports", f"{MAX_TUNNEL_PORTS}H"),
 )
-SETTINGS = struct.Struct("<" + "".join(c for _, c in SETTINGS_FIELDS))
+SETTINGS: Final = struct.Struct("<" + "".join(c for _, c in SETTINGS_FIELDS))
 
 # struct pb_port_key {u8 l4proto; u8 pad; u16 port}
 PORT_KEY_FIELDS: tuple[tuple[str, str], ...] = (("l4proto", "B"), ("pad", "B"), ("port", "H"))
-PORT_KEY = struct.Struct("<" + "".join(c for _, c in PORT_KEY_FIELDS))
+PORT_KEY: Final = struct.Struct("<" + "".join(c for _, c in PORT_KEY_FIELDS))
 
 # struct pb_flow_key
 FLOW_KEY_FIELDS: tuple[tuple[str, str], ...] = (
@@ -126,7 +127,7 @@ FLOW_KEY_FIELDS: tuple[tuple[str, str], ...] = (
     ("addr_lo", "16s"),
     ("addr_hi", "16s"),
 )
-FLOW_KEY = struct.Struct("<" + "".join(c for _, c in FLOW_KEY_FIELDS))
+FLOW_KEY: Final = struct.Struct("<" + "".join(c for _, c in FLOW_KEY_FIELDS))
 
 # struct pb_flow (mac[2][6] is read as two 6-byte strings)
 FLOW_VALUE_FIELDS: tuple[tuple[str, str], ...] = (
@@ -147,13 +148,13 @@ FLOW_VALUE_FIELDS: tuple[tuple[str, str], ...] = (
     ("outer", "32s"),
     ("pad", "4s"),
 )
-FLOW_VALUE = struct.Struct("<" + "".join(c for _, c in FLOW_VALUE_FIELDS))
+FLOW_VALUE: Final = struct.Struct("<" + "".join(c for _, c in FLOW_VALUE_FIELDS))
 
 # Beside the `agent` package: found from the package, not from this module, which may be a compiled copy
 # that lives elsewhere (agent/accel.py).
-BPF_DIR = Path(agent.__file__).resolve().parent.parent / "bpf"
-PROGRAM_FILE = BPF_DIR / "pktbeat.bpf.c"
-HEADER_FILE = BPF_DIR / "record.h"
+BPF_DIR: Final = Path(agent.__file__).resolve().parent.parent / "bpf"
+PROGRAM_FILE: Final = BPF_DIR / "pktbeat.bpf.c"
+HEADER_FILE: Final = BPF_DIR / "record.h"
 
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -179,12 +180,12 @@ def checked_addresses(kind: str, marker: int, expected: int, family: int, laddr:
 
 
 # The record splits in the fields every packet has and the tunnel fields, read only when PB_F_TUNNEL says so.
-_HEAD_FIELDS = 22
-_head = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIELDS]))
-_tail = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[_HEAD_FIELDS:]))
-_unpack = _head.unpack_from
-_unpack_tunnel = _tail.unpack_from
-_HEAD_SIZE = _head.size
+_HEAD_FIELDS: Final = 22
+_head: Final = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[:_HEAD_FIELDS]))
+_tail: Final = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS[_HEAD_FIELDS:]))
+_unpack: Final = _head.unpack_from
+_unpack_tunnel: Final = _tail.unpack_from
+_HEAD_SIZE: Final = _head.size
 
 
 def decode_record(buf: Buffer, offset: int = 0, length: int | None = None, ts_offset: int = 0) -> Packet:
@@ -250,8 +251,8 @@ def _tunnel(buf: Buffer, at: int) -> TunnelInfo:
 
 
 # Offset of payload_off inside the record (for the chunk joiner, without a second full unpack).
-_PAYLOAD_OFF_AT = struct.calcsize("<" + "".join(code for name, code in RECORD_FIELDS[:12]))
-_payload_off = struct.Struct("<H").unpack_from
+_PAYLOAD_OFF_AT: Final = struct.calcsize("<" + "".join(code for name, code in RECORD_FIELDS[:12]))
+_payload_off: Final = struct.Struct("<H").unpack_from
 
 
 def chunk_offset(buf: Buffer, offset: int = 0) -> int:

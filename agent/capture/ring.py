@@ -32,18 +32,19 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+from typing import Final
 
 from agent.capture.packet import Packet
 from agent.capture.record import RecordError, decode_record
 from agent.capture.tlsrecord import TLS_MAGIC
 
-BUSY_BIT = 1 << 31
-DISCARD_BIT = 1 << 30
-HEADER_SIZE = 8
-SOCKET_FLAG_AT = HEADER_SIZE + 7  # the top byte of a record's first (little-endian) u64
+BUSY_BIT: Final = 1 << 31
+DISCARD_BIT: Final = 1 << 30
+HEADER_SIZE: Final = 8
+SOCKET_FLAG_AT: Final = HEADER_SIZE + 7  # the top byte of a record's first (little-endian) u64
 
-_u64 = struct.Struct("<Q")
-_u32 = struct.Struct("<I")
+_u64: Final = struct.Struct("<Q")
+_u32: Final = struct.Struct("<I")
 
 
 class RingReader:

@@ -10,14 +10,15 @@ runs as pure Python.
 from __future__ import annotations
 
 import time
+from typing import Final
 
-PRECISIONS = {"millisecond": 3, "microsecond": 6, "nanosecond": 9}
+PRECISIONS: Final = {"millisecond": 3, "microsecond": 6, "nanosecond": 9}
 
 _prefixes: dict[int, str] = {}
-_PREFIX_CACHE_LIMIT = 4096
+_PREFIX_CACHE_LIMIT: Final = 4096
 # ".000Z" ... ".999Z": every event has two or three millisecond timestamps, and formatting the
 # number each time cost more than the rest of the timestamp.
-_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+_MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 
 
 def format_ns(ts_ns: int, digits: int = 3) -> str:

@@ -28,18 +28,18 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from agent.config.typed import opt
 from agent.publisher.types import EncodedEvent, Outcome, OutputError
 from agent.version import VERSION
 
-log = logging.getLogger("pktbeat.output.file")
+log: Final = logging.getLogger("pktbeat.output.file")
 
-METADATA = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
-LOG_INTERVAL = 10.0
+METADATA: Final = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
+LOG_INTERVAL: Final = 10.0
 # Errors that say the directory itself is wrong (fix the config), not that the disk is full for now.
-_FATAL_AT_START = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
+_FATAL_AT_START: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
 
 
 def _files_range(value: int) -> str | None:

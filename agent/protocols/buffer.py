@@ -33,12 +33,13 @@ state.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from agent.protocols.errors import FrameTooLarge, LineTooLong, ParseError
 from agent.transport.types import Direction
 
-COMPACT_AFTER = 64 * 1024  # consumed bytes dropped from the front of an appended buffer past this
-MAX_MARKS = 64  # segment times remembered for bytes still buffered (older bytes take a later time)
+COMPACT_AFTER: Final = 64 * 1024  # consumed bytes dropped from the front of an appended buffer past this
+MAX_MARKS: Final = 64  # segment times remembered for bytes still buffered (older bytes take a later time)
 
 
 class ReceiveBuffer:

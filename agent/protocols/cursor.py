@@ -18,22 +18,23 @@ ends early"), for protocols that publish the reason as an event note.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from agent.protocols.errors import ParseError, ShortRead
 from agent.transport.types import Direction
 
-_U16 = struct.Struct(">H").unpack_from
-_U32 = struct.Struct(">I").unpack_from
-_U48 = struct.Struct(">HI").unpack_from
-_U64 = struct.Struct(">Q").unpack_from
-_I16 = struct.Struct(">h").unpack_from
-_I32 = struct.Struct(">i").unpack_from
-_I64 = struct.Struct(">q").unpack_from
-_U16LE = struct.Struct("<H").unpack_from
-_U32LE = struct.Struct("<I").unpack_from
-_U64LE = struct.Struct("<Q").unpack_from
-_I32LE = struct.Struct("<i").unpack_from
-_I64LE = struct.Struct("<q").unpack_from
+_U16: Final = struct.Struct(">H").unpack_from
+_U32: Final = struct.Struct(">I").unpack_from
+_U48: Final = struct.Struct(">HI").unpack_from
+_U64: Final = struct.Struct(">Q").unpack_from
+_I16: Final = struct.Struct(">h").unpack_from
+_I32: Final = struct.Struct(">i").unpack_from
+_I64: Final = struct.Struct(">q").unpack_from
+_U16LE: Final = struct.Struct("<H").unpack_from
+_U32LE: Final = struct.Struct("<I").unpack_from
+_U64LE: Final = struct.Struct("<Q").unpack_from
+_I32LE: Final = struct.Struct("<i").unpack_from
+_I64LE: Final = struct.Struct("<q").unpack_from
 
 
 class Cursor:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from typing import Final
 
-IS_IP_CACHE_ENTRIES = 4096  # texts whose answer is remembered (least recently used dropped first)
-_MAX_IP_TEXT = 45  # the longest IPv6 text form; longer texts are not addresses and are not cached
+IS_IP_CACHE_ENTRIES: Final = 4096  # texts whose answer is remembered (least recently used dropped first)
+_MAX_IP_TEXT: Final = 45  # the longest IPv6 text form; longer texts are not addresses and are not cached
 
 
 @lru_cache(maxsize=IS_IP_CACHE_ENTRIES)

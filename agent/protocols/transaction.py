@@ -15,7 +15,7 @@ from typing import Any
 from agent.transport.types import ConnectionInfo
 
 
-@dataclass
+@dataclass(init=False)  # the __init__ below: compiled, a native constructor (a generated one runs as Python)
 class Transaction:
     """One request/response pair (or a lone message), ready to become an event.
 
@@ -42,3 +42,27 @@ class Transaction:
     client_is_destination: bool = False
     # False when the protocol never puts None in `fields`: the event builder then skips its null walk
     may_hold_nulls: bool = True
+
+    def __init__(self, type: str, conn: ConnectionInfo, ts_ns: int, end_ns: int | None = None,
+                 has_request: bool = True, status: str = "OK", client_bytes: int | None = None,
+                 server_bytes: int | None = None, notes: list[str] | None = None,
+                 fields: dict[str, Any] | None = None, event_type: tuple[str, ...] | None = None,
+                 protocol_override: str | None = None, domain: str | None = None,
+                 icmp: tuple[int, int] | None = None, client_is_destination: bool = False,
+                 may_hold_nulls: bool = True) -> None:
+        self.type = type
+        self.conn = conn
+        self.ts_ns = ts_ns
+        self.end_ns = end_ns
+        self.has_request = has_request
+        self.status = status
+        self.client_bytes = client_bytes
+        self.server_bytes = server_bytes
+        self.notes = notes if notes is not None else []
+        self.fields = fields if fields is not None else {}
+        self.event_type = event_type
+        self.protocol_override = protocol_override
+        self.domain = domain
+        self.icmp = icmp
+        self.client_is_destination = client_is_destination
+        self.may_hold_nulls = may_hold_nulls

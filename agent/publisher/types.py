@@ -13,8 +13,9 @@ class EncodedEvent:
     dataclass costs several times as much to construct; nothing changes one after encoding).
 
     `data` is the document without `@metadata`; outputs that write it (file,
-    console) splice it in.  `event_id` is deterministic (a hash of `data`),
-    so a resend after an ambiguous failure cannot create a duplicate.
+    console) splice it in.  `event_id` is deterministic (a hash of what the event
+    is: agent/events/builder.py), so a resend after an ambiguous failure cannot
+    create a duplicate.
     """
 
     data: bytes

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from agent import metrics
 from agent.capture.decode import SUPPORTED_LINKTYPES, FrameDecoder
@@ -40,11 +41,11 @@ from agent.runtime.exitcodes import Exit
 from agent.runtime.progress import Progress
 from agent.runtime.progress import wanted as progress_wanted
 
-log = logging.getLogger("pktbeat")
+log: Final = logging.getLogger("pktbeat")
 
-TICK_NS = 100_000_000  # timers run at most every 100 ms of packet time
+TICK_NS: Final = 100_000_000  # timers run at most every 100 ms of packet time
 
-INTERRUPT_GRACE = 1.0  # after a stop with shutdown_timeout 0: time left for a fast output
+INTERRUPT_GRACE: Final = 1.0  # after a stop with shutdown_timeout 0: time left for a fast output
 
 
 @dataclass

@@ -32,11 +32,9 @@ import json
 import logging
 import mmap
 import os
-import pickle
 import select
 import signal
 import stat
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -169,7 +167,7 @@ class ParentOutput:
         self.batch_size = EVENT_BATCH
 
     def publish(self, batch: list[EncodedEvent]) -> list[Outcome]:
-        if not self.send(channel.EVENTS, struct.pack("<I", len(batch)) + pickle.dumps(batch, pickle.HIGHEST_PROTOCOL)):
+        if not self.send(channel.EVENTS, channel.encode_events(batch)):
             return [Outcome.RETRY] * len(batch)
         return [Outcome.ACKED] * len(batch)
 
@@ -375,7 +373,7 @@ class ShardedReplay:
         publish = self.pipeline.publish
         for kind, payload in messages:
             if kind == channel.EVENTS:
-                events = pickle.loads(memoryview(payload)[4:])
+                events = channel.decode_events(payload)
                 for event in events:
                     publish(event)
                 self.published += len(events)

@@ -17,13 +17,13 @@ once per published transaction of a live worker.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Any
+from typing import Any, Final
 
 # Upper bounds (seconds) of the latency buckets; one more bucket counts everything above.
 LATENCY_BOUNDS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     5.0, 10.0)
 _BOUNDS_NS = tuple(int(b * 1e9) for b in LATENCY_BOUNDS_S)
-MAX_ENDPOINTS = 512
+MAX_ENDPOINTS: Final = 512
 
 
 class TransactionStats:

@@ -17,10 +17,8 @@ import contextlib
 import json
 import logging
 import os
-import pickle
 import select
 import signal
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,7 +123,7 @@ class CaptureWorker:
             return
         batch = self._batch
         self._batch = []
-        payload = struct.pack("<I", len(batch)) + pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = channel.encode_events(batch)
         if self.chan.send(channel.EVENTS, payload, droppable=True):
             self.counters["events"] += len(batch)
         else:
@@ -330,7 +328,7 @@ class WorkerPool:
             worker.reader.eof = True
         for kind, payload in messages:
             if kind == channel.EVENTS:
-                sink(pickle.loads(memoryview(payload)[4:]))
+                sink(channel.decode_events(payload))
             elif kind == channel.STATS:
                 with contextlib.suppress(ValueError):
                     worker.stats = json.loads(payload)

@@ -24,17 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from agent.capture.packet import TCP_FIN, TCP_RST, TCP_SYN
 from agent.metrics import Counters
 from agent.transport.session import HandOvers, NullSession, ParseError, StreamBinding, StreamSession
 from agent.transport.types import ConnectionInfo, Direction
 
-log = logging.getLogger("pktbeat.tcp")
+log: Final = logging.getLogger("pktbeat.tcp")
 
-SEQ_MOD = 1 << 32
-SEQ_HALF = 1 << 31
-_CONTROL = TCP_SYN | TCP_FIN | TCP_RST
+SEQ_MOD: Final = 1 << 32
+SEQ_HALF: Final = 1 << 31
+_CONTROL: Final = TCP_SYN | TCP_FIN | TCP_RST
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class TcpLimits:
     reorder_bytes: int = 512 * 1024  # per direction
 
 
-TCP_COUNTERS = (
+TCP_COUNTERS: Final = (
     "connections",
     "connections_evicted",
     "segments",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from agent.protocols.base import Transaction
 from agent.protocols.http import url as f
@@ -21,7 +21,7 @@ from agent.transport.types import ConnectionInfo, Direction
 
 # Packetbeat's http fields.yml (the header maps take any header as a keyword).  Besides these: url.*,
 # user_agent.*, user.name, method, query, request, response (common fields).
-FIELDS = """
+FIELDS: Final = """
 http.version keyword
 http.request.method keyword
 http.request.bytes long
@@ -43,18 +43,18 @@ http.response.code alias=http.response.status_code
 http.response.phrase alias=http.response.status_phrase
 """
 
-NOTE_UNMATCHED_REQUEST = "Unmatched request"
-NOTE_UNMATCHED_RESPONSE = "Unmatched response"
-NOTE_HOST_PORT_MISMATCH = "Host header port number mismatch"
+NOTE_UNMATCHED_REQUEST: Final = "Unmatched request"
+NOTE_UNMATCHED_RESPONSE: Final = "Unmatched response"
+NOTE_HOST_PORT_MISMATCH: Final = "Host header port number mismatch"
 
 # Request-targets with their Host header whose url.* fields are remembered: entries, and the
 # longest input cached (so the cache holds at most a few MB whatever the traffic).
-TARGET_CACHE_ENTRIES = 4096
-CACHED_TARGET_BYTES = 1024
+TARGET_CACHE_ENTRIES: Final = 4096
+CACHED_TARGET_BYTES: Final = 1024
 
-REDACTED = "REDACTED"
-_AUTH_HEADERS = ("authorization", "proxy-authorization")
-_AUTH_MARK = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
+REDACTED: Final = "REDACTED"
+_AUTH_HEADERS: Final = ("authorization", "proxy-authorization")
+_AUTH_MARK: Final = b"uthorization:"  # Authorization: and Proxy-Authorization:, any case
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +133,7 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
     query = form_query
     if query is None:
         query = f.normalize_query(target.query, hidden) if target.query else b""
-    if b", " in host_value:
+    if host_value.find(b", ") >= 0:
         host_value = host_value.split(b", ", 1)[0]
     host, port = f.split_host(_text(host_value)) if host_value else ("", 0)
     mismatch = False
@@ -159,7 +159,7 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
     return _Target(url, path, host, f.is_ip(host), mismatch)
 
 
-_cached_target = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
+_cached_target: Final = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
 
 
 def _connect_target(uri: bytes) -> _Target:
@@ -268,7 +268,8 @@ class EventAssembler:
         form body adds to it; the decoded body's length)."""
         hidden = self.settings.hide_keywords
         body = self._decoded_body(msg, notes)
-        urlencoded = b"urlencoded" in msg.content_type
+        # find, not `in` (see url.unescape)
+        urlencoded = msg.content_type.find(b"urlencoded") >= 0
         form_query: bytes | None = None
         if msg.content_length > 0 and msg.save_body and urlencoded:
             parsed = f.split_target(msg.uri)

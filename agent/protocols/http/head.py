@@ -11,28 +11,30 @@ message heads, trailer lines and the resync scan: a head that parses fills a
 
 from __future__ import annotations
 
-BARE_LF = "a line ended by a bare LF"  # parse_header_block's answer when a CRLF line holds an LF
+from typing import Final
 
-MAX_CHUNK_LINE = 4096  # chunk size plus extensions
-CHUNK_LINE_TOO_LONG = f"chunk-size line longer than {MAX_CHUNK_LINE} bytes"
-MALFORMED_TRAILERS = "malformed trailer section"
-CHUNK_DATA_UNTERMINATED = -2  # chunk_data_end: the bytes after chunk data are not a line end
-MAX_START_LINE = 64 * 1024  # request line or status line without its CRLF
-START_LINE_TOO_LONG = f"start line longer than {MAX_START_LINE} bytes"
-_PROBE_LEN = 24  # bytes enough to tell a start line from garbage
-_FOLD_START = (b" ", b"\t")
+BARE_LF: Final = "a line ended by a bare LF"  # parse_header_block's answer when a CRLF line holds an LF
+
+MAX_CHUNK_LINE: Final = 4096  # chunk size plus extensions
+CHUNK_LINE_TOO_LONG: Final = f"chunk-size line longer than {MAX_CHUNK_LINE} bytes"
+MALFORMED_TRAILERS: Final = "malformed trailer section"
+CHUNK_DATA_UNTERMINATED: Final = -2  # chunk_data_end: the bytes after chunk data are not a line end
+MAX_START_LINE: Final = 64 * 1024  # request line or status line without its CRLF
+START_LINE_TOO_LONG: Final = f"start line longer than {MAX_START_LINE} bytes"
+_PROBE_LEN: Final = 24  # bytes enough to tell a start line from garbage
+_FOLD_START: Final = (b" ", b"\t")
 
 # RFC 9110 token characters; a method must be made of them.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # `x.translate(None, CHARS)` deletes those characters: empty means x is made of nothing else.
-_TOKEN_CHARS = bytes(sorted(_TOKEN))
-HEX_CHARS = b"0123456789abcdefABCDEF"
-_DIGIT_CHARS = b"0123456789"
-_MAX_METHOD = 32
+_TOKEN_CHARS: Final = bytes(sorted(_TOKEN))
+HEX_CHARS: Final = b"0123456789abcdefABCDEF"
+_DIGIT_CHARS: Final = b"0123456789"
+_MAX_METHOD: Final = 32
 
 # Header names seen before, lower-cased and decoded once (bounded).
 _NAME_CACHE: dict[bytes, str] = {}
-_NAME_CACHE_MAX = 4096
+_NAME_CACHE_MAX: Final = 4096
 
 
 class Head:
@@ -82,7 +84,7 @@ def _leading_int(value: bytes) -> int | None:
     return int(value[:end]) if end else 0
 
 
-_KNOWN_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+_KNOWN_VERSIONS: Final = {b"1.1": "1.1", b"1.0": "1.0"}
 
 
 def _version_text(token: bytes) -> str | None:
@@ -248,7 +250,7 @@ def plausible_trailer(first: int) -> bool:
     return first in _TOKEN
 
 
-EMPTY_HEAD = Head()
+EMPTY_HEAD: Final = Head()
 
 
 def check_partial_start(buf: bytes | bytearray, pos: int) -> tuple[str, bool]:

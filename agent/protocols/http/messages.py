@@ -9,19 +9,19 @@ dataclasses); an edit is used natively only after set-up rebuilds
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from agent.transport.types import Direction
 
-DEFAULT_MAX_MESSAGE_SIZE = 10 * 1024 * 1024
-HEADER_LIMIT = 1024 * 1024  # a header (or trailer) block longer than this is not HTTP we can follow
-MAX_PENDING_METHODS = 1024  # requests whose response head has not been seen yet
+DEFAULT_MAX_MESSAGE_SIZE: Final = 10 * 1024 * 1024
+HEADER_LIMIT: Final = 1024 * 1024  # a header (or trailer) block longer than this is not HTTP we can follow
+MAX_PENDING_METHODS: Final = 1024  # requests whose response head has not been seen yet
 
-NOTE_LOSS_REQUEST = "Packet loss while capturing the request"
-NOTE_LOSS_RESPONSE = "Packet loss while capturing the response"
-NOTE_BARE_LF = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
+NOTE_LOSS_REQUEST: Final = "Packet loss while capturing the request"
+NOTE_LOSS_RESPONSE: Final = "Packet loss while capturing the response"
+NOTE_BARE_LF: Final = "Lines ended by a bare LF (accepted, RFC 9112 section 2.2)"
 
-PARSER_COUNTERS = (
+PARSER_COUNTERS: Final = (
     "parse_errors",
     "resyncs",
     "resync_skipped_bytes",

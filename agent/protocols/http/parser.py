@@ -35,6 +35,7 @@ are counted, not stored.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from agent.metrics import Counters
 from agent.protocols.buffer import ReceiveBuffer
@@ -53,23 +54,23 @@ from agent.protocols.http.messages import (
 from agent.protocols.stream import Gap
 from agent.transport.types import Direction
 
-PROTOCOL = "http"
+PROTOCOL: Final = "http"
 
 
 # Parser states
-_HEAD = 0  # waiting for (the rest of) a start line and header block
-_BODY_LENGTH = 1  # Content-Length body
-_BODY_CLOSE = 2  # body until the connection closes
-_CHUNK_SIZE = 3  # chunk-size line
-_CHUNK_DATA = 4
-_CHUNK_CRLF = 5  # the CRLF after chunk data
-_TRAILERS = 6  # after the last chunk: trailer fields, then an empty line
-_RESYNC = 7  # lost: looking for the start of the next message
+_HEAD: Final = 0  # waiting for (the rest of) a start line and header block
+_BODY_LENGTH: Final = 1  # Content-Length body
+_BODY_CLOSE: Final = 2  # body until the connection closes
+_CHUNK_SIZE: Final = 3  # chunk-size line
+_CHUNK_DATA: Final = 4
+_CHUNK_CRLF: Final = 5  # the CRLF after chunk data
+_TRAILERS: Final = 6  # after the last chunk: trailer fields, then an empty line
+_RESYNC: Final = 7  # lost: looking for the start of the next message
 
-_COUNT_ONLY_STATES = (_BODY_LENGTH, _CHUNK_DATA)  # body bytes that may be counted without buffering
-_BODY_STATES = frozenset({_BODY_LENGTH, _BODY_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS})
+_COUNT_ONLY_STATES: Final = (_BODY_LENGTH, _CHUNK_DATA)  # body bytes that may be counted without buffering
+_BODY_STATES: Final = frozenset({_BODY_LENGTH, _BODY_CLOSE, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS})
 
-_new_message = tuple.__new__
+_new_message: Final = tuple.__new__
 _NO_MESSAGES: list[HttpMessage] = []  # what feed returns when nothing completed (shared: never appended to)
 
 
@@ -407,7 +408,8 @@ class HttpStreamParser:
         content_type = head.content_type
         send = any(include in content_type for include in includes)
         self._send = send
-        self._save = send or (head.content_length > 0 and b"urlencoded" in content_type)
+        # find, not `in` (see url.unescape)
+        self._save = send or (head.content_length > 0 and content_type.find(b"urlencoded") >= 0)
         self._store_cap = max(0, config.max_message_size - len(head.raw))
         if head.chunked:
             self._state = _CHUNK_SIZE
