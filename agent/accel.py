@@ -47,6 +47,7 @@ MODULES = (
     "agent.protocols.http.fields",
     "agent.events.timefmt",
     "agent.events.community_id",
+    "agent.publisher.types",
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.runtime.topstats",
