@@ -49,6 +49,7 @@ MODULES = (
     "agent.events.timefmt",
     "agent.events.community_id",
     "agent.events.direction",
+    "agent.publisher.types",
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.runtime.topstats",

@@ -35,6 +35,12 @@ _MAGICS: dict[bytes, tuple[str, int]] = {
 _PCAPNG_MAGIC: Final = b"\x0a\x0d\x0d\x0a"
 
 
+def _ns(sec: int, sub: int, scale: int) -> int:
+    """sec * 10**9 + sub * scale, computed from sec's 15-bit halves: compiled (mypyc), a product is a machine
+    operation only while both factors are below 2**30, and today's seconds are not."""
+    return (((sec >> 15) * 1_000_000_000) << 15) + (sec & 0x7FFF) * 1_000_000_000 + sub * scale
+
+
 class CaptureFileError(Exception):
     """A capture file that cannot be read (any further); `path` and `offset` say where."""
 
@@ -167,7 +173,7 @@ class CaptureReader:
                                                       f"truncated record: {end - start} of {caplen} bytes present")
                 return out, pos, None
             pos = stop
-            ts_ns = sec * 1_000_000_000 + sub * scale
+            ts_ns = _ns(sec, sub, scale)
             if filtering and not self._keep(buf, start, stop, ts_ns):
                 if self.stopped:
                     return out, pos, None

@@ -24,7 +24,7 @@ _MILLIS: Final = tuple(f".{ms:03d}Z" for ms in range(1000))
 def format_ns(ts_ns: int, digits: int = 3) -> str:
     """`2024-01-02T03:04:05.678Z` for nanoseconds since the epoch (truncated, never rounded up)."""
     sec = ts_ns // 1_000_000_000
-    frac = ts_ns - sec * 1_000_000_000
+    frac = ts_ns % 1_000_000_000  # not ts_ns - sec * 10**9: compiled, that product leaves native ints
     prefix = _prefixes.get(sec)
     if prefix is None:
         if len(_prefixes) >= _PREFIX_CACHE_LIMIT:

@@ -1,4 +1,10 @@
-"""What flows from the event layer to outputs: encoded events and per-event outcomes."""
+"""What flows from the event layer to outputs: encoded events and per-event outcomes.
+
+Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
+accepts (no dynamic attributes, subclasses only in compiled modules); an edit is
+used natively only after set-up rebuilds (`scripts/accel.py build`).  One
+EncodedEvent is built per published event.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(slots=True)
+@dataclass(init=False)  # the __init__ below: compiled, a native constructor (a generated one runs as Python)
 class EncodedEvent:
     """One event as JSON, ready for any output (not frozen: one is built per event, and a frozen
     dataclass costs several times as much to construct; nothing changes one after encoding).
@@ -22,6 +28,12 @@ class EncodedEvent:
     event_id: str
     index: str | None = None  # a per-protocol `index` override
     type: str = ""  # the event's `type` (http, dns, flow, ...)
+
+    def __init__(self, data: bytes, event_id: str, index: str | None = None, type: str = "") -> None:
+        self.data = data
+        self.event_id = event_id
+        self.index = index
+        self.type = type
 
 
 class Outcome(enum.IntEnum):
