@@ -20,6 +20,7 @@ Packet per outer layer so that the outer flows are counted too.
 from __future__ import annotations
 
 import struct
+from typing import Final
 
 from agent import metrics
 from agent.capture import tunnel as tun
@@ -40,18 +41,18 @@ from agent.capture.packet import (
 from agent.capture.tunnel import TunnelInfo, TunnelSettings
 
 # pcap link types (https://www.tcpdump.org/linktypes.html)
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW_BSD = 12
-LINKTYPE_RAW_OPENBSD = 14
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW_BSD: Final = 12
+LINKTYPE_RAW_OPENBSD: Final = 14
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
 
-SUPPORTED_LINKTYPES = {
+SUPPORTED_LINKTYPES: Final = {
     LINKTYPE_NULL: "NULL/loopback",
     LINKTYPE_ETHERNET: "Ethernet",
     LINKTYPE_RAW_BSD: "raw IP",
@@ -64,29 +65,29 @@ SUPPORTED_LINKTYPES = {
     LINKTYPE_LINUX_SLL2: "Linux cooked v2 (SLL2)",
 }
 
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
-ETH_P_8021Q = 0x8100
-ETH_P_8021AD = 0x88A8
-ETH_P_QINQ1 = 0x9100
-VLAN_TYPES = (ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ1)
-MAX_VLAN_TAGS = 2
+ETH_P_IP: Final = 0x0800
+ETH_P_IPV6: Final = 0x86DD
+ETH_P_8021Q: Final = 0x8100
+ETH_P_8021AD: Final = 0x88A8
+ETH_P_QINQ1: Final = 0x9100
+VLAN_TYPES: Final = (ETH_P_8021Q, ETH_P_8021AD, ETH_P_QINQ1)
+MAX_VLAN_TAGS: Final = 2
 
-IPV6_EXT_HEADERS = (0, 43, 60)  # hop-by-hop, routing, destination options
-IPV6_FRAGMENT = 44
-IPPROTO_IPIP = 4
-IPPROTO_IPV6 = 41
-IPPROTO_GRE = 47
-MAX_IPV6_EXT = 8
-_NO_LINK = LinkInfo(b"", b"", ())  # the link of a packet that came out of an IP-level tunnel
+IPV6_EXT_HEADERS: Final = (0, 43, 60)  # hop-by-hop, routing, destination options
+IPV6_FRAGMENT: Final = 44
+IPPROTO_IPIP: Final = 4
+IPPROTO_IPV6: Final = 41
+IPPROTO_GRE: Final = 47
+MAX_IPV6_EXT: Final = 8
+_NO_LINK: Final = LinkInfo(b"", b"", ())  # the link of a packet that came out of an IP-level tunnel
 
-_u16 = struct.Struct("!H").unpack_from
-_tcp = struct.Struct("!HHIIBBH").unpack_from
-_ports = struct.Struct("!HH").unpack_from
-_ports_header = struct.Struct("!HHHH")
-_tcp_ports_seq = struct.Struct("!HHII").unpack_from
+_u16: Final = struct.Struct("!H").unpack_from
+_tcp: Final = struct.Struct("!HHIIBBH").unpack_from
+_ports: Final = struct.Struct("!HH").unpack_from
+_ports_header: Final = struct.Struct("!HHHH")
+_tcp_ports_seq: Final = struct.Struct("!HHII").unpack_from
 
-DECODE_COUNTERS = (
+DECODE_COUNTERS: Final = (
     "frames",
     "packets",
     "not_ip",
@@ -516,7 +517,7 @@ def _ethernet(frame: bytes, offset: int) -> tuple[tuple[int, ...], int, int]:
     return vlans, ethertype, offset
 
 
-_CARRIERS = (IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE)
+_CARRIERS: Final = (IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE)
 
 
 class _Malformed(Exception):

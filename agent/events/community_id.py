@@ -12,16 +12,17 @@ from __future__ import annotations
 import binascii
 import hashlib
 import struct
+from typing import Final
 
 # ICMP types whose "other side" type stands in for the destination port.
-_ICMP4_PAIRS = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
-_ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,
+_ICMP4_PAIRS: Final = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
+_ICMP6_PAIRS: Final = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130,
                 139: 140, 140: 139, 144: 145, 145: 144}
 
-_PORTS = struct.Struct("!HH")
-_SEED = struct.Struct("!H")
-_PROTO_PAD = [bytes((proto, 0)) for proto in range(256)]
-_NO_SEED = _SEED.pack(0)
+_PORTS: Final = struct.Struct("!HH")
+_SEED: Final = struct.Struct("!H")
+_PROTO_PAD: Final = [bytes((proto, 0)) for proto in range(256)]
+_NO_SEED: Final = _SEED.pack(0)
 
 
 def community_id(src: bytes, dst: bytes, proto: int, sport: int = 0, dport: int = 0, seed: int = 0,

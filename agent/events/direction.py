@@ -16,7 +16,7 @@ import importlib
 import ipaddress
 import socket
 from collections.abc import Callable, Collection, Iterable
-from typing import Any
+from typing import Any, Final
 
 from agent.procs import procfs
 
@@ -178,7 +178,7 @@ def _proc_local_addresses() -> set[bytes]:
     return procfs.local_addresses()
 
 
-ADDRESS_CACHE_LIMIT = 65536  # addresses whose facts are remembered; the whole cache is dropped when full
+ADDRESS_CACHE_LIMIT: Final = 65536  # addresses whose facts are remembered; the whole cache is dropped when full
 
 
 class DirectionClassifier:

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from agent.metrics import Counters
 
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 
-DEFAULT_QUEUE_MESSAGES = 20000
-DEFAULT_QUEUE_BYTES = 1 << 20
-DEFAULT_KEYED_ENTRIES = 65536
+DEFAULT_QUEUE_MESSAGES: Final = 20000
+DEFAULT_QUEUE_BYTES: Final = 1 << 20
+DEFAULT_KEYED_ENTRIES: Final = 65536
 
 
 class RequestQueue(Generic[T]):

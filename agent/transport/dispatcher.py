@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import Final
 
 from agent import metrics
 from agent.capture.packet import (
@@ -52,23 +53,23 @@ from agent.transport.session import DatagramBinding, HandOvers, ParseError, Stre
 from agent.transport.tcp import TCP_COUNTERS, StreamReassembler, TcpConnection, TcpLimits, seq_diff
 from agent.transport.types import ConnectionInfo, Direction, Endpoint
 
-log = logging.getLogger("pktbeat.transport")
+log: Final = logging.getLogger("pktbeat.transport")
 
-SHED_REASON = "partial message dropped: the worker's TCP buffers are full (packetbeat.tcp.max_buffered)"
+SHED_REASON: Final = "partial message dropped: the worker's TCP buffers are full (packetbeat.tcp.max_buffered)"
 
-UDP_COUNTERS = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "internal_errors")
+UDP_COUNTERS: Final = ("datagrams", "bytes", "empty", "unclaimed", "parse_errors", "internal_errors")
 UDP_ROUTE_CACHE = 65536  # 4-tuples whose protocol, direction and endpoints are remembered
 
 # What `memory_budget` charges per entry, beside the bytes sessions report holding: measured with
 # tracemalloc (bench/tcp_flood_bench.py --costs).  A connection with its session costs from 2.7 KB
 # (MongoDB) to 5.5 KB (HTTP); a half-open one about 330 bytes with its two addresses.
-CONNECTION_COST = 5632
-HALF_OPEN_COST = 400
+CONNECTION_COST: Final = 5632
+HALF_OPEN_COST: Final = 400
 # Sessions are asked what they hold after this many bytes were fed to them (at most; a smaller
 # max_buffered audits more often), and at every expiry tick.
-AUDIT_BYTES = 1024 * 1024
+AUDIT_BYTES: Final = 1024 * 1024
 # Shedding for max_buffered goes down to this fraction of it, so that it does not run at every audit.
-SHED_TARGET = 0.75
+SHED_TARGET: Final = 0.75
 
 
 class Dispatcher:

@@ -17,11 +17,12 @@ name is read in a bounded number of steps and loops are impossible.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Final
 
 from agent.protocols.cursor import Cursor
 from agent.transport.types import Direction
 
-MAX_NAME_WIRE = 255  # octets of a name on the wire, root label included (RFC 1035 §2.3.4)
+MAX_NAME_WIRE: Final = 255  # octets of a name on the wire, root label included (RFC 1035 §2.3.4)
 # Names without compression pointers whose presentation form is remembered, by their wire bytes: a
 # resolver sees the same names again and again, and finding where one ends and looking it up costs a
 # tenth of walking and escaping its labels.  The whole table is dropped when full (at most about 2 MB).
@@ -218,12 +219,12 @@ def _plain(table: tuple[str, ...]) -> bytes:
 
 # Labels escape the characters that are special in zone files; character-strings
 # escape quotes and backslashes; opaque RDATA also names \t, \r and \n.
-_LABEL = _table(".' @;()\"\\", {})
-_TEXT = _table("\"\\", {})
-_OPAQUE = _table("\"\\", {9: "\\t", 13: "\\r", 10: "\\n"})
-_LABEL_PLAIN = _plain(_LABEL)
-_TEXT_PLAIN = _plain(_TEXT)
-_OPAQUE_PLAIN = _plain(_OPAQUE)
+_LABEL: Final = _table(".' @;()\"\\", {})
+_TEXT: Final = _table("\"\\", {})
+_OPAQUE: Final = _table("\"\\", {9: "\\t", 13: "\\r", 10: "\\n"})
+_LABEL_PLAIN: Final = _plain(_LABEL)
+_TEXT_PLAIN: Final = _plain(_TEXT)
+_OPAQUE_PLAIN: Final = _plain(_OPAQUE)
 
 
 @lru_cache(maxsize=8192)

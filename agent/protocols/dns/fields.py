@@ -9,7 +9,7 @@ edit is used natively only after set-up rebuilds (`scripts/accel.py build`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from agent.protocols.base import Transaction, prefixed
 from agent.protocols.dns import names as N
@@ -150,7 +150,7 @@ def transaction(conn: ConnectionInfo, settings: EventSettings, request: Seen | N
     txn.fields = fields
     return txn
 
-_ADDRESS_TYPES = (N.T_A, N.T_AAAA)
+_ADDRESS_TYPES: Final = (N.T_A, N.T_AAAA)
 
 
 def query_text(q: Question) -> str:
@@ -203,8 +203,8 @@ def dns_fields(msg: DnsMessage, include_authorities: bool, include_additionals: 
     return out, resolved
 
 
-_FLAG_BITS = 0x07B0  # AA TC RD RA AD CD
-_FLAG_NAMES = (("authoritative", "AA", 0x0400), ("truncated_response", "TC", 0x0200),
+_FLAG_BITS: Final = 0x07B0  # AA TC RD RA AD CD
+_FLAG_NAMES: Final = (("authoritative", "AA", 0x0400), ("truncated_response", "TC", 0x0200),
                ("recursion_desired", "RD", 0x0100), ("recursion_available", "RA", 0x0080),
                ("authentic_data", "AD", 0x0020), ("checking_disabled", "CD", 0x0010))
 
@@ -340,7 +340,7 @@ def _public_suffix(domain: str) -> str | None:
     return _public_suffix_list("xn--" in domain.lower()).public_suffix(domain)
 
 
-DOMAIN_PARTS_CACHE_LIMIT = 8192  # names whose split is remembered; the whole cache is dropped when full
+DOMAIN_PARTS_CACHE_LIMIT: Final = 8192  # names whose split is remembered; the whole cache is dropped when full
 _domain_parts_cache: dict[str, dict[str, str]] = {}
 
 

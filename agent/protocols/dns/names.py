@@ -12,6 +12,8 @@ code, which prints as "Unknown <n>".
 
 from __future__ import annotations
 
+from typing import Final
+
 TYPES: dict[int, str] = {
     0: "None", 1: "A", 2: "NS", 3: "MD", 4: "MF", 5: "CNAME", 6: "SOA", 7: "MB", 8: "MG", 9: "MR", 10: "NULL",
     12: "PTR", 13: "HINFO", 14: "MINFO", 15: "MX", 16: "TXT", 17: "RP", 18: "AFSDB", 19: "X25", 20: "ISDN",
@@ -45,22 +47,22 @@ ALGORITHMS: dict[int, str] = {
 HASHES: dict[int, str] = {1: "SHA1", 2: "SHA256", 3: "GOST94", 4: "SHA384", 5: "SHA512"}
 
 # Well-known RR type numbers used by the decoder.
-T_A = 1
-T_NS = 2
-T_CNAME = 5
-T_SOA = 6
-T_PTR = 12
-T_MX = 15
-T_TXT = 16
-T_AAAA = 28
-T_SRV = 33
-T_OPT = 41
-T_DS = 43
-T_RRSIG = 46
-T_NSEC = 47
-T_DNSKEY = 48
-T_NSEC3 = 50
-T_NSEC3PARAM = 51
+T_A: Final = 1
+T_NS: Final = 2
+T_CNAME: Final = 5
+T_SOA: Final = 6
+T_PTR: Final = 12
+T_MX: Final = 15
+T_TXT: Final = 16
+T_AAAA: Final = 28
+T_SRV: Final = 33
+T_OPT: Final = 41
+T_DS: Final = 43
+T_RRSIG: Final = 46
+T_NSEC: Final = 47
+T_DNSKEY: Final = 48
+T_NSEC3: Final = 50
+T_NSEC3PARAM: Final = 51
 
 
 def type_name(code: int) -> str:

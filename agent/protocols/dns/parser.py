@@ -36,8 +36,8 @@ from agent.transport.types import Direction
 # Messages are immutable typed records (NamedTuple rather than frozen dataclasses:
 # building one per packet costs a fifth as much).
 
-HEADER_LEN = 12
-MAX_MESSAGE = 65535  # the largest length a TCP prefix can announce
+HEADER_LEN: Final = 12
+MAX_MESSAGE: Final = 65535  # the largest length a TCP prefix can announce
 # Header words are read byte by byte rather than with struct: typed, mypyc keeps them native numbers.
 _T_A: Final = N.T_A
 _T_OPT: Final = N.T_OPT
@@ -115,9 +115,9 @@ class DnsMessage(NamedTuple):
 
 _NONE: tuple[Record, ...] = ()
 # Record(...) and the others without the Python-level __new__ frame of a NamedTuple.
-_new_record = partial(tuple.__new__, Record)
-_new_question = partial(tuple.__new__, Question)
-_new_message = partial(tuple.__new__, DnsMessage)
+_new_record: Final = partial(tuple.__new__, Record)
+_new_question: Final = partial(tuple.__new__, Question)
+_new_message: Final = partial(tuple.__new__, DnsMessage)
 
 
 def parse_message(data: bytes, direction: Direction | None = None) -> DnsMessage:

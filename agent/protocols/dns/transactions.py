@@ -24,17 +24,17 @@ from agent.protocols.dns.parser import DnsMessage, parse_message
 from agent.protocols.errors import ParseError
 from agent.transport.types import ConnectionInfo, Direction
 
-ORPHANED_RESPONSE = "Response: received without an associated Query"
+ORPHANED_RESPONSE: Final = "Response: received without an associated Query"
 DUPLICATE_QUERY = ("Another query with the same DNS ID from this client was received so this query was closed "
                    "without receiving a response")
-NO_RESPONSE = "No response to this query was received"
-OVERSIZE = "Non-EDNS packet has size greater than 512"
-EDNS_NOT_SUPPORTED = "Responder does not support EDNS"
-EDNS_UNEXPECTED = "Unexpected EDNS answer"
-RESPONSE_PREFIX = "Response: "
+NO_RESPONSE: Final = "No response to this query was received"
+OVERSIZE: Final = "Non-EDNS packet has size greater than 512"
+EDNS_NOT_SUPPORTED: Final = "Responder does not support EDNS"
+EDNS_UNEXPECTED: Final = "Unexpected EDNS answer"
+RESPONSE_PREFIX: Final = "Response: "
 
-MAX_NON_EDNS_UDP = 512  # RFC 1035 §4.2.1: larger UDP messages need EDNS0
-MAX_PENDING_UDP = 65536  # queries awaiting a response, over all UDP clients
+MAX_NON_EDNS_UDP: Final = 512  # RFC 1035 §4.2.1: larger UDP messages need EDNS0
+MAX_PENDING_UDP: Final = 65536  # queries awaiting a response, over all UDP clients
 
 QR_RESPONSE: Final = 0x8000  # the header's QR bit
 QueryKey = tuple[bytes, int, bytes, int, int]  # client ip and port, server ip and port, DNS id
