@@ -152,6 +152,13 @@ class ReceiveBuffer:
         self.data = b""
         self.pos = 0
 
+    def skip_front(self, data: bytes, count: int) -> tuple[bytes, int]:
+        """Pass over up to `count` bytes at the front of `data` without buffering them (the rest of a message
+        too large to keep): what is left of `data`, and how many bytes are still to pass over."""
+        skipped = min(count, len(data))
+        self.skip_unbuffered(skipped)
+        return data[skipped:], count - skipped
+
     def clear(self) -> None:
         """Drop every unread and held byte (a gap, or a parser giving up on its partial state)."""
         self.base += len(self.data)

@@ -1,4 +1,5 @@
-"""Go's `strconv.Quote`, reproduced: Packetbeat prints some values with it, so their event text follows Go's rules.
+"""Go's `strconv.Quote` and its names for non-finite floats, reproduced: Packetbeat prints some values with
+them, so their event text follows Go's rules.
 
 Printable text stays as is; `"` and `\\` are escaped, control characters get
 Go's short escapes (`\\n`, `\\t`...) or `\\xNN`, other unprintable runes
@@ -7,6 +8,8 @@ Go's short escapes (`\\n`, `\\t`...) or `\\xNN`, other unprintable runes
 """
 
 from __future__ import annotations
+
+import math
 
 _SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
                   "\\": "\\\\", '"': '\\"'}
@@ -40,3 +43,12 @@ def go_quote(text: str) -> str:
 def go_quote_bytes(raw: bytes) -> str:
     """Go's `%q` of a byte slice: printable UTF-8 text as is, other bytes escaped."""
     return go_quote(raw.decode("utf-8", "surrogateescape"))
+
+
+def go_float_special(value: float) -> str | None:
+    """How Go prints a float that is not a finite number ("NaN", "+Inf", "-Inf"); None for a finite one."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return None

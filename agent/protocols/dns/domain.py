@@ -60,17 +60,13 @@ class NameCursor(Cursor):
         budget = MAX_NAME_WIRE
         out: list[bytes] = []
         while True:
-            if pos >= end:
-                raise self.error("name runs past the end of its field", pos)
-            length = buf[pos]
+            length = self._length_at(pos, end)
             kind = length & 0xC0
             if kind == 0:
                 if length == 0:
                     pos += 1
                     break
-                nxt = pos + 1 + length
-                if nxt > end:
-                    raise self.error("label runs past the end of its field", pos)
+                nxt = self._label_end(pos, length, end)
                 budget -= length + 1
                 if budget <= 0:
                     raise self.error(f"name longer than {MAX_NAME_WIRE} octets", pos)
@@ -103,6 +99,19 @@ class NameCursor(Cursor):
                     self.pos = pos + 2
                     return known[0]
         return self._walk_name()
+
+    def _length_at(self, pos: int, end: int) -> int:
+        """The octet that starts a label at `pos`: its length, or the mark of a pointer or extended label."""
+        if pos >= end:
+            raise self.error("name runs past the end of its field", pos)
+        return self.data[pos]
+
+    def _label_end(self, pos: int, length: int, end: int) -> int:
+        """Where the label of `length` octets at `pos` ends, inside the field."""
+        nxt = pos + 1 + length
+        if nxt > end:
+            raise self.error("label runs past the end of its field", pos)
+        return nxt
 
     def _pointer_target(self, pos: int, limit: int) -> int:
         """Where the compression pointer at `pos` leads; it must point back before `limit`."""
@@ -149,17 +158,13 @@ class NameCursor(Cursor):
         parts: list[str] = []
         suffix, suffix_used = "", 0
         while True:
-            if pos >= end:
-                raise self.error("name runs past the end of its field", pos)
-            length = buf[pos]
+            length = self._length_at(pos, end)
             kind = length & 0xC0
             if kind == 0:
                 if length == 0:
                     pos += 1
                     break
-                nxt = pos + 1 + length
-                if nxt > end:
-                    raise self.error("label runs past the end of its field", pos)
+                nxt = self._label_end(pos, length, end)
                 used += length + 1
                 if used >= MAX_NAME_WIRE:
                     raise self.error(f"name longer than {MAX_NAME_WIRE} octets", pos)

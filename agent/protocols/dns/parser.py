@@ -252,10 +252,7 @@ class TcpFramer:
     def feed(self, data: bytes, ts_ns: int) -> list[tuple[bytes, int]]:
         rb = self.buf
         if self._skip:
-            dropped = min(self._skip, len(data))
-            self._skip -= dropped
-            rb.skip_unbuffered(dropped)
-            data = data[dropped:]
+            data, self._skip = rb.skip_front(data, self._skip)
         out: list[tuple[bytes, int]] = []
         if not data or not rb.feed(data, ts_ns):
             return out

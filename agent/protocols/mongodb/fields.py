@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectI
 from bson.datetime_ms import DatetimeMS
 
 from agent.protocols.base import Transaction
+from agent.protocols.gostrings import go_float_special
 from agent.protocols.mongodb import parser as wire
 from agent.protocols.mongodb.parser import BadContent, MongoMessage, decode_document
 from agent.transport.types import ConnectionInfo, Direction
@@ -49,10 +49,9 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def _float(value: float) -> Any:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
+    special = go_float_special(value)
+    if special is not None:
+        return special
     if value.is_integer() and abs(value) < 1e21:
         return int(value)
     return value

@@ -352,10 +352,7 @@ class MongoParser:
         out: list[MongoMessage] = []
         rb = self.buf
         if self._skip_left:
-            take = min(self._skip_left, len(data))
-            self._skip_left -= take
-            rb.skip_unbuffered(take)
-            data = data[take:]
+            data, self._skip_left = rb.skip_front(data, self._skip_left)
             if self._skip_left:
                 return out
         if self._skipped is not None:

@@ -12,15 +12,14 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
-from agent.protocols.gostrings import go_quote
+from agent.protocols.gostrings import go_float_special, go_quote
 
 
 def go_float(value: float) -> str:
     """`strconv.FormatFloat(value, 'f', -1, 64)`: shortest round-trip digits, no exponent."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
+    special = go_float_special(value)
+    if special is not None:
+        return special
     if value.is_integer() and abs(value) < 1e16:
         text = str(int(value))
         return "-0" if text == "0" and math.copysign(1.0, value) < 0 else text
