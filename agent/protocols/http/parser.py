@@ -406,9 +406,7 @@ class HttpStreamParser:
             if not has_body:
                 return
         content_type = head.content_type
-        send = any(include in content_type for include in includes)
-        self._send = send
-        # find, not `in` (see url.unescape)
+        self._send = send = any(include in content_type for include in includes)
         self._save = send or (head.content_length > 0 and content_type.find(b"urlencoded") >= 0)
         self._store_cap = max(0, config.max_message_size - len(head.raw))
         if head.chunked:
