@@ -141,12 +141,13 @@ class EventBuilder:
         agents seeing one connection give different ones.
         """
         key = _connection_key(txn)
-        event = self._transaction_event(txn, key)
+        facts = self._endpoints(txn.conn, txn.icmp, key)
+        event = self._transaction_event(txn, facts)
         if event is None:
             return None
         data = self._serialize(event)
         hasher = self._txn_id_base.copy()
-        hasher.update(self._endpoints(txn.conn, txn.icmp, key).id_key)
+        hasher.update(facts.id_key)
         hasher.update(txn.type.encode())
         hasher.update(self._sequence_of(txn.ts_ns, key))
         return event, EncodedEvent(data, _event_id(hasher), self.index_for(event["type"]), str(event["type"]))
@@ -198,11 +199,10 @@ class EventBuilder:
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
-        return self._transaction_event(txn, _connection_key(txn))
+        return self._transaction_event(txn, self._endpoints(txn.conn, txn.icmp, _connection_key(txn)))
 
-    def _transaction_event(self, txn: Transaction, conn_key: tuple[object, ...]) -> dict[str, Any] | None:
+    def _transaction_event(self, txn: Transaction, facts: _ConnFacts) -> dict[str, Any] | None:
         conn = txn.conn
-        facts = self._endpoints(conn, txn.icmp, conn_key)
         timestamp = format_ns(txn.ts_ns, self.digits)
         event_section = self._event_section(txn, timestamp)
         source: dict[str, Any] = {"ip": facts.client_ip}
