@@ -53,6 +53,7 @@ MODULES = (
     "agent.events.builder",
     "agent.runtime.replay",
     "agent.runtime.topstats",
+    "agent.runtime.worksteps",
     "agent.protocols.correlation",
     "agent.protocols.transaction",
     "agent.protocols.buffer",

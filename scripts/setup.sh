@@ -31,7 +31,7 @@ TEST_PACKAGES=(
   redis-server redis-tools memcached sip-tester busybox rabbitmq-server
   postgresql postgresql-contrib postgresql-client
   mariadb-server mariadb-client
-  wrk dnsperf libmemcached-tools
+  wrk dnsperf libmemcached-tools tcpreplay
   exim4-daemon-light swaks libnet-ssleay-perl
   slapd ldap-utils nghttp2-client
 )

@@ -27,14 +27,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from agent import metrics
 from agent.capture.chunks import CHUNK_COUNTERS, ChunkJoiner
 from agent.capture.clock import boot_offset_ns
-from agent.capture.packet import F_LAST_CHUNK, IPPROTO_TCP, Packet
+from agent.capture.dump import DumpWriter
+from agent.capture.packet import Packet
 from agent.capture.ring import RingReader
 from agent.config.load import AgentConfig
 from agent.events.builder import AgentIdentity
-from agent.protocols.base import Transaction
 from agent.publisher.types import EncodedEvent
 from agent.runtime import channel, wiring
 from agent.runtime.topstats import TransactionStats
+from agent.runtime.worksteps import EventBatch, PacketSteps
 
 if TYPE_CHECKING:
     from agent.runtime.plaintext import TlsPlaintext
@@ -86,11 +87,12 @@ class CaptureWorker:
         self.joiner = ChunkJoiner(metrics.register("capture.chunks", CHUNK_COUNTERS))
         self.builder = wiring.event_builder(setup.config, setup.identity)
         self.plaintext: TlsPlaintext | None = None
-        emit = self._emit
+        self.batch = EventBatch(self.builder, self.by_status, self.top, EVENT_BATCH, self._send_events)
+        emit = self.batch.emit
         if setup.tls_plaintext:
             from agent.runtime.plaintext import TlsPlaintext
 
-            self.plaintext = TlsPlaintext(self._emit, lambda e: wiring.plaintext_bindings(setup.config, e),
+            self.plaintext = TlsPlaintext(self.batch.emit, lambda e: wiring.plaintext_bindings(setup.config, e),
                                           setup.config.tls_plaintext.max_connections)
             emit = self.plaintext.wire_transaction  # remembers TLS handshakes for the plaintext's events
         self.dispatcher = wiring.dispatcher(setup.config, emit)
@@ -98,31 +100,14 @@ class CaptureWorker:
         self.processes = wiring.process_table(setup.config) if setup.procs else None
         self.builder.processes = self.processes
         self.chan = channel.ChannelWriter(chan_fd)
-        self.dump = None
-        if setup.dump_path:
-            from agent.capture.dump import DumpWriter
-
-            self.dump = DumpWriter(setup.dump_path)
-        self._batch: list[EncodedEvent] = []
+        self.dump = DumpWriter(setup.dump_path) if setup.dump_path else None
+        self.steps = PacketSteps(self.dispatcher, self.joiner, self.counters, self.dump)
         self._newest_ns = 0  # wall-clock time of the newest packet processed
 
-    def _emit(self, txn: Transaction) -> None:
-        built = self.builder.encode_transaction(txn)
-        if built is None:
-            return
-        event, encoded = built
-        kind = event["type"]
-        self.by_status.inc(f"{kind}.{event.get('status', '')}")
-        self.top.add(event)
-        self._batch.append(encoded)
-        if len(self._batch) >= EVENT_BATCH:
-            self._send_events()
-
     def _send_events(self) -> None:
-        if not self._batch:
+        batch = self.batch.take()
+        if not batch:
             return
-        batch = self._batch
-        self._batch = []
         payload = channel.encode_events(batch)
         if self.chan.send(channel.EVENTS, payload, droppable=True):
             self.counters["events"] += len(batch)
@@ -146,27 +131,7 @@ class CaptureWorker:
         records.clear()
 
     def _process(self, packets: list[Packet]) -> None:
-        handle = self.dispatcher.handle
-        joiner = self.joiner
-        waiting = joiner.waiting
-        dump = self.dump
-        counters = self.counters
-        counters["records"] += len(packets)
-        whole = 0
-        if packets:
-            last = packets[-1].ts_ns
-            self._newest_ns = max(self._newest_ns, last)
-        for pkt in packets:
-            if pkt.l4proto != IPPROTO_TCP and (waiting or not pkt.flags & F_LAST_CHUNK):
-                joined = joiner.add(pkt)
-                if joined is None:
-                    continue
-                pkt = joined
-            whole += 1
-            if dump is not None:
-                dump.write(pkt)
-            handle(pkt)
-        counters["packets"] += whole
+        self._newest_ns = max(self._newest_ns, self.steps.process(packets))
 
     def _process_in_order(self, packets: list[Packet], offset: int) -> None:
         """Packets and TLS plaintext records in the ring's order: a handshake's packets come before its plaintext."""
