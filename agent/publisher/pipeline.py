@@ -121,17 +121,32 @@ class Pipeline:
             return
         with self._cond:
             self.counters["published"] += 1
-            if self.durable:
-                self._publish_to_spool(event)
-                return
-            if self.spool is not None and (self.spool.unread or len(self._mem) >= self.max_events) \
-                    and self._publish_to_spool(event):
-                return
-            if len(self._mem) >= self.max_events:
-                why = self.spool.refusal if self.spool is not None else None
-                self._drop(_REFUSAL_COUNTER.get(why, "queue_full_drops") if why else "queue_full_drops")
-                return
-            self._append_memory(event)
+            self._enqueue(event)
+
+    def publish_many(self, events: list[EncodedEvent]) -> None:
+        """`publish` each of `events`, in order, under one lock: a live worker's batch."""
+        if not self.live and not self.durable:
+            for event in events:
+                self.publish(event)
+            return
+        with self._cond:
+            self.counters["published"] += len(events)
+            for event in events:
+                self._enqueue(event)
+
+    def _enqueue(self, event: EncodedEvent) -> None:
+        """One event into the spool or the memory queue, or dropped and counted (the lock is held)."""
+        if self.durable:
+            self._publish_to_spool(event)
+            return
+        if self.spool is not None and (self.spool.unread or len(self._mem) >= self.max_events) \
+                and self._publish_to_spool(event):
+            return
+        if len(self._mem) >= self.max_events:
+            why = self.spool.refusal if self.spool is not None else None
+            self._drop(_REFUSAL_COUNTER.get(why, "queue_full_drops") if why else "queue_full_drops")
+            return
+        self._append_memory(event)
 
     def _append_memory(self, event: EncodedEvent) -> None:
         if not self._mem:

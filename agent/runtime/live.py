@@ -347,9 +347,7 @@ class LiveRunner:
     def _publish_events(self, events: list[EncodedEvent]) -> None:
         assert self.pipeline is not None
         self.counters.parent["events_received"] += len(events)
-        publish = self.pipeline.publish
-        for event in events:
-            publish(event)
+        self.pipeline.publish_many(events)
 
     def _publish_flow(self, event: dict[str, Any]) -> None:
         assert self.builder is not None and self.pipeline is not None

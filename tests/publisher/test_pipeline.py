@@ -146,16 +146,20 @@ def test_an_output_that_raises_is_retried_not_fatal() -> None:
     assert pipe.counters["output_errors"] >= 1
 
 
-def test_live_publish_never_blocks_and_overflows_to_the_spool(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [1, 512], ids=["publish", "publish_many"])
+def test_live_publish_never_blocks_and_overflows_to_the_spool(tmp_path: Path, batch: int) -> None:
     out = GatedOutput(open_=False)
     spool = Spool(tmp_path, 50_000_000, segment_size=1_000_000)
     pipe = Pipeline(out, max_events=100, flush_min_events=50, flush_timeout=0.01, live=True, spool=spool,
                     backoff_init=0.01, backoff_max=0.05)
     started = time.monotonic()
     worst = 0.0
-    for i in range(20_000):
+    for first in range(0, 20_000, batch):
         t0 = time.perf_counter()
-        pipe.publish(ev(i))
+        if batch == 1:
+            pipe.publish(ev(first))
+        else:  # a live worker's batch, as the parent hands it over
+            pipe.publish_many([ev(i) for i in range(first, min(first + batch, 20_000))])
         worst = max(worst, time.perf_counter() - t0)
     elapsed = time.monotonic() - started
     assert elapsed < 10
@@ -187,6 +191,18 @@ def test_live_drops_only_when_the_spool_is_full_and_logs_once_per_interval(
     assert len(set(out.acked)) == len(out.acked)
     final = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert len(final) == 2 and f"{dropped} dropped in total" in final[-1].getMessage()
+
+
+def test_live_publish_many_without_a_spool_keeps_order_and_counts_what_did_not_fit() -> None:
+    out = GatedOutput(open_=False)
+    pipe = Pipeline(out, max_events=100, flush_min_events=50, flush_timeout=0.01, live=True,
+                    backoff_init=0.01, backoff_max=0.05, drop_log_interval=3600)
+    pipe.publish_many([ev(i) for i in range(300)])
+    assert pipe.counters["published"] == 300
+    assert pipe.counters["queue_full_drops"] == 200
+    out.gate.set()
+    pipe.close(time.monotonic() + 30)
+    assert out.acked == ids(100)  # the first 100 fitted, in order
 
 
 def test_durable_spool_keeps_everything_published_across_a_crash(tmp_path: Path) -> None:
