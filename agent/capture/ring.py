@@ -43,7 +43,6 @@ DISCARD_BIT: Final = 1 << 30
 HEADER_SIZE: Final = 8
 SOCKET_FLAG_AT: Final = HEADER_SIZE + 7  # the top byte of a record's first (little-endian) u64
 
-_u64: Final = struct.Struct("<Q")
 _u32: Final = struct.Struct("<I")
 
 
@@ -60,6 +59,10 @@ class RingReader:
         self._data_at = page  # the data area starts one page into the producer mapping
         self._consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._producer = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The positions as native u64 views: one 8-byte load or store each, as the kernel's are.  struct's
+        # "<Q" goes byte by byte, so a read could mix two producer positions and a write be seen half done.
+        self._consumer_pos = memoryview(self._consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(self._producer)[:8].cast("Q")
         self.records = 0
         self.bytes = 0
         self.discarded = 0
@@ -72,12 +75,14 @@ class RingReader:
         return self.fd
 
     def close(self) -> None:
+        self._consumer_pos.release()
+        self._producer_pos.release()
         self._consumer.close()
         self._producer.close()
 
     def pending_bytes(self) -> int:
         """Bytes written by the kernel and not consumed yet."""
-        return int(_u64.unpack_from(self._producer, 0)[0] - _u64.unpack_from(self._consumer, 0)[0])
+        return int(self._producer_pos[0] - self._consumer_pos[0])
 
     def read(self, limit: int, ts_offset: int = 0) -> list[Packet]:
         """Decode up to `limit` records; the space they used is handed back to the kernel."""
@@ -86,8 +91,8 @@ class RingReader:
         mask = self._mask
         base = self._data_at
         # Typed: compiled, the positions and headers are machine integers, not Python objects.
-        cons: int = _u64.unpack_from(self._consumer, 0)[0]
-        prod: int = _u64.unpack_from(data, 0)[0]
+        cons: int = self._consumer_pos[0]
+        prod: int = self._producer_pos[0]
         start = cons
         unpack_len = _u32.unpack_from
         sockets = self.sockets
@@ -112,9 +117,9 @@ class RingReader:
                     self.bad_records += 1
             cons += (length + HEADER_SIZE + 7) & ~7
             if cons >= prod:
-                prod = _u64.unpack_from(data, 0)[0]
+                prod = self._producer_pos[0]
         if cons != start:
-            _u64.pack_into(self._consumer, 0, cons)
+            self._consumer_pos[0] = cons
             self.records += len(out)
             self.bytes += cons - start
         return out
@@ -123,8 +128,8 @@ class RingReader:
         """Copy up to `limit` raw records (tests and tools)."""
         out: list[bytes] = []
         data = self._producer
-        cons = _u64.unpack_from(self._consumer, 0)[0]
-        prod = _u64.unpack_from(data, 0)[0]
+        cons = self._consumer_pos[0]
+        prod = self._producer_pos[0]
         while cons < prod and len(out) < limit:
             at = self._data_at + (cons & self._mask)
             header = _u32.unpack_from(data, at)[0]
@@ -134,7 +139,7 @@ class RingReader:
             if not header & DISCARD_BIT:
                 out.append(bytes(data[at + HEADER_SIZE:at + HEADER_SIZE + length]))
             cons += (length + HEADER_SIZE + 7) & ~7
-        _u64.pack_into(self._consumer, 0, cons)
+        self._consumer_pos[0] = cons
         return out
 
 
