@@ -21,7 +21,7 @@ import socket
 import struct
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
@@ -37,21 +37,29 @@ from agent.transport.types import ConnectionInfo, ip_text
 from agent.version import ECS_VERSION, VERSION
 
 _PROTO_NUMBER: Final = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
-CONN_CACHE_LIMIT: Final = 65536
-SEQUENCE_LIMIT: Final = 16384  # connections whose last request time is remembered for event ids
+CONN_CACHE_LIMIT: Final = 65536  # connections whose shared event facts and newest request time are remembered
 _ID_PORTS: Final = struct.Struct("<HH")
 _ID_EXTRA: Final = struct.Struct("<qI")  # request time (ns), sequence among the connection's events of that time
-_URLSAFE_B64: Final = bytes.maketrans(b"+/", b"-_")  # connections whose shared event facts are remembered
+_URLSAFE_B64: Final = bytes.maketrans(b"+/", b"-_")
 
 
-class _ConnFacts(NamedTuple):
-    client_ip: str
-    server_ip: str
-    community_id: str | None
-    direction: str
-    network_type: str
-    related_ips: tuple[str, ...]
-    id_key: bytes  # the connection in an event id: both ends, transport, ICMP exchange, tunnel
+class _Connection:
+    """What every event of a connection shares (cached per connection by EventBuilder._endpoints), and the
+    time of its newest request with how many of its events had that very time (_sequence_of)."""
+
+    def __init__(self, client_ip: str, server_ip: str, community_id: str | None, direction: str, network_type: str,
+                 related_ips: tuple[str, ...], id_hasher: Any) -> None:
+        self.client_ip = client_ip
+        self.server_ip = server_ip
+        self.community_id = community_id
+        self.direction = direction
+        self.network_type = network_type
+        self.related_ips = related_ips
+        self.id_hasher = id_hasher  # SHA-256 of the id namespace and this connection: see encode_transaction
+        self.last_ts_ns = -1
+        self.same_ts = 0
+
+
 _DEFAULT_EVENT_TYPE: Final = ("connection", "protocol")
 
 
@@ -115,11 +123,9 @@ class EventBuilder:
         self._id_namespace = b"\0".join((identity.id.encode(), identity.name.encode(), identity.hostname.encode(),
                                           id_namespace))
         self._txn_id_base = hashlib.sha256(self._id_namespace)
-        # Per connection: (request time, how many of its events had that time); see _sequence_of.
-        self._sequence: dict[tuple[object, ...], tuple[int, int]] = {}
         self._default_settings = EventSettings()
         self.dropped_outgoing = 0
-        self._conn_cache: dict[tuple[object, ...], _ConnFacts] = {}
+        self._conn_cache: dict[tuple[object, ...], _Connection] = {}
         self.dropped_by_processors = 0
         self.processes: Finder | None = None  # process attribution (live capture with packetbeat.procs)
 
@@ -127,7 +133,7 @@ class EventBuilder:
         """A new loop of `-l N`: ids mixed with `salt`, connections numbered afresh."""
         self.id_salt = salt
         self._txn_id_base = hashlib.sha256(self._id_namespace + b"\0" + salt)
-        self._sequence.clear()
+        self._conn_cache.clear()  # their id hashers started from the old base, their request times are the old loop's
 
     # -- transactions -----------------------------------------------------------
 
@@ -140,33 +146,30 @@ class EventBuilder:
         comes from the packets and the settings, so a replay or a retry gives the same ids, and two
         agents seeing one connection give different ones.
         """
-        key = _connection_key(txn)
-        facts = self._endpoints(txn.conn, txn.icmp, key)
+        facts = self._endpoints(txn.conn, txn.icmp, _connection_key(txn))
         event = self._transaction_event(txn, facts)
         if event is None:
             return None
         data = self._serialize(event)
-        hasher = self._txn_id_base.copy()
-        hasher.update(facts.id_key)
-        hasher.update(txn.type.encode())
-        hasher.update(self._sequence_of(txn.ts_ns, key))
+        hasher = facts.id_hasher.copy()  # the namespace and the connection, hashed once per connection
+        hasher.update(txn.type.encode() + self._sequence_of(txn.ts_ns, facts))
         return event, EncodedEvent(data, _event_id(hasher), self.index_for(event["type"]), str(event["type"]))
 
-    def _sequence_of(self, ts_ns: int, key: tuple[object, ...]) -> bytes:
+    @staticmethod
+    def _sequence_of(ts_ns: int, facts: _Connection) -> bytes:
         """What tells apart two transactions whose events would be identical byte for byte (pipelined
         requests in one segment answered in one segment): the request's nanosecond time, and how many
         earlier events of the same connection had that very time.  Both come from the packets alone, so
         ids are the same on every run and whatever the number of workers (a connection's packets all
         reach one worker, in order)."""
-        sequence = self._sequence
-        last = sequence.get(key)
-        count = last[1] + 1 if last is not None and last[0] == ts_ns else 0
-        if last is None and len(sequence) >= SEQUENCE_LIMIT:
-            sequence.clear()
-        sequence[key] = (ts_ns, count)
-        return _ID_EXTRA.pack(ts_ns, count)
+        if facts.last_ts_ns == ts_ns:
+            facts.same_ts += 1
+        else:
+            facts.last_ts_ns = ts_ns
+            facts.same_ts = 0
+        return _ID_EXTRA.pack(ts_ns, facts.same_ts)
 
-    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None, key: tuple[object, ...]) -> _ConnFacts:
+    def _endpoints(self, conn: ConnectionInfo, icmp: tuple[int, int] | None, key: tuple[object, ...]) -> _Connection:
         """What every event of a connection shares: texts, community id, direction (cached by `key`)."""
         facts = self._conn_cache.get(key)
         if facts is None:
@@ -191,17 +194,18 @@ class EventBuilder:
                 conn.transport.encode()
             if icmp is not None or conn.tunnel is not None:
                 id_key += repr((icmp, conn.tunnel)).encode()
-            # tuple.__new__: a NamedTuple's own __new__ is an interpreted frame, made here per new connection.
-            facts = self._conn_cache[key] = tuple.__new__(_ConnFacts, (
+            id_hasher = self._txn_id_base.copy()
+            id_hasher.update(id_key)
+            facts = self._conn_cache[key] = _Connection(
                 client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
-                "ipv4" if conn.family == 4 else "ipv6", related, id_key))
+                "ipv4" if conn.family == 4 else "ipv6", related, id_hasher)
         return facts
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
         """The event for `txn`, or None when ignore_outgoing or a processor drops it."""
         return self._transaction_event(txn, self._endpoints(txn.conn, txn.icmp, _connection_key(txn)))
 
-    def _transaction_event(self, txn: Transaction, facts: _ConnFacts) -> dict[str, Any] | None:
+    def _transaction_event(self, txn: Transaction, facts: _Connection) -> dict[str, Any] | None:
         conn = txn.conn
         timestamp = format_ns(txn.ts_ns, self.digits)
         event_section = self._event_section(txn, timestamp)
@@ -278,7 +282,8 @@ class EventBuilder:
         `nulls_stripped`: the caller already removed None values from what it built itself
         (the common fields never hold None), so only the user's `fields` need the walk.
         """
-        event["agent"] = dict(self._agent)
+        # Shared by every event unless a processor may change it in place.
+        event["agent"] = dict(self._agent) if settings.processors or self.processors else self._agent
         event["ecs"] = {"version": ECS_VERSION}
         host = event.get("host")
         if isinstance(host, dict):

@@ -124,10 +124,11 @@ class Pipeline:
             self._enqueue(event)
 
     def publish_many(self, events: list[EncodedEvent]) -> None:
-        """`publish` each of `events`, in order, under one lock: a live worker's batch."""
+        """`publish` each of `events`, in order: a live worker's batch under one lock, replay's staged at once."""
         if not self.live and not self.durable:
-            for event in events:
-                self.publish(event)
+            self._staged.extend(events)
+            if len(self._staged) >= self._stage_size:
+                self._hand_over()
             return
         with self._cond:
             self.counters["published"] += len(events)
