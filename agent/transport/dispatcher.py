@@ -104,6 +104,7 @@ class Dispatcher:
         # Keys are (src, sport, dst, dport), plus the tunnel's zone for decapsulated packets.
         self._conns: dict[tuple[object, ...], tuple[TcpConnection, Direction]] = {}
         self._lru: OrderedDict[int, tuple[tuple[object, ...], TcpConnection]] = OrderedDict()
+        self._lru_newest = -1  # the connection last in _lru (most recently active)
         self._next_conn_id = 1
         self._half_open = HalfOpenTable(self.tcp_limits.max_half_open, self.tcp_counters)
         self._holders: dict[int, TcpConnection] = {}  # connections whose sessions held bytes at their last audit
@@ -154,7 +155,9 @@ class Dispatcher:
                 entry = None
             else:
                 conn.last_ns = ts_ns
-                self._lru.move_to_end(conn.conn_id)
+                if conn.conn_id != self._lru_newest:  # consecutive segments of one connection: already last
+                    self._lru.move_to_end(conn.conn_id)
+                    self._lru_newest = conn.conn_id
         if entry is None:
             half = self._half_open.find(key) if self._half_open.entries else None
             if not payload and not missing and not flags & TCP_FIN:
@@ -255,6 +258,7 @@ class Dispatcher:
             self._conns[rkey] = (conn, forward[1].other)
         self._conns[key] = forward
         self._lru[conn_id] = (key, conn)
+        self._lru_newest = conn_id
         if self._estimate() > self.tcp_limits.memory_budget:
             self._shed_memory()
         return forward

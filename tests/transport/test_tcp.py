@@ -245,6 +245,17 @@ def test_connection_table_is_bounded_and_evicts_the_oldest() -> None:
     assert [s.calls[-1][0] for s in h.sessions[:2]] == ["expire", "expire"]
 
 
+def test_eviction_follows_activity_when_one_connection_sends_again() -> None:
+    """A connection active again after another one opened becomes the newest: the idle one goes first."""
+    h = Harness(TcpLimits(max_connections=2))
+    h.dispatcher.handle(Packet(1, 4, IPPROTO_TCP, C, S, 50000, SPORT, b"a", seq=1, tcp_flags=TCP_ACK))
+    h.dispatcher.handle(Packet(2, 4, IPPROTO_TCP, C, S, 50000, SPORT, b"b", seq=2, tcp_flags=TCP_ACK))
+    h.dispatcher.handle(Packet(3, 4, IPPROTO_TCP, C, S, 50001, SPORT, b"c", seq=1, tcp_flags=TCP_ACK))
+    h.dispatcher.handle(Packet(4, 4, IPPROTO_TCP, C, S, 50000, SPORT, b"d", seq=3, tcp_flags=TCP_ACK))
+    h.dispatcher.handle(Packet(5, 4, IPPROTO_TCP, C, S, 50002, SPORT, b"e", seq=1, tcp_flags=TCP_ACK))
+    assert [s.calls[-1][0] for s in h.sessions] == ["data", "expire", "data"]  # 50001 was the idle one
+
+
 def test_reused_four_tuple_after_close_starts_a_new_session() -> None:
     h = Harness()
     h.c2s(100, b"a", flags=TCP_ACK | TCP_FIN)
