@@ -48,14 +48,16 @@ class _Connection:
     time of its newest request with how many of its events had that very time (_sequence_of)."""
 
     def __init__(self, client_ip: str, server_ip: str, community_id: str | None, direction: str, network_type: str,
-                 related_ips: tuple[str, ...], id_hasher: Any) -> None:
+                 related_ips: tuple[str, ...], id_key: bytes) -> None:
         self.client_ip = client_ip
         self.server_ip = server_ip
         self.community_id = community_id
         self.direction = direction
         self.network_type = network_type
         self.related_ips = related_ips
-        self.id_hasher = id_hasher  # SHA-256 of the id namespace and this connection: see encode_transaction
+        self.id_key = id_key  # the connection in an event id: both ends, transport, ICMP exchange, tunnel
+        self.id_hasher: Any = None  # SHA-256 of the id namespace and id_key, from the second event (_id_hasher)
+        self.events = 0
         self.last_ts_ns = -1
         self.same_ts = 0
 
@@ -151,9 +153,26 @@ class EventBuilder:
         if event is None:
             return None
         data = self._serialize(event)
-        hasher = facts.id_hasher.copy()  # the namespace and the connection, hashed once per connection
-        hasher.update(txn.type.encode() + self._sequence_of(txn.ts_ns, facts))
-        return event, EncodedEvent(data, _event_id(hasher), self.index_for(event["type"]), str(event["type"]))
+        event_id = _event_id(self._id_hasher(facts, txn.type.encode() + self._sequence_of(txn.ts_ns, facts)))
+        return event, EncodedEvent(data, event_id, self.index_for(event["type"]), str(event["type"]))
+
+    def _id_hasher(self, facts: _Connection, tail: bytes) -> Any:
+        """SHA-256 over the namespace, the connection (`id_key`) and `tail`.  From a connection's second
+        event on, the hash of the first two is kept and copied: most UDP exchanges have one event only."""
+        if facts.id_hasher is not None:
+            hasher = facts.id_hasher.copy()
+            hasher.update(tail)
+            return hasher
+        hasher = self._txn_id_base.copy()
+        if facts.events:
+            facts.id_hasher = hasher
+            hasher.update(facts.id_key)
+            hasher = hasher.copy()
+            hasher.update(tail)
+        else:
+            hasher.update(facts.id_key + tail)
+        facts.events += 1
+        return hasher
 
     @staticmethod
     def _sequence_of(ts_ns: int, facts: _Connection) -> bytes:
@@ -194,11 +213,9 @@ class EventBuilder:
                 conn.transport.encode()
             if icmp is not None or conn.tunnel is not None:
                 id_key += repr((icmp, conn.tunnel)).encode()
-            id_hasher = self._txn_id_base.copy()
-            id_hasher.update(id_key)
             facts = self._conn_cache[key] = _Connection(
                 client_ip, server_ip, cid, self.direction(conn.client.ip, conn.server.ip),
-                "ipv4" if conn.family == 4 else "ipv6", related, id_hasher)
+                "ipv4" if conn.family == 4 else "ipv6", related, id_key)
         return facts
 
     def transaction_event(self, txn: Transaction) -> dict[str, Any] | None:
