@@ -9,8 +9,9 @@ EncodedEvent is built per published event.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 
 @dataclass(init=False)  # the __init__ below: compiled, a native constructor (a generated one runs as Python)
@@ -34,6 +35,18 @@ class EncodedEvent:
         self.event_id = event_id
         self.index = index
         self.type = type
+
+
+EventFields: TypeAlias = tuple[bytes, str, str | None, str]  # an EncodedEvent as the worker channel sends it
+
+
+def event_fields(events: Sequence[EncodedEvent]) -> list[EventFields]:
+    """Events as plain tuples, which pickle at a third of the cost of the objects (agent/runtime/channel.py)."""
+    return [(event.data, event.event_id, event.index, event.type) for event in events]
+
+
+def events_from_fields(rows: list[EventFields]) -> list[EncodedEvent]:
+    return [EncodedEvent(data, event_id, index, kind) for data, event_id, index, kind in rows]
 
 
 class Outcome(enum.IntEnum):

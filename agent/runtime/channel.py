@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from agent.publisher.types import EncodedEvent
+from agent.publisher.types import EncodedEvent, event_fields, events_from_fields
 
 _frame = struct.Struct("<BI")
 _event_count = struct.Struct("<I")
@@ -38,15 +38,13 @@ TOP = 5  # transaction summaries for `pktbeat top` (agent/runtime/topstats.py)
 def encode_events(batch: Sequence[EncodedEvent]) -> bytes:
     """An EVENTS payload: the count, then each event as a plain tuple.  Pickling the dataclass itself costs
     three times as much (16.8k instructions an event, written and read), on the path of every event a worker
-    publishes."""
-    fields = [(event.data, event.event_id, event.index, event.type) for event in batch]
-    return _event_count.pack(len(batch)) + pickle.dumps(fields, pickle.HIGHEST_PROTOCOL)
+    publishes; the tuples are made and read in compiled code (agent/publisher/types.py)."""
+    return _event_count.pack(len(batch)) + pickle.dumps(event_fields(batch), pickle.HIGHEST_PROTOCOL)
 
 
 def decode_events(payload: bytes | memoryview) -> list[EncodedEvent]:
     """The events of an EVENTS payload (from a worker this process forked)."""
-    return [EncodedEvent(data, event_id, index, kind)
-            for data, event_id, index, kind in pickle.loads(memoryview(payload)[_event_count.size:])]
+    return events_from_fields(pickle.loads(memoryview(payload)[_event_count.size:]))
 
 
 def enlarge_pipe(fd: int, size: int = PIPE_SIZE) -> None:
