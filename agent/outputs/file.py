@@ -37,6 +37,8 @@ from agent.version import VERSION
 log: Final = logging.getLogger("pktbeat.output.file")
 
 METADATA: Final = b'"@metadata":{"beat":"packetbeat","type":"_doc","version":"' + VERSION.encode() + b'"},'
+_LINE_HEAD: Final = b"{" + METADATA  # a line: this, the event after its "{", and a newline
+_LINE_EXTRA: Final = len(METADATA) + 1  # a line's length beyond its event's
 LOG_INTERVAL: Final = 10.0
 # Errors that say the directory itself is wrong (fix the config), not that the disk is full for now.
 _FATAL_AT_START: Final = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.ENOENT})
@@ -135,21 +137,28 @@ class FileOutput:
         try:
             if self._fd < 0:
                 self._open(rotate=False)
-            run: list[bytes] = []
+            # Each line as three parts joined once per write: concatenating a line first allocates and
+            # copies it three times (about 1 us an event for 1 KB events).
+            run: list[bytes | memoryview] = []
+            sizes: list[int] = []
             run_bytes = 0
             for event in batch:
-                line = b"{" + METADATA + event.data[1:] + b"\n"
-                if self._size + run_bytes and self._size + run_bytes + len(line) > self.limit:
-                    written, error = self._write(run, run_bytes)
+                data = event.data
+                size = len(data) + _LINE_EXTRA
+                if self._size + run_bytes and self._size + run_bytes + size > self.limit:
+                    written, error = self._write(run, sizes, run_bytes)
                     done += written
                     if error is not None:
                         break
-                    run, run_bytes = [], 0
+                    run, sizes, run_bytes = [], [], 0
                     self._rotate()
-                run.append(line)
-                run_bytes += len(line)
+                run.append(_LINE_HEAD)
+                run.append(memoryview(data)[1:])
+                run.append(b"\n")
+                sizes.append(size)
+                run_bytes += size
             if error is None:
-                written, error = self._write(run, run_bytes)
+                written, error = self._write(run, sizes, run_bytes)
                 done += written
         except OSError as exc:
             error = exc
@@ -162,18 +171,18 @@ class FileOutput:
             self._error = None
         return [Outcome.ACKED] * len(batch)
 
-    def _write(self, lines: list[bytes], total: int) -> tuple[int, OSError | None]:
-        """Write whole lines: (lines in the file, None), or after a failure, the file cut back to the
-        last complete line: (lines in the file, the error)."""
-        if not lines:
+    def _write(self, parts: list[bytes | memoryview], sizes: list[int], total: int) -> tuple[int, OSError | None]:
+        """Write whole lines (`parts` joined; `sizes`, each line's length): (lines in the file, None), or
+        after a failure, the file cut back to the last complete line: (lines in the file, the error)."""
+        if not sizes:
             return 0, None
-        data = memoryview(b"".join(lines))
+        data = memoryview(b"".join(parts))
         written = 0
         try:
             while written < total:
                 written += os.write(self._fd, data[written:])
         except OSError as exc:
-            complete, end = _complete_lines(lines, written)
+            complete, end = _complete_lines(sizes, written)
             if written > end:
                 try:
                     os.ftruncate(self._fd, self._size + end)
@@ -183,7 +192,7 @@ class FileOutput:
             self._size += end
             return complete, exc
         self._size += total
-        return len(lines), None
+        return len(sizes), None
 
     def _failed(self, exc: OSError, waiting: int) -> None:
         now = time.monotonic()
@@ -207,14 +216,14 @@ class FileOutput:
         self._close_fd()
 
 
-def _complete_lines(lines: list[bytes], written: int) -> tuple[int, int]:
-    """How many of `lines` fit whole in `written` bytes, and their length."""
+def _complete_lines(sizes: list[int], written: int) -> tuple[int, int]:
+    """How many lines (of `sizes` bytes each) fit whole in `written` bytes, and their length."""
     end = 0
-    for count, line in enumerate(lines):
-        if end + len(line) > written:
+    for count, size in enumerate(sizes):
+        if end + size > written:
             return count, end
-        end += len(line)
-    return len(lines), end
+        end += size
+    return len(sizes), end
 
 
 def _cut_torn_line(fd: int, path: Path) -> int:
