@@ -268,9 +268,11 @@ class EventAssembler:
         form body adds to it; the decoded body's length)."""
         hidden = self.settings.hide_keywords
         body = self._decoded_body(msg, notes)
+        form_query: bytes | None = None
+        if not body and msg.content_length <= 0:
+            return body, form_query, 0  # the usual request: nothing to read parameters from or to censor
         # find, not `in` (see url.unescape)
         urlencoded = msg.content_type.find(b"urlencoded") >= 0
-        form_query: bytes | None = None
         if msg.content_length > 0 and msg.save_body and urlencoded:
             parsed = f.split_target(msg.uri)
             params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
