@@ -10,7 +10,6 @@ natively only after set-up rebuilds (`scripts/accel.py build`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from agent.protocols.base import Transaction
@@ -119,12 +118,22 @@ class _Target(NamedTuple):
     port_mismatch: bool  # the Host header names another port than the server's
 
 
+_new_target: Final = tuple.__new__
+
+
 def _target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
             hidden: frozenset[bytes]) -> _Target:
     """Request-targets repeat: the same inputs give the same fields, cached while they are short."""
-    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) <= CACHED_TARGET_BYTES:
-        return _cached_target(uri, form_query, host_value, server_port, hidden)
-    return _build_target(uri, form_query, host_value, server_port, hidden)
+    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) > CACHED_TARGET_BYTES:
+        return _build_target(uri, form_query, host_value, server_port, hidden)
+    key = (uri, form_query, host_value, server_port, hidden)
+    target = TARGET_CACHE.get(key)
+    if target is None:
+        target = _build_target(uri, form_query, host_value, server_port, hidden)
+        if len(TARGET_CACHE) >= TARGET_CACHE_ENTRIES:
+            TARGET_CACHE.clear()  # cheaper than an LRU's bookkeeping on every hit; refills with what repeats
+        TARGET_CACHE[key] = target
+    return target
 
 
 def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
@@ -156,10 +165,10 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
         url["query"] = _text(query)
     if host:
         url["full"] = f.full_url(host, port, target.path, query)
-    return _Target(url, path, host, f.is_ip(host), mismatch)
+    return _new_target(_Target, (url, path, host, f.is_ip(host), mismatch))  # without NamedTuple's Python __new__
 
 
-_cached_target: Final = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
+TARGET_CACHE: Final[dict[tuple[bytes, bytes | None, bytes, int, frozenset[bytes]], _Target]] = {}
 
 
 def _connect_target(uri: bytes) -> _Target:

@@ -56,7 +56,6 @@ from agent.transport.types import Direction
 
 PROTOCOL: Final = "http"
 
-
 # Parser states
 _HEAD: Final = 0  # waiting for (the rest of) a start line and header block
 _BODY_LENGTH: Final = 1  # Content-Length body
@@ -360,7 +359,8 @@ class HttpStreamParser:
     def _read_head(self, pos: int, stop: int) -> None:
         """The head in data[pos:stop + 4] (its final CRLF CRLF included): parsed, consumed, its body framed next."""
         rb = self.buf
-        raw = bytes(rb.data[pos:stop + 4])
+        held = rb.data[pos:stop + 4]
+        raw = held if isinstance(held, bytes) else bytes(held)  # bytes() of bytes is a costly call for nothing
         if len(raw) > self._header_limit:
             self._counters.inc("header_block_overflow")
             self._fail(pos, f"header block longer than {self._header_limit} bytes")
