@@ -15,6 +15,7 @@ from typing import Any, Final, NamedTuple
 from agent.protocols.base import Transaction
 from agent.protocols.http import url as f
 from agent.protocols.http.body import decode_body
+from agent.protocols.http.head import is_urlencoded
 from agent.protocols.http.messages import HttpMessage, ParserConfig
 from agent.transport.types import ConnectionInfo, Direction
 
@@ -76,6 +77,22 @@ class EventSettings:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
+
+
+# Status phrases as published (lower-cased text), by their bytes: a few phrases make nearly all responses.
+_PHRASES: Final[dict[bytes, str]] = {}
+_PHRASES_MAX: Final = 256
+
+
+def _phrase_text(phrase: bytes) -> str:
+    text = _PHRASES.get(phrase)
+    if text is None:
+        text = _text(phrase.lower())
+        if len(_PHRASES) >= _PHRASES_MAX:
+            _PHRASES.clear()
+        if len(phrase) <= 64:
+            _PHRASES[phrase] = text
+    return text
 
 
 def _redact_raw_authorization(raw: bytes) -> bytes:
@@ -280,8 +297,7 @@ class EventAssembler:
         form_query: bytes | None = None
         if not body and msg.content_length <= 0:
             return body, form_query, 0  # the usual request: nothing to read parameters from or to censor
-        # find, not `in` (see url.unescape)
-        urlencoded = msg.content_type.find(b"urlencoded") >= 0
+        urlencoded = is_urlencoded(msg.content_type)
         if msg.content_length > 0 and msg.save_body and urlencoded:
             parsed = f.split_target(msg.uri)
             params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
@@ -331,7 +347,7 @@ class EventAssembler:
         if msg.status_code:
             response["status_code"] = msg.status_code
         if msg.status_phrase:
-            response["status_phrase"] = _text(msg.status_phrase.lower())
+            response["status_phrase"] = _phrase_text(msg.status_phrase)
         response["bytes"] = msg.size
         _add_body(response, msg, body, len(body))
         response["headers"] = self._headers(msg)

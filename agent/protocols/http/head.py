@@ -57,6 +57,16 @@ _MAX_METHOD: Final = 32
 # Header names seen before, lower-cased and decoded once (bounded).
 _NAME_CACHE: dict[bytes, str] = {}
 _NAME_CACHE_MAX: Final = 4096
+# Whole header lines seen before (Host, Accept, Server, Content-Type...: most lines repeat), with their name and
+# value: a hit skips the scan.  Bounded in entries and line length (at most about 1 MB); never credentials, nor
+# fields whose value changes with every message.
+_LINE_CACHE: Final[dict[bytes, tuple[str, bytes]]] = {}
+_LINE_CACHE_MAX: Final = 4096
+_CACHED_LINE: Final = 200
+_UNCACHED_FIELDS: Final = frozenset({
+    "authorization", "proxy-authorization", "cookie", "set-cookie",  # credentials stay out of memory
+    "content-length", "date", "last-modified", "expires", "age", "etag", "content-range", "x-request-id",
+})
 
 
 class Head:
@@ -260,25 +270,24 @@ def parse_header_block(block: bytes, head: Head) -> str | None:
     Returns why it is not a header block, BARE_LF when a line holds a bare LF, else None.
     """
     headers = head.headers
-    names = _NAME_CACHE
+    known = _LINE_CACHE
     last_name = ""
     content_type = b""
     for line in block.split(b"\r\n"):
-        if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
-            return BARE_LF
-        if line and line[0] in (32, 9):  # obsolete line folding: joins the previous field with one space
-            if not last_name:
-                return "folded line without a header field"
-            headers[last_name] = headers[last_name] + b" " + line.strip(b" \t")
-            continue
-        colon = _colon_at(line)
-        if colon <= 0:
-            return "header line without a colon" if line else "empty header line"
-        raw_name = line[:colon]
-        name = names.get(raw_name)
-        if name is None:
-            name = _header_name(raw_name)
-        value = _field_value(line, colon + 1)
+        field = known.get(line)
+        if field is not None:
+            name, value = field  # a line seen before: no LF, no fold, a colon
+        else:
+            if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
+                return BARE_LF
+            if line and line[0] in (32, 9):  # obsolete line folding: joins the previous field with one space
+                if not last_name:
+                    return "folded line without a header field"
+                headers[last_name] = headers[last_name] + b" " + line.strip(b" \t")
+                continue
+            name, value = _read_field(line)
+            if not name:
+                return "header line without a colon" if line else "empty header line"
         if name in headers:
             headers[name] = headers[name] + b", " + value
         else:
@@ -315,6 +324,42 @@ def _framing(headers: dict[str, bytes], head: Head) -> str | None:
             codings.extend(transfer_codings)
         head.encodings = tuple(codings)
     return None
+
+
+_FORM_TYPES: Final[dict[bytes, bool]] = {}  # Content-Type values seen: whether each names a urlencoded form
+_FORM_TYPES_MAX: Final = 256
+
+
+def is_urlencoded(content_type: bytes) -> bool:
+    """Whether a Content-Type is a urlencoded form (remembered for the few values traffic repeats)."""
+    form = _FORM_TYPES.get(content_type)
+    if form is None:
+        form = content_type.find(b"urlencoded") >= 0  # find, not `in` (see url.unescape)
+        if len(_FORM_TYPES) >= _FORM_TYPES_MAX:
+            _FORM_TYPES.clear()
+        if len(content_type) <= 128:
+            _FORM_TYPES[content_type] = form
+    return form
+
+
+def _read_field(line: bytes) -> tuple[str, bytes]:
+    """(lower-case name, value) of a header line that is not folded; ("", b"") without a colon or a name.
+
+    A short line whose field is neither a credential nor one that changes with every message is remembered.
+    """
+    colon = _colon_at(line)
+    if colon <= 0:
+        return "", b""
+    raw_name = line[:colon]
+    name = _NAME_CACHE.get(raw_name)
+    if name is None:
+        name = _header_name(raw_name)
+    value = _field_value(line, colon + 1)
+    if len(line) <= _CACHED_LINE and name not in _UNCACHED_FIELDS:
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()  # what repeats comes back at once
+        _LINE_CACHE[line] = (name, value)
+    return name, value
 
 
 _SCANNED_NAME: Final = 64  # header names up to this long are scanned byte by byte, longer lines by bytes.find

@@ -406,8 +406,8 @@ class HttpStreamParser:
             if not has_body:
                 return
         content_type = head.content_type
-        self._send = send = any(include in content_type for include in includes)
-        self._save = send or (head.content_length > 0 and content_type.find(b"urlencoded") >= 0)
+        self._send = send = any(content_type.find(include) >= 0 for include in includes)  # no `in`: url.unescape
+        self._save = send or (head.content_length > 0 and heads.is_urlencoded(content_type))
         self._store_cap = max(0, config.max_message_size - len(head.raw))
         if head.chunked:
             self._state = _CHUNK_SIZE
