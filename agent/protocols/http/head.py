@@ -58,15 +58,16 @@ _MAX_METHOD: Final = 32
 _NAME_CACHE: dict[bytes, str] = {}
 _NAME_CACHE_MAX: Final = 4096
 # Whole header lines seen before (Host, Accept, Server, Content-Type...: most lines repeat), with their name and
-# value: a hit skips the scan.  Bounded in entries and line length (at most about 1 MB); never credentials, nor
-# fields whose value changes with every message.
+# value: a hit skips the scan.  Bounded in entries and line length (at most about 2.5 MB); never what may be a
+# credential (kept no longer than its message), nor fields whose value changes with every message.
 _LINE_CACHE: Final[dict[bytes, tuple[str, bytes]]] = {}
 _LINE_CACHE_MAX: Final = 4096
 _CACHED_LINE: Final = 200
 _UNCACHED_FIELDS: Final = frozenset({
-    "authorization", "proxy-authorization", "cookie", "set-cookie",  # credentials stay out of memory
-    "content-length", "date", "last-modified", "expires", "age", "etag", "content-range", "x-request-id",
+    "cookie", "set-cookie", "content-length", "date", "last-modified", "expires", "age", "etag", "content-range",
+    "x-request-id",
 })
+_SECRET_NAME_PARTS: Final = ("auth", "token", "key", "secret", "session", "password", "signature")
 
 
 class Head:
@@ -355,11 +356,16 @@ def _read_field(line: bytes) -> tuple[str, bytes]:
     if name is None:
         name = _header_name(raw_name)
     value = _field_value(line, colon + 1)
-    if len(line) <= _CACHED_LINE and name not in _UNCACHED_FIELDS:
+    if len(line) <= _CACHED_LINE and name not in _UNCACHED_FIELDS and not _may_be_secret(name):
         if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
             _LINE_CACHE.clear()  # what repeats comes back at once
         _LINE_CACHE[line] = (name, value)
     return name, value
+
+
+def _may_be_secret(name: str) -> bool:
+    """Authorization, X-Api-Key, X-Auth-Token...: a field whose value may be a credential."""
+    return any(name.find(part) >= 0 for part in _SECRET_NAME_PARTS)
 
 
 _SCANNED_NAME: Final = 64  # header names up to this long are scanned byte by byte, longer lines by bytes.find
