@@ -46,6 +46,7 @@ MODULES = (
     "agent.protocols.http.head",
     "agent.protocols.http.parser",
     "agent.protocols.http.fields",
+    "agent.protocols.http.session",
     "agent.events.timefmt",
     "agent.events.community_id",
     "agent.events.direction",

@@ -10,12 +10,12 @@ natively only after set-up rebuilds (`scripts/accel.py build`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Final, NamedTuple
 
 from agent.protocols.base import Transaction
 from agent.protocols.http import url as f
 from agent.protocols.http.body import decode_body
+from agent.protocols.http.head import is_urlencoded
 from agent.protocols.http.messages import HttpMessage, ParserConfig
 from agent.transport.types import ConnectionInfo, Direction
 
@@ -79,6 +79,22 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
+# Status phrases as published (lower-cased text), by their bytes: a few phrases make nearly all responses.
+_PHRASES: Final[dict[bytes, str]] = {}
+_PHRASES_MAX: Final = 256
+
+
+def _phrase_text(phrase: bytes) -> str:
+    text = _PHRASES.get(phrase)
+    if text is None:
+        text = _text(phrase.lower())
+        if len(_PHRASES) >= _PHRASES_MAX:
+            _PHRASES.clear()
+        if len(phrase) <= 64:
+            _PHRASES[phrase] = text
+    return text
+
+
 def _redact_raw_authorization(raw: bytes) -> bytes:
     """Authorization values in the raw header text become '*', one per byte (as Packetbeat)."""
     lower = raw.lower()
@@ -119,12 +135,22 @@ class _Target(NamedTuple):
     port_mismatch: bool  # the Host header names another port than the server's
 
 
+_new_target: Final = tuple.__new__
+
+
 def _target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
             hidden: frozenset[bytes]) -> _Target:
     """Request-targets repeat: the same inputs give the same fields, cached while they are short."""
-    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) <= CACHED_TARGET_BYTES:
-        return _cached_target(uri, form_query, host_value, server_port, hidden)
-    return _build_target(uri, form_query, host_value, server_port, hidden)
+    if len(uri) + len(host_value) + (len(form_query) if form_query else 0) > CACHED_TARGET_BYTES:
+        return _build_target(uri, form_query, host_value, server_port, hidden)
+    key = (uri, form_query, host_value, server_port, hidden)
+    target = TARGET_CACHE.get(key)
+    if target is None:
+        target = _build_target(uri, form_query, host_value, server_port, hidden)
+        if len(TARGET_CACHE) >= TARGET_CACHE_ENTRIES:
+            TARGET_CACHE.clear()  # cheaper than an LRU's bookkeeping on every hit; refills with what repeats
+        TARGET_CACHE[key] = target
+    return target
 
 
 def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, server_port: int,
@@ -156,10 +182,10 @@ def _build_target(uri: bytes, form_query: bytes | None, host_value: bytes, serve
         url["query"] = _text(query)
     if host:
         url["full"] = f.full_url(host, port, target.path, query)
-    return _Target(url, path, host, f.is_ip(host), mismatch)
+    return _new_target(_Target, (url, path, host, f.is_ip(host), mismatch))  # without NamedTuple's Python __new__
 
 
-_cached_target: Final = lru_cache(maxsize=TARGET_CACHE_ENTRIES)(_build_target)
+TARGET_CACHE: Final[dict[tuple[bytes, bytes | None, bytes, int, frozenset[bytes]], _Target]] = {}
 
 
 def _connect_target(uri: bytes) -> _Target:
@@ -268,9 +294,10 @@ class EventAssembler:
         form body adds to it; the decoded body's length)."""
         hidden = self.settings.hide_keywords
         body = self._decoded_body(msg, notes)
-        # find, not `in` (see url.unescape)
-        urlencoded = msg.content_type.find(b"urlencoded") >= 0
         form_query: bytes | None = None
+        if not body and msg.content_length <= 0:
+            return body, form_query, 0  # the usual request: nothing to read parameters from or to censor
+        urlencoded = is_urlencoded(msg.content_type)
         if msg.content_length > 0 and msg.save_body and urlencoded:
             parsed = f.split_target(msg.uri)
             params = f.collect_params(f.parse_query(parsed.query), hidden) if parsed.query else {}
@@ -320,7 +347,7 @@ class EventAssembler:
         if msg.status_code:
             response["status_code"] = msg.status_code
         if msg.status_phrase:
-            response["status_phrase"] = _text(msg.status_phrase.lower())
+            response["status_phrase"] = _phrase_text(msg.status_phrase)
         response["bytes"] = msg.size
         _add_body(response, msg, body, len(body))
         response["headers"] = self._headers(msg)

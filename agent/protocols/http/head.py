@@ -22,19 +22,52 @@ CHUNK_DATA_UNTERMINATED: Final = -2  # chunk_data_end: the bytes after chunk dat
 MAX_START_LINE: Final = 64 * 1024  # request line or status line without its CRLF
 START_LINE_TOO_LONG: Final = f"start line longer than {MAX_START_LINE} bytes"
 _PROBE_LEN: Final = 24  # bytes enough to tell a start line from garbage
-_FOLD_START: Final = (b" ", b"\t")
 
 # RFC 9110 token characters; a method must be made of them.
 _TOKEN: Final = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 # `x.translate(None, CHARS)` deletes those characters: empty means x is made of nothing else.
 _TOKEN_CHARS: Final = bytes(sorted(_TOKEN))
+
+
+def byte_flags(members: bytes) -> bytes:
+    """256 flags, one per byte value: 1 for the bytes of `members` (indexing it is cheaper than a set test)."""
+    flags = bytearray(256)
+    for byte in members:
+        flags[byte] = 1
+    return bytes(flags)
+
+
+_TOKEN_FLAGS: Final = byte_flags(_TOKEN_CHARS)
 HEX_CHARS: Final = b"0123456789abcdefABCDEF"
 _DIGIT_CHARS: Final = b"0123456789"
+
+
+def _hex_values() -> bytes:
+    """The value of each hex digit by its byte value; 255 for the other bytes."""
+    values = bytearray(b"\xff" * 256)
+    for index, byte in enumerate(HEX_CHARS.lower()[:16]):
+        values[byte] = index
+        values[ord(chr(byte).upper())] = index
+    return bytes(values)
+
+
+_HEX_VALUES: Final = _hex_values()
 _MAX_METHOD: Final = 32
 
 # Header names seen before, lower-cased and decoded once (bounded).
 _NAME_CACHE: dict[bytes, str] = {}
 _NAME_CACHE_MAX: Final = 4096
+# Whole header lines seen before (Host, Accept, Server, Content-Type...: most lines repeat), with their name and
+# value: a hit skips the scan.  Bounded in entries and line length (at most about 2.5 MB); never what may be a
+# credential (kept no longer than its message), nor fields whose value changes with every message.
+_LINE_CACHE: Final[dict[bytes, tuple[str, bytes]]] = {}
+_LINE_CACHE_MAX: Final = 4096
+_CACHED_LINE: Final = 200
+_UNCACHED_FIELDS: Final = frozenset({
+    "cookie", "set-cookie", "content-length", "date", "last-modified", "expires", "age", "etag", "content-range",
+    "x-request-id",
+})
+_SECRET_NAME_PARTS: Final = ("auth", "token", "key", "secret", "session", "password", "signature")
 
 
 class Head:
@@ -109,21 +142,63 @@ def plausible_start(prefix: bytes) -> bool:
 
 def parse_start_line(line: bytes, head: Head) -> str | None:
     """Fill `head` from a request line or status line; returns why it is not one, else None."""
+    n = len(line)
     if line[:5] == b"HTTP/":
-        space = line.find(b" ", 5)
-        version = _version_text(line[5:space] if space > 0 else line[5:])
-        if version is None or space < 0:
-            return "malformed status line"
-        rest = line[space + 1:]
-        space = rest.find(b" ")
-        code, phrase = (rest, b"") if space < 0 else (rest[:space], rest[space + 1:])
-        if not code or len(code) > 3 or code.translate(None, _DIGIT_CHARS):
-            return "malformed status code"
-        head.is_request = False
-        head.version = version
-        head.status = int(code)
-        head.phrase = phrase
-        return None
+        # The usual "HTTP/1.1 200 OK" read by index (bytes methods cost ~800 instructions a call here).
+        if n >= 12 and line[8] == 32 and (n == 12 or line[12] == 32):
+            version = _version_text(line[5:8])
+            d0, d1, d2 = line[9] - 48, line[10] - 48, line[11] - 48
+            if version is not None and 0 <= d0 <= 9 and 0 <= d1 <= 9 and 0 <= d2 <= 9:
+                head.is_request = False
+                head.version = version
+                head.status = d0 * 100 + d1 * 10 + d2
+                head.phrase = line[13:]
+                return None
+        return _parse_status_line(line, head)
+    # The usual "GET /path HTTP/1.1": a short token method, one space, the target, " HTTP/x.y" at the end.
+    first = _method_end(line)
+    if first > 0 and n - 9 > first and line[n - 9] == 32 and line[n - 8:n - 3] == b"HTTP/":
+        version = _version_text(line[n - 3:])  # DIGIT.DIGIT: no space, so line[n - 9] is the last one
+        if version is not None:
+            head.is_request = True
+            head.version = version
+            head.method = line[:first]
+            head.uri = line[first + 1:n - 9]
+            return None
+    return _parse_request_line(line, head)
+
+
+def _method_end(line: bytes) -> int:
+    """The index of the space after a method of token characters at the start of `line`; -1 when there is none
+    within the longest method (the general path then tells what is wrong)."""
+    limit = min(len(line), _MAX_METHOD + 1)
+    for index in range(limit):
+        byte = line[index]
+        if byte == 32:
+            return index
+        if not _TOKEN_FLAGS[byte]:
+            return -1
+    return -1
+
+
+def _parse_status_line(line: bytes, head: Head) -> str | None:
+    space = line.find(b" ", 5)
+    version = _version_text(line[5:space] if space > 0 else line[5:])
+    if version is None or space < 0:
+        return "malformed status line"
+    rest = line[space + 1:]
+    space = rest.find(b" ")
+    code, phrase = (rest, b"") if space < 0 else (rest[:space], rest[space + 1:])
+    if len(code) > 3 or not code.isdigit():  # bytes.isdigit: ASCII digits only, and not empty
+        return "malformed status code"
+    head.is_request = False
+    head.version = version
+    head.status = int(code)
+    head.phrase = phrase
+    return None
+
+
+def _parse_request_line(line: bytes, head: Head) -> str | None:
     first = line.find(b" ")
     last = line.rfind(b" ")
     if first <= 0 or last == first:
@@ -196,24 +271,24 @@ def parse_header_block(block: bytes, head: Head) -> str | None:
     Returns why it is not a header block, BARE_LF when a line holds a bare LF, else None.
     """
     headers = head.headers
-    names = _NAME_CACHE
+    known = _LINE_CACHE
     last_name = ""
     content_type = b""
     for line in block.split(b"\r\n"):
-        if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
-            return BARE_LF
-        raw_name, colon, value = line.partition(b":")
-        if line[:1] in _FOLD_START:  # obsolete line folding: joins the previous field with one space
-            if not last_name:
-                return "folded line without a header field"
-            headers[last_name] = headers[last_name] + b" " + line.strip(b" \t")
-            continue
-        if not colon or not raw_name:
-            return "header line without a colon" if line else "empty header line"
-        name = names.get(raw_name)
-        if name is None:
-            name = _header_name(raw_name)
-        value = value.strip(b" \t")
+        field = known.get(line)
+        if field is not None:
+            name, value = field  # a line seen before: no LF, no fold, a colon
+        else:
+            if 10 in line:  # an int: bytes.__contains__ tries a bytes needle as an int first, raising inside
+                return BARE_LF
+            if line and line[0] in (32, 9):  # obsolete line folding: joins the previous field with one space
+                if not last_name:
+                    return "folded line without a header field"
+                headers[last_name] = headers[last_name] + b" " + line.strip(b" \t")
+                continue
+            name, value = _read_field(line)
+            if not name:
+                return "header line without a colon" if line else "empty header line"
         if name in headers:
             headers[name] = headers[name] + b", " + value
         else:
@@ -222,11 +297,15 @@ def parse_header_block(block: bytes, head: Head) -> str | None:
             content_type = value
         last_name = name
     head.content_type = content_type
+    return _framing(headers, head)
+
+
+def _framing(headers: dict[str, bytes], head: Head) -> str | None:
+    """Content-Length and the codings from the parsed fields; why they cannot frame a body, else None."""
     length = headers.get("content-length")
     if length is not None:
-        if length.isdigit() and len(length) <= 18:  # the usual single, plain value
-            declared: int | None = int(length)
-        else:
+        declared: int | None = _digits_value(length)  # the usual single, plain value
+        if declared is not None and declared < 0:
             declared = _leading_int(length.rsplit(b",", 1)[-1].strip(b" \t"))
         if declared is None:
             return "Content-Length too large"
@@ -234,7 +313,9 @@ def parse_header_block(block: bytes, head: Head) -> str | None:
         head.content_length = declared
     content_coding = headers.get("content-encoding")
     transfer = headers.get("transfer-encoding")
-    if content_coding or transfer:
+    if transfer == b"chunked" and not content_coding:
+        head.chunked = True  # the usual chunked response: no coding left to report
+    elif content_coding or transfer:
         codings: list[str] = [c for c in _codings(content_coding) if c] if content_coding else []
         if transfer:
             transfer_codings = [c for c in _codings(transfer) if c]
@@ -244,6 +325,84 @@ def parse_header_block(block: bytes, head: Head) -> str | None:
             codings.extend(transfer_codings)
         head.encodings = tuple(codings)
     return None
+
+
+_FORM_TYPES: Final[dict[bytes, bool]] = {}  # Content-Type values seen: whether each names a urlencoded form
+_FORM_TYPES_MAX: Final = 256
+
+
+def is_urlencoded(content_type: bytes) -> bool:
+    """Whether a Content-Type is a urlencoded form (remembered for the few values traffic repeats)."""
+    form = _FORM_TYPES.get(content_type)
+    if form is None:
+        form = content_type.find(b"urlencoded") >= 0  # find, not `in` (see url.unescape)
+        if len(_FORM_TYPES) >= _FORM_TYPES_MAX:
+            _FORM_TYPES.clear()
+        if len(content_type) <= 128:
+            _FORM_TYPES[content_type] = form
+    return form
+
+
+def _read_field(line: bytes) -> tuple[str, bytes]:
+    """(lower-case name, value) of a header line that is not folded; ("", b"") without a colon or a name.
+
+    A short line whose field is neither a credential nor one that changes with every message is remembered.
+    """
+    colon = _colon_at(line)
+    if colon <= 0:
+        return "", b""
+    raw_name = line[:colon]
+    name = _NAME_CACHE.get(raw_name)
+    if name is None:
+        name = _header_name(raw_name)
+    value = _field_value(line, colon + 1)
+    if len(line) <= _CACHED_LINE and name not in _UNCACHED_FIELDS and not _may_be_secret(name):
+        if len(_LINE_CACHE) >= _LINE_CACHE_MAX:
+            _LINE_CACHE.clear()  # what repeats comes back at once
+        _LINE_CACHE[line] = (name, value)
+    return name, value
+
+
+def _may_be_secret(name: str) -> bool:
+    """Authorization, X-Api-Key, X-Auth-Token...: a field whose value may be a credential."""
+    return any(name.find(part) >= 0 for part in _SECRET_NAME_PARTS)
+
+
+_SCANNED_NAME: Final = 64  # header names up to this long are scanned byte by byte, longer lines by bytes.find
+
+
+def _colon_at(line: bytes) -> int:
+    """The index of the first ':' in a header line, -1 without one (a short name is scanned byte by byte: a
+    bytes method call costs more than the loop)."""
+    limit = min(len(line), _SCANNED_NAME)
+    for index in range(limit):
+        if line[index] == 58:
+            return index
+    return line.find(b":") if len(line) > _SCANNED_NAME else -1
+
+
+def _field_value(line: bytes, start: int) -> bytes:
+    """line[start:] without the spaces and tabs around it (what `.strip(b" \t")` gives)."""
+    end = len(line)
+    while start < end and line[start] in (32, 9):
+        start += 1
+    while end > start and line[end - 1] in (32, 9):
+        end -= 1
+    return line[start:end]
+
+
+def _digits_value(value: bytes) -> int:
+    """The number a run of 1 to 18 ASCII digits spells; -1 for anything else."""
+    n = len(value)
+    if not 0 < n <= 18:
+        return -1
+    number = 0
+    for index in range(n):
+        digit = value[index] - 48
+        if not 0 <= digit <= 9:
+            return -1
+        number = number * 10 + digit
+    return number
 
 
 def plausible_trailer(first: int) -> bool:
@@ -294,6 +453,19 @@ def find_start_line(buf: bytes | bytearray, pos: int, at_line_start: bool) -> tu
 def read_chunk_size(buf: bytes | bytearray, pos: int) -> tuple[int, int, str]:
     """The chunk-size line at `pos` (extensions ignored): (the size, the index after its line end, why it is
     malformed, or ""); (-1, -1, "") while its end is not buffered."""
+    # The usual line, hex digits then CRLF, read by index (the general path costs ten times as much).
+    n = len(buf)
+    limit = min(n, pos + 16)
+    size = 0
+    index = pos
+    while index < limit:
+        digit = _HEX_VALUES[buf[index]]
+        if digit > 15:
+            break
+        size = size * 16 + digit
+        index += 1
+    if index > pos and index + 1 < n and buf[index] == 13 and buf[index + 1] == 10:
+        return size, index + 2, ""
     end, after = find_line_end(buf, pos, pos + MAX_CHUNK_LINE + 2)
     if end < 0:
         return -1, -1, CHUNK_LINE_TOO_LONG if len(buf) - pos > MAX_CHUNK_LINE else ""

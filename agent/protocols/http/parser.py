@@ -56,7 +56,6 @@ from agent.transport.types import Direction
 
 PROTOCOL: Final = "http"
 
-
 # Parser states
 _HEAD: Final = 0  # waiting for (the rest of) a start line and header block
 _BODY_LENGTH: Final = 1  # Content-Length body
@@ -360,7 +359,8 @@ class HttpStreamParser:
     def _read_head(self, pos: int, stop: int) -> None:
         """The head in data[pos:stop + 4] (its final CRLF CRLF included): parsed, consumed, its body framed next."""
         rb = self.buf
-        raw = bytes(rb.data[pos:stop + 4])
+        held = rb.data[pos:stop + 4]
+        raw = held if isinstance(held, bytes) else bytes(held)  # bytes() of bytes is a costly call for nothing
         if len(raw) > self._header_limit:
             self._counters.inc("header_block_overflow")
             self._fail(pos, f"header block longer than {self._header_limit} bytes")
@@ -406,8 +406,8 @@ class HttpStreamParser:
             if not has_body:
                 return
         content_type = head.content_type
-        self._send = send = any(include in content_type for include in includes)
-        self._save = send or (head.content_length > 0 and content_type.find(b"urlencoded") >= 0)
+        self._send = send = any(content_type.find(include) >= 0 for include in includes)  # no `in`: url.unescape
+        self._save = send or (head.content_length > 0 and heads.is_urlencoded(content_type))
         self._store_cap = max(0, config.max_message_size - len(head.raw))
         if head.chunked:
             self._state = _CHUNK_SIZE

@@ -533,3 +533,17 @@ def test_take_in_progress_hands_out_a_request_once() -> None:
     # The rest of the body is still framed, but the request is not emitted a second time.
     msgs = feed_all(parser, [b"x" * 96 + b"GET / HTTP/1.1\r\n\r\n"])
     assert [x.uri for x in msgs] == [b"/"]
+
+
+def test_repeated_header_lines_parse_alike_and_credentials_are_not_remembered() -> None:
+    from agent.protocols.http import head
+
+    request = (b"GET /a HTTP/1.1\r\nHost: cache.test\r\nAuthorization: Basic dXNlcjpwYXNz\r\n"
+               b"X-Api-Key: k-123\r\nCookie: s=1\r\nAccept:  */* \t\r\n\r\n")
+    first = one(request, direction=C2S)
+    again = one(request, direction=C2S)  # its lines are remembered now
+    assert first == again
+    assert first.headers["accept"] == b"*/*" and first.headers["x-api-key"] == b"k-123"
+    assert b"Host: cache.test" in head._LINE_CACHE
+    remembered = b"".join(head._LINE_CACHE)
+    assert [secret for secret in (b"dXNlcjpwYXNz", b"k-123", b"s=1") if secret in remembered] == []

@@ -508,9 +508,9 @@ def test_long_targets_get_the_same_url_fields_and_stay_out_of_the_cache() -> Non
     long_path = "/" + "a" * 3000
     ok = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     short = http([req(b"GET /x?b=2&a=1 HTTP/1.1\r\nHost: h.test:8080\r\n\r\n"), ok])
-    before = http_event._cached_target.cache_info().currsize
+    before = len(http_event.TARGET_CACHE)
     long = http([req(f"GET {long_path}?b=2&a=1 HTTP/1.1\r\nHost: h.test:8080\r\n\r\n".encode()), ok])
-    assert http_event._cached_target.cache_info().currsize == before
+    assert len(http_event.TARGET_CACHE) == before
     assert get(long[0].fields, "url.path") == long_path
     assert get(long[0].fields, "url.full") == f"http://h.test:8080{long_path}?a=1&b=2"
     assert get(short[0].fields, "url.full") == "http://h.test:8080/x?a=1&b=2"
