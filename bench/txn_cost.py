@@ -25,7 +25,7 @@ says); PKTBEAT_PURE_PYTHON=1 measures plain Python.  `--compare` prints each
 number beside one saved earlier with `--json` and their ratio:
 bench/txn_cost_before.json holds the counts of main at 9bcbec8, before issue
 14's work (measured with this script, native modules, on this machine), and
-bench/txn_cost_after.json those of the perf branch merged with main.
+bench/txn_cost_after.json those after the speed work (main at stop 19).
 """
 
 from __future__ import annotations
