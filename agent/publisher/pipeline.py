@@ -112,20 +112,13 @@ class Pipeline:
 
     def publish(self, event: EncodedEvent) -> None:
         """Queue one event: blocks while full in replay mode, never blocks in live mode."""
-        if not self.live and not self.durable:
-            # Replay hands events over in small batches: one lock and one wake-up per batch, not per
-            # event (per-event hand-off to the sender thread cost more than building the event).
-            self._staged.append(event)
-            if len(self._staged) >= self._stage_size:
-                self._hand_over()
-            return
-        with self._cond:
-            self.counters["published"] += 1
-            self._enqueue(event)
+        self.publish_many([event])
 
     def publish_many(self, events: list[EncodedEvent]) -> None:
         """`publish` each of `events`, in order: a live worker's batch under one lock, replay's staged at once."""
         if not self.live and not self.durable:
+            # Replay hands events over in small batches: one lock and one wake-up per batch, not per
+            # event (per-event hand-off to the sender thread cost more than building the event).
             self._staged.extend(events)
             if len(self._staged) >= self._stage_size:
                 self._hand_over()

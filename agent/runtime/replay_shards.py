@@ -370,12 +370,10 @@ class ShardedReplay:
             log.error("replay worker %d: %s", worker.index, exc)
             worker.reader.eof = True
             return
-        publish = self.pipeline.publish
         for kind, payload in messages:
             if kind == channel.EVENTS:
                 events = channel.decode_events(payload)
-                for event in events:
-                    publish(event)
+                self.pipeline.publish_many(events)
                 self.published += len(events)
             elif kind == channel.DONE:
                 done = json.loads(payload)

@@ -5,9 +5,10 @@ Compiled by mypyc (agent/accel.py MODULES): keep it to annotated code that mypyc
 accepts (no dynamic attributes, `__slots__` classes, subclasses only in compiled
 modules); an edit is used natively only after set-up rebuilds
 (`scripts/accel.py build`).  That is why `HttpSession` does not extend the
-interpreted `SessionBase` (a native class cannot) and `_Tunnel` does not
-extend `NullSession`: both implement the `StreamSession` protocol themselves.
-The interpreted HTTP/2 session (`H2Session`) is called like any Python object.
+interpreted `SessionBase` (a native class cannot): it implements the
+`StreamSession` protocol itself.  The interpreted HTTP/2 session (`H2Session`)
+and tunnel (`TunnelBytes`, agent/protocols/http/tunnel.py) are called like any
+Python object.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from agent.protocols.http.h2frames import PREFACE, PREFACE_TAIL
 from agent.protocols.http.h2session import H2Session, starts_with_settings
 from agent.protocols.http.messages import HttpMessage, ParserConfig
 from agent.protocols.http.parser import HttpStreamParser
+from agent.protocols.http.tunnel import TunnelBytes
 from agent.transport.types import Direction
 
 if TYPE_CHECKING:
@@ -73,37 +75,6 @@ def _settings_for(config: HttpConfig) -> EventSettings:
     return settings
 
 
-class _Tunnel:
-    """What the connection is once it is no longer HTTP: its bytes are counted, not parsed (a `NullSession`
-    that counts)."""
-
-    __slots__ = ("counters",)
-
-    def __init__(self, counters: Counters) -> None:
-        self.counters = counters
-
-    def feed(self, direction: Direction, data: bytes, ts_ns: int) -> None:
-        self.counters["tunnel_bytes"] += len(data)
-
-    def gap(self, direction: Direction, nbytes: int, ts_ns: int) -> None:
-        pass
-
-    def fin(self, direction: Direction, ts_ns: int) -> None:
-        pass
-
-    def recover(self, direction: Direction, error: ParseError, ts_ns: int) -> None:
-        pass
-
-    def expire(self, ts_ns: int) -> None:
-        pass
-
-    def pending(self) -> int:
-        return 0
-
-    def buffered(self) -> int:
-        return 0
-
-
 class HttpSession:
     """One TCP connection carrying HTTP: HTTP/1.x here, HTTP/2 or a tunnel in `switched` once it changes.
 
@@ -128,7 +99,7 @@ class HttpSession:
         self.requests: RequestQueue[HttpMessage] = RequestQueue(
             ctx.counters, MAX_QUEUED_REQUESTS, max(settings.parser.max_message_size, 1 << 20))
         # What the connection became (HTTP/2, a tunnel); None while it is HTTP/1.x.
-        self.switched: H2Session | _Tunnel | None = None
+        self.switched: H2Session | TunnelBytes | None = None
         self.deciding: Direction | None = None  # a CONNECT tunnel waits for its first bytes: TLS or not?
         self.tunnel_head = [b"", b""]  # those first bytes, by Direction, until they tell
         # The client's parser while its CONNECT waits for an answer: what follows may be the tunnel's bytes.
@@ -271,7 +242,7 @@ class HttpSession:
         elif request.method == b"CONNECT" and 200 <= status < 300:
             counters["tunnels"] += 1
             self.deciding = request.direction
-            self._decide_tunnel(self._switch(_Tunnel(counters)), msg.ts_ns)
+            self._decide_tunnel(self._switch(TunnelBytes(counters)), msg.ts_ns)
 
     def _unmatched_request(self, request: HttpMessage) -> None:
         self.counters["unmatched_requests"] += 1
@@ -283,7 +254,7 @@ class HttpSession:
 
     # -- what the connection becomes -------------------------------------------------
 
-    def _switch(self, target: H2Session | _Tunnel) -> list[bytes]:
+    def _switch(self, target: H2Session | TunnelBytes) -> list[bytes]:
         """HTTP/1.x parsing ends: requests still waiting are published; returns what each direction buffered."""
         self.switched = target
         self.paused = None
@@ -299,7 +270,7 @@ class HttpSession:
             self._to_tls(response.ts_ns)
         else:
             self.counters["tunnels"] += 1
-            for data in self._switch(_Tunnel(self.counters)):
+            for data in self._switch(TunnelBytes(self.counters)):
                 self.counters["tunnel_bytes"] += len(data)
 
     def _to_http2(self, client: Direction, client_preface: bytes, ts_ns: int,
@@ -346,7 +317,7 @@ class HttpSession:
 
     def _to_tls(self, ts_ns: int, held: list[bytes] | None = None) -> None:
         if held is None:
-            held = self._switch(_Tunnel(self.counters))
+            held = self._switch(TunnelBytes(self.counters))
         self.counters["tls_hand_overs"] += 1
         self.ctx.hand_over("tls", ts_ns, to_server=held[Direction.TO_SERVER], to_client=held[Direction.TO_CLIENT])
 
